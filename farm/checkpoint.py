@@ -19,13 +19,35 @@ from safetensors.torch import save as save_safetensors
 
 from farm.charset import Charset
 from farm.exceptions import CheckpointError
-from farm.model import CRNN, CRNNConfig, greedy_decode, to_tensor
+from farm.model import CRNN, CRNNConfig, to_tensor
 
-__all__ = ["Solver", "weights_bytes", "build_card", "load_solver", "load_solver_dir", "save_solver_dir",
+__all__ = ["Solver", "build_model", "architecture_name", "weights_bytes", "build_card", "load_solver", "load_solver_dir", "save_solver_dir",
            "sha256_hex", "CARD_FORMAT"]
 
 CARD_FORMAT = "captchafarm-card/1"
-ARCHITECTURES = {"crnn": (CRNN, CRNNConfig)}
+def _architectures() -> dict:
+    from farm.solvers import PositionCNN, PositionConfig, ResNetConfig, ResNetCTC, TransformerConfig, TransformerCTC
+    return {"crnn": (CRNN, CRNNConfig), "resnet_ctc": (ResNetCTC, ResNetConfig),
+            "transformer_ctc": (TransformerCTC, TransformerConfig), "position_cnn": (PositionCNN, PositionConfig)}
+
+
+def build_model(architecture: str, config: dict | None = None, num_classes: int | None = None):
+    """A fresh model of a named architecture; config keys override its defaults."""
+    architectures = _architectures()
+    if architecture not in architectures:
+        raise ValueError(f"architecture: unknown {architecture!r}; known: {', '.join(architectures)}")
+    model_cls, config_cls = architectures[architecture]
+    data = dict(config or {})
+    if num_classes is not None:
+        data["num_classes"] = num_classes
+    return model_cls(config_cls.from_dict(data))
+
+
+def architecture_name(model) -> str:
+    for name, (model_cls, _) in _architectures().items():
+        if type(model) is model_cls:
+            return name
+    raise ValueError(f"model: {type(model).__name__} is not a registered architecture")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -62,7 +84,7 @@ class Solver:
                     for t in self.read(_stack(images[i:i + batch_size]), batch_size)]
         texts = []
         for i in range(0, len(images), batch_size):
-            texts += greedy_decode(self.model(images[i:i + batch_size].to(device)), self.charset)
+            texts += self.model.decode(self.model(images[i:i + batch_size].to(device)), self.charset)
         return texts
 
 
@@ -81,8 +103,8 @@ def weights_bytes(model: torch.nn.Module) -> bytes:
     return save_safetensors(state)
 
 
-def build_card(model: CRNN, charset: Charset, weights: bytes, **extra) -> dict:
-    card = {"format": CARD_FORMAT, "architecture": "crnn", "config": model.config.to_dict(),
+def build_card(model, charset: Charset, weights: bytes, **extra) -> dict:
+    card = {"format": CARD_FORMAT, "architecture": architecture_name(model), "config": model.config.to_dict(),
             "charset": charset.to_dict(),
             "input_size": [model.config.input_height, model.config.input_width],
             "sha256": sha256_hex(weights)}
@@ -107,9 +129,10 @@ def load_solver(weights: bytes, card: dict, expect_charset: Charset | None = Non
     if expect_charset is not None and charset.alphabet != expect_charset.alphabet:
         raise CheckpointError(f"charset: checkpoint reads {charset.alphabet!r}, "
                               f"but {expect_charset.alphabet!r} was expected; use a checkpoint trained on that alphabet")
-    if card.get("architecture") not in ARCHITECTURES:
-        raise CheckpointError(f"card: unknown architecture {card.get('architecture')!r}; known: {', '.join(ARCHITECTURES)}")
-    model_cls, config_cls = ARCHITECTURES[card["architecture"]]
+    architectures = _architectures()
+    if card.get("architecture") not in architectures:
+        raise CheckpointError(f"card: unknown architecture {card.get('architecture')!r}; known: {', '.join(architectures)}")
+    model_cls, config_cls = architectures[card["architecture"]]
     try:
         config = config_cls.from_dict(card["config"])
     except (KeyError, TypeError) as e:

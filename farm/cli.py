@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 import sys
@@ -11,19 +10,14 @@ from pathlib import Path
 import click
 
 from farm import __version__
+from farm.commands.common import (Fraction, checkpoint_option, fail, json_out, open_store_or_fail, store_option,
+                                  substitute, version_option)
 
 DEFAULT_SEED = 2026
 
 
-def _json_out(data) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
-
-
-def _fail(message: str) -> None:
-    raise click.ClickException(message)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110,
+                                "terminal_width": 110})
 @click.version_option(__version__, prog_name="farm")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
@@ -39,10 +33,10 @@ def main(verbose: int) -> None:
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Checkpoint folder to write (model.safetensors, card.json, train-state/).")
-@click.option("--mix", default="classic=0.45,lines=0.2,wave=0.35", show_default=True,
+@click.option("--mix", default="classic=0.6,lines=0.2,wave=0.2", show_default=True,
               help="Schemes and their weights in the training data.")
-@click.option("--samples", default=200_000, show_default=True, help="Distinct captchas rendered for training.")
-@click.option("--steps", default=14_000, show_default=True, help="Optimizer steps.")
+@click.option("--samples", default=160_000, show_default=True, help="Distinct captchas rendered for training.")
+@click.option("--steps", default=12_000, show_default=True, help="Optimizer steps.")
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--lr", default=2e-3, show_default=True, help="Peak learning rate (warm-up, then cosine).")
 @click.option("--seed", default=0, show_default=True, help="Seeds the data, the weights and the order.")
@@ -59,15 +53,213 @@ def train(out, mix, samples, steps, batch_size, lr, seed, workers, eval_every, r
         config = TrainConfig(mix=parse_mix(mix), samples=samples, steps=steps, batch_size=batch_size, lr=lr,
                              seed=seed, workers=workers, eval_every=eval_every)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     command = "farm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     card = run(config, out, resume=resume, command=command)
     if as_json:
-        _json_out(card)
+        json_out(card)
     else:
         acc = ", ".join(f"{k} {v:.1%}" for k, v in card["metrics"]["accuracy"].items())
         click.echo(f"wrote {out} in {card['training']['seconds']:.0f} s; accuracy: {acc}")
 
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@checkpoint_option
+@version_option
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {file, text}.")
+def solve(images, checkpoint, version, store_url, as_json):
+    """Print the substitute's reading of PNG or JPEG files (any size)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    solver = substitute(store_url, checkpoint, version)
+    arrays = []
+    for path in images:
+        try:
+            arrays.append(np.asarray(Image.open(path).convert("L"), dtype=np.uint8))
+        except (UnidentifiedImageError, OSError) as e:
+            fail(f"{path}: not a readable image ({e})")
+    texts = solver.read(arrays) if len({a.shape for a in arrays}) == 1 else [solver.read([a])[0] for a in arrays]
+    if as_json:
+        json_out([{"file": str(p), "text": t} for p, t in zip(images, texts)])
+    else:
+        for p, t in zip(images, texts):
+            click.echo(f"{p}\t{t}")
+
+
+@main.command()
+@click.option("--scheme", "schemes", multiple=True, help="Scheme to evaluate (repeatable; default: all).")
+@click.option("--count", default=500, show_default=True, help="Fresh captchas per scheme.")
+@click.option("--seed", default=DEFAULT_SEED, show_default=True, help="Seed of the fresh captchas (never used in training).")
+@click.option("--pool", default=None, help="Evaluate on a generated pool instead: as it is and after attacker preprocessing.")
+@click.option("--limit", default=None, type=int, help="With --pool: at most this many captchas.")
+@click.option("--zoo/--no-zoo", "with_zoo", default=True, show_default=True,
+              help="With --pool: also every trained zoo solver, donors and held-out marked.")
+@click.option("--preprocess/--no-preprocess", "with_preprocess", default=True, show_default=True,
+              help="With --pool: also after each attacker preprocessing.")
+@checkpoint_option
+@version_option
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def evaluate(schemes, count, seed, pool, limit, with_zoo, with_preprocess, checkpoint, version, store_url, as_json):
+    """Measure how well the substitute reads fresh clean captchas, or a pool before and after preprocessing."""
+    from farm.evaluate import scheme_accuracy
+    from farm.schemes import scheme_names
+
+    solver = substitute(store_url, checkpoint, version)
+    if pool:
+        _evaluate_pool(solver, open_store_or_fail(store_url), pool, limit, with_zoo, with_preprocess, as_json)
+        return
+    try:
+        names = list(schemes) or scheme_names()
+        for name in names:
+            from farm.schemes import get_scheme
+            get_scheme(name)
+        result = {"substitute": solver.version, "seed": seed,
+                  "schemes": scheme_accuracy(solver, names, count, seed=seed, progress=not as_json)}
+    except ValueError as e:
+        fail(str(e))
+    if as_json:
+        json_out(result)
+    else:
+        click.echo(f"substitute {solver.version}, {count} fresh captchas per scheme, seed {seed}")
+        for name, r in result["schemes"].items():
+            click.echo(f"  {name:10s} {r['accuracy']:7.2%}")
+
+
+def _evaluate_pool(solver, store, pool, limit, with_zoo, with_preprocess, as_json):
+    from farm.evaluate import load_pool, pool_accuracy
+    from farm.exceptions import FarmError
+    from farm.preprocess import PREPROCESSING
+    from farm.zoo import load_member, members, zoo_path
+
+    try:
+        records, adversarial, clean = load_pool(store, pool, limit)
+    except (FarmError, ValueError) as e:
+        fail(str(e))
+    solvers, roles = {"substitute": solver}, {"substitute": "substitute"}
+    if with_zoo:
+        for m in members():
+            if (zoo_path() / m.name / "card.json").exists():
+                solvers[m.name], roles[m.name] = load_member(m.name), m.role
+    preps = ["none", *PREPROCESSING] if with_preprocess else ["none"]
+    table = pool_accuracy(solvers, records, adversarial, clean, preps)
+    result = {"pool": pool, "count": len(records), "substitute": solver.version, "roles": roles, "accuracy": table,
+              "mean_ssim": round(sum(r["ssim"] for r in records) / len(records), 4),
+              "mean_ssim_glyph": round(sum(r.get("ssim_glyph", 1.0) for r in records) / len(records), 4),
+              "max_linf": max(r["linf"] for r in records)}
+    if as_json:
+        json_out(result)
+        return
+    click.echo(f"pool {pool}: {len(records)} captchas, substitute {solver.version}, mean SSIM {result['mean_ssim']:.3f} "
+               f"(glyph region {result['mean_ssim_glyph']:.3f}), max L-inf {result['max_linf'] * 255:.0f}/255")
+    click.echo("accuracy clean -> adversarial")
+    click.echo(f"  {'solver':14s} {'role':10s} " + " ".join(f"{p:>15s}" for p in preps))
+    for name, row in table.items():
+        cells = " ".join(f"{row['clean'][p]:6.1%} ->{row['adversarial'][p]:6.1%}" for p in preps)
+        click.echo(f"  {name:14s} {roles[name]:10s} {cells}")
+
+
+@main.command()
+@click.option("--pool", required=True, help="Pool name (letters, digits, - _ .).")
+@click.option("--count", required=True, type=int, help="Captchas in the pool.")
+@click.option("--scheme", default="classic", show_default=True, help="Captcha scheme (see `farm schemes`).")
+@click.option("--method", default="iterative", show_default=True,
+              help="none (clean control), direct, iterative, momentum or robust.")
+@click.option("--norm", default="linf", show_default=True, type=click.Choice(["linf", "l2"]))
+@click.option("--eps", default="8/255", show_default=True, type=Fraction(), help="Budget, e.g. 8/255.")
+@click.option("--alpha", default=None, type=Fraction(), help="Step size [default: 2.5 eps / steps].")
+@click.option("--steps", default=10, show_default=True, help="Steps of the iterative methods.")
+@click.option("--mask", default="background", show_default=True,
+              help="full, background, glyph, or a PNG of the scheme's size (white = may change).")
+@click.option("--margin", default=1, show_default=True, help="Background mask: pixels kept clear around glyphs.")
+@click.option("--random-start", is_flag=True, help="Start from a random point of the budget ball.")
+@click.option("--smoothing", default=0.0, show_default=True, help="Gaussian sigma over the gradient (TI).")
+@click.option("--diversity", default=0.0, show_default=True, help="Probability of random resize-and-pad (DI).")
+@click.option("--decay", default=1.0, show_default=True, help="Momentum decay (momentum, robust).")
+@click.option("--eps-glyph", default=None, type=Fraction(),
+              help="L-inf budget on the glyphs (dilated by --margin) when smaller than --eps off them.")
+@click.option("--ensemble", multiple=True, help="Zoo donor attacked together with the substitute (repeatable).")
+@click.option("--shard-size", default=256, show_default=True, help="Captchas per shard (unit of work and of resume).")
+@click.option("--seed", default=0, show_default=True, help="Same seed, scheme and count: same clean captchas.")
+@checkpoint_option
+@store_option
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the closing summary as JSON.")
+def generate(pool, count, scheme, method, norm, eps, alpha, steps, mask, margin, random_start, smoothing,
+             diversity, decay, eps_glyph, ensemble, shard_size, seed, checkpoint, store_url, no_progress, as_json):
+    """Generate a pool of adversarial captchas (re-run with the same arguments to complete it)."""
+    from farm.config import device, secret
+    from farm.exceptions import FarmError
+    from farm.generate import generate_pool
+    from farm.pool import PoolSpec, check_pool_name
+
+    try:
+        check_pool_name(pool)
+        spec = PoolSpec(count=count, scheme=scheme, method=method, norm=norm, eps=eps, alpha=alpha, steps=steps,
+                        mask=mask, margin=margin, seed=seed, shard_size=shard_size, random_start=random_start,
+                        smoothing=smoothing, diversity=diversity, decay=decay, eps_glyph=eps_glyph,
+                        ensemble=tuple(ensemble)).validate()
+    except ValueError as e:
+        fail(str(e))
+    store = open_store_or_fail(store_url)
+    solver = substitute(store_url, checkpoint, None, publish=True)
+    try:
+        summary = generate_pool(store, pool, spec, spec.solvers(solver, device()), secret(store), device=device(),
+                                progress=not (no_progress or as_json))
+    except (FarmError, ValueError) as e:
+        fail(str(e))
+    if as_json:
+        json_out(summary)
+        return
+    click.echo(f"pool {pool}: {summary['count']} captchas in {summary['store']} "
+               f"({summary['generated']} new, {summary['captchas_per_second']:.1f}/s)")
+    if summary["generated"]:
+        click.echo(f"substitute {summary['substitute']} reads {summary['substitute_accuracy_clean']:.1%} clean -> "
+                   f"{summary['substitute_accuracy_adversarial']:.1%} adversarial; "
+                   f"mean SSIM {summary['mean_ssim']:.3f}, mean L-inf {summary['mean_linf'] * 255:.1f}/255")
+
+
+@main.command()
+@click.option("--pool", required=True, help="Pool to show.")
+@click.option("-n", "count", default=16, show_default=True, help="Captchas on the sheet.")
+@click.option("-o", "--output", default="sheet.png", show_default=True, type=click.Path(dir_okay=False, path_type=Path))
+@store_option
+def preview(pool, count, output, store_url):
+    """Write a contact sheet: clean | adversarial | amplified perturbation, with answer and reading."""
+    from farm.exceptions import FarmError
+    from farm.preview import contact_sheet, pool_pairs
+
+    try:
+        sheet = contact_sheet(pool_pairs(open_store_or_fail(store_url), pool, count), title=f"{pool}: clean | adversarial | perturbation x8")
+    except (FarmError, ValueError) as e:
+        fail(str(e))
+    sheet.save(output)
+    click.echo(f"wrote {output} ({count} captchas of {pool})")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def schemes(as_json):
+    """List the captcha schemes with their alphabet, lengths and size."""
+    from farm.schemes import get_scheme, scheme_names
+
+    rows = [{"name": n, "alphabet": get_scheme(n).alphabet, "lengths": list(get_scheme(n).lengths),
+             "width": get_scheme(n).width, "height": get_scheme(n).height,
+             "description": get_scheme(n).description} for n in scheme_names()]
+    if as_json:
+        json_out(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['name']:10s} {r['width']}x{r['height']}  length {r['lengths'][0]}-{r['lengths'][1]}  "
+                   f"{r['description']}")
+
+
+from farm.commands import register_all  # noqa: E402  (the group must exist first)
+
+register_all(main)
 
 if __name__ == "__main__":
     main()

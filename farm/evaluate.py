@@ -40,3 +40,41 @@ def scheme_accuracy(solver: Solver, schemes: list[str], count: int, seed: int = 
         bar.close()
         results[name] = {"count": len(truths), "accuracy": sequence_accuracy(readings, truths)}
     return results
+
+
+def load_pool(store, pool: str, limit: int | None = None):
+    """(key records, adversarial images (N, 1, H, W) float, clean images of the same captchas)."""
+    import numpy as np
+    import torch
+
+    from farm.pool import POOL_STREAM, PoolSpec, decode_png, read_keys, read_manifest
+    from farm.schemes import captcha_seed, get_scheme
+
+    spec = PoolSpec.from_dict(read_manifest(store, pool)["spec"])
+    records = read_keys(store, pool)[:limit]
+    if not records:
+        raise ValueError(f"pool: {pool!r} has no complete shard yet")
+    scheme = get_scheme(spec.scheme)
+    adversarial = np.stack([decode_png(store.get(f"pools/{pool}/images/{r['id']}.png")) for r in records])
+    clean = np.stack([scheme.sample(captcha_seed(spec.seed, r["index"], POOL_STREAM)).image for r in records])
+    as_tensor = lambda a: torch.from_numpy(a).unsqueeze(1).float() / 255  # noqa: E731
+    return records, as_tensor(adversarial), as_tensor(clean)
+
+
+def pool_accuracy(solvers: dict, records: list[dict], adversarial, clean, preprocessings: list[str]) -> dict:
+    """{solver: {"clean": {prep: acc}, "adversarial": {prep: acc}}} over a pool's captchas."""
+    from farm.preprocess import apply
+
+    truths = [r["answer"] for r in records]
+    results = {}
+    for name, solver in solvers.items():
+        row = {}
+        for label, images in (("clean", clean), ("adversarial", adversarial)):
+            row[label] = {}
+            for prep in preprocessings:
+                readings = []
+                for i in range(0, len(images), 200):
+                    readings += solver.read(apply(prep, images[i:i + 200]))
+                row[label][prep] = round(sequence_accuracy(readings, truths), 4)
+        results[name] = row
+    return results

@@ -19,3 +19,7 @@ class ConflictError(StoreError):
 
 class PoolError(FarmError):
     """A pool is missing, incomplete, or its arguments do not fit."""
+
+
+class AnswersError(FarmError):
+    """An answers file as a whole cannot be ingested (unreadable, or over a size limit)."""

@@ -7,7 +7,7 @@ graph the attack's gradient flows through.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +74,12 @@ class CRNN(nn.Module):
         x = F.relu(self.project(x))
         x, _ = self.rnn(x)  # (T, B, 2*hidden)
         return self.classify(self.dropout(x)).log_softmax(-1)  # (T, B, classes)
+
+    def loss(self, output: torch.Tensor, labels: list[list[int]], reduction: str = "mean") -> torch.Tensor:
+        return ctc_loss(output, labels, reduction)
+
+    def decode(self, output: torch.Tensor, charset: Charset) -> list[str]:
+        return greedy_decode(output, charset)
 
 
 def resize_input(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

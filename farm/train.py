@@ -21,10 +21,10 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from farm.charset import Charset
-from farm.checkpoint import Solver, build_card, save_solver_dir, weights_bytes
+from farm.checkpoint import Solver, build_model, save_solver_dir
 from farm.dataset import TRAIN, VALIDATION, CaptchaStream, render_set
 from farm.evaluate import scheme_accuracy
-from farm.model import CRNN, CRNNConfig, ctc_loss
+from farm.model import CRNN, CRNNConfig
 from farm.schemes import get_scheme
 
 __all__ = ["TrainConfig", "train", "mix_charset", "parse_mix"]
@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """What a training run does. Saved in the card so the run can be repeated."""
 
-    mix: dict[str, float] = field(default_factory=lambda: {"classic": 0.5, "lines": 0.25, "wave": 0.25})
-    samples: int = 200_000  # distinct captchas, rendered once; steps * batch_size / samples = passes
+    mix: dict[str, float] = field(default_factory=lambda: {"classic": 0.6, "lines": 0.2, "wave": 0.2})
+    samples: int = 160_000  # distinct captchas, rendered once; steps * batch_size / samples = passes
     steps: int = 12_000
     batch_size: int = 64  # small batches: more updates per CPU-second, and CTC converges sooner
     lr: float = 2e-3
@@ -47,6 +47,9 @@ class TrainConfig:
     val_count: int = 300  # per scheme, checked every `eval_every` steps
     eval_every: int = 1000
     workers: int = 2  # render processes for the data set
+    architecture: str = "crnn"  # see farm.checkpoint.build_model; zoo solvers use the others
+    model: dict = field(default_factory=dict)  # overrides of the architecture's config
+    augment: tuple[str, ...] = ()  # attacker-style input changes: noise, blur, binarize, median3, jpeg50
     threads: int = 0  # torch threads for the trainer; 0 = torch's default
 
 
@@ -111,17 +114,22 @@ def _load_state(path: Path, model, optimizer) -> tuple[int, float]:
 
 
 def train(config: TrainConfig, out: Path, model_config: CRNNConfig | None = None, resume: bool = True,
-          progress: bool = True, command: str | None = None, final_count: int = 1000) -> dict:
+          progress: bool = True, command: str | None = None, final_count: int = 1000,
+          card_fields: dict | None = None) -> dict:
     """Train and write a checkpoint folder (model.safetensors, card.json) to `out`; returns the card."""
     out = Path(out)
     charset = mix_charset(config.mix)
-    model_config = model_config or CRNNConfig(num_classes=charset.num_classes)
-    if model_config.num_classes != charset.num_classes:
-        raise ValueError(f"model: {model_config.num_classes} classes but the mix's charset needs {charset.num_classes}")
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    model = CRNN(model_config).to(memory_format=torch.channels_last)  # faster conv, BN and pooling on CPU
+    if model_config is not None:
+        model = CRNN(model_config)
+    else:
+        model = build_model(config.architecture, config.model, num_classes=charset.num_classes)
+    model_config = model.config
+    if model_config.num_classes != charset.num_classes:
+        raise ValueError(f"model: {model_config.num_classes} classes but the mix's charset needs {charset.num_classes}")
+    model = model.to(memory_format=torch.channels_last)  # faster conv, BN and pooling on CPU
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state_dir = out / "train-state"
     step, elapsed = 0, 0.0
@@ -135,28 +143,32 @@ def train(config: TrainConfig, out: Path, model_config: CRNNConfig | None = None
     labels = [charset.encode(t) for t in data.texts]
     bar = tqdm(total=config.steps, initial=step, desc="train", unit="step", disable=not progress,
                dynamic_ncols=True)
-    started, seen, val = time.perf_counter(), 0, {}
+    started, seen, val, losses = time.perf_counter(), 0, {}, []
     model.train()
     while step < config.steps:
         index = _batch_indices(step, config)
         torch.manual_seed(config.seed * 1_000_003 + step)  # dropout depends on the step only: resumes repeat
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
-        images = data.images[index].float().div_(255).contiguous(memory_format=torch.channels_last)
-        loss = ctc_loss(model(images), [labels[i] for i in index])
+        images = data.images[index].float().div_(255)
+        if config.augment:
+            images = augment(images, config.augment, torch.Generator().manual_seed(config.seed * 31 + step))
+        images = images.contiguous(memory_format=torch.channels_last)
+        loss = model.loss(model(images), [labels[i] for i in index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
         step += 1
         seen += len(index)
+        losses.append(loss.item())
         if step % config.eval_every == 0 or step == config.steps:
             val = _validate(model, charset, validation)
             model.train()
             _save_state(state_dir, model, optimizer, step, config, model_config,
                          elapsed + time.perf_counter() - started)
         rate = seen / max(time.perf_counter() - started, 1e-9)
-        bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate:.0f}",
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", img_s=f"{rate:.0f}",
                         **{f"val_{k}": f"{v:.3f}" for k, v in val.items()}, refresh=False)
         bar.update(1)
     bar.close()
@@ -172,11 +184,25 @@ def train(config: TrainConfig, out: Path, model_config: CRNNConfig | None = None
                  for name, w in config.mix.items()},
         training={"config": asdict(config), "samples_seen": config.steps * config.batch_size,
                   "seconds": round(elapsed, 1), "torch": torch.__version__,
+                  "loss_start": round(sum(losses[:20]) / max(1, len(losses[:20])), 4) if losses else None,
+                  "loss_end": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4) if losses else None,
                   "command": command or " ".join(shlex.quote(a) for a in sys.argv)},
         metrics={"accuracy": {k: round(v["accuracy"], 4) for k, v in accuracy.items()},
                  "accuracy_count": final_count},
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), **(card_fields or {}))
     return card
+
+
+def augment(images: torch.Tensor, kinds: tuple[str, ...], generator: torch.Generator) -> torch.Tensor:
+    """Half of a batch gets one attacker-style change, so the solver reads both kinds."""
+    from farm.preprocess import apply
+    kind = kinds[int(torch.randint(len(kinds), (1,), generator=generator))]
+    half = images[: len(images) // 2]
+    if kind == "noise":
+        half = (half + 0.06 * torch.randn(half.shape, generator=generator)).clamp(0, 1)
+    else:
+        half = apply(kind, half)
+    return torch.cat([half.detach(), images[len(images) // 2:]])
 
 
 def _batch_indices(step: int, config: TrainConfig) -> list[int]:

@@ -1,0 +1,82 @@
+"""What each transfer technique adds on solvers the perturbation was not built from.
+
+Generates the same clean `classic` captchas under each setting, then reads them with the
+substitute, the zoo's donors and its held-out solvers, as they are and after attacker
+preprocessing. Settings are chosen on donors; held-out figures are reported, never tuned on.
+Last line: `held_out_max_accuracy: <worst held-out accuracy under the default setting>`.
+"""
+
+import argparse
+import json
+import tempfile
+
+from farm import registry
+from farm.checkpoint import load_solver
+from farm.evaluate import load_pool, pool_accuracy
+from farm.generate import generate_pool
+from farm.pool import PoolSpec
+from farm.preprocess import PREPROCESSING
+from farm.store import LocalStore
+from farm.zoo import DONOR, load_member, members, zoo_path
+
+BUDGET = {"mask": "full", "eps": 32 / 255, "eps_glyph": 8 / 255}  # large off the glyphs, small on them
+SETTINGS = {
+    "clean": {"method": "none"},
+    "iterative 8/255 full": {"method": "iterative", "mask": "full", "eps": 8 / 255},
+    "iterative two-level": {"method": "iterative", **BUDGET},
+    "+momentum": {"method": "momentum", **BUDGET},
+    "+momentum+DI": {"method": "momentum", "diversity": 0.7, **BUDGET},
+    "+momentum+TI": {"method": "momentum", "smoothing": 2.0, **BUDGET},
+    "+momentum+DI+TI": {"method": "momentum", "diversity": 0.7, "smoothing": 2.0, **BUDGET},
+    "+ensemble": {"method": "iterative", "ensemble": ("crnn-b", "resnet-a"), **BUDGET},
+    "+all": {"method": "momentum", "diversity": 0.7, "smoothing": 2.0, "ensemble": ("crnn-b", "resnet-a"), **BUDGET},
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--only", nargs="*", help="settings to run (default: all)")
+    parser.add_argument("--preprocess", action="store_true", help="also after each attacker preprocessing")
+    parser.add_argument("--json", help="write the full table here")
+    args = parser.parse_args()
+    substitute = load_solver(*registry.bundled())
+    trained = [m for m in members() if (zoo_path() / m.name / "card.json").exists()]
+    solvers = {"substitute": substitute, **{m.name: load_member(m.name) for m in trained}}
+    roles = {"substitute": "substitute", **{m.name: m.role for m in trained}}
+    preps = ["none", *PREPROCESSING] if args.preprocess else ["none"]
+    table = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LocalStore(tmp)
+        for name, fields in SETTINGS.items():
+            if args.only and name not in args.only:
+                continue
+            spec = PoolSpec(count=args.count, shard_size=args.count, steps=args.steps, seed=7, **fields).validate()
+            pool = f"t{len(table)}"
+            summary = generate_pool(store, pool, spec, spec.solvers(substitute), b"bench", progress=False)
+            records, adversarial, clean = load_pool(store, pool)
+            accuracy = pool_accuracy(solvers, records, adversarial, clean, preps)
+            table[name] = {"accuracy": accuracy, "ssim": summary["mean_ssim"],
+                           "ssim_glyph": sum(r["ssim_glyph"] for r in records) / len(records),
+                           "linf": max(r["linf"] for r in records), "seconds": summary["seconds"]}
+            row = " ".join(f"{s}:{accuracy[s]['adversarial']['none']:.0%}" for s in solvers)
+            print(f"{name:22s} ssim {table[name]['ssim']:.3f} glyph {table[name]['ssim_glyph']:.3f} "
+                  f"linf {table[name]['linf'] * 255:4.0f}/255 | {row}", flush=True)
+            if args.preprocess:
+                for prep in preps[1:]:
+                    cells = " ".join(f"{s}:{accuracy[s]['adversarial'][prep]:.0%}" for s in solvers)
+                    print(f"{'':22s} after {prep:9s} | {cells}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"roles": roles, "settings": {k: {kk: list(vv) if isinstance(vv, tuple) else vv
+                                                        for kk, vv in v.items()} for k, v in SETTINGS.items()},
+                       "table": table}, f, indent=2)
+    last = list(table)[-1]
+    held_out = [s for s, r in roles.items() if r == "held-out"]
+    if held_out:
+        print(f"held_out_max_accuracy: {max(table[last]['accuracy'][s]['adversarial']['none'] for s in held_out):.3f}")
+
+
+if __name__ == "__main__":
+    main()

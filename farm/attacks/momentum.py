@@ -1,0 +1,29 @@
+"""`momentum`: MI-FGSM (Dong et al. 2018): accumulate L1-normalised gradients, step along the sum."""
+
+import torch
+
+from farm.attacks.base import Attack
+
+__all__ = ["Momentum"]
+
+
+class Momentum(Attack):
+    """g_{k+1} = mu * g_k + grad / ||grad||_1; x_{k+1} = Proj(x_k + alpha * normalize(g_{k+1})).
+
+    Arguments (Default): decay mu (1.0), the rest as Attack. Momentum steadies the direction
+    across steps, which is what lets it transfer to models it never saw. Shape: see Attack.
+    """
+
+    name = "momentum"
+
+    def __init__(self, solvers, decay: float = 1.0, **kwargs):
+        super().__init__(solvers, **kwargs)
+        self.decay = float(decay)
+
+    def direction(self, grad, state, rows):
+        if "g" not in state:
+            state["g"] = torch.zeros((int(rows.max()) + 1, *grad.shape[1:]), device=grad.device)
+        l1 = grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        g = self.decay * state["g"][rows] + grad / l1
+        state["g"][rows] = g
+        return self.normalize(g)

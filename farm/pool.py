@@ -1,0 +1,378 @@
+"""Pools: shards of adversarial captchas written in the storage layout platforms read.
+
+pools/<pool>/images/<id>.png   public; id = HMAC(secret, pool/shard/index), reveals nothing
+pools/<pool>/keys/<shard>.jsonl private; answers and measures; written last = shard complete
+pools/<pool>/manifest.json     spec, substitute, counts, shards; no answers
+
+Captcha `index` of a pool is rendered from (seed, index) alone, so every method perturbs the
+same clean captchas index by index, and a re-run shard writes identical bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from farm.attacks import METHODS, make_attack
+from farm.checkpoint import Solver
+from farm.exceptions import PoolError
+from farm.measures import glyph_region, measure
+from farm.schemes import captcha_seed, get_scheme
+from farm.store import Store
+
+__all__ = ["PoolSpec", "CleanShard", "captcha_id", "render_shard", "generate_shard", "shard_complete",
+           "write_manifest", "read_manifest", "read_keys", "encode_png", "decode_png", "POOL_STREAM",
+           "image_key", "pool_names", "complete_shards", "list_pools", "pool_charset", "read_shard_keys",
+           "answer_matches", "pool_stats", "export_pool"]
+
+POOL_STREAM = 4  # seed stream of pool captchas: apart from training, validation and evaluation
+MASKS = ("full", "background", "glyph")
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """What a pool holds and how it was perturbed. Stored in the manifest; equal specs give equal bytes."""
+
+    count: int
+    scheme: str = "classic"
+    method: str = "iterative"
+    norm: str = "linf"
+    eps: float = 8 / 255
+    alpha: float | None = None
+    steps: int = 10
+    mask: str = "background"  # full, background, glyph, or the path of a PNG (white = may change)
+    margin: int = 1  # background mask: pixels this close to a glyph stay untouched
+    seed: int = 0
+    shard_size: int = 256
+    random_start: bool = False
+    smoothing: float = 0.0  # transfer switches, see farm.attacks.base.Attack
+    diversity: float = 0.0
+    decay: float = 1.0  # momentum and robust only
+    eps_glyph: float | None = None  # linf: a smaller budget on the glyphs (dilated by margin) than off them
+    ensemble: tuple[str, ...] = ()  # zoo donors attacked together with the substitute
+
+    def validate(self) -> "PoolSpec":
+        if self.count <= 0:
+            raise ValueError(f"count: must be positive (got {self.count})")
+        get_scheme(self.scheme)
+        if self.method != "none" and self.method not in METHODS:
+            raise ValueError(f"method: unknown method {self.method!r}; known: none, {', '.join(METHODS)}")
+        if self.norm not in ("linf", "l2"):
+            raise ValueError(f"norm: must be linf or l2 (got {self.norm!r})")
+        if self.method != "none" and not (0 < self.eps <= (1 if self.norm == "linf" else 1e4)):
+            raise ValueError(f"eps: must be in (0, 1] (got {self.eps})")
+        if self.steps < 1:
+            raise ValueError(f"steps: must be at least 1 (got {self.steps})")
+        if self.shard_size <= 0:
+            raise ValueError(f"shard-size: must be positive (got {self.shard_size})")
+        if self.mask not in MASKS:
+            self.user_mask()  # raises when unreadable or of the wrong size
+        if self.eps_glyph is not None and (self.norm != "linf" or not 0 <= self.eps_glyph <= self.eps):
+            raise ValueError(f"eps-glyph: needs norm linf and 0 <= eps-glyph <= eps (got {self.eps_glyph})")
+        if self.ensemble:
+            from farm.zoo import member
+            for name in self.ensemble:
+                member(name)
+        return self
+
+    @property
+    def shards(self) -> int:
+        return math.ceil(self.count / self.shard_size)
+
+    def indices(self, shard: int) -> range:
+        return range(shard * self.shard_size, min(self.count, (shard + 1) * self.shard_size))
+
+    def user_mask(self) -> np.ndarray:
+        scheme = get_scheme(self.scheme)
+        try:
+            image = Image.open(self.mask).convert("L")
+        except (OSError, ValueError) as e:
+            raise ValueError(f"mask: {self.mask!r} is neither full, background, glyph nor a readable PNG ({e})") from e
+        if image.size != (scheme.width, scheme.height):
+            raise ValueError(f"mask: {self.mask} is {image.size[0]}x{image.size[1]}, "
+                             f"the {scheme.name} scheme draws {scheme.width}x{scheme.height}")
+        return np.asarray(image) > 127
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the manifest holds exactly this."""
+        data = asdict(self)
+        data["ensemble"] = list(self.ensemble)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PoolSpec":
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        if "ensemble" in values:
+            values["ensemble"] = tuple(values["ensemble"])
+        return cls(**values)
+
+    def solvers(self, substitute: Solver, device: str = "cpu") -> list[Solver]:
+        """The substitute first, then the ensemble's donors (held-out solvers are refused)."""
+        from farm.zoo import load_donor
+        return [substitute] + [load_donor(name, device) for name in self.ensemble]
+
+
+def check_pool_name(pool: str) -> str:
+    if not pool or not set(pool) <= _NAME_CHARS or pool.startswith("."):
+        raise ValueError(f"pool: {pool!r} must be letters, digits, '-', '_' or '.', not starting with '.'")
+    return pool
+
+
+def captcha_id(secret: bytes, pool: str, shard: int, index: int) -> str:
+    """Random-looking and stable: an HMAC of the position, never of the answer."""
+    return hmac.new(secret, f"{pool}/{shard}/{index}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+@dataclass
+class CleanShard:
+    """Clean captchas of a shard. Shape: images and glyphs (N, H, W), allowed (N, H, W) bool."""
+
+    indices: list[int]
+    texts: list[str]
+    images: np.ndarray
+    glyphs: np.ndarray
+    allowed: np.ndarray
+    seconds: float = 0.0
+
+
+def render_shard(spec: PoolSpec, shard: int) -> CleanShard:
+    """Render a shard's clean captchas and the masks of where the attack may change pixels."""
+    started = time.perf_counter()
+    scheme = get_scheme(spec.scheme)
+    indices = list(spec.indices(shard))
+    captchas = [scheme.sample(captcha_seed(spec.seed, i, POOL_STREAM)) for i in indices]
+    glyphs = np.stack([c.mask for c in captchas])
+    if spec.mask == "full":
+        allowed = np.ones_like(glyphs)
+    elif spec.mask == "glyph":
+        allowed = glyphs.copy()
+    elif spec.mask == "background":
+        allowed = ~np.stack([glyph_region(g, spec.margin) for g in glyphs])
+    else:
+        allowed = np.broadcast_to(spec.user_mask(), glyphs.shape).copy()
+    return CleanShard(indices, [c.text for c in captchas], np.stack([c.image for c in captchas]), glyphs,
+                      allowed, time.perf_counter() - started)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.uint8)
+
+
+def keys_key(pool: str, shard: int) -> str:
+    return f"pools/{pool}/keys/{shard:05d}.jsonl"
+
+
+def shard_complete(store: Store, pool: str, shard: int) -> bool:
+    return store.exists(keys_key(pool, shard))
+
+
+def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int, device: str = "cpu") -> np.ndarray:
+    """The adversarial images of a shard as uint8 (N, H, W)."""
+    if spec.method == "none":
+        return clean.images.copy()
+    kwargs = dict(eps=spec.eps, norm=spec.norm, alpha=spec.alpha, steps=spec.steps,
+                  random_start=spec.random_start, smoothing=spec.smoothing, diversity=spec.diversity,
+                  seed=spec.seed * 1_000_003 + shard, device=device)
+    if spec.method in ("momentum", "robust"):
+        kwargs["decay"] = spec.decay
+    if spec.method == "direct":
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("alpha", "steps", "random_start")}
+    attack = make_attack(spec.method, solvers, **kwargs)
+    x = torch.from_numpy(clean.images).unsqueeze(1).float() / 255
+    budget = None
+    if spec.eps_glyph is not None:
+        region = np.stack([glyph_region(g, spec.margin) for g in clean.glyphs])
+        budget = torch.from_numpy(np.where(region, spec.eps_glyph, spec.eps)).unsqueeze(1).float()
+    adv = attack(x, clean.texts, torch.from_numpy(clean.allowed).unsqueeze(1), budget=budget)
+    # round to the 8-bit grid a PNG holds; k/255 budgets stay within eps after rounding
+    return adv.squeeze(1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def generate_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers: list[Solver], secret: bytes,
+                   clean: CleanShard | None = None, device: str = "cpu") -> dict:
+    """Write one shard (images, then keys); skip it when complete. Returns counts and stage seconds."""
+    if shard_complete(store, pool, shard):
+        return {"shard": shard, "skipped": True, "count": len(spec.indices(shard))}
+    stages = {}
+    clean = clean or render_shard(spec, shard)
+    stages["render"] = clean.seconds
+    started = time.perf_counter()
+    adversarial = perturb(spec, clean, solvers, shard, device)
+    substitute = solvers[0]
+    readings = substitute.read(list(adversarial))
+    clean_readings = substitute.read(list(clean.images))
+    stages["attack"] = time.perf_counter() - started
+    started = time.perf_counter()
+    records, blobs = [], []
+    for k, index in enumerate(clean.indices):
+        cid = captcha_id(secret, pool, shard, index)
+        blobs.append((f"pools/{pool}/images/{cid}.png", encode_png(adversarial[k])))
+        records.append({"id": cid, "shard": shard, "index": index, "answer": clean.texts[k], "scheme": spec.scheme,
+                        "method": spec.method, "substitute": substitute.version,
+                        "substitute_sha256": substitute.sha256, "reading_clean": clean_readings[k],
+                        "reading": readings[k], **measure(clean.images[k], adversarial[k], clean.glyphs[k])})
+    stages["encode"] = time.perf_counter() - started
+    started = time.perf_counter()
+    written = 0
+    for key, data in blobs:
+        store.put(key, data, content_type="image/png")
+        written += len(data)
+    keys = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
+    store.put(keys_key(pool, shard), keys, content_type="application/x-ndjson")  # last: marks the shard complete
+    stages["store"] = time.perf_counter() - started
+    return {"shard": shard, "skipped": False, "count": len(records), "bytes": written + len(keys),
+            "stages": stages, "substitute_solved": sum(r["reading"] == r["answer"] for r in records),
+            "substitute_solved_clean": sum(r["reading_clean"] == r["answer"] for r in records),
+            "ssim": float(np.mean([r["ssim"] for r in records])), "linf": float(np.mean([r["linf"] for r in records]))}
+
+
+def read_manifest(store: Store, pool: str) -> dict:
+    try:
+        return json.loads(store.get(f"pools/{pool}/manifest.json"))
+    except KeyError:
+        raise PoolError(f"pool: {pool!r} does not exist in {store.url}; see `farm pool list`") from None
+
+
+def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver, status: str) -> dict:
+    shards = []
+    for shard in range(spec.shards):
+        if shard_complete(store, pool, shard):
+            shards.append({"shard": shard, "count": len(spec.indices(shard)), "keys": keys_key(pool, shard)})
+    manifest = {"pool": pool, "spec": spec.to_dict(), "status": status,
+                "substitute": {"version": substitute.version, "sha256": substitute.sha256},
+                "count": spec.count, "complete": sum(s["count"] for s in shards),
+                "shards": shards, "shard_count": spec.shards,
+                "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    store.put(f"pools/{pool}/manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode(),
+              content_type="application/json")
+    return manifest
+
+
+def read_keys(store: Store, pool: str) -> list[dict]:
+    """Every key record of the complete shards, in index order (private: answers inside)."""
+    records = []
+    for key in store.list(f"pools/{pool}/keys/"):
+        records += [json.loads(line) for line in store.get(key).decode().splitlines() if line.strip()]
+    return sorted(records, key=lambda r: r["index"])
+
+
+# Reading pools: what platforms and operators use. Answers come from keys/ only and never leave
+# the functions that compare them (verify) or that a back end calls knowingly (read_keys, export with keys).
+
+MAX_ANSWER_CHARS = 64  # longer input is no answer to any scheme; refuse it before normalising
+
+
+def image_key(pool: str, cid: str) -> str:
+    return f"pools/{pool}/images/{cid}.png"
+
+
+def pool_names(store: Store) -> list[str]:
+    return [name for name in store.list_dirs("pools") if not name.startswith(".")]
+
+
+def complete_shards(store: Store, pool: str) -> list[int]:
+    """Shards whose keys file exists (written last, so complete even while generation goes on)."""
+    found = []
+    for key in store.list(f"pools/{pool}/keys/"):
+        stem = key.rsplit("/", 1)[-1].removesuffix(".jsonl")
+        if stem.isdigit():
+            found.append(int(stem))
+    return sorted(found)
+
+
+def list_pools(store: Store) -> list[dict]:
+    """Every pool with its spec summary and how many captchas are ready (no answers)."""
+    rows = []
+    for name in pool_names(store):
+        try:
+            manifest = read_manifest(store, name)
+        except PoolError:
+            continue  # a folder without a manifest is not a pool (yet)
+        spec = PoolSpec.from_dict(manifest["spec"])
+        ready = sum(len(spec.indices(s)) for s in complete_shards(store, name) if s < spec.shards)
+        rows.append({"pool": name, "status": manifest.get("status"), "count": spec.count, "complete": ready,
+                     "scheme": spec.scheme, "method": spec.method, "norm": spec.norm, "eps": spec.eps,
+                     "substitute": manifest.get("substitute", {}).get("version"), "updated": manifest.get("updated")})
+    return rows
+
+
+def pool_charset(manifest: dict):
+    """The charset answers of a pool are checked against: its scheme's."""
+    return get_scheme(manifest["spec"]["scheme"]).charset
+
+
+def read_shard_keys(store: Store, key: str) -> list[dict]:
+    return [json.loads(line) for line in store.get(key).decode().splitlines() if line.strip()]
+
+
+def answer_matches(charset, truth: str, answer) -> bool:
+    """Constant-time comparison of a typed answer with the truth, after the charset's case rule."""
+    if not isinstance(answer, str) or len(answer) > MAX_ANSWER_CHARS:
+        return False
+    return hmac.compare_digest(charset.normalize(answer).encode(), charset.normalize(truth).encode())
+
+
+def pool_stats(store: Store, pool: str) -> dict:
+    """Aggregate measures of a pool's complete shards: how well it fools the substitute, at what cost."""
+    manifest = read_manifest(store, pool)
+    spec = PoolSpec.from_dict(manifest["spec"])
+    records = read_keys(store, pool)
+    n = len(records)
+
+    def mean(name):  # None rather than Infinity, which JSON cannot hold
+        value = float(np.mean([r[name] for r in records])) if n else math.nan
+        return round(value, 5) if math.isfinite(value) else None
+    return {"pool": pool, "status": manifest.get("status"), "spec": spec.to_dict(), "count": spec.count,
+            "complete": n, "shards_complete": len({r["shard"] for r in records}), "shards": spec.shards,
+            "substitutes": sorted({r["substitute"] for r in records}),
+            "substitute_accuracy_clean": round(sum(r["reading_clean"] == r["answer"] for r in records) / n, 4) if n else None,
+            "substitute_accuracy_adversarial": round(sum(r["reading"] == r["answer"] for r in records) / n, 4) if n else None,
+            "mean_ssim": mean("ssim"), "min_ssim": round(min(r["ssim"] for r in records), 5) if n else None,
+            "mean_psnr": mean("psnr"), "mean_linf": mean("linf"), "mean_l2": mean("l2"),
+            "mean_changed": mean("changed"), "mean_glyph_changed": mean("glyph_changed")}
+
+
+EXPORT_THREADS = 8  # object stores answer one GET at a time per connection; a few in flight hide the latency
+
+
+def export_pool(store: Store, pool: str, dest: Store, with_keys: bool = False) -> dict:
+    """Copy a pool's complete shards into another store in the same layout (images, manifest; keys on request)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    manifest = read_manifest(store, pool)
+    shard_keys = [keys_key(pool, s) for s in complete_shards(store, pool)]
+    keys_data = {key: store.get(key) for key in shard_keys}
+    ids = [json.loads(line)["id"] for data in keys_data.values() for line in data.decode().splitlines() if line.strip()]
+
+    def copy(cid: str) -> int:
+        data = store.get(image_key(pool, cid))
+        dest.put(image_key(pool, cid), data, content_type="image/png")
+        return len(data)
+
+    with ThreadPoolExecutor(EXPORT_THREADS) as pool_threads:
+        written = sum(pool_threads.map(copy, ids))
+    if with_keys:
+        for key, data in keys_data.items():
+            dest.put(key, data, content_type="application/x-ndjson")
+    dest.put(f"pools/{pool}/manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode(),
+             content_type="application/json")
+    return {"pool": pool, "to": dest.url, "images": len(ids), "bytes": written, "keys": with_keys}

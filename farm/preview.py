@@ -1,0 +1,52 @@
+"""Contact sheets: clean | adversarial | amplified perturbation, with the answer and the substitute's reading."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from farm.pool import PoolSpec, decode_png, read_keys, read_manifest, render_shard
+from farm.schemes import captcha_seed, get_scheme
+from farm.schemes.draw import font
+from farm.store import Store
+
+__all__ = ["contact_sheet", "pool_pairs"]
+
+GAIN = 8  # perturbations of a few /255 are invisible at 1x; 8x shows their shape
+
+
+def pool_pairs(store: Store, pool: str, n: int) -> list[tuple[dict, np.ndarray, np.ndarray]]:
+    """The first n captchas of a pool: (key record, clean image, adversarial image)."""
+    from farm.pool import POOL_STREAM
+
+    spec = PoolSpec.from_dict(read_manifest(store, pool)["spec"])
+    scheme = get_scheme(spec.scheme)
+    out = []
+    for record in read_keys(store, pool)[:n]:
+        clean = scheme.sample(captcha_seed(spec.seed, record["index"], POOL_STREAM)).image
+        adversarial = decode_png(store.get(f"pools/{pool}/images/{record['id']}.png"))
+        out.append((record, clean, adversarial))
+    return out
+
+
+def contact_sheet(pairs: list[tuple[dict, np.ndarray, np.ndarray]], title: str = "") -> Image.Image:
+    """One row per captcha; a caption line under each row."""
+    if not pairs:
+        raise ValueError("preview: the pool has no complete shard yet")
+    h, w = pairs[0][1].shape
+    pad, caption, header = 6, 16, 22
+    sheet = Image.new("L", (3 * w + 4 * pad, header + len(pairs) * (h + caption + pad) + pad), 255)
+    draw = ImageDraw.Draw(sheet)
+    small = font("DejaVuSansMono-Bold.ttf", 11)
+    draw.text((pad, 4), title or "clean | adversarial | perturbation x8", fill=0, font=small)
+    for row, (record, clean, adversarial) in enumerate(pairs):
+        y = header + row * (h + caption + pad)
+        diff = adversarial.astype(np.int16) - clean.astype(np.int16)
+        amplified = np.clip(128 + GAIN * diff, 0, 255).astype(np.uint8)
+        for col, image in enumerate((clean, adversarial, amplified)):
+            sheet.paste(Image.fromarray(image), (pad + col * (w + pad), y))
+        verdict = "solved" if record["reading"] == record["answer"] else "fooled"
+        text = (f"answer {record['answer']}  substitute: {record['reading_clean']} -> {record['reading']} ({verdict})"
+                f"  ssim {record['ssim']:.2f}")
+        draw.text((pad, y + h + 2), text, fill=0, font=small)
+    return sheet

@@ -1,0 +1,276 @@
+"""The checkpoint registry: immutable versions under checkpoints/, and CURRENT naming the one in use.
+
+Publishing claims a new version by creating its weights with a conditional create (so two
+publishers never write into one version), writes the card the same way, and only then switches
+`checkpoints/CURRENT` with a conditional write against the CURRENT it read: when two publishers
+race, exactly one wins and the other gets a ConflictError it may retry on top of.
+Loading checks CURRENT, the card and the sha256 before building anything, caches by sha256, and
+never unpickles. A worker keeps the solver it holds when a newer one fails to load (`refresh`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections import OrderedDict
+from datetime import datetime, timezone
+from importlib import resources
+
+from farm.charset import Charset
+from farm.checkpoint import Solver, load_solver, sha256_hex
+from farm.exceptions import CheckpointError, ConflictError, FarmError
+from farm.store import Store
+
+__all__ = ["publish", "current", "versions", "card", "load", "refresh", "ensure_current", "bundled", "promote",
+           "rollback", "CURRENT"]
+
+log = logging.getLogger(__name__)
+CURRENT = "checkpoints/CURRENT"
+CACHE_SIZE = 4  # a worker needs the current solver and perhaps the previous one; each holds its weights
+_CACHE: OrderedDict[str, Solver] = OrderedDict()
+_PUBLISHED_FIELDS = ("version", "parent", "published", "sha256")  # set by publish, never taken from the caller
+
+
+def bundled() -> tuple[bytes, dict]:
+    """The substitute shipped in the package: (weights, card)."""
+    folder = resources.files("farm") / "bundled"
+    try:
+        return (folder / "model.safetensors").read_bytes(), json.loads((folder / "card.json").read_text())
+    except FileNotFoundError as e:
+        raise CheckpointError(f"bundled substitute: {e.filename} is missing; reinstall captchafarm or train one "
+                              f"with `farm train --out farm/bundled`") from e
+
+
+def _number(version: str) -> int | None:
+    m = re.fullmatch(r"v(\d+)", version)
+    return int(m.group(1)) if m else None
+
+
+def versions(store: Store) -> list[str]:
+    """Complete versions (those with a card), oldest first."""
+    found = {k.split("/")[1] for k in store.list("checkpoints/") if k.endswith("/card.json")}
+    return sorted(found, key=lambda v: (_number(v) or 0, v))
+
+
+def _read_current(store: Store) -> tuple[dict | None, str | None]:
+    """CURRENT and the etag of exactly that content (None, None in an empty store)."""
+    try:
+        data, etag = store.get_with_etag(CURRENT)
+    except KeyError:
+        return None, None
+    try:
+        pointer = json.loads(data)
+        if not (isinstance(pointer, dict) and isinstance(pointer.get("version"), str)
+                and isinstance(pointer.get("sha256"), str)):
+            raise ValueError("not {version, sha256}")
+    except ValueError as e:
+        raise CheckpointError(f"{CURRENT}: unreadable ({e}); repair it with `farm checkpoint promote VERSION`") from e
+    return pointer, etag
+
+
+def current(store: Store) -> dict | None:
+    """{"version", "sha256"} of CURRENT, or None in an empty store."""
+    return _read_current(store)[0]
+
+
+def card(store: Store, version: str) -> dict:
+    if not isinstance(version, str) or not version or "/" in version:
+        raise ValueError(f"version: {version!r} is not a version name like v3")
+    try:
+        data = store.get(f"checkpoints/{version}/card.json")
+    except KeyError:
+        raise CheckpointError(f"version: {version!r} is not in the registry; see `farm checkpoint list`") from None
+    try:
+        return json.loads(data)
+    except ValueError as e:
+        raise CheckpointError(f"version {version}: card.json is not valid JSON ({e}); the version is corrupt") from e
+
+
+def _check_charset(new: dict, pointer: dict | None, store: Store, allow_change: bool) -> None:
+    """Refuse a model for another alphabet: pools and answers of the running farm would not fit it."""
+    if pointer is None or allow_change:
+        return
+    ours = card(store, pointer["version"]).get("charset", {}).get("alphabet")
+    theirs = (new.get("charset") or {}).get("alphabet")
+    if ours != theirs:
+        raise CheckpointError(f"charset: the checkpoint reads {theirs!r} but {pointer['version']} (CURRENT) reads "
+                              f"{ours!r}; pass allow_charset_change (--allow-charset-change) if that is intended")
+
+
+def _create(store: Store, key: str, data: bytes, content_type: str) -> None:
+    """Create an object that must not exist. A retried create whose first try landed is ours, not a conflict."""
+    try:
+        store.put(key, data, if_none_match=True, content_type=content_type)
+    except ConflictError:
+        try:
+            if store.get(key) == data:
+                return
+        except KeyError:
+            pass
+        raise
+
+
+def publish(store: Store, weights: bytes, card_fields: dict, parent: str | None = None,
+            make_current: bool = True, allow_charset_change: bool = False) -> str:
+    """Publish weights with their card as a new version; returns the version.
+
+    With `parent`, CURRENT must still be that version when the switch happens (a fine-tune
+    publishes on top of the base it trained from); without, on top of whatever CURRENT was read.
+    """
+    digest = sha256_hex(weights)
+    if card_fields.get("sha256") not in (None, digest):
+        raise CheckpointError("card: its sha256 does not match the weights being published")
+    if (card_fields.get("zoo") or {}).get("role") == "held-out":
+        from farm.zoo import HeldOutError
+        raise HeldOutError(f"card: {card_fields['zoo'].get('name')} is a held-out zoo solver; it judges transfer "
+                           f"and is never published as a substitute")
+    fields = {k: v for k, v in card_fields.items() if k not in _PUBLISHED_FIELDS}
+    load_solver(weights, {**fields, "sha256": digest})  # refuse to publish what cannot load
+    pointer, etag = _read_current(store)
+    if parent is not None and (pointer or {}).get("version") != parent:
+        raise ConflictError(f"CURRENT is {(pointer or {}).get('version')}, not the parent {parent}: another "
+                            f"version was published meanwhile; retry on top of it")
+    _check_charset(fields, pointer, store, allow_charset_change)
+    taken = [n for n in map(_number, store.list_dirs("checkpoints")) if n is not None]
+    version = f"v{1 + max(taken, default=0)}"  # counts half-written versions too: a crashed publisher's number stays used
+    try:
+        _create(store, f"checkpoints/{version}/model.safetensors", weights, "application/octet-stream")
+    except ConflictError as e:
+        raise ConflictError(f"version {version} was claimed by another publisher at the same time; nothing was "
+                            f"switched; retry the publish") from e
+    full_card = {**fields, "sha256": digest, "version": version, "parent": (pointer or {}).get("version"),
+                 "published": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    _create(store, f"checkpoints/{version}/card.json", json.dumps(full_card, indent=2, sort_keys=True).encode(),
+            "application/json")
+    if make_current:
+        _switch(store, version, digest, etag)
+    log.info("published %s (sha256 %s)", version, digest[:12])
+    return version
+
+
+def _switch(store: Store, version: str, digest: str, expected_etag: str | None) -> None:
+    """Point CURRENT at a version if it is still what the caller read."""
+    body = json.dumps({"version": version, "sha256": digest}).encode()
+    try:
+        if expected_etag is None:
+            store.put(CURRENT, body, if_none_match=True, content_type="application/json")
+        else:
+            store.put(CURRENT, body, if_match=expected_etag, content_type="application/json")
+    except ConflictError as e:
+        now = current(store)
+        if now == {"version": version, "sha256": digest}:
+            return  # our earlier attempt landed and its answer was lost; the retry found our own write
+        raise ConflictError(f"CURRENT moved to {(now or {}).get('version')} while switching to {version}: another "
+                            f"publisher won; {version} is stored but not current; retry on top of it "
+                            f"(or `farm checkpoint promote {version}`)") from e
+
+
+def _read(store: Store, version: str) -> tuple[bytes, dict]:
+    c = card(store, version)
+    try:
+        weights = store.get(f"checkpoints/{version}/model.safetensors")
+    except KeyError:
+        raise CheckpointError(f"version {version}: model.safetensors is missing") from None
+    return weights, c
+
+
+def _verify(store: Store, version: str, device: str = "cpu") -> Solver:
+    """Load a version from the store, refusing it with the reason when anything does not check out."""
+    weights, c = _read(store, version)
+    if c.get("version") != version:
+        raise CheckpointError(f"version {version}: its card names version {c.get('version')!r}; it was copied "
+                              f"from elsewhere, publish it instead")
+    try:
+        return load_solver(weights, c, device=device)
+    except CheckpointError as e:
+        raise CheckpointError(f"version {version} refused: {e}") from e
+
+
+def promote(store: Store, version: str, allow_charset_change: bool = False) -> None:
+    """Make an existing, verified version CURRENT (rollback promotes an older one)."""
+    pointer, etag = _read_current(store)
+    solver = _verify(store, version)  # never point CURRENT at something that does not load
+    if pointer == {"version": version, "sha256": solver.sha256}:
+        return
+    _check_charset(solver.card, pointer, store, allow_charset_change)
+    _switch(store, version, solver.sha256, etag)
+    log.info("promoted %s (was %s)", version, (pointer or {}).get("version"))
+
+
+def rollback(store: Store, version: str | None = None) -> str:
+    """Promote the parent of CURRENT, or a named older version; returns the version now current."""
+    if version is None:
+        pointer = current(store)
+        if pointer is None:
+            raise CheckpointError("rollback: the registry is empty; nothing to roll back")
+        version = card(store, pointer["version"]).get("parent")
+        if not version:
+            raise CheckpointError(f"rollback: {pointer['version']} has no parent; name the version to go back to")
+    promote(store, version, allow_charset_change=True)  # going back to what ran before is always allowed
+    return version
+
+
+ENSURE_WAIT_SECONDS = 30  # another process publishing the first version writes two objects and CURRENT
+
+
+def ensure_current(store: Store) -> dict:
+    """CURRENT, publishing the bundled substitute first in an empty store."""
+    now = current(store)
+    if now is not None:
+        return now
+    weights, c = bundled()
+    try:
+        publish(store, weights, c)
+    except ConflictError:
+        deadline = time.monotonic() + ENSURE_WAIT_SECONDS
+        while (now := current(store)) is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the winner is between claiming v1 and switching CURRENT
+    now = current(store)
+    if now is None:
+        raise CheckpointError(f"{CURRENT}: still missing after another process began publishing the first version; "
+                              f"run `farm checkpoint list` and promote a version")
+    return now
+
+
+def load(store: Store, version: str | None = None, device: str = "cpu",
+         expect_charset: Charset | None = None) -> Solver:
+    """A verified solver for a version (default: CURRENT), cached by sha256."""
+    pointer = ensure_current(store) if version is None else None
+    version = version or pointer["version"]
+    c = card(store, version)
+    if pointer is not None and c.get("sha256") != pointer["sha256"]:
+        raise CheckpointError(f"{CURRENT} names sha256 {pointer['sha256'][:12]}… but the card of {version} says "
+                              f"{str(c.get('sha256'))[:12]}…; the registry was altered; promote a good version")
+    key = f"{c.get('sha256')}@{device}"
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        solver = _CACHE[key]
+    else:
+        solver = _verify(store, version, device)
+        _CACHE[key] = solver
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    if expect_charset is not None and solver.charset.alphabet != expect_charset.alphabet:
+        raise CheckpointError(f"charset: {version} reads {solver.charset.alphabet!r}, expected "
+                              f"{expect_charset.alphabet!r}")
+    return solver
+
+
+def refresh(store: Store, held: Solver | None, device: str = "cpu") -> tuple[Solver, FarmError | None]:
+    """The solver a worker should use now: CURRENT when it loads, else the one it holds, and why.
+
+    A corrupt or foreign CURRENT (or an unreachable store) must not stop a worker that already
+    serves a good model: it keeps `held` and gets the error to report. With nothing held, it raises.
+    """
+    try:
+        pointer = ensure_current(store)
+        if held is not None and pointer["sha256"] == held.sha256:
+            return held, None
+        return load(store, None, device, expect_charset=held.charset if held is not None else None), None
+    except FarmError as e:
+        if held is None:
+            raise
+        log.warning("keeping substitute %s: the current checkpoint cannot be used: %s", held.version, e)
+        return held, e

@@ -1,0 +1,101 @@
+"""The solver zoo: solvers trained here independently of the substitute, to judge transfer honestly.
+
+Donors may serve as substitutes (ensembles) or guide tuning. Held-out solvers never do: they
+stand for the bots we have not seen, so no setting is chosen by looking at them, and the
+loader refuses to hand one out as a substitute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from farm.checkpoint import Solver, load_solver_dir
+from farm.exceptions import CheckpointError
+
+__all__ = ["Member", "ZOO", "member", "members", "load_member", "load_donor", "zoo_path", "HeldOutError",
+           "train_member"]
+
+DONOR, HELD_OUT = "donor", "held-out"
+
+
+class HeldOutError(CheckpointError):
+    """A held-out solver was asked for as a substitute."""
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    role: str
+    architecture: str
+    description: str
+    mix: dict = field(default_factory=lambda: {"classic": 1.0})
+    steps: int = 5000
+    samples: int = 80_000
+    seed: int = 1
+    lr: float = 2e-3
+    augment: tuple[str, ...] = ()
+    model: dict = field(default_factory=dict)
+
+    def command(self) -> str:
+        return f"farm zoo train {self.name}"
+
+
+ZOO: dict[str, Member] = {m.name: m for m in (
+    Member("crnn-b", DONOR, "crnn", "the substitute's architecture, another seed and scheme mix",
+           mix={"classic": 0.7, "lines": 0.15, "wave": 0.15}, seed=11),
+    Member("resnet-a", DONOR, "resnet_ctc", "residual CTC reader at full resolution", seed=12),
+    Member("position-a", HELD_OUT, "position_cnn", "plain CNN, one classifier head per character", seed=21,
+           steps=6000, lr=1e-3),
+    Member("transformer-a", HELD_OUT, "transformer_ctc", "conv stem + self-attention over columns, CTC",
+           seed=22, lr=1e-3),
+    Member("crnn-aug", HELD_OUT, "crnn", "CRNN at full resolution trained on noisy, blurred and binarised inputs",
+           seed=23, augment=("noise", "blur", "binarize", "median3"),
+           model={"input_height": 64, "input_width": 160, "channels": [16, 32, 64, 128, 128]}),
+)}
+
+
+def zoo_path() -> Path:
+    """Where zoo checkpoints live: shipped inside the package."""
+    return Path(str(resources.files("farm") / "zoo"))
+
+
+def member(name: str) -> Member:
+    if name not in ZOO:
+        raise ValueError(f"zoo: unknown solver {name!r}; known: {', '.join(ZOO)}")
+    return ZOO[name]
+
+
+def members(role: str | None = None) -> list[Member]:
+    return [m for m in ZOO.values() if role in (None, m.role)]
+
+
+def load_member(name: str, device: str = "cpu") -> Solver:
+    """Load any zoo solver for evaluation."""
+    m = member(name)
+    folder = zoo_path() / name
+    if not (folder / "card.json").exists():
+        raise CheckpointError(f"zoo: {name} is not trained here; run `{m.command()}`")
+    solver = load_solver_dir(folder, device=device)
+    solver.card.setdefault("zoo", {"name": name, "role": m.role})
+    return solver
+
+
+def load_donor(name: str, device: str = "cpu") -> Solver:
+    """Load a zoo solver to use as a substitute: donors only."""
+    if member(name).role != DONOR:
+        raise HeldOutError(f"zoo: {name} is held out; it judges transfer and may never serve as a substitute")
+    return load_member(name, device)
+
+
+def train_member(name: str, out: Path | None = None, progress: bool = True) -> dict:
+    from farm.train import TrainConfig, train
+
+    m = member(name)
+    config = TrainConfig(mix=dict(m.mix), samples=m.samples, steps=m.steps, seed=m.seed, lr=m.lr,
+                         architecture=m.architecture, model=dict(m.model), augment=tuple(m.augment),
+                         eval_every=max(500, m.steps // 5), val_count=200)
+    card = train(config, out or zoo_path() / name, progress=progress, command=m.command(), final_count=500,
+                 card_fields={"zoo": {"name": name, "role": m.role}})
+    return card

@@ -1,0 +1,75 @@
+"""Every method fools the substitute within its budget, touches only masked pixels, stays in [0, 1]."""
+
+import pytest
+import torch
+
+from farm.attacks import METHODS, make_attack
+from farm.pool import PoolSpec, render_shard
+
+COUNT = 24
+
+
+@pytest.fixture(scope="module")
+def batch():
+    clean = render_shard(PoolSpec(count=COUNT, mask="background", seed=11), 0)
+    images = torch.from_numpy(clean.images).unsqueeze(1).float() / 255
+    return images, clean.texts, torch.from_numpy(clean.allowed).unsqueeze(1)
+
+
+def accuracy(solver, images, texts):
+    return sum(r == t for r, t in zip(solver.read(images), texts)) / len(texts)
+
+
+def options(method):
+    return {"robust": {"steps": 6, "samples": 2}, "direct": {}}.get(method, {"steps": 8})
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("norm,eps", [("linf", 8 / 255), ("l2", 1.5)])
+def test_each_method_lowers_accuracy_within_budget_and_mask(substitute, batch, method, norm, eps):
+    images, texts, mask = batch
+    attack = make_attack(method, substitute, eps=eps, norm=norm, **options(method))
+    adversarial = attack(images, texts, mask)
+    delta = (adversarial - images).flatten(1)
+    assert adversarial.min() >= 0 and adversarial.max() <= 1
+    if norm == "linf":
+        assert delta.abs().max() <= eps + 1e-6
+    else:
+        assert delta.norm(dim=1).max() <= eps + 1e-4
+    assert torch.equal(adversarial[~mask], images[~mask]), "pixels outside the mask changed"
+    before, after = accuracy(substitute, images, texts), accuracy(substitute, adversarial, texts)
+    assert before >= 0.8
+    assert after <= before - 0.3, f"{method}/{norm}: {before:.2f} -> {after:.2f}"
+
+
+def test_targeted_attack_makes_the_substitute_read_the_target(substitute, batch):
+    images, texts, _ = batch
+    targets = ["7777"] * len(texts)
+    attack = make_attack("iterative", substitute, eps=32 / 255, steps=30, norm="linf")
+    adversarial = attack(images[:8], texts[:8], None, targets=targets[:8])
+    assert sum(r == "7777" for r in substitute.read(adversarial)) >= 5
+
+
+def test_an_ensemble_sums_the_losses_of_several_substitutes(substitute, batch):
+    images, texts, mask = batch
+    single = make_attack("iterative", substitute, steps=4, early_stop=False)(images[:8], texts[:8], mask[:8])
+    ensemble = make_attack("iterative", [substitute, substitute], steps=4, early_stop=False)(images[:8], texts[:8], mask[:8])
+    # the same model twice doubles the gradient; sign steps are unchanged
+    assert torch.equal(single, ensemble)
+
+
+def test_the_same_seed_perturbs_identically_and_another_seed_differently(substitute, batch):
+    images, texts, mask = batch
+    run = lambda seed: make_attack("iterative", substitute, steps=3, random_start=True, seed=seed)(  # noqa: E731
+        images[:4], texts[:4], mask[:4])
+    assert torch.equal(run(1), run(1))
+    assert not torch.equal(run(1), run(2))
+
+
+@pytest.mark.parametrize("bad,match", [({"eps": 0}, "eps"), ({"eps": 2}, "eps"), ({"norm": "l1"}, "norm"),
+                                       ({"steps": 0}, "steps")])
+def test_bad_arguments_name_the_parameter(substitute, bad, match):
+    with pytest.raises(ValueError, match=match):
+        make_attack("iterative", substitute, **bad)
+    with pytest.raises(ValueError, match="method"):
+        make_attack("fgsm-typo", substitute)

@@ -1,0 +1,167 @@
+"""Pools: layout, stable ids that reveal nothing, resume after interruption, comparable methods, clear errors."""
+
+import json
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from farm.generate import generate_pool
+from farm.pool import PoolSpec, captcha_id, decode_png, read_keys, read_manifest
+from tests.conftest import farm_env
+
+SECRET = b"test-secret-not-for-production"
+
+
+def make(store, substitute, pool="p", **spec):
+    spec = PoolSpec(**{"count": 20, "shard_size": 8, "steps": 5, **spec})
+    return generate_pool(store, pool, spec, [substitute], SECRET, progress=False, prefetch=False)
+
+
+def test_a_pool_lands_in_the_layout_with_answers_only_in_keys(store, substitute):
+    summary = make(store, substitute)
+    assert summary["count"] == 20 and summary["generated"] == 20
+    keys = store.list("pools/p/")
+    images = [k for k in keys if k.startswith("pools/p/images/")]
+    assert len(images) == 20 and all(k.endswith(".png") for k in images)
+    assert [k for k in keys if "/keys/" in k] == [f"pools/p/keys/{i:05d}.jsonl" for i in range(3)]
+    manifest = read_manifest(store, "p")
+    assert manifest["complete"] == 20 and manifest["status"] == "complete" and len(manifest["shards"]) == 3
+    records = read_keys(store, "p")
+    answers = {r["answer"] for r in records}
+    public = json.dumps(manifest) + " ".join(images)
+    assert not any(a in public for a in answers), "an answer leaked into a public name or the manifest"
+    for r in records:
+        for field in ("id", "answer", "reading", "reading_clean", "linf", "l2", "ssim", "psnr", "changed",
+                      "glyph_changed", "substitute"):
+            assert field in r
+
+
+def test_ids_are_stable_hmacs_of_position_not_of_answer(store, substitute):
+    make(store, substitute)
+    records = read_keys(store, "p")
+    assert [r["id"] for r in records] == [captcha_id(SECRET, "p", r["shard"], r["index"]) for r in records]
+    assert captcha_id(SECRET, "p", 0, 0) != captcha_id(b"other", "p", 0, 0)
+    assert len({r["id"] for r in records}) == len(records)
+
+
+def test_png_round_trip_keeps_the_substitutes_reading(store, substitute):
+    make(store, substitute, count=16)
+    for r in read_keys(store, "p"):
+        image = decode_png(store.get(f"pools/p/images/{r['id']}.png"))
+        assert substitute.read([image])[0] == r["reading"]
+
+
+def test_every_method_perturbs_the_same_clean_captchas_index_by_index(store, substitute):
+    for method in ("none", "direct", "iterative"):
+        make(store, substitute, pool=method, method=method, count=8)
+    keys = {m: read_keys(store, m) for m in ("none", "direct", "iterative")}
+    assert [r["answer"] for r in keys["none"]] == [r["answer"] for r in keys["direct"]] == [r["answer"] for r in keys["iterative"]]
+    assert all(r["linf"] == 0 for r in keys["none"])
+    # captchas the substitute already misreads stop at once, unperturbed; measures keep 6 decimals
+    assert all(r["linf"] <= 8 / 255 + 1e-5 for r in keys["iterative"])
+    assert sum(r["linf"] > 0 for r in keys["iterative"]) >= len(keys["iterative"]) // 2
+
+
+def test_mask_keeps_pixels_outside_it(store, substitute):
+    make(store, substitute, pool="g", mask="glyph", count=8)
+    from farm.pool import render_shard
+    clean = render_shard(PoolSpec(count=8, shard_size=8, mask="glyph"), 0)
+    for k, r in enumerate(read_keys(store, "g")):
+        adv = decode_png(store.get(f"pools/g/images/{r['id']}.png"))
+        assert (adv[~clean.glyphs[k]] == clean.images[k][~clean.glyphs[k]]).all()
+
+
+def test_a_user_png_mask_is_used_and_a_bad_one_refused(tmp_path, store, substitute):
+    allowed = np.zeros((60, 160), np.uint8)
+    allowed[:, :40] = 255
+    Image.fromarray(allowed).save(tmp_path / "left.png")
+    make(store, substitute, pool="u", mask=str(tmp_path / "left.png"), count=8, method="direct")
+    from farm.pool import render_shard
+    clean = render_shard(PoolSpec(count=8, shard_size=8, mask="full"), 0)
+    for k, r in enumerate(read_keys(store, "u")):
+        adv = decode_png(store.get(f"pools/u/images/{r['id']}.png"))
+        assert (adv[:, 40:] == clean.images[k][:, 40:]).all() and (adv[:, :40] != clean.images[k][:, :40]).any()
+    Image.fromarray(allowed[:30]).save(tmp_path / "small.png")
+    with pytest.raises(ValueError, match="160x60"):
+        PoolSpec(count=1, mask=str(tmp_path / "small.png")).validate()
+
+
+def test_same_arguments_same_bytes(tmp_path, substitute):
+    from farm.store import LocalStore
+    a, b = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
+    make(a, substitute, count=12)
+    make(b, substitute, count=12)
+    for key in a.list("pools/p/images/") + a.list("pools/p/keys/"):
+        assert a.get(key) == b.get(key), key
+
+
+def test_an_existing_pool_refuses_another_spec(store, substitute):
+    from farm.exceptions import PoolError
+    make(store, substitute, count=8)
+    with pytest.raises(PoolError, match="eps"):
+        make(store, substitute, count=8, eps=4 / 255)
+
+
+def run_farm(tmp_path, *args, check=True, **env):
+    return subprocess.run(["farm", *args], capture_output=True, text=True, env=farm_env(tmp_path, **env),
+                          check=check, timeout=600)
+
+
+@pytest.mark.slow
+def test_an_interrupted_generate_resumes_without_duplicates(tmp_path):
+    args = ["generate", "--pool", "r", "--count", "96", "--shard-size", "16", "--steps", "4", "--no-progress"]
+    store = tmp_path / "store"
+    process = subprocess.Popen(["farm", *args], env=farm_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (store / "pools/r/keys/00001.jsonl").exists():
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    done_before = len(list((store / "pools/r/keys").glob("*.jsonl")))
+    assert 1 <= done_before < 6, "the run should have been killed mid-pool"
+    result = run_farm(tmp_path, *args, "--json")
+    summary = json.loads(result.stdout)
+    assert summary["count"] == 96 and summary["skipped_shards"] == done_before
+    images = list((store / "pools/r/images").glob("*.png"))
+    assert len(images) == 96
+    records = [json.loads(line) for f in sorted((store / "pools/r/keys").glob("*.jsonl")) for line in f.read_text().splitlines()]
+    assert sorted(r["index"] for r in records) == list(range(96))
+    # and the bytes match an uninterrupted run
+    other = tmp_path / "other"
+    other.mkdir()
+    run_farm(other, *args)
+    for image in images:
+        assert image.read_bytes() == (other / "store/pools/r/images" / image.name).read_bytes()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--scheme", "nope"], "scheme"),
+    (["--method", "fgsm"], "method"),
+    (["--eps", "0"], "eps"),
+    (["--eps", "1.5"], "eps"),
+    (["--count", "0"], "count"),
+    (["--mask", "/no/such/mask.png"], "mask"),
+    (["--eps", "eight"], "eps"),
+])
+def test_bad_arguments_exit_nonzero_with_a_clear_message_and_write_nothing(tmp_path, args, message):
+    base = {"--pool": "bad", "--count": "4"}
+    argv = ["generate"]
+    for k, v in base.items():
+        if k not in args:
+            argv += [k, v]
+    result = run_farm(tmp_path, *argv, *args, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr.lower()
+    assert not (tmp_path / "store").exists(), "a refused generate wrote something"
+
+
+def test_preview_writes_a_contact_sheet(tmp_path, store, substitute):
+    from farm.preview import contact_sheet, pool_pairs
+    make(store, substitute, count=6)
+    sheet = contact_sheet(pool_pairs(store, "p", 4))
+    assert sheet.size[0] > 3 * 160 and sheet.size[1] > 4 * 60
+    pixels = np.asarray(sheet)
+    assert pixels.std() > 10

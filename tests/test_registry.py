@@ -1,0 +1,215 @@
+"""The checkpoint registry: immutable versions, an atomic CURRENT, verified loads, a worker that keeps serving."""
+
+import json
+import pickle
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from farm import registry
+from farm.charset import DEFAULT_CHARSET, Charset
+from farm.checkpoint import build_card, sha256_hex, weights_bytes
+from farm.cli import main
+from farm.exceptions import CheckpointError, ConflictError
+from farm.model import CRNN, CRNNConfig
+from farm.store import LocalStore, open_store
+from tests.fault_proxy import FaultProxy
+
+SMALL = CRNNConfig(channels=(4, 8, 8, 8), hidden=8)  # registry tests need valid weights, not good ones
+
+
+def checkpoint(seed: int = 0, charset: Charset = DEFAULT_CHARSET) -> tuple[bytes, dict]:
+    torch.manual_seed(seed)
+    model = CRNN(CRNNConfig(**{**SMALL.to_dict(), "num_classes": charset.num_classes}))
+    weights = weights_bytes(model)
+    card = build_card(model, charset, weights, version=f"run-{seed}", metrics={"accuracy": {"classic": 0.5}})
+    return weights, json.loads(json.dumps(card))  # as read from card.json
+
+
+def test_publish_writes_an_immutable_version_then_switches_current(any_store):
+    w1, c1 = checkpoint(1)
+    assert registry.publish(any_store, w1, c1) == "v1"
+    assert registry.current(any_store) == {"version": "v1", "sha256": sha256_hex(w1)}
+    w2, c2 = checkpoint(2)
+    assert registry.publish(any_store, w2, c2) == "v2"
+    assert any_store.list("checkpoints/") == ["checkpoints/CURRENT", "checkpoints/v1/card.json",
+                                              "checkpoints/v1/model.safetensors", "checkpoints/v2/card.json",
+                                              "checkpoints/v2/model.safetensors"]
+    card = registry.card(any_store, "v2")
+    assert (card["version"], card["parent"], card["sha256"]) == ("v2", "v1", sha256_hex(w2))
+    assert card["charset"] == c2["charset"] and card["config"] == c2["config"] and "published" in card
+    assert any_store.get("checkpoints/v1/model.safetensors") == w1  # the older version is untouched
+    assert registry.versions(any_store) == ["v1", "v2"]
+
+
+def test_load_verifies_and_caches_by_sha256(any_store):
+    w1, c1 = checkpoint(1)
+    registry.publish(any_store, w1, c1)
+    solver = registry.load(any_store)
+    assert solver.sha256 == sha256_hex(w1) and solver.version == "v1"
+    assert registry.load(any_store) is solver and registry.load(any_store, "v1") is solver
+
+
+def test_a_corrupt_weights_object_is_refused_and_the_held_version_keeps_serving(s3_store):
+    w1, c1 = checkpoint(1)
+    registry.publish(s3_store, w1, c1)
+    held, error = registry.refresh(s3_store, None)
+    assert held.version == "v1" and error is None
+    w2, c2 = checkpoint(2)
+    registry.publish(s3_store, w2, c2)
+    broken = bytearray(w2)
+    broken[-5] ^= 0xFF  # bit rot, or someone overwrote the object
+    s3_store.put("checkpoints/v2/model.safetensors", bytes(broken))
+
+    solver, error = registry.refresh(s3_store, held)
+    assert solver is held and isinstance(error, CheckpointError) and "sha256" in str(error)
+    with pytest.raises(CheckpointError, match="version v2 refused: weights: sha256 .* corrupt"):
+        registry.load(s3_store)
+    with pytest.raises(CheckpointError, match="v2 refused"):
+        registry.promote(s3_store, "v2")
+    assert registry.rollback(s3_store) == "v1"  # the parent of CURRENT
+    solver, error = registry.refresh(s3_store, held)
+    assert solver is held and error is None and registry.current(s3_store)["version"] == "v1"
+
+
+def test_a_pickle_posing_as_weights_is_refused_without_being_unpickled(store, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return Path.touch, (marker,)
+
+    w1, c1 = checkpoint(1)
+    registry.publish(store, w1, c1)
+    evil = pickle.dumps(Payload())
+    card = {**c1, "sha256": sha256_hex(evil), "version": "v2", "parent": "v1"}
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        registry.publish(store, evil, card)
+    # written behind the registry's back: loading refuses it just the same
+    store.put("checkpoints/v2/model.safetensors", evil)
+    store.put("checkpoints/v2/card.json", json.dumps(card).encode())
+    store.put("checkpoints/CURRENT", json.dumps({"version": "v2", "sha256": sha256_hex(evil)}).encode())
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        registry.load(store)
+    assert not marker.exists()
+
+
+def test_foreign_checkpoints_are_refused(store):
+    w1, c1 = checkpoint(1)
+    registry.publish(store, w1, c1)
+    with pytest.raises(CheckpointError, match="not a captchafarm card"):
+        registry.publish(store, w1, {k: v for k, v in c1.items() if k != "format"})
+    other = Charset("abc", 1, 3)
+    w3, c3 = checkpoint(3, other)
+    with pytest.raises(CheckpointError, match="charset: the checkpoint reads 'abc'.*--allow-charset-change"):
+        registry.publish(store, w3, c3)
+    with pytest.raises(CheckpointError, match="does not match the weights"):
+        registry.publish(store, w1, {**c1, "sha256": "0" * 64})
+    w2, _ = checkpoint(2)
+    with pytest.raises(CheckpointError, match="sha256"):
+        registry.publish(store, w2, c1)  # another model's card
+    assert registry.versions(store) == ["v1"] and registry.current(store)["version"] == "v1"
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_two_concurrent_publishes_exactly_one_wins(kind, tmp_path, request):
+    url = (tmp_path / "store").as_uri() if kind == "local" else request.getfixturevalue("s3_store").url
+    w1, c1 = checkpoint(1)
+    registry.publish(open_store(url), w1, c1)
+    candidates = [checkpoint(10), checkpoint(11)]
+    barrier, won, lost = threading.Barrier(2), [], []
+
+    def publisher(weights, card):
+        store = open_store(url)  # each publisher is its own client, as two machines would be
+        barrier.wait()
+        try:
+            won.append((registry.publish(store, weights, card, parent="v1"), sha256_hex(weights)))
+        except ConflictError as e:
+            lost.append(str(e))
+
+    threads = [threading.Thread(target=publisher, args=c) for c in candidates]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(won) == 1 and len(lost) == 1, (won, lost)
+    assert "retry" in lost[0]
+    store = open_store(url)
+    assert registry.current(store) == {"version": won[0][0], "sha256": won[0][1]}
+    for version in registry.versions(store):  # whatever the loser left behind is intact, never mixed
+        weights = store.get(f"checkpoints/{version}/model.safetensors")
+        assert sha256_hex(weights) == registry.card(store, version)["sha256"]
+    # the loser retries on top of the winner and succeeds
+    assert registry.publish(store, *candidates[1], parent=won[0][0]) in ("v3", "v4")
+
+
+def test_racing_publishers_never_mix_objects(store):
+    w1, c1 = checkpoint(1)
+    registry.publish(store, w1, c1)
+    barrier, outcomes = threading.Barrier(4), []
+
+    def publisher(seed):
+        weights, card = checkpoint(seed)
+        barrier.wait()
+        try:
+            outcomes.append(("won", registry.publish(LocalStore(store.root), weights, card)))
+        except ConflictError:
+            outcomes.append(("lost", None))
+
+    threads = [threading.Thread(target=publisher, args=(20 + i,)) for i in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(outcomes) == 4 and any(kind == "won" for kind, _ in outcomes)
+    for version in registry.versions(store):
+        card = registry.card(store, version)
+        assert sha256_hex(store.get(f"checkpoints/{version}/model.safetensors")) == card["sha256"]
+    assert registry.current(store)["version"] in {v for kind, v in outcomes if kind == "won"}
+
+
+def test_publishing_completes_through_transient_s3_failures(bucket, monkeypatch, s3_env):
+    with FaultProxy(s3_env, fail_every=3) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        store = open_store(f"s3://{bucket}/farm")
+        w1, c1 = checkpoint(1)
+        w2, c2 = checkpoint(2)
+        assert registry.publish(store, w1, c1) == "v1" and registry.publish(store, w2, c2) == "v2"
+        assert registry.load(store).sha256 == sha256_hex(w2)
+    assert proxy.failed >= 3
+
+
+def test_the_bundled_substitute_is_the_first_version_of_an_empty_store(s3_store, substitute):
+    assert registry.current(s3_store) is None
+    pointer = registry.ensure_current(s3_store)
+    weights, _ = registry.bundled()
+    assert pointer == {"version": "v1", "sha256": sha256_hex(weights)}
+    assert registry.ensure_current(s3_store) == pointer and registry.versions(s3_store) == ["v1"]
+    assert registry.load(s3_store).sha256 == substitute.sha256
+
+
+def test_checkpoint_commands(tmp_path, s3_store, monkeypatch):
+    monkeypatch.setenv("FARM_STORE", s3_store.url)
+    runner = CliRunner()
+    for seed in (1, 2):
+        folder = tmp_path / f"ckpt{seed}"
+        folder.mkdir()
+        weights, card = checkpoint(seed)
+        (folder / "model.safetensors").write_bytes(weights)
+        (folder / "card.json").write_text(json.dumps(card))
+        result = runner.invoke(main, ["checkpoint", "publish", str(folder)])
+        assert result.exit_code == 0, result.output
+        assert f"published v{seed} (now CURRENT)" in result.output
+    rows = json.loads(runner.invoke(main, ["checkpoint", "list", "--json"]).output)
+    assert [(r["version"], r["current"], r["parent"]) for r in rows] == [("v1", False, None), ("v2", True, "v1")]
+    assert json.loads(runner.invoke(main, ["checkpoint", "show"]).output)["version"] == "v2"
+    result = runner.invoke(main, ["checkpoint", "rollback"])
+    assert result.exit_code == 0 and "CURRENT is v1" in result.output
+    result = runner.invoke(main, ["checkpoint", "promote", "v2"])
+    assert result.exit_code == 0 and "CURRENT is v2" in result.output
+    result = runner.invoke(main, ["checkpoint", "promote", "v9"])
+    assert result.exit_code == 1 and "'v9' is not in the registry; see `farm checkpoint list`" in result.output
+    result = runner.invoke(main, ["checkpoint", "publish", str(tmp_path / "ckpt1"), "--parent", "v1"])
+    assert result.exit_code == 1 and "not the parent v1" in result.output and "retry" in result.output
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(main, ["checkpoint", "publish", str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "model.safetensors is missing" in result.output

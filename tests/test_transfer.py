@@ -1,0 +1,71 @@
+"""Transfer techniques change the perturbation but keep the budget and the mask; held-out solvers never serve."""
+
+import copy
+
+import pytest
+import torch
+
+from farm.attacks import make_attack
+from farm.pool import PoolSpec, perturb, render_shard
+from farm.zoo import HELD_OUT, HeldOutError, load_donor, members
+
+
+@pytest.fixture(scope="module")
+def shard():
+    return render_shard(PoolSpec(count=8, shard_size=8, mask="background", seed=5), 0)
+
+
+def run(spec_fields, shard, solvers):
+    spec = PoolSpec(**{"count": 8, "shard_size": 8, "mask": "background", "seed": 5, "steps": 5,
+                       "method": "iterative", **spec_fields})
+    return perturb(spec, render_shard(spec, 0), solvers, 0)
+
+
+@pytest.mark.parametrize("technique", [{"smoothing": 1.5}, {"diversity": 1.0}, {"method": "momentum"},
+                                       {"eps_glyph": 2 / 255, "mask": "full", "eps": 16 / 255}])
+def test_each_technique_changes_the_perturbation_and_keeps_budget_and_mask(substitute, shard, technique):
+    plain = run({"mask": technique.get("mask", "background"), "eps": technique.get("eps", 8 / 255)}, shard, [substitute])
+    tuned = run(technique, shard, [substitute])
+    assert (plain != tuned).any()
+    delta = tuned.astype(int) - shard.images.astype(int)
+    eps = round(technique.get("eps", 8 / 255) * 255)
+    assert abs(delta).max() <= eps
+    if technique.get("mask", "background") == "background":
+        assert (delta[~shard.allowed] == 0).all()
+    if "eps_glyph" in technique:
+        from farm.measures import glyph_region
+        import numpy as np
+        region = np.stack([glyph_region(g, 1) for g in shard.glyphs])
+        assert abs(delta[region]).max() <= 2 and abs(delta[~region]).max() > 2
+
+
+def test_an_ensemble_of_different_models_changes_the_perturbation(substitute, shard):
+    other = copy.deepcopy(substitute)
+    with torch.no_grad():
+        for p in other.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    alone = run({}, shard, [substitute])
+    together = run({}, shard, [substitute, other])
+    assert (alone != together).any()
+    assert abs(together.astype(int) - shard.images.astype(int)).max() <= 8
+
+
+def test_held_out_solvers_are_never_loaded_as_substitutes(substitute):
+    held_out = [m.name for m in members(HELD_OUT)]
+    assert held_out, "the zoo must hold solvers out"
+    for name in held_out:
+        with pytest.raises(HeldOutError, match="held out"):
+            load_donor(name)
+        spec = PoolSpec(count=4, ensemble=(name,)).validate()
+        with pytest.raises(HeldOutError):
+            spec.solvers(substitute)
+
+
+def test_held_out_cards_cannot_be_published_as_checkpoints(store, substitute):
+    from farm import registry
+    from farm.checkpoint import build_card, weights_bytes
+    weights = weights_bytes(substitute.model)
+    card = build_card(substitute.model, substitute.charset, weights, zoo={"name": "position-a", "role": HELD_OUT})
+    with pytest.raises(HeldOutError):
+        registry.publish(store, weights, card)
+    assert registry.current(store) is None
