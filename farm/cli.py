@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -188,8 +189,10 @@ def _evaluate_pool(solver, store, pool, limit, with_zoo, with_preprocess, as_jso
 @store_option
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the closing summary as JSON.")
+@click.option("--no-wait", is_flag=True, help="Farm only (FARM_BROKER): queue the shards, print the job id, return.")
 def generate(pool, count, scheme, method, norm, eps, alpha, steps, mask, margin, random_start, smoothing,
-             diversity, decay, eps_glyph, ensemble, shard_size, seed, checkpoint, store_url, no_progress, as_json):
+             diversity, decay, eps_glyph, ensemble, shard_size, seed, checkpoint, store_url, no_progress, as_json,
+             no_wait):
     """Generate a pool of adversarial captchas (re-run with the same arguments to complete it)."""
     from farm.config import device, secret
     from farm.exceptions import FarmError
@@ -204,15 +207,26 @@ def generate(pool, count, scheme, method, norm, eps, alpha, steps, mask, margin,
                         ensemble=tuple(ensemble)).validate()
     except ValueError as e:
         fail(str(e))
+    farm = os.environ.get("FARM_BROKER")
+    if no_wait and not farm:
+        fail("--no-wait: needs the farm (set FARM_BROKER); an embedded run generates in this process")
     store = open_store_or_fail(store_url)
     solver = substitute(store_url, checkpoint, None, publish=True)
     try:
-        summary = generate_pool(store, pool, spec, spec.solvers(solver, device()), secret(store), device=device(),
-                                progress=not (no_progress or as_json))
+        if farm:  # the distributed farm; Celery is imported only here
+            from workers.producer import generate_on_farm
+            summary = generate_on_farm(store, pool, spec, solver, wait=not no_wait, progress=not (no_progress or as_json))
+        else:
+            summary = generate_pool(store, pool, spec, spec.solvers(solver, device()), secret(store),
+                                    device=device(), progress=not (no_progress or as_json))
     except (FarmError, ValueError) as e:
         fail(str(e))
     if as_json:
         json_out(summary)
+        return
+    if no_wait:
+        click.echo(f"job {summary['job']}: {summary['queued_shards']} shards of pool {pool} queued; "
+                   f"follow it with `farm job status {summary['job']}`")
         return
     click.echo(f"pool {pool}: {summary['count']} captchas in {summary['store']} "
                f"({summary['generated']} new, {summary['captchas_per_second']:.1f}/s)")

@@ -23,3 +23,7 @@ class PoolError(FarmError):
 
 class AnswersError(FarmError):
     """An answers file as a whole cannot be ingested (unreadable, or over a size limit)."""
+
+
+class JobError(FarmError):
+    """A farm job cannot be submitted or followed, or one of its shards gave up."""

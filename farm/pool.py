@@ -252,11 +252,15 @@ def read_manifest(store: Store, pool: str) -> dict:
         raise PoolError(f"pool: {pool!r} does not exist in {store.url}; see `farm pool list`") from None
 
 
-def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver, status: str) -> dict:
+def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver, status: str,
+                   shard_substitutes: dict[int, dict] | None = None) -> dict:
+    """`shard_substitutes` ({shard: {version, sha256}}): the farm names the solver of each shard."""
     shards = []
     for shard in range(spec.shards):
         if shard_complete(store, pool, shard):
             shards.append({"shard": shard, "count": len(spec.indices(shard)), "keys": keys_key(pool, shard)})
+            if shard_substitutes and shard in shard_substitutes:
+                shards[-1]["substitute"] = shard_substitutes[shard]
     manifest = {"pool": pool, "spec": spec.to_dict(), "status": status,
                 "substitute": {"version": substitute.version, "sha256": substitute.sha256},
                 "count": spec.count, "complete": sum(s["count"] for s in shards),

@@ -32,7 +32,9 @@ class Attack:
     alpha (None): step size; methods pick a default from eps and steps.
     steps (10): gradient steps (the direct method always takes one).
     random_start (False): start from a uniform point of the ball (inside the mask).
-    early_stop (True): a captcha stops once every substitute misreads it (targeted: reads the target).
+    early_stop (True): a captcha stops once the substitute misreads it with a margin (targeted: reads
+        the target): its loss must pass `stop_loss`, so 8-bit rounding and batch numerics cannot flip it back.
+    stop_loss (2.0): CTC loss of the true label (nats; p <= 0.14) a misread captcha must reach to stop.
     smoothing (0.0): sigma of a Gaussian applied to the gradient (translation-invariant attack, TI).
     diversity (0.0): probability of a random resize-and-pad of the input at each step (DI).
     loss (each solver's own: CTC): per-captcha loss of (log_probs (T, B, C), label indices); higher means "misread".
@@ -45,7 +47,7 @@ class Attack:
 
     def __init__(self, solvers: Solver | Sequence[Solver], eps: float = 8 / 255, norm: str = "linf",
                  alpha: float | None = None, steps: int = 10, random_start: bool = False,
-                 early_stop: bool = True, smoothing: float = 0.0, diversity: float = 0.0,
+                 early_stop: bool = True, stop_loss: float = 2.0, smoothing: float = 0.0, diversity: float = 0.0,
                  loss: LossFn | None = None, batch_size: int = 64, seed: int = 0, device: str | None = None):
         self.solvers = [solvers] if isinstance(solvers, Solver) else list(solvers)
         if not self.solvers:
@@ -58,7 +60,7 @@ class Attack:
             raise ValueError(f"steps: must be at least 1 (got {steps})")
         self.eps, self.norm, self.steps = float(eps), norm, int(steps)
         self.alpha = float(alpha) if alpha else self.default_alpha()
-        self.random_start, self.early_stop = random_start, early_stop
+        self.random_start, self.early_stop, self.stop_loss = random_start, early_stop, float(stop_loss)
         self.smoothing, self.diversity = float(smoothing), float(diversity)
         self.loss = loss  # None: each solver's own loss (CTC for CTC readers, per-position CE otherwise)
         self.batch_size, self.seed = int(batch_size), int(seed)
@@ -128,6 +130,8 @@ class Attack:
             loss, log_probs = self._loss(self.transform(x, generator), [goal_indices[i] for i in idx.tolist()])
             if self.early_stop:  # judged on this forward pass: no extra cost
                 done = self._reached(log_probs, [goal[i] for i in idx.tolist()], targeted)
+                margin = loss.detach() < self.stop_loss / 4 if targeted else loss.detach() > self.stop_loss
+                done = done & margin
                 if done.all():
                     active[idx] = False
                     break

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
-
 import click
 
-# modules that define a click command or group named like the module (e.g. checkpoint.checkpoint)
-GROUPS = ("checkpoint", "pool", "answers", "zoo")
+from farm.commands.answers import answers
+from farm.commands.checkpoint import checkpoint
+from farm.commands.job import job
+from farm.commands.pool import pool
+from farm.commands.zoo import zoo
+
+GROUPS = (checkpoint, pool, answers, zoo, job)
 
 
 def register_all(main: click.Group) -> None:
-    for name in GROUPS:
-        try:
-            module = importlib.import_module(f"farm.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"farm.commands.{name}":
-                raise
-            continue
-        main.add_command(getattr(module, name))
+    for group in GROUPS:
+        main.add_command(group)

@@ -1,0 +1,108 @@
+"""The farm's tasks, thin: parse the arguments, call farm, record metrics.
+
+`generate_shard(pool, shard, count, spec)` (the design's contract) writes one shard with
+farm.pool.generate_shard, the very function an embedded run calls, so both modes write the
+same bytes. Before each shard it reads checkpoints/CURRENT and loads a model only when the
+sha256 changed. The fine-tune task joins this module with its own issue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import Task, shared_task
+
+from farm import jobs, registry
+from farm.checkpoint import Solver
+from farm.config import device, secret
+from farm.exceptions import StoreError
+from farm.pool import PoolSpec, check_pool_name, shard_complete
+from farm.pool import generate_shard as write_shard  # the task shares its name
+from farm.store import Store, open_store
+from workers.app import GENERATE_SHARD
+from workers.metrics import METRICS
+
+__all__ = ["generate_shard", "parse_shard", "current_substitute"]
+
+log = logging.getLogger(__name__)
+STORE_RETRIES = 3  # on top of botocore's own retries: an outage of the store, not a blip, fails a shard
+
+
+class _Held:
+    """What a worker process keeps from task to task: its store client and the substitute it serves."""
+
+    store: Store | None = None
+    solver: Solver | None = None
+
+
+_held = _Held()
+
+
+def _store() -> Store:
+    if _held.store is None:
+        _held.store = open_store()  # FARM_STORE; one client per process, reused (boto3 clients are costly)
+    return _held.store
+
+
+def current_substitute(store: Store, dev: str) -> Solver:
+    """CURRENT's solver; loaded only when its sha256 changed, the held one kept when the new one fails."""
+    held = _held.solver
+    solver, error = registry.refresh(store, held, dev)
+    if error is not None:
+        METRICS.record_checkpoint("failed")
+    elif solver is held:
+        METRICS.record_checkpoint("unchanged")
+    else:
+        METRICS.record_checkpoint("loaded", solver.version)
+        log.info("serving substitute %s (sha256 %s)", solver.version, solver.sha256[:12])
+    _held.solver = solver
+    return solver
+
+
+def parse_shard(pool: str, shard: int, count: int, spec: dict) -> PoolSpec:
+    """The task's JSON arguments as a validated spec; ValueError names what does not fit."""
+    check_pool_name(pool)
+    if not isinstance(spec, dict):
+        raise ValueError(f"spec: must be a JSON object of PoolSpec fields, not {type(spec).__name__}")
+    parsed = PoolSpec.from_dict(spec).validate()
+    if not isinstance(shard, int) or not 0 <= shard < parsed.shards:
+        raise ValueError(f"shard: {shard!r} is not a shard of a {parsed.shards}-shard pool")
+    if count != len(parsed.indices(shard)):
+        raise ValueError(f"count: shard {shard} holds {len(parsed.indices(shard))} captchas, the task says {count!r}")
+    return parsed
+
+
+class ShardTask(Task):
+    """Retries a store outage with backoff; a task that gives up is counted and reported to its job."""
+
+    autoretry_for = (StoreError,)
+    retry_backoff = True
+    max_retries = STORE_RETRIES
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        METRICS.task_failures.labels(self.name).inc()
+        job = kwargs.get("job")
+        if not job or len(args) < 2:
+            return
+        try:  # the producer stops waiting and tells the operator why
+            jobs.record_failure(_store(), job, args[1], f"{type(exc).__name__}: {exc}", self.request.hostname or "")
+        except Exception:
+            log.exception("could not record the failure of shard %s of job %s", args[1], job)
+
+
+@shared_task(name=GENERATE_SHARD, base=ShardTask, bind=True)
+def generate_shard(self, pool: str, shard: int, count: int, spec: dict, job: str | None = None) -> dict:
+    """Write shard `shard` (`count` captchas) of a pool; a complete shard is skipped. Returns no answers."""
+    started = time.perf_counter()
+    parsed = parse_shard(pool, shard, count, spec)
+    store = _store()
+    if shard_complete(store, pool, shard):  # redelivered or re-submitted: skip before loading any model
+        METRICS.shards_skipped.inc()
+        return {"pool": pool, "shard": shard, "skipped": True}
+    dev = device()
+    substitute = current_substitute(store, dev)
+    result = write_shard(store, pool, shard, parsed, parsed.solvers(substitute, dev), secret(store), device=dev)
+    METRICS.record_shard(parsed, result, time.perf_counter() - started)
+    return {"pool": pool, "shard": shard, "skipped": result["skipped"], "count": result["count"],
+            "substitute": substitute.version}
