@@ -45,7 +45,7 @@ def test_each_method_lowers_accuracy_within_budget_and_mask(substitute, batch, m
 def test_targeted_attack_makes_the_substitute_read_the_target(substitute, batch):
     images, texts, _ = batch
     targets = ["7777"] * len(texts)
-    attack = make_attack("iterative", substitute, eps=32 / 255, steps=30, norm="linf")
+    attack = make_attack("iterative", substitute, eps=32 / 255, steps=60, norm="linf")
     adversarial = attack(images[:8], texts[:8], None, targets=targets[:8])
     assert sum(r == "7777" for r in substitute.read(adversarial)) >= 5
 
