@@ -21,13 +21,10 @@ from pathlib import Path
 
 import torch
 
-# the repository first: `farm` is the package (not this file) and tests.farm_parts starts the workers
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from farm import registry  # noqa: E402
-from farm.pool import PoolSpec, generate_shard  # noqa: E402
-from farm.store import LocalStore  # noqa: E402
-from tests.farm_parts import Worker, answers, claim_redis_db, stop  # noqa: E402
+from farm import registry
+from farm.pool import PoolSpec, generate_shard
+from farm.store import LocalStore
+from tests.farm_parts import Worker, answers, claim_redis_db, stop
 
 SECRET = "benchmark-secret"
 POLL_SECONDS = 0.05  # the producer's poll, fine enough not to blur a shard's seconds
