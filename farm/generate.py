@@ -81,7 +81,8 @@ def generate_pool(store: Store, pool: str, spec: PoolSpec, solvers: list[Solver]
     n = sum(r["count"] for r in done)
     return {
         "pool": pool, "store": store.url, "count": manifest["complete"], "generated": n,
-        "skipped_shards": sum(r["skipped"] for r in results), "seconds": round(elapsed, 2),
+        "skipped_shards": spec.shards - len(todo) + sum(r["skipped"] for r in results),
+        "seconds": round(elapsed, 2),
         "captchas_per_second": round(n / elapsed, 2) if n else 0.0,
         "substitute": solvers[0].version,
         "substitute_accuracy_clean": round(sum(r["substitute_solved_clean"] for r in done) / n, 4) if n else None,
