@@ -18,7 +18,7 @@ from pathlib import Path
 from farm.exceptions import AnswersError, ConflictError, PoolError
 from farm.pool import MAX_ANSWER_CHARS, check_pool_name, complete_shards, keys_key, pool_charset, read_manifest, \
     read_shard_keys
-from farm.store import Store
+from farm.store import Store, jsonl_records
 
 __all__ = ["ingest", "ingest_file", "batches", "read_batch", "Limits", "IngestReport", "Rejection", "RISKS",
            "FIELDS"]
@@ -193,4 +193,4 @@ def batches(store: Store) -> list[str]:
 
 
 def read_batch(store: Store, key: str) -> list[dict]:
-    return [json.loads(line) for line in store.get(key).decode().splitlines() if line.strip()]
+    return jsonl_records(store.get(key))

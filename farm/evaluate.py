@@ -44,19 +44,11 @@ def scheme_accuracy(solver: Solver, schemes: list[str], count: int, seed: int = 
 
 def load_pool(store, pool: str, limit: int | None = None):
     """(key records, adversarial images (N, 1, H, W) float, clean images of the same captchas)."""
-    import numpy as np
     import torch
 
-    from farm.pool import POOL_STREAM, PoolSpec, decode_png, read_keys, read_manifest
-    from farm.schemes import captcha_seed, get_scheme
+    from farm.pool import pool_images
 
-    spec = PoolSpec.from_dict(read_manifest(store, pool)["spec"])
-    records = read_keys(store, pool)[:limit]
-    if not records:
-        raise ValueError(f"pool: {pool!r} has no complete shard yet")
-    scheme = get_scheme(spec.scheme)
-    adversarial = np.stack([decode_png(store.get(f"pools/{pool}/images/{r['id']}.png")) for r in records])
-    clean = np.stack([scheme.sample(captcha_seed(spec.seed, r["index"], POOL_STREAM)).image for r in records])
+    records, clean, adversarial = pool_images(store, pool, limit)
     as_tensor = lambda a: torch.from_numpy(a).unsqueeze(1).float() / 255  # noqa: E731
     return records, as_tensor(adversarial), as_tensor(clean)
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from farm.checkpoint import Solver
 from farm.exceptions import PoolError
-from farm.pool import PoolSpec, check_pool_name, generate_shard, read_manifest, render_shard, shard_complete, \
+from farm.pool import PoolSpec, check_pool_name, generate_shard, pending_shards, read_manifest, render_shard, \
     write_manifest
 from farm.store import Store
 
@@ -46,7 +46,7 @@ def generate_pool(store: Store, pool: str, spec: PoolSpec, solvers: list[Solver]
     spec.validate()
     check_spec_matches(store, pool, spec)
     write_manifest(store, pool, spec, solvers[0], status="generating")
-    todo = [s for s in range(spec.shards) if not shard_complete(store, pool, s)]
+    todo = pending_shards(store, pool, spec)
     started = time.perf_counter()
     results, stages = [], {"render": 0.0, "attack": 0.0, "encode": 0.0, "store": 0.0}
     bar = tqdm(total=spec.count, initial=spec.count - sum(len(spec.indices(s)) for s in todo),

@@ -29,12 +29,12 @@ from farm.checkpoint import Solver
 from farm.exceptions import PoolError
 from farm.measures import glyph_region, measure
 from farm.schemes import captcha_seed, get_scheme
-from farm.store import Store
+from farm.store import Store, jsonl_records
 
 __all__ = ["PoolSpec", "CleanShard", "captcha_id", "render_shard", "generate_shard", "shard_complete",
            "write_manifest", "read_manifest", "read_keys", "encode_png", "decode_png", "POOL_STREAM",
            "image_key", "pool_names", "complete_shards", "list_pools", "pool_charset", "read_shard_keys",
-           "answer_matches", "pool_stats", "export_pool"]
+           "answer_matches", "pool_stats", "export_pool", "manifest_key", "pool_images", "pending_shards"]
 
 POOL_STREAM = 4  # seed stream of pool captchas: apart from training, validation and evaluation
 MASKS = ("full", "background", "glyph")
@@ -181,6 +181,14 @@ def keys_key(pool: str, shard: int) -> str:
     return f"pools/{pool}/keys/{shard:05d}.jsonl"
 
 
+def image_key(pool: str, cid: str) -> str:
+    return f"pools/{pool}/images/{cid}.png"
+
+
+def manifest_key(pool: str) -> str:
+    return f"pools/{pool}/manifest.json"
+
+
 def shard_complete(store: Store, pool: str, shard: int) -> bool:
     return store.exists(keys_key(pool, shard))
 
@@ -225,7 +233,7 @@ def generate_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers:
     records, blobs = [], []
     for k, index in enumerate(clean.indices):
         cid = captcha_id(secret, pool, shard, index)
-        blobs.append((f"pools/{pool}/images/{cid}.png", encode_png(adversarial[k])))
+        blobs.append((image_key(pool, cid), encode_png(adversarial[k])))
         records.append({"id": cid, "shard": shard, "index": index, "answer": clean.texts[k], "scheme": spec.scheme,
                         "method": spec.method, "substitute": substitute.version,
                         "substitute_sha256": substitute.sha256, "reading_clean": clean_readings[k],
@@ -247,7 +255,7 @@ def generate_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers:
 
 def read_manifest(store: Store, pool: str) -> dict:
     try:
-        return json.loads(store.get(f"pools/{pool}/manifest.json"))
+        return json.loads(store.get(manifest_key(pool)))
     except KeyError:
         raise PoolError(f"pool: {pool!r} does not exist in {store.url}; see `farm pool list`") from None
 
@@ -256,8 +264,8 @@ def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver, 
                    shard_substitutes: dict[int, dict] | None = None) -> dict:
     """`shard_substitutes` ({shard: {version, sha256}}): the farm names the solver of each shard."""
     shards = []
-    for shard in range(spec.shards):
-        if shard_complete(store, pool, shard):
+    for shard in complete_shards(store, pool):
+        if shard < spec.shards:
             shards.append({"shard": shard, "count": len(spec.indices(shard)), "keys": keys_key(pool, shard)})
             if shard_substitutes and shard in shard_substitutes:
                 shards[-1]["substitute"] = shard_substitutes[shard]
@@ -266,7 +274,7 @@ def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver, 
                 "count": spec.count, "complete": sum(s["count"] for s in shards),
                 "shards": shards, "shard_count": spec.shards,
                 "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    store.put(f"pools/{pool}/manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode(),
+    store.put(manifest_key(pool), json.dumps(manifest, indent=2, sort_keys=True).encode(),
               content_type="application/json")
     return manifest
 
@@ -275,18 +283,35 @@ def read_keys(store: Store, pool: str) -> list[dict]:
     """Every key record of the complete shards, in index order (private: answers inside)."""
     records = []
     for key in store.list(f"pools/{pool}/keys/"):
-        records += [json.loads(line) for line in store.get(key).decode().splitlines() if line.strip()]
+        records += jsonl_records(store.get(key))
     return sorted(records, key=lambda r: r["index"])
+
+
+def pool_images(store: Store, pool: str, limit: int | None = None) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """(key records, clean images, adversarial images) of a pool's first captchas; images uint8 (N, H, W).
+
+    Clean captchas are not stored: they are rendered again from the spec's seed, index by index.
+    """
+    spec = PoolSpec.from_dict(read_manifest(store, pool)["spec"])
+    records = read_keys(store, pool)[:limit]
+    if not records:
+        raise PoolError(f"pool: {pool!r} has no complete shard yet")
+    scheme = get_scheme(spec.scheme)
+    clean = np.stack([scheme.sample(captcha_seed(spec.seed, r["index"], POOL_STREAM)).image for r in records])
+    adversarial = np.stack([decode_png(store.get(image_key(pool, r["id"]))) for r in records])
+    return records, clean, adversarial
+
+
+def pending_shards(store: Store, pool: str, spec: PoolSpec) -> list[int]:
+    """Shards of a pool still to write (one listing, not a request per shard)."""
+    done = set(complete_shards(store, pool))
+    return [s for s in range(spec.shards) if s not in done]
 
 
 # Reading pools: what platforms and operators use. Answers come from keys/ only and never leave
 # the functions that compare them (verify) or that a back end calls knowingly (read_keys, export with keys).
 
 MAX_ANSWER_CHARS = 64  # longer input is no answer to any scheme; refuse it before normalising
-
-
-def image_key(pool: str, cid: str) -> str:
-    return f"pools/{pool}/images/{cid}.png"
 
 
 def pool_names(store: Store) -> list[str]:
@@ -325,7 +350,7 @@ def pool_charset(manifest: dict):
 
 
 def read_shard_keys(store: Store, key: str) -> list[dict]:
-    return [json.loads(line) for line in store.get(key).decode().splitlines() if line.strip()]
+    return jsonl_records(store.get(key))
 
 
 def answer_matches(charset, truth: str, answer) -> bool:
@@ -365,7 +390,7 @@ def export_pool(store: Store, pool: str, dest: Store, with_keys: bool = False) -
     manifest = read_manifest(store, pool)
     shard_keys = [keys_key(pool, s) for s in complete_shards(store, pool)]
     keys_data = {key: store.get(key) for key in shard_keys}
-    ids = [json.loads(line)["id"] for data in keys_data.values() for line in data.decode().splitlines() if line.strip()]
+    ids = [record["id"] for data in keys_data.values() for record in jsonl_records(data)]
 
     def copy(cid: str) -> int:
         data = store.get(image_key(pool, cid))
@@ -377,6 +402,6 @@ def export_pool(store: Store, pool: str, dest: Store, with_keys: bool = False) -
     if with_keys:
         for key, data in keys_data.items():
             dest.put(key, data, content_type="application/x-ndjson")
-    dest.put(f"pools/{pool}/manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode(),
+    dest.put(manifest_key(pool), json.dumps(manifest, indent=2, sort_keys=True).encode(),
              content_type="application/json")
     return {"pool": pool, "to": dest.url, "images": len(ids), "bytes": written, "keys": with_keys}

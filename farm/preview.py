@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from farm.pool import PoolSpec, decode_png, read_keys, read_manifest, render_shard
-from farm.schemes import captcha_seed, get_scheme
+from farm.pool import pool_images
 from farm.schemes.draw import font
 from farm.store import Store
 
@@ -17,16 +16,8 @@ GAIN = 8  # perturbations of a few /255 are invisible at 1x; 8x shows their shap
 
 def pool_pairs(store: Store, pool: str, n: int) -> list[tuple[dict, np.ndarray, np.ndarray]]:
     """The first n captchas of a pool: (key record, clean image, adversarial image)."""
-    from farm.pool import POOL_STREAM
-
-    spec = PoolSpec.from_dict(read_manifest(store, pool)["spec"])
-    scheme = get_scheme(spec.scheme)
-    out = []
-    for record in read_keys(store, pool)[:n]:
-        clean = scheme.sample(captcha_seed(spec.seed, record["index"], POOL_STREAM)).image
-        adversarial = decode_png(store.get(f"pools/{pool}/images/{record['id']}.png"))
-        out.append((record, clean, adversarial))
-    return out
+    records, clean, adversarial = pool_images(store, pool, n)
+    return list(zip(records, clean, adversarial))
 
 
 def contact_sheet(pairs: list[tuple[dict, np.ndarray, np.ndarray]], title: str = "") -> Image.Image:

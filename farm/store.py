@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -18,7 +19,7 @@ from urllib.parse import urlparse
 
 from farm.exceptions import ConflictError, StoreError
 
-__all__ = ["Store", "LocalStore", "S3Store", "open_store", "DEFAULT_STORE"]
+__all__ = ["Store", "LocalStore", "S3Store", "open_store", "jsonl_records", "DEFAULT_STORE"]
 
 log = logging.getLogger(__name__)
 DEFAULT_STORE = "file://./farm-data"
@@ -275,6 +276,11 @@ class S3Store(Store):
 
 _DENIED = ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
            "AllAccessDisabled")
+
+
+def jsonl_records(data: bytes) -> list[dict]:
+    """The objects of a JSON-lines body (keys files, answer batches), blank lines skipped."""
+    return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
 
 
 def open_store(url: str | None = None) -> Store:

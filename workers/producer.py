@@ -21,7 +21,7 @@ from farm.checkpoint import Solver
 from farm.config import secret
 from farm.exceptions import JobError
 from farm.generate import check_spec_matches
-from farm.pool import PoolSpec, check_pool_name, shard_complete, write_manifest
+from farm.pool import PoolSpec, check_pool_name, pending_shards, write_manifest
 from farm.store import Store
 
 __all__ = ["generate_on_farm", "follow"]
@@ -49,7 +49,7 @@ def generate_on_farm(store: Store, pool: str, spec: PoolSpec, solver: Solver, wa
     secret(store)  # a shared store without FARM_SECRET is refused here, before anything is queued
     _connect()  # an unreachable broker, too
     write_manifest(store, pool, spec, solver, status="generating")
-    todo = [s for s in range(spec.shards) if not shard_complete(store, pool, s)]
+    todo = pending_shards(store, pool, spec)
     record = jobs.create(store, pool, spec, jobs.Substitute(pointer["version"], pointer["sha256"]), todo)
     _enqueue(record, spec, todo)
     log.info("job %s: queued %d shards of pool %s", record["id"], len(todo), pool)
