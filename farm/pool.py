@@ -202,8 +202,6 @@ def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int
                   seed=spec.seed * 1_000_003 + shard, device=device)
     if spec.method in ("momentum", "robust"):
         kwargs["decay"] = spec.decay
-    if spec.method == "direct":
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("alpha", "steps", "random_start")}
     attack = make_attack(spec.method, solvers, **kwargs)
     x = torch.from_numpy(clean.images).unsqueeze(1).float() / 255
     budget = None

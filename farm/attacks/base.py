@@ -43,7 +43,6 @@ class Attack:
     """
 
     name: ClassVar[str] = "attack"
-    supports_targeted: ClassVar[bool] = True
 
     def __init__(self, solvers: Solver | Sequence[Solver], eps: float = 8 / 255, norm: str = "linf",
                  alpha: float | None = None, steps: int = 10, random_start: bool = False,
@@ -80,7 +79,7 @@ class Attack:
         return self.normalize(grad)
 
     def transform(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Input transform applied before each gradient (identity here; DI and EOT live in subclasses)."""
+        """Input transform applied before each gradient: input diversity when asked for, else identity."""
         return self._diverse(x, generator) if self.diversity > 0 else x
 
     # -- the shared machinery --------------------------------------------------------------
@@ -127,7 +126,8 @@ class Attack:
             if len(idx) == 0:
                 break
             x = (x0[idx] + delta[idx]).requires_grad_(True)
-            loss, log_probs = self._loss(self.transform(x, generator), [goal_indices[i] for i in idx.tolist()])
+            loss, log_probs = self._loss(self.transform(x, generator), [goal_indices[i] for i in idx.tolist()],
+                                         generator)
             if self.early_stop:  # judged on this forward pass: no extra cost
                 done = self._reached(log_probs, [goal[i] for i in idx.tolist()], targeted)
                 margin = loss.detach() < self.stop_loss / 4 if targeted else loss.detach() > self.stop_loss
@@ -146,7 +146,9 @@ class Attack:
             delta[idx] = (x0[idx] + moved).clamp(0, 1) - x0[idx]
         return (x0 + delta).clamp(0, 1).detach()
 
-    def _loss(self, x: torch.Tensor, labels: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(self, x: torch.Tensor, labels: list[list[int]],
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-captcha loss summed over the substitutes, and the first one's log-probs (for early stopping)."""
         total, first = 0.0, None
         for solver in self.solvers:
             log_probs = solver.model(x)

@@ -47,13 +47,9 @@ class Robust(Momentum):
         super().__init__(solvers, steps=steps, **kwargs)
         self.samples = int(samples)
 
-    def _loss(self, x, labels):
+    def _loss(self, x, labels, generator):
         total, first = 0.0, None
         for _ in range(self.samples):
-            loss, log_probs = super()._loss(_random_preprocess(x, self._generator), labels)
+            loss, log_probs = super()._loss(_random_preprocess(x, generator), labels, generator)
             total, first = total + loss / self.samples, first if first is not None else log_probs
         return total, first
-
-    def transform(self, x, generator):
-        self._generator = generator  # the preprocessing draws happen in _loss, one set per sample
-        return super().transform(x, generator)
