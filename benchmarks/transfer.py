@@ -17,7 +17,7 @@ from farm.generate import generate_pool
 from farm.pool import PoolSpec
 from farm.preprocess import PREPROCESSING
 from farm.store import LocalStore
-from farm.zoo import DONOR, load_member, members, zoo_path
+from farm.zoo import load_member, members, zoo_path
 
 BUDGET = {"mask": "full", "eps": 32 / 255, "eps_glyph": 8 / 255}  # large off the glyphs, small on them
 SETTINGS = {

@@ -11,7 +11,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
@@ -19,7 +18,7 @@ from safetensors.torch import save as save_safetensors
 
 from farm.charset import Charset
 from farm.exceptions import CheckpointError
-from farm.model import CRNN, CRNNConfig, to_tensor
+from farm.model import CRNN, CRNNConfig, resize_input, to_tensor
 
 __all__ = ["Solver", "build_model", "architecture_name", "weights_bytes", "build_card", "load_solver", "load_solver_dir", "save_solver_dir",
            "sha256_hex", "CARD_FORMAT"]
@@ -81,21 +80,18 @@ class Solver:
         device = next(self.model.parameters()).device
         if not isinstance(images, torch.Tensor):
             return [t for i in range(0, len(images), batch_size)
-                    for t in self.read(_stack(images[i:i + batch_size]), batch_size)]
+                    for t in self.read(self._stack(images[i:i + batch_size]), batch_size)]
         texts = []
         for i in range(0, len(images), batch_size):
             texts += self.model.decode(self.model(images[i:i + batch_size].to(device)), self.charset)
         return texts
 
-
-def _stack(images) -> torch.Tensor:
-    shapes = {im.shape for im in images}
-    if len(shapes) == 1:
-        return to_tensor(images)
-    # mixed sizes: the model resizes anyway; bring them to the first size the same way
-    from farm.model import resize_input
-    h, w = images[0].shape
-    return torch.cat([resize_input(to_tensor([im]), (h, w)) for im in images])
+    def _stack(self, images) -> torch.Tensor:
+        """uint8 arrays as one batch; mixed sizes go straight to the model's input size (one resize, as alone)."""
+        if len({im.shape for im in images}) == 1:
+            return to_tensor(images)
+        size = (self.model.config.input_height, self.model.config.input_width)
+        return torch.cat([resize_input(to_tensor([im]), size) for im in images])
 
 
 def weights_bytes(model: torch.nn.Module) -> bytes:
@@ -152,7 +148,7 @@ def load_solver(weights: bytes, card: dict, expect_charset: Charset | None = Non
     return Solver(model, charset, card)
 
 
-def save_solver_dir(solver_model: CRNN, charset: Charset, directory: Path, **card_fields) -> dict:
+def save_solver_dir(solver_model: torch.nn.Module, charset: Charset, directory: Path, **card_fields) -> dict:
     """Write model.safetensors and card.json into a folder; returns the card."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

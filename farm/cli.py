@@ -82,7 +82,7 @@ def solve(images, checkpoint, version, store_url, as_json):
             arrays.append(np.asarray(Image.open(path).convert("L"), dtype=np.uint8))
         except (UnidentifiedImageError, OSError) as e:
             fail(f"{path}: not a readable image ({e})")
-    texts = solver.read(arrays) if len({a.shape for a in arrays}) == 1 else [solver.read([a])[0] for a in arrays]
+    texts = solver.read(arrays)
     if as_json:
         json_out([{"file": str(p), "text": t} for p, t in zip(images, texts)])
     else:
@@ -115,9 +115,6 @@ def evaluate(schemes, count, seed, pool, limit, with_zoo, with_preprocess, check
         return
     try:
         names = list(schemes) or scheme_names()
-        for name in names:
-            from farm.schemes import get_scheme
-            get_scheme(name)
         result = {"substitute": solver.version, "seed": seed,
                   "schemes": scheme_accuracy(solver, names, count, seed=seed, progress=not as_json)}
     except ValueError as e:

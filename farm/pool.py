@@ -16,9 +16,8 @@ import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -23,8 +24,7 @@ from tqdm import tqdm
 from farm.charset import Charset
 from farm.checkpoint import Solver, build_model, save_solver_dir
 from farm.dataset import TRAIN, VALIDATION, CaptchaStream, render_set
-from farm.evaluate import scheme_accuracy
-from farm.model import CRNN, CRNNConfig
+from farm.evaluate import scheme_accuracy, sequence_accuracy
 from farm.schemes import get_scheme
 
 __all__ = ["TrainConfig", "train", "mix_charset", "parse_mix"]
@@ -83,8 +83,7 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _save_state(path: Path, model, optimizer, step: int, config: TrainConfig, model_config: CRNNConfig,
-                elapsed: float):
+def _save_state(path: Path, model, optimizer, step: int, config: TrainConfig, elapsed: float):
     """A resumable state without pickle: tensors in safetensors, the rest in JSON."""
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
@@ -95,7 +94,7 @@ def _save_state(path: Path, model, optimizer, step: int, config: TrainConfig, mo
     save_file(tensors, str(path / "state.safetensors.tmp"))
     (path / "state.safetensors.tmp").replace(path / "state.safetensors")
     (path / "state.json").write_text(json.dumps({"step": step, "elapsed": elapsed, "config": asdict(config),
-                                                 "model": model_config.to_dict()}, indent=2))
+                                                 "model": model.config.to_dict()}, indent=2))
 
 
 def _load_state(path: Path, model, optimizer) -> tuple[int, float]:
@@ -113,7 +112,7 @@ def _load_state(path: Path, model, optimizer) -> tuple[int, float]:
     return meta["step"], meta.get("elapsed", 0.0)
 
 
-def train(config: TrainConfig, out: Path, model_config: CRNNConfig | None = None, resume: bool = True,
+def train(config: TrainConfig, out: Path, resume: bool = True,
           progress: bool = True, command: str | None = None, final_count: int = 1000,
           card_fields: dict | None = None) -> dict:
     """Train and write a checkpoint folder (model.safetensors, card.json) to `out`; returns the card."""
@@ -122,13 +121,7 @@ def train(config: TrainConfig, out: Path, model_config: CRNNConfig | None = None
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    if model_config is not None:
-        model = CRNN(model_config)
-    else:
-        model = build_model(config.architecture, config.model, num_classes=charset.num_classes)
-    model_config = model.config
-    if model_config.num_classes != charset.num_classes:
-        raise ValueError(f"model: {model_config.num_classes} classes but the mix's charset needs {charset.num_classes}")
+    model = build_model(config.architecture, config.model, num_classes=charset.num_classes)
     model = model.to(memory_format=torch.channels_last)  # faster conv, BN and pooling on CPU
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state_dir = out / "train-state"
@@ -136,7 +129,7 @@ def train(config: TrainConfig, out: Path, model_config: CRNNConfig | None = None
     if resume and (state_dir / "state.json").exists():
         step, elapsed = _load_state(state_dir, model, optimizer)
         log.info("resuming at step %d", step)
-    size = (model_config.input_height, model_config.input_width)
+    size = (model.config.input_height, model.config.input_width)
     validation = {name: CaptchaStream({name: 1.0}, config.val_count, config.seed, size, VALIDATION, stop=1).batch(0)
                   for name in config.mix}
     data = render_set(config.mix, config.samples, config.seed, size, TRAIN, config.workers, progress=progress)
@@ -165,8 +158,7 @@ def train(config: TrainConfig, out: Path, model_config: CRNNConfig | None = None
         if step % config.eval_every == 0 or step == config.steps:
             val = _validate(model, charset, validation)
             model.train()
-            _save_state(state_dir, model, optimizer, step, config, model_config,
-                         elapsed + time.perf_counter() - started)
+            _save_state(state_dir, model, optimizer, step, config, elapsed + time.perf_counter() - started)
         rate = seen / max(time.perf_counter() - started, 1e-9)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", img_s=f"{rate:.0f}",
                         **{f"val_{k}": f"{v:.3f}" for k, v in val.items()}, refresh=False)
@@ -207,15 +199,19 @@ def augment(images: torch.Tensor, kinds: tuple[str, ...], generator: torch.Gener
 
 def _batch_indices(step: int, config: TrainConfig) -> list[int]:
     """Sample indices of a step: a fresh permutation of the set each pass, from the seed alone."""
-    per_pass = config.samples // config.batch_size
-    epoch, position = divmod(step, per_pass)
-    order = torch.randperm(config.samples, generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
+    epoch, position = divmod(step, config.samples // config.batch_size)
+    order = _pass_order(config.samples, config.seed, epoch)
     return order[position * config.batch_size:(position + 1) * config.batch_size].tolist()
+
+
+@lru_cache(maxsize=1)
+def _pass_order(samples: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of one pass, drawn once per pass rather than once per step."""
+    return torch.randperm(samples, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
 
 
 @torch.no_grad()
 def _validate(model, charset, validation) -> dict[str, float]:
     model.eval()
     solver = Solver(model, charset, {})
-    return {name: sum(r == t for r, t in zip(solver.read(b.images), b.texts)) / len(b.texts)
-            for name, b in validation.items()}
+    return {name: sequence_accuracy(solver.read(b.images), b.texts) for name, b in validation.items()}

@@ -1,7 +1,6 @@
 """The CRNN: shapes, CTC decoding, learning, and checkpoints that refuse to load when wrong."""
 
 import json
-import shutil
 
 import pytest
 import torch

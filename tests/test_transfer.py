@@ -5,7 +5,6 @@ import copy
 import pytest
 import torch
 
-from farm.attacks import make_attack
 from farm.pool import PoolSpec, perturb, render_shard
 from farm.zoo import HELD_OUT, HeldOutError, load_donor, members
 

@@ -40,12 +40,8 @@ class Fraction(click.ParamType):
 
 
 def open_store_or_fail(url: str | None):
-    from farm.exceptions import StoreError
     from farm.store import open_store
-    try:
-        return open_store(url)
-    except (ValueError, StoreError) as e:
-        fail(str(e))
+    return or_fail(open_store, url)
 
 
 def substitute(store_url: str | None, checkpoint: Path | None, version: str | None, publish: bool = False):
