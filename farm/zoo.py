@@ -7,6 +7,7 @@ loader refuses to hand one out as a substitute.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -72,14 +73,24 @@ def members(role: str | None = None) -> list[Member]:
     return [m for m in ZOO.values() if role in (None, m.role)]
 
 
+_LOADED: dict[tuple[str, str], Solver] = {}  # (weights sha256, device): workers ask for donors every shard
+
+
 def load_member(name: str, device: str = "cpu") -> Solver:
-    """Load any zoo solver for evaluation."""
+    """Load any zoo solver for evaluation (once per weights and device: only the small card is re-read)."""
     m = member(name)
     folder = zoo_path() / name
     if not (folder / "card.json").exists():
         raise CheckpointError(f"zoo: {name} is not trained here; run `{m.command()}`")
+    try:
+        key = (json.loads((folder / "card.json").read_text())["sha256"], device)
+    except (ValueError, KeyError, TypeError):
+        key = None  # a broken card: load_solver_dir says what is wrong
+    if key in _LOADED:
+        return _LOADED[key]
     solver = load_solver_dir(folder, device=device)
     solver.card.setdefault("zoo", {"name": name, "role": m.role})
+    _LOADED[solver.sha256, device] = solver
     return solver
 
 
