@@ -1,34 +1,53 @@
-"""Embedded generation: a whole pool in this process, rendering the next shard in another one.
+"""Embedded generation: a whole pool without a broker, every core busy.
 
-The farm (workers/) runs the same `generate_shard` per task; this module is the no-broker path.
+On CPU, whole shards run in one single-threaded process per core (as farm workers run them);
+on a GPU, this process attacks while another renders the next shard and a thread writes the last.
+
+The farm (workers/) runs the same two halves, attack_shard then write_shard, in each task
+(farm.pool.generate_shard); this module is the no-broker path.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 
 import torch
 from tqdm import tqdm
 
 from farm.checkpoint import Solver
 from farm.exceptions import PoolError
-from farm.pool import PoolSpec, check_pool_name, generate_shard, pending_shards, read_manifest, render_shard, \
-    write_manifest
-from farm.store import Store
+from farm.pool import PoolSpec, attack_shard, check_pool_name, pending_shards, read_manifest, render_shard, \
+    generate_shard, shard_complete, write_manifest, write_shard
+from farm.store import Store, open_store
 
 __all__ = ["generate_pool", "check_spec_matches"]
 
 
-def check_spec_matches(store: Store, pool: str, spec: PoolSpec) -> None:
-    """A pool is extended or completed only with the spec it was started with."""
+def check_spec_matches(store: Store, pool: str, spec: PoolSpec, grow: bool = False) -> None:
+    """A pool is extended or completed only with the spec it was started with; `grow` lets its count rise.
+
+    Growing (farm.refill) appends whole shards: captcha i stays in shard i // shard_size, so every
+    stored shard keeps its captchas and its bytes. A pool whose last shard is partial cannot grow:
+    that shard would have to be written again, with other captchas in it.
+    """
     try:
         existing = read_manifest(store, pool)
     except PoolError:
         return
     old = existing["spec"]
     differs = [k for k, v in spec.to_dict().items() if old.get(k) != v]
+    if grow and differs == ["count"]:
+        if spec.count < old["count"]:
+            raise PoolError(f"pool: {pool!r} holds {old['count']} captchas; a pool grows, it never shrinks "
+                            f"(asked for {spec.count})")
+        if old["count"] % spec.shard_size:
+            raise PoolError(f"pool: {pool!r} ends in a partial shard ({old['count']} captchas in shards of "
+                            f"{spec.shard_size}), which growing would rewrite; only pools whose --count is a "
+                            f"multiple of --shard-size grow")
+        return
     if differs:
         raise PoolError(f"pool: {pool!r} already exists with another spec (differs in {', '.join(differs)}); "
                         f"choose a new --pool name or repeat the original arguments")
@@ -39,40 +58,104 @@ def _context():
     return multiprocessing.get_context("spawn" if torch.cuda.is_initialized() else "fork")
 
 
+def cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+_PROCESS: dict = {}  # a shard process's store and solvers, set once by _start_process
+
+
+def _start_process(store_url: str, solvers: list[Solver]) -> None:
+    torch.set_num_threads(1)
+    _PROCESS.update(store=open_store(store_url), solvers=solvers)  # its own client: sockets are not shared
+
+
+def _shard_in_process(pool: str, shard: int, spec: PoolSpec, secret: bytes) -> dict:
+    return generate_shard(_PROCESS["store"], pool, shard, spec, _PROCESS["solvers"], secret)
+
+
+def _in_processes(processes: int, store: Store, pool: str, spec: PoolSpec, solvers: list[Solver], secret: bytes,
+                  todo: list[int]):
+    """Results of whole shards run in `processes` forked processes, as they complete."""
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"), initializer=_start_process,
+                             initargs=(store.url, solvers)) as shard_processes:  # forked: solvers are not pickled
+        futures = [shard_processes.submit(_shard_in_process, pool, shard, spec, secret) for shard in todo]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
 def generate_pool(store: Store, pool: str, spec: PoolSpec, solvers: list[Solver], secret: bytes,
-                  device: str = "cpu", progress: bool = True, prefetch: bool = True) -> dict:
-    """Generate (or complete) a pool; returns the summary printed at the end of `farm generate`."""
+                  device: str = "cpu", progress: bool = True, processes: int | None = None,
+                  grow: bool = False) -> dict:
+    """Generate (or complete) a pool; returns the summary printed at the end of `farm generate`.
+
+    `processes` (CPU; default: one per core): shards run whole in that many processes of one torch
+    thread each, so the cores never wait for each other (a torch pool of all cores stalls
+    whenever rendering or encoding takes one of them). 1, or a GPU: this process attacks while
+    another renders the next shard and a thread writes the last one.
+
+    `grow`: `spec` may hold more captchas than the pool's manifest (see check_spec_matches).
+    """
     check_pool_name(pool)
     spec.validate()
-    check_spec_matches(store, pool, spec)
+    check_spec_matches(store, pool, spec, grow=grow)
     write_manifest(store, pool, spec, solvers[0], status="generating")
     todo = pending_shards(store, pool, spec)
     started = time.perf_counter()
     results, stages = [], {"render": 0.0, "attack": 0.0, "encode": 0.0, "store": 0.0}
     bar = tqdm(total=spec.count, initial=spec.count - sum(len(spec.indices(s)) for s in todo),
                desc=f"generate {pool}", unit="captcha", disable=not progress, dynamic_ncols=True)
-    executor = ProcessPoolExecutor(1, mp_context=_context()) if prefetch and len(todo) > 1 else None
+    processes = 1 if device != "cpu" or torch.cuda.is_initialized() else min(processes or cores(), len(todo))
+    prefetch = len(todo) > 1 and processes == 1
+    executor = ProcessPoolExecutor(1, mp_context=_context()) if prefetch else None
+    writer = ThreadPoolExecutor(1) if prefetch else None  # encodes and stores shard k while shard k+1 is attacked
+
+    def collect(result: dict) -> None:
+        results.append(result)
+        for stage, seconds in result.get("stages", {}).items():
+            stages[stage] += seconds
+        bar.update(result["count"])
+        done = [r for r in results if not r["skipped"]]
+        if done:
+            n = sum(r["count"] for r in done)
+            bar.set_postfix(solved=f"{sum(r['substitute_solved'] for r in done) / n:.1%}",
+                            ssim=f"{sum(r['ssim'] * r['count'] for r in done) / n:.3f}", refresh=False)
+
+    writing = None
     try:
-        pending = executor.submit(render_shard, spec, todo[0]) if executor and todo else None
-        for position, shard in enumerate(todo):
+        if processes > 1:
+            for result in _in_processes(processes, store, pool, spec, solvers, secret, todo):
+                collect(result)
+        here = todo if processes == 1 else []
+        pending = executor.submit(render_shard, spec, here[0]) if executor and here else None
+        for position, shard in enumerate(here):
             if executor:
                 clean = pending.result()
-                if position + 1 < len(todo):  # render the next shard while this one is attacked
-                    pending = executor.submit(render_shard, spec, todo[position + 1])
+                if position + 1 < len(here):  # render the next shard while this one is attacked
+                    pending = executor.submit(render_shard, spec, here[position + 1])
             else:
-                clean = None
-            result = generate_shard(store, pool, shard, spec, solvers, secret, clean=clean, device=device)
-            results.append(result)
-            for stage, seconds in result.get("stages", {}).items():
-                stages[stage] += seconds
-            bar.update(result["count"])
-            done = [r for r in results if not r["skipped"]]
-            if done:
-                n = sum(r["count"] for r in done)
-                bar.set_postfix(solved=f"{sum(r['substitute_solved'] for r in done) / n:.1%}",
-                                ssim=f"{sum(r['ssim'] * r['count'] for r in done) / n:.3f}", refresh=False)
+                clean = render_shard(spec, shard)
+            if shard_complete(store, pool, shard):  # written meanwhile by another run
+                collect({"shard": shard, "skipped": True, "count": len(clean.indices)})
+                continue
+            attacked = attack_shard(spec, clean, solvers, shard, device)
+            if writing is not None:
+                collect(writing.result())  # one write in flight at most: memory stays bounded, errors surface
+            args = (store, pool, shard, spec, clean, attacked, solvers[0], secret)
+            writing = writer.submit(write_shard, *args) if writer else None
+            if writer is None:
+                collect(write_shard(*args))
+        if writing is not None:
+            collect(writing.result())
     finally:
         bar.close()
+        if writer:
+            writer.shutdown(wait=True)  # a write in flight finishes: its keys file is written last or not at all
         if executor:
             executor.shutdown(cancel_futures=True)
     manifest = write_manifest(store, pool, spec, solvers[0], status="complete")

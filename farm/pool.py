@@ -33,10 +33,12 @@ from farm.store import Store, jsonl_records
 __all__ = ["PoolSpec", "CleanShard", "captcha_id", "render_shard", "generate_shard", "shard_complete",
            "write_manifest", "read_manifest", "read_keys", "encode_png", "decode_png", "POOL_STREAM",
            "image_key", "pool_names", "complete_shards", "list_pools", "pool_charset", "read_shard_keys",
-           "answer_matches", "pool_stats", "export_pool", "manifest_key", "pool_images", "pending_shards"]
+           "answer_matches", "pool_stats", "export_pool", "manifest_key", "pool_images", "pending_shards",
+           "AttackedShard", "attack_shard", "write_shard"]
 
 POOL_STREAM = 4  # seed stream of pool captchas: apart from training, validation and evaluation
-MASKS = ("full", "background", "glyph")
+MASKS = ("full", "background", "glyph", "strokes")
+STROKES = 8  # curves per captcha of the strokes mask
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -51,7 +53,7 @@ class PoolSpec:
     eps: float = 8 / 255
     alpha: float | None = None
     steps: int = 10
-    mask: str = "background"  # full, background, glyph, or the path of a PNG (white = may change)
+    mask: str = "background"  # full, background, glyph, strokes, or the path of a PNG (white = may change)
     margin: int = 1  # background mask: pixels this close to a glyph stay untouched
     seed: int = 0
     shard_size: int = 256
@@ -160,10 +162,33 @@ def render_shard(spec: PoolSpec, shard: int) -> CleanShard:
         allowed = glyphs.copy()
     elif spec.mask == "background":
         allowed = ~np.stack([glyph_region(g, spec.margin) for g in glyphs])
+    elif spec.mask == "strokes":
+        allowed = np.stack([stroke_mask(g.shape, captcha_seed(spec.seed, i, POOL_STREAM)) & ~glyph_region(g, spec.margin)
+                            for i, g in zip(indices, glyphs)])
     else:
         allowed = np.broadcast_to(spec.user_mask(), glyphs.shape).copy()
     return CleanShard(indices, [c.text for c in captchas], np.stack([c.image for c in captchas]), glyphs,
                       allowed, time.perf_counter() - started)
+
+
+def stroke_mask(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """Random thin curves across the captcha, like the noise curves people already skip when reading.
+
+    The strokes mask lets the attack change only these curves (off the glyphs), so the perturbation
+    looks like more captcha noise rather than grain over the whole background.
+    """
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng([seed, 77])
+    h, w = shape
+    canvas = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(canvas)
+    t = np.linspace(0, 1, 24)[:, None]
+    for _ in range(STROKES):
+        p0, p1, p2 = rng.uniform([0, 0], [w, h], size=(3, 2))
+        curve = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2  # a quadratic Bezier curve
+        draw.line([tuple(p) for p in curve], fill=255, width=int(rng.integers(2, 4)))
+    return np.asarray(canvas) > 0
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -212,29 +237,40 @@ def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int
     return adv.squeeze(1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-def generate_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers: list[Solver], secret: bytes,
-                   clean: CleanShard | None = None, device: str = "cpu") -> dict:
-    """Write one shard (images, then keys); skip it when complete. Returns counts and stage seconds."""
-    if shard_complete(store, pool, shard):
-        return {"shard": shard, "skipped": True, "count": len(spec.indices(shard))}
-    stages = {}
-    clean = clean or render_shard(spec, shard)
-    stages["render"] = clean.seconds
+@dataclass
+class AttackedShard:
+    """A shard's adversarial images (uint8 (N, H, W)) and the substitute's readings before and after."""
+
+    adversarial: np.ndarray
+    readings: list[str]
+    clean_readings: list[str]
+    seconds: float
+
+
+def attack_shard(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int,
+                 device: str = "cpu") -> AttackedShard:
+    """The compute-bound half of a shard: perturb, then read clean and adversarial captchas."""
     started = time.perf_counter()
     adversarial = perturb(spec, clean, solvers, shard, device)
-    substitute = solvers[0]
-    readings = substitute.read(list(adversarial))
-    clean_readings = substitute.read(list(clean.images))
-    stages["attack"] = time.perf_counter() - started
+    readings = solvers[0].read(list(adversarial))
+    clean_readings = solvers[0].read(list(clean.images))
+    return AttackedShard(adversarial, readings, clean_readings, time.perf_counter() - started)
+
+
+def write_shard(store: Store, pool: str, shard: int, spec: PoolSpec, clean: CleanShard, attacked: AttackedShard,
+                substitute: Solver, secret: bytes) -> dict:
+    """The I/O half of a shard: encode and measure, write images, then keys (last: the shard is complete)."""
+    stages = {"render": clean.seconds, "attack": attacked.seconds}
     started = time.perf_counter()
     records, blobs = [], []
     for k, index in enumerate(clean.indices):
         cid = captcha_id(secret, pool, shard, index)
-        blobs.append((image_key(pool, cid), encode_png(adversarial[k])))
+        blobs.append((image_key(pool, cid), encode_png(attacked.adversarial[k])))
         records.append({"id": cid, "shard": shard, "index": index, "answer": clean.texts[k], "scheme": spec.scheme,
                         "method": spec.method, "substitute": substitute.version,
-                        "substitute_sha256": substitute.sha256, "reading_clean": clean_readings[k],
-                        "reading": readings[k], **measure(clean.images[k], adversarial[k], clean.glyphs[k])})
+                        "substitute_sha256": substitute.sha256, "reading_clean": attacked.clean_readings[k],
+                        "reading": attacked.readings[k],
+                        **measure(clean.images[k], attacked.adversarial[k], clean.glyphs[k])})
     stages["encode"] = time.perf_counter() - started
     started = time.perf_counter()
     written = 0
@@ -248,6 +284,16 @@ def generate_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers:
             "stages": stages, "substitute_solved": sum(r["reading"] == r["answer"] for r in records),
             "substitute_solved_clean": sum(r["reading_clean"] == r["answer"] for r in records),
             "ssim": float(np.mean([r["ssim"] for r in records])), "linf": float(np.mean([r["linf"] for r in records]))}
+
+
+def generate_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers: list[Solver], secret: bytes,
+                   clean: CleanShard | None = None, device: str = "cpu") -> dict:
+    """Write one shard (images, then keys); skip it when complete. Returns counts and stage seconds."""
+    if shard_complete(store, pool, shard):
+        return {"shard": shard, "skipped": True, "count": len(spec.indices(shard))}
+    clean = clean or render_shard(spec, shard)
+    attacked = attack_shard(spec, clean, solvers, shard, device)
+    return write_shard(store, pool, shard, spec, clean, attacked, solvers[0], secret)
 
 
 def read_manifest(store: Store, pool: str) -> dict:

@@ -21,7 +21,7 @@ def pool_store(tmp_path_factory, substitute):
 
     store = LocalStore(tmp_path_factory.mktemp("answers") / "store")
     generate_pool(store, "p", PoolSpec(count=8, shard_size=8, method="none"), [substitute], SECRET,
-                  progress=False, prefetch=False)
+                  progress=False, processes=1)
     return store
 
 
@@ -126,7 +126,7 @@ def test_answers_ingest_command(pool_store, ids, tmp_path, monkeypatch):
 
 def test_answers_land_in_s3(s3_store, substitute):
     generate_pool(s3_store, "p", PoolSpec(count=4, shard_size=4, method="none"), [substitute], SECRET,
-                  progress=False, prefetch=False)
+                  progress=False, processes=1)
     cid = read_keys(s3_store, "p")[0]["id"]
     report = ingest(s3_store, lines(record(cid), "nope"))
     assert report.added == 1 and [r.line for r in report.rejected] == [2]

@@ -17,7 +17,7 @@ SECRET = b"test-secret-not-for-production"
 
 def make(store, substitute, pool="p", **spec):
     spec = PoolSpec(**{"count": 20, "shard_size": 8, "steps": 5, **spec})
-    return generate_pool(store, pool, spec, [substitute], SECRET, progress=False, prefetch=False)
+    return generate_pool(store, pool, spec, [substitute], SECRET, progress=False, processes=1)
 
 
 def test_a_pool_lands_in_the_layout_with_answers_only_in_keys(store, substitute):

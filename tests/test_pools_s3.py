@@ -137,7 +137,7 @@ def test_generation_completes_through_transient_s3_failures(s3_env, bucket, monk
     with FaultProxy(s3_env, fail_every=4) as proxy:  # every fourth request answers 503
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         store = open_store(f"s3://{bucket}/farm")
-        summary = generate_pool(store, "q", spec, [substitute], SECRET.encode(), progress=False, prefetch=False)
+        summary = generate_pool(store, "q", spec, [substitute], SECRET.encode(), progress=False, processes=1)
     assert summary["count"] == 8 and proxy.failed >= 5
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env)  # straight to moto again to look at the result
     assert set(open_store(f"s3://{bucket}/farm").list("pools/")) == expected_layout("q", 8, 4)
