@@ -34,9 +34,9 @@ def main(verbose: int) -> None:
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Checkpoint folder to write (model.safetensors, card.json, train-state/).")
-@click.option("--mix", default="classic=0.6,lines=0.2,wave=0.2", show_default=True,
+@click.option("--mix", default="classic=0.7,lines=0.15,wave=0.15", show_default=True,
               help="Schemes and their weights in the training data.")
-@click.option("--samples", default=160_000, show_default=True, help="Distinct captchas rendered for training.")
+@click.option("--samples", default=240_000, show_default=True, help="Distinct captchas rendered for training.")
 @click.option("--steps", default=12_000, show_default=True, help="Optimizer steps.")
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--lr", default=2e-3, show_default=True, help="Peak learning rate (warm-up, then cosine).")
@@ -171,7 +171,8 @@ def _evaluate_pool(solver, store, pool, limit, with_zoo, with_preprocess, as_jso
 @click.option("--alpha", default=None, type=Fraction(), help="Step size [default: 2.5 eps / steps].")
 @click.option("--steps", default=10, show_default=True, help="Steps of the iterative methods.")
 @click.option("--mask", default="background", show_default=True,
-              help="full, background, glyph, or a PNG of the scheme's size (white = may change).")
+              help="full, background, glyph, strokes (random curves off the glyphs), or a PNG of the "
+                   "scheme's size (white = may change).")
 @click.option("--margin", default=1, show_default=True, help="Background mask: pixels kept clear around glyphs.")
 @click.option("--random-start", is_flag=True, help="Start from a random point of the budget ball.")
 @click.option("--smoothing", default=0.0, show_default=True, help="Gaussian sigma over the gradient (TI).")

@@ -95,3 +95,14 @@ def test_missing_card_says_what_a_checkpoint_holds(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="card.json|model.safetensors"):
         load_solver_dir(tmp_path / "empty")
+
+
+def test_resuming_a_run_with_other_settings_is_refused(tmp_path):
+    from farm.train import TrainConfig, train
+    config = TrainConfig(mix={"lines": 1.0}, samples=64, steps=2, batch_size=8, warmup=1, eval_every=1,
+                         val_count=4, workers=0)
+    train(config, tmp_path / "ck", progress=False, final_count=4)
+    with pytest.raises(ValueError, match="differs in steps, lr"):
+        train(TrainConfig(**{**config.__dict__, "steps": 3, "lr": 1e-3}), tmp_path / "ck", progress=False)
+    again = train(TrainConfig(**{**config.__dict__, "workers": 1}), tmp_path / "ck", progress=False, final_count=4)
+    assert again["training"]["config"]["steps"] == 2  # the same recipe resumes (here: nothing left to do)
