@@ -68,3 +68,25 @@ def test_held_out_cards_cannot_be_published_as_checkpoints(store, substitute):
     with pytest.raises(HeldOutError):
         registry.publish(store, weights, card)
     assert registry.current(store) is None
+
+
+def test_pool_evaluation_agrees_with_the_pool_keys(store, substitute, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from farm.cli import main
+    from farm.generate import generate_pool
+    from farm.pool import read_keys
+
+    spec = PoolSpec(count=24, shard_size=12, steps=3, mask="full")
+    generate_pool(store, "e", spec, [substitute], b"secret", progress=False)
+    monkeypatch.setenv("FARM_STORE", store.url)
+    result = CliRunner().invoke(main, ["evaluate", "--pool", "e", "--json"])
+    assert result.exit_code == 0, result.output
+    table = json.loads(result.output)["accuracy"]
+    records = read_keys(store, "e")
+    share = lambda key: round(sum(r[key] == r["answer"] for r in records) / len(records), 4)  # noqa: E731
+    assert table["substitute"]["adversarial"]["none"] == share("reading")
+    assert table["substitute"]["clean"]["none"] == share("reading_clean")
+    assert json.loads(result.output)["roles"]["crnn-b"] == "donor"  # the zoo is read too
