@@ -6,6 +6,11 @@ once into memory and refreshed when new shards appear, so a verify costs no stor
     client = PoolClient("s3://captchas/prod")
     shown = client.draw("signup-v3")            # shown.id, shown.url (presigned on S3), shown.png
     client.verify("signup-v3", shown.id, typed)  # True / False
+    client.served("signup-v3", [shown.id])       # shown: counts as used, drawn again only when none is left
+
+Served marks (farm.served) make a pool's unused count mean something: the farm's refill keeps it
+above a floor. A draw prefers captchas not served yet (by this client, or by any other whose marks
+it has read: it reads new ones with new shards, every `max_age` seconds).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 from farm.exceptions import PoolError
 from farm.pool import (answer_matches, check_pool_name, complete_shards, image_key, keys_key, list_pools,
                        pool_charset, read_manifest, read_shard_keys)
+from farm.served import mark_served, read_served, served_batches
 from farm.store import LocalStore, Store, open_store
 
 __all__ = ["PoolClient", "Drawn", "Verdict"]
@@ -48,13 +54,38 @@ class Verdict:
 
 @dataclass
 class _Index:
-    """What the client knows of one pool: ids, their answers, the charset; refreshed by shard."""
+    """What the client knows of one pool: ids, their answers, the charset; refreshed by shard.
+
+    `unused` holds the ids not served yet, in any order; `position` maps each to its index there, so
+    that a served id leaves it in constant time (swapped with the last one).
+    """
 
     charset: object
     answers: dict[str, str] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)
     shards: set[int] = field(default_factory=set)
+    served: set[str] = field(default_factory=set)
+    batches: set[str] = field(default_factory=set)
+    unused: list[str] = field(default_factory=list)
+    position: dict[str, int] = field(default_factory=dict)
     checked: float = 0.0
+
+    def add(self, cid: str, answer: str) -> None:
+        self.answers[cid] = answer
+        self.ids.append(cid)
+        if cid not in self.served:
+            self.position[cid] = len(self.unused)
+            self.unused.append(cid)
+
+    def serve(self, cid: str) -> None:
+        self.served.add(cid)
+        at = self.position.pop(cid, None)
+        if at is None:
+            return
+        last = self.unused.pop()
+        if last != cid:
+            self.unused[at] = last
+            self.position[last] = at
 
 
 class PoolClient:
@@ -93,24 +124,66 @@ class PoolClient:
             if shard in index.shards:
                 continue
             for record in read_shard_keys(self.store, keys_key(pool, shard)):
-                index.answers[record["id"]] = record["answer"]
-                index.ids.append(record["id"])
+                index.add(record["id"], record["answer"])
             index.shards.add(shard)
+        batches = served_batches(self.store, pool)
+        for key, ids in read_served(self.store, pool, skip=index.batches, batches=batches).items():
+            for cid in ids:
+                index.serve(cid)
+        index.batches = set(batches)  # a compacted batch holds what the ones it replaced held
         index.checked = time.monotonic()
 
-    def draw(self, pool: str, fetch: bool | None = None) -> Drawn:
-        """A uniformly random captcha of a pool (unpredictable: secrets, not random).
+    def draw(self, pool: str, fetch: bool | None = None, mark: bool = False) -> Drawn:
+        """A uniformly random captcha of a pool, among those not served yet (unpredictable: secrets, not random).
 
+        When every captcha has been served the draw takes any of them (and logs a warning): a pool
+        that ran dry serves again rather than failing sign-ups; the farm's alert says it ran dry.
+        `mark` marks the drawn captcha served at once (one store write per draw; `served` batches).
         On S3 the url is presigned and the bytes are not fetched unless `fetch`; on a local
         store the bytes come along (there is nothing to hand a browser but a file URL).
         """
         index = self._index(pool)
         if not index.ids:
             raise PoolError(f"pool: {pool!r} has no complete shard yet; wait for `farm generate` to finish one")
-        cid = secrets.choice(index.ids)
+        with self._lock:
+            if not index.unused:
+                log.warning("pool %s: every captcha has been served; drawing served ones again until it is "
+                            "refilled (`farm pool refill`)", pool)
+            cid = secrets.choice(index.unused or index.ids)
+        if mark:
+            self.served(pool, [cid])
         key = image_key(pool, cid)
         fetch = isinstance(self.store, LocalStore) if fetch is None else fetch
         return Drawn(cid, self.store.link(key, self.link_expires), self.store.get(key) if fetch else None)
+
+    def served(self, pool: str, ids) -> str | None:
+        """Mark captchas of a pool as served (shown to someone): one store write for the whole list.
+
+        Mark what you drew, each id once, e.g. every few seconds or every hundred draws: the
+        refill counts a pool's unused captchas from these marks. Returns the batch's key (None for
+        no ids); ValueError when an id is not one of the pool's complete captchas.
+        """
+        if isinstance(ids, str):
+            raise ValueError("ids: a list of captcha ids, not one string")
+        ids = list(ids)
+        index = self._index(pool)
+        unknown = [cid for cid in ids if not isinstance(cid, str) or cid not in index.answers]
+        if unknown:  # perhaps from a shard completed since the last look
+            index = self._index(pool, force=True)
+            unknown = [cid for cid in unknown if not isinstance(cid, str) or cid not in index.answers]
+        if unknown:
+            raise ValueError(f"ids: {str(unknown[0])[:40]!r} is not a captcha of pool {pool!r}")
+        key = mark_served(self.store, pool, ids)
+        with self._lock:
+            for cid in ids:
+                index.serve(cid)
+            if key:
+                index.batches.add(key)
+        return key
+
+    def unused(self, pool: str) -> int:
+        """Captchas of a pool this client has not seen served (as of its last look at the store)."""
+        return len(self._index(pool).unused)
 
     def image(self, pool: str, cid: str) -> bytes:
         """The PNG of a captcha id."""

@@ -2,6 +2,10 @@
 
 Start a worker per GPU with the solo pool (see the Procfile):
     celery -A workers.app worker --pool=solo -Q generate
+and one `beat` process for the farm: a solo worker on the `refill` queue that embeds Celery beat,
+which sends it `refill_pools` every FARM_REFILL_SECONDS (farm.refill keeps each pool platforms
+draw from above FARM_REFILL_MIN unused captchas). Refill has a queue of its own so that it never
+waits behind hundreds of shards, and one process so that the pool gauges come from one place.
 The solo pool runs tasks in the worker's own process: nothing forks, so CUDA is only ever
 initialised in the process that uses it, a worker holds one model on one GPU, and the
 metrics it exports are its own. A shard is one long batched computation, so a worker needs no
@@ -17,19 +21,24 @@ from celery import Celery, signals
 from kombu import Exchange, Queue
 from kombu.utils.url import maybe_sanitize_url
 
-__all__ = ["create_app", "broker_url", "visibility_timeout", "GENERATE_SHARD", "FINETUNE"]
+__all__ = ["create_app", "broker_url", "visibility_timeout", "refill_seconds", "GENERATE_SHARD", "FINETUNE",
+           "REFILL_POOLS", "QUEUES"]
 
 log = logging.getLogger(__name__)
 
 GENERATE_SHARD = "generate_shard"  # task names are a contract (design: queues and tasks), not module paths
 FINETUNE = "finetune"
-QUEUES = ("generate", "finetune")
+REFILL_POOLS = "refill_pools"
+QUEUES = ("generate", "finetune", "refill")
 # Redis hands an unacknowledged task to another worker after this many seconds. It must exceed
 # the longest task (a 256-captcha shard takes minutes on a CPU) or a live worker's shard runs
 # twice (harmlessly: shards are idempotent, but the work is wasted). A killed worker's shard
 # comes back after at most this plus the restore interval.
 DEFAULT_VISIBILITY_TIMEOUT = 3600
 MAX_RESTORE_INTERVAL = 10  # seconds between a worker's sweeps for abandoned tasks (kombu's default)
+# A pool drains at the platforms' pace; a few minutes between refills is well within what a floor
+# of a few thousand captchas lasts, and each run costs a few listings per pool.
+DEFAULT_REFILL_SECONDS = 300
 
 
 def broker_url() -> str:
@@ -46,6 +55,13 @@ def visibility_timeout() -> int:
     value = os.environ.get("FARM_VISIBILITY_TIMEOUT", str(DEFAULT_VISIBILITY_TIMEOUT))
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"FARM_VISIBILITY_TIMEOUT: {value!r} is not a positive number of seconds")
+    return int(value)
+
+
+def refill_seconds() -> int:
+    value = os.environ.get("FARM_REFILL_SECONDS", str(DEFAULT_REFILL_SECONDS))
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"FARM_REFILL_SECONDS: {value!r} is not a positive number of seconds")
     return int(value)
 
 
@@ -68,7 +84,11 @@ def create_app(broker: str | None = None) -> Celery:
         # a routing key of its own per queue: Celery would otherwise bind both to "celery" and a
         # generate task would also land on the finetune queue
         task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
-        task_routes={GENERATE_SHARD: {"queue": "generate"}, FINETUNE: {"queue": "finetune"}},
+        task_routes={GENERATE_SHARD: {"queue": "generate"}, FINETUNE: {"queue": "finetune"},
+                     REFILL_POOLS: {"queue": "refill"}},
+        # read by the beat process only; a refill not started within its period is dropped, not piled up
+        beat_schedule={"refill-pools": {"task": REFILL_POOLS, "schedule": refill_seconds(),
+                                        "options": {"queue": "refill", "expires": refill_seconds()}}},
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
     )
@@ -84,9 +104,15 @@ def __getattr__(name: str):
 
 
 @signals.worker_init.connect
-def _start_worker(**_) -> None:
+def _start_worker(sender=None, **_) -> None:
     """Torch threads and the metrics exporter, once per worker, before the first task."""
     _torch_threads()
+    from workers.metrics import METRICS
+    consumed = sorted(sender.app.amqp.queues.consume_from) if sender is not None else []
+    for name in consumed:
+        METRICS.worker_consuming.labels(name).set(1)
+    if "refill" in consumed:  # the farm's one beat process also reports the queues' lengths
+        METRICS.queue_length.watch(sender.app, QUEUES)
     port = os.environ.get("FARM_METRICS_PORT")
     if not port:
         log.warning("FARM_METRICS_PORT is not set: this worker exports no metrics")

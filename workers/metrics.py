@@ -4,15 +4,26 @@ Names are a contract (dashboards, alerts): see the metrics section of the design
 the solo pool (one process, nothing forks), so a worker's own registry is what it exports. A
 worker started with a forking pool and PROMETHEUS_MULTIPROC_DIR set exports the sum over its
 processes instead (prometheus_client's multiprocess mode).
+
+Operators' gauges beyond the design: the pools' levels (set by the refill task, so exported by
+the one process that runs it: the Procfile's `beat`), the length of each queue (read from the
+broker at scrape time by that same process, so that no sum over workers counts it twice), and
+the queues each worker consumes (`sum by (queue)` counts the workers).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-__all__ = ["FarmMetrics", "METRICS", "serve", "SHARD_DURATION_BUCKETS", "FINETUNE_DURATION_BUCKETS", "STAGES"]
+__all__ = ["FarmMetrics", "METRICS", "QueueLength", "serve", "SHARD_DURATION_BUCKETS", "FINETUNE_DURATION_BUCKETS",
+           "STAGES"]
+
+log = logging.getLogger(__name__)
 
 # A 256-captcha shard takes seconds on a GPU and minutes on a CPU core: the buckets span both,
 # and end at 20 minutes so a stuck shard stands apart from a slow one.
@@ -62,6 +73,26 @@ class FarmMetrics:
         self.shards_skipped = Counter(
             "farm_shards_skipped_total", "Shards found complete and skipped (redelivered or submitted again).",
             registry=r)
+        self.worker_consuming = Gauge(
+            "farm_worker_consuming",
+            "Set to 1 for each queue this worker consumes; summed by queue, it counts the queue's workers.",
+            ["queue"], registry=r, multiprocess_mode="livemax")
+        # pool levels: set by the refill task at each run (farm.refill), for the pools it looks after
+        self.pool_complete = Gauge(
+            "farm_pool_complete_captchas",
+            "Captchas of a pool in complete shards, as the last refill run counted them.",
+            ["pool"], registry=r, multiprocess_mode="mostrecent")
+        self.pool_unused = Gauge(
+            "farm_pool_unused_captchas", "Complete captchas of a pool that platforms have not marked served yet.",
+            ["pool"], registry=r, multiprocess_mode="mostrecent")
+        self.pool_floor = Gauge(
+            "farm_pool_floor_captchas", "Unused captchas the refill keeps in a pool (FARM_REFILL_MIN).",
+            ["pool"], registry=r, multiprocess_mode="mostrecent")
+        self.pool_refill = Counter(
+            "farm_pool_refill_captchas_total", "Captchas the refill added to a pool (queued for generation).",
+            ["pool"], registry=r)
+        self.queue_length = QueueLength()
+        r.register(self.queue_length)
 
     def record_shard(self, spec, result: dict, seconds: float) -> None:
         """Count what farm.pool.generate_shard returned for one shard."""
@@ -81,6 +112,62 @@ class FarmMetrics:
         if version is not None:
             self.checkpoint_version.clear()  # one series: the version served now
             self.checkpoint_version.labels(version).set(1)
+
+    def record_refill(self, results: list[dict]) -> None:
+        """Pool levels and growth from one refill run (farm.refill.refill's rows)."""
+        for row in results:
+            if row.get("complete") is None:  # the pool could not be read: its last level stands
+                continue
+            pool = row["pool"]
+            self.pool_complete.labels(pool).set(row["complete"])
+            self.pool_unused.labels(pool).set(row["unused"])
+            if row.get("floor") is not None:
+                self.pool_floor.labels(pool).set(row["floor"])
+            if row.get("added"):
+                self.pool_refill.labels(pool).inc(row["added"])
+
+
+class QueueLength(Collector):
+    """`farm_queue_length{queue}`: messages waiting in each queue, read from the broker at every scrape.
+
+    Only the process that `watch`es exports samples (the Procfile's `beat`: one per farm); in
+    every other one the family is empty. Waiting means not yet taken: a shard a worker holds is
+    not counted. On Redis the count is kombu's, which adds up the queue's priority lists too.
+    A broker that does not answer leaves the family empty for that scrape (and logs why): no
+    sample rather than a 0 that would hide it.
+    """
+
+    NAME = "farm_queue_length"
+    HELP = "Messages waiting in a queue of the broker, not yet taken by a worker."
+
+    def __init__(self):
+        self.app, self.queues = None, ()
+
+    def watch(self, app, queues) -> None:
+        self.app, self.queues = app, tuple(queues)
+
+    def describe(self):
+        return [GaugeMetricFamily(self.NAME, self.HELP, labels=["queue"])]
+
+    def collect(self):
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["queue"])
+        if self.app is not None:
+            try:
+                with self.app.connection_for_read() as connection:
+                    connection.ensure_connection(max_retries=1)
+                    for name in self.queues:
+                        with connection.channel() as channel:  # AMQP closes a channel whose queue is missing
+                            try:
+                                family.add_metric([name], channel.queue_declare(queue=name, passive=True).message_count)
+                            except connection.channel_errors as e:
+                                # Redis drops an empty list, so an empty queue is "not found" there; on
+                                # AMQP it is a queue nothing declared yet: nothing waits in either
+                                if "NOT_FOUND" not in str(e):
+                                    raise
+                                family.add_metric([name], 0)
+            except Exception as e:  # noqa: BLE001 (a scrape never fails because the broker is away)
+                log.warning("queue lengths: cannot read them from the broker (%s)", e)
+        yield family
 
 
 METRICS = FarmMetrics()  # this worker process's

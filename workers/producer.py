@@ -24,7 +24,7 @@ from farm.generate import check_spec_matches
 from farm.pool import PoolSpec, check_pool_name, pending_shards, write_manifest
 from farm.store import Store
 
-__all__ = ["generate_on_farm", "follow"]
+__all__ = ["generate_on_farm", "follow", "refill_on_farm"]
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0  # one LIST of keys/ and one of the job's failures per poll
@@ -32,15 +32,17 @@ POLL_SECONDS = 1.0  # one LIST of keys/ and one of the job's failures per poll
 PUBLISH_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 1, "interval_max": 3}
 
 
-def generate_on_farm(store: Store, pool: str, spec: PoolSpec, solver: Solver, wait: bool = True,
-                     progress: bool = True) -> dict:
+def generate_on_farm(store: Store, pool: str, spec: PoolSpec, solver: Solver | jobs.Substitute, wait: bool = True,
+                     progress: bool = True, grow: bool = False) -> dict:
     """Queue the incomplete shards of a pool; with `wait`, follow them and write the manifest.
 
-    `solver` is what `farm generate` resolved; the workers use checkpoints/CURRENT, so it must be that.
+    `solver` is what `farm generate` resolved (or just its version and sha256: the refill has no
+    model); the workers use checkpoints/CURRENT, so it must be that. `grow`: `spec` may hold more
+    captchas than the pool's manifest (farm.generate.check_spec_matches).
     """
     check_pool_name(pool)
     spec.validate()
-    check_spec_matches(store, pool, spec)
+    check_spec_matches(store, pool, spec, grow=grow)
     pointer = registry.current(store)
     if pointer is None or pointer["sha256"] != solver.sha256:
         raise JobError(f"--checkpoint: the farm's workers generate with checkpoints/CURRENT "
@@ -57,6 +59,23 @@ def generate_on_farm(store: Store, pool: str, spec: PoolSpec, solver: Solver, wa
         return {"job": record["id"], "pool": pool, "store": store.url, "count": spec.count,
                 "queued_shards": len(todo), "shards": spec.shards, "waited": False}
     return follow(store, record, progress)
+
+
+def refill_on_farm(store: Store, floor: int, pools: list[str] | None = None) -> list[dict]:
+    """farm.refill.refill with the farm generating: each grown pool's new shards are queued as a job (no wait).
+
+    The refill loads no model: the workers generate with CURRENT, whose version and sha256 the
+    manifest names (the bundled substitute is published as v1 on a store without one).
+    """
+    from farm.refill import refill
+
+    pointer = registry.ensure_current(store)
+    substitute = jobs.Substitute(pointer["version"], pointer["sha256"])
+
+    def grow(pool: str, spec: PoolSpec) -> dict:
+        return generate_on_farm(store, pool, spec, substitute, wait=False, progress=False, grow=True)
+
+    return refill(store, floor, grow, pools)
 
 
 def _unreachable(e: Exception, what: str) -> JobError:

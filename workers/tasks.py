@@ -3,7 +3,9 @@
 `generate_shard(pool, shard, count, spec)` (the design's contract) writes one shard with
 farm.pool.generate_shard, the very function an embedded run calls, so both modes write the
 same bytes. Before each shard it reads checkpoints/CURRENT and loads a model only when the
-sha256 changed. The fine-tune task joins this module with its own issue.
+sha256 changed. `finetune(answer_batches, base_version)` runs farm.finetune.finetune, the
+function `farm finetune` calls, and publishes on top of the base; the registry's conditional
+write of CURRENT decides between two fine-tunes that finish together.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from farm.exceptions import StoreError
 from farm.pool import PoolSpec, check_pool_name, shard_complete
 from farm.pool import generate_shard as write_shard  # the task shares its name
 from farm.store import Store, open_store
-from workers.app import GENERATE_SHARD
+from workers.app import FINETUNE, GENERATE_SHARD, REFILL_POOLS
 from workers.metrics import METRICS
 
-__all__ = ["generate_shard", "parse_shard", "current_substitute"]
+__all__ = ["generate_shard", "finetune", "refill_pools", "parse_shard", "current_substitute"]
 
 log = logging.getLogger(__name__)
 STORE_RETRIES = 3  # on top of botocore's own retries: an outage of the store, not a blip, fails a shard
@@ -106,3 +108,67 @@ def generate_shard(self, pool: str, shard: int, count: int, spec: dict, job: str
     METRICS.record_shard(parsed, result, time.perf_counter() - started)
     return {"pool": pool, "shard": shard, "skipped": result["skipped"], "count": result["count"],
             "substitute": substitute.version}
+
+
+@shared_task(name=FINETUNE, bind=True)
+def finetune(self, answer_batches: list[str], base_version: str | None = None, config: dict | None = None) -> dict:
+    """Fine-tune `base_version` (default: CURRENT) on answer batches and publish; returns the outcome.
+
+    `config`: optional FinetuneConfig fields (steps, lr, tolerance...), JSON like every argument.
+
+    A refusal by the guard or a lost race for CURRENT is an outcome, not a failure: it is counted
+    (refused) and returned, and nothing is published.
+    """
+    from farm.exceptions import ConflictError, FarmError
+    from farm.finetune import FinetuneConfig, FinetuneRefused, finetune as run, resolve_batches
+
+    started = time.perf_counter()
+    try:
+        if not isinstance(answer_batches, list) or not all(isinstance(b, str) for b in answer_batches):
+            raise ValueError("answer_batches: must be a list of batch names or keys")
+        settings = FinetuneConfig.from_dict(config or {}).validate()
+    except (ValueError, TypeError) as e:
+        METRICS.finetune_runs.labels("failed").inc()
+        raise ValueError(str(e)) from None
+    store = _store()
+    try:
+        result = run(store, resolve_batches(store, answer_batches), base=base_version, config=settings, progress=False,
+                     command=f"finetune task {self.request.id}", device=device())
+    except (FinetuneRefused, ConflictError) as e:
+        METRICS.finetune_runs.labels("refused").inc()
+        METRICS.finetune_duration.observe(time.perf_counter() - started)
+        log.warning("fine-tune refused: %s", e)
+        return {"published": False, "refused": str(e), **getattr(e, "result", {})}
+    except FarmError:
+        METRICS.finetune_runs.labels("failed").inc()
+        raise
+    METRICS.finetune_runs.labels("published").inc()
+    METRICS.finetune_duration.observe(time.perf_counter() - started)
+    log.info("fine-tune published %s on top of %s", result["version"], result["base"])
+    return {k: result[k] for k in ("version", "base", "published", "before", "after", "queries")}
+
+
+class RefillTask(Task):
+    """A refill run that failed (for any pool) is counted; the next run, a period later, tries again."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        METRICS.task_failures.labels(self.name).inc()
+
+
+@shared_task(name=REFILL_POOLS, base=RefillTask)
+def refill_pools(floor: int | None = None, pools: list[str] | None = None) -> list[dict]:
+    """Grow each active pool (or `pools`, else FARM_REFILL_POOLS) below `floor` (else FARM_REFILL_MIN) unused captchas.
+
+    Sent by the beat process every FARM_REFILL_SECONDS; queues the new shards on `generate`
+    (workers.producer.refill_on_farm) and sets the pool gauges. Returns one row per pool.
+    """
+    from farm.exceptions import JobError
+    from farm.refill import refill_floor, refill_pools_setting
+    from workers.producer import refill_on_farm
+
+    rows = refill_on_farm(_store(), refill_floor(floor), pools if pools is not None else refill_pools_setting())
+    METRICS.record_refill(rows)
+    failed = [r for r in rows if r["error"]]
+    if failed:  # after the gauges: the pools that worked are reported and grown all the same
+        raise JobError(f"refill: {len(failed)} of {len(rows)} pools failed; {failed[0]['pool']}: {failed[0]['error']}")
+    return rows

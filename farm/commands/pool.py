@@ -1,4 +1,4 @@
-"""`farm pool`: what platforms see of the pools: list, stats, draw, verify, export."""
+"""`farm pool`: what platforms see of the pools: list, stats, draw, verify, export; and refill, for operators."""
 
 from __future__ import annotations
 
@@ -56,14 +56,15 @@ def stats(name, store_url, as_json):
 @pool.command()
 @click.argument("name")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the PNG here.")
+@click.option("--mark-served", is_flag=True, help="Mark the captcha served (used up: the refill counts it).")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print {id, url} as JSON.")
-def draw(name, output, store_url, as_json):
-    """Draw a random captcha: print its id and URL (presigned on S3), optionally save the PNG."""
+def draw(name, output, mark_served, store_url, as_json):
+    """Draw a random captcha not served yet: print its id and URL (presigned on S3), optionally save the PNG."""
     from farm.client import PoolClient
 
     client = PoolClient(open_store_or_fail(store_url))
-    shown = or_fail(client.draw, name, fetch=output is not None)
+    shown = or_fail(client.draw, name, fetch=output is not None, mark=mark_served)
     if output is not None:
         output.write_bytes(shown.png)
     if as_json:
@@ -107,3 +108,73 @@ def export(name, folder, with_keys, store_url, as_json):
     else:
         click.echo(f"exported {result['images']} captchas of {name} to {folder}"
                    + (" with answers (keys/ is private)" if with_keys else " (no answers)"))
+
+
+@pool.command()
+@click.option("--min", "floor", envvar="FARM_REFILL_MIN", type=click.IntRange(min=0), required=True,
+              help="Unused captchas each pool keeps [env FARM_REFILL_MIN].")
+@click.option("--pool", "pools", multiple=True, help="Pool to look after (repeatable; default: every pool with "
+                                                     "served marks, or FARM_REFILL_POOLS).")
+@click.option("--dry-run", is_flag=True, help="Show each pool's level and what would be added; generate nothing.")
+@store_option
+@click.option("--no-progress", is_flag=True, help="No progress bar (embedded).")
+@click.option("--json", "as_json", is_flag=True, help="Print one row per pool as JSON.")
+def refill(floor, pools, dry_run, store_url, no_progress, as_json):
+    """Grow pools below --min unused captchas (complete minus served) by whole shards.
+
+    With FARM_BROKER set the new shards are queued on the farm (as the beat process does every
+    FARM_REFILL_SECONDS) and the command returns; without it they are generated here. Stored
+    shards are never rewritten; a pool whose last shard is partial cannot grow and is reported.
+    """
+    import os
+
+    from farm.refill import refill as run, refill_pools_setting
+
+    store = open_store_or_fail(store_url)
+    names = list(pools) or or_fail(refill_pools_setting)
+    if dry_run:
+        rows = or_fail(run, store, floor, None, names)
+    elif os.environ.get("FARM_BROKER"):  # the farm; Celery is imported only here
+        from workers.producer import refill_on_farm
+        rows = or_fail(refill_on_farm, store, floor, names)
+    else:
+        rows = or_fail(run, store, floor, _embedded_grower(store_url, store, progress=not (no_progress or as_json)),
+                       names)
+    if as_json:
+        json_out(rows)
+    else:
+        if not rows:
+            click.echo("no pool to refill: none has served marks yet (platforms mark them; or name one with --pool)")
+        for r in rows:
+            click.echo(_refill_line(r, dry_run))
+    if any(r["error"] for r in rows):
+        raise SystemExit(1)
+
+
+def _embedded_grower(store_url, store, progress: bool):
+    """generate(pool, spec) for farm.refill: the pool's new shards in this process, with CURRENT."""
+    from farm.commands.common import substitute
+    from farm.config import device, secret
+    from farm.generate import generate_pool
+
+    loaded = []  # the substitute, loaded for the first pool that grows
+
+    def grow(name, spec):
+        if not loaded:
+            loaded.append(substitute(store_url, None, None, publish=True))
+        return generate_pool(store, name, spec, spec.solvers(loaded[0], device()), secret(store), device=device(),
+                             progress=progress, grow=True)
+    return grow
+
+
+def _refill_line(r: dict, dry_run: bool) -> str:
+    if r["error"]:
+        return f"{r['pool']}: {r['error']}"
+    level = f"{r['pool']}: {r['unused']} unused ({r['complete']} complete, {r['served']} served), floor {r['floor']}"
+    if r["grow_to"] is None:
+        return f"{level}: nothing to do"
+    if r["skipped"]:
+        return f"{level}: cannot grow, {r['skipped']}"
+    if dry_run:
+        return f"{level}: would grow from {r['count']} to {r['grow_to']} captchas"
+    return f"{level}: grown from {r['count']} to {r['grow_to']} captchas" + (f", job {r['job']}" if r["job"] else "")
