@@ -5,12 +5,14 @@ from __future__ import annotations
 import click
 
 from farm.commands.answers import answers
+from farm.commands.attacker import attacker
 from farm.commands.checkpoint import checkpoint
+from farm.commands.finetune import finetune
 from farm.commands.job import job
 from farm.commands.pool import pool
 from farm.commands.zoo import zoo
 
-GROUPS = (checkpoint, pool, answers, zoo, job)
+GROUPS = (checkpoint, pool, answers, zoo, job, finetune, attacker)
 
 
 def register_all(main: click.Group) -> None:

@@ -1,0 +1,103 @@
+"""Arms race: does fine-tuning on a bot's answers make the next pool fool that bot?
+
+Round 1: a simulated bot trained on clean captchas answers N captchas of a pool made with
+substitute v1; the farm fine-tunes v1 on those answers; the bot then reads a fresh pool made
+with the fine-tuned version and one made with v1 (the same clean captchas, paired). Round 2: the
+bot adapts on labelled adversarial captchas, as its operator would, and the loop repeats on top
+of round 1's best version. Everything runs in a temporary store with `farm generate`'s defaults.
+Last line: `extraction_gain: <1 - bot accuracy on the fine-tuned pool / on the v1 pool>` (round 1,
+largest N). Goal: >= 0.5 with <= 1,000 answers while clean accuracy stays within 2 points.
+"""
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from farm import registry
+from farm.answers import ingest
+from farm.attacker import RECIPES, adapt, answer_pool, train_attacker
+from farm.checkpoint import load_solver_dir
+from farm.finetune import FinetuneConfig, FinetuneRefused, finetune
+from farm.generate import generate_pool
+from farm.pool import PoolSpec
+from farm.store import LocalStore
+
+SECRET = b"arms-race"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small bot, N = 250 and 1000, 200-captcha pools")
+    parser.add_argument("--attacker", type=Path, help="reuse a bot folder (from `farm attacker train`)")
+    parser.add_argument("--answers", type=int, nargs="*", help="N: answers per fine-tune")
+    parser.add_argument("--pool-size", type=int, help="captchas in each compared pool")
+    parser.add_argument("--adapt", type=int, help="labelled adversarial captchas the bot adapts on")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    sizes = args.answers or ([250, 1000] if args.quick else [250, 500, 1000])
+    pool_size = args.pool_size or (200 if args.quick else 500)
+    adapt_count = args.adapt or (1000 if args.quick else 5000)
+    config = FinetuneConfig(steps=300 if args.quick else 400, guard_count=300 if args.quick else 500)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LocalStore(tmp)
+        registry.ensure_current(store)
+        if args.attacker:
+            bot_dir = args.attacker
+        else:
+            bot_dir = Path(tmp) / "bot"
+            train_attacker(bot_dir, RECIPES["quick" if args.quick else "full"], progress=False)
+        bot = load_solver_dir(bot_dir)
+        print(f"bot: {bot.card['architecture']} reads {bot.card['metrics']['accuracy']['classic']:.1%} of clean classic "
+              f"({time.perf_counter() - started:.0f} s)", flush=True)
+
+        def make_pool(name, version, count, seed):
+            spec = PoolSpec(count=count, seed=seed, shard_size=count)
+            solver = registry.load(store, version)
+            generate_pool(store, name, spec, spec.solvers(solver), SECRET, progress=False)
+            return name
+
+        gains = {}
+        print(f"{'round':>5} {'N':>5} {'agreement':>15} {'clean classic':>15} {'bot: v_base pool':>17} "
+              f"{'bot: new pool':>14} {'relative':>8}", flush=True)
+        for round_ in range(1, args.rounds + 1):
+            base = registry.current(store)["version"]
+            queries = make_pool(f"r{round_}-queries", base, max(sizes), seed=100 + round_)
+            answered = answer_pool(store, queries, bot, max(sizes))
+            reference = make_pool(f"r{round_}-base", base, pool_size, seed=200 + round_)
+            on_base = answer_pool(store, reference, bot)["accuracy"]
+            best = None
+            for n in sizes:
+                data = "".join(json.dumps(r) + "\n" for r in answered["records"][:n]).encode()
+                key = ingest(store, data).key
+                try:
+                    result = finetune(store, [key], base=base, config=config, progress=False)
+                except FinetuneRefused as e:
+                    print(f"{round_:>5} {n:>5} refused: {e}", flush=True)
+                    continue
+                new_pool = make_pool(f"r{round_}-n{n}", result["version"], pool_size, seed=200 + round_)
+                on_new = answer_pool(store, new_pool, bot)["accuracy"]
+                registry.promote(store, base)  # the next N starts from the same base
+                relative = 1 - on_new / on_base if on_base else 0.0
+                b, a = result["before"], result["after"]
+                print(f"{round_:>5} {n:>5} {b['agreement']:>6.1%} -> {a['agreement']:<6.1%} "
+                      f"{b['clean']['classic']:>6.1%} -> {a['clean']['classic']:<6.1%} {on_base:>17.1%} "
+                      f"{on_new:>14.1%} {relative:>8.1%}", flush=True)
+                gains[round_, n] = relative
+                best = result["version"]
+            if best:
+                registry.promote(store, best)
+            if round_ < args.rounds:
+                labelled = make_pool(f"r{round_}-adapt", registry.current(store)["version"], adapt_count, seed=300 + round_)
+                adapt(bot, store, [labelled], adapt_count, Path(tmp) / f"bot-{round_ + 1}", progress=False)
+                bot = load_solver_dir(Path(tmp) / f"bot-{round_ + 1}")
+                print(f"bot adapted on {adapt_count} labelled adversarial captchas "
+                      f"({time.perf_counter() - started:.0f} s)", flush=True)
+    print(f"seconds: {time.perf_counter() - started:.0f}")
+    print(f"extraction_gain: {gains.get((1, max(sizes)), 0.0):.3f}")
+
+
+if __name__ == "__main__":
+    main()

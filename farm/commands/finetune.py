@@ -1,0 +1,62 @@
+"""`farm finetune`: model extraction from attackers' answers, published as a new substitute version."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import click
+
+from farm.commands.common import fail, json_out, open_store_or_fail, store_option
+
+
+@click.command()
+@click.option("--answers", "names", multiple=True, required=True,
+              help="Answer batch (name or answers/<name>.jsonl; repeatable), or `all`.")
+@click.option("--base", default=None, help="Version to start from [default: CURRENT]; the new one publishes on top.")
+@click.option("--steps", default=400, show_default=True, help="At most this many steps (stops on held-out agreement).")
+@click.option("--lr", default=3e-4, show_default=True, help="Learning rate.")
+@click.option("--replay", default=0.5, show_default=True, help="Share of each batch that is clean replay of the "
+                                                               "substitute's own schemes.")
+@click.option("--holdout", default=0.2, show_default=True, help="Share of answers held out to measure agreement.")
+@click.option("--tolerance", default=0.02, show_default=True,
+              help="Refuse to publish when clean accuracy on a target scheme falls by more than this.")
+@click.option("--risk", "risks", multiple=True, default=("attacker",), show_default=True,
+              help="Risk ratings whose answers count as queries to an attack model (repeatable).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--dry-run", is_flag=True, help="Fine-tune and report, publish nothing.")
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def finetune(names, base, steps, lr, replay, holdout, tolerance, risks, seed, dry_run, store_url, as_json):
+    """Fine-tune the substitute on attackers' answers (model extraction) and publish the new version.
+
+    Each answer is the attacker's reading of a pool captcha: a query to its model. Training mixes
+    them with clean replay, stops when agreement with held-out answers stops rising, and refuses
+    to publish a model that lost more than --tolerance clean accuracy on the answered schemes.
+    """
+    from farm.exceptions import FarmError
+    from farm.finetune import FinetuneConfig, FinetuneRefused, finetune as run, resolve_batches
+
+    store = open_store_or_fail(store_url)
+    try:
+        config = FinetuneConfig(steps=steps, lr=lr, replay=replay, holdout=holdout, tolerance=tolerance,
+                                risks=tuple(risks), seed=seed).validate()
+        keys = resolve_batches(store, list(names))
+        result = run(store, keys, base=base, config=config, publish=not dry_run,
+                     command="farm " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    except FinetuneRefused as e:
+        if as_json:
+            json_out({**e.result, "refused": str(e)})
+        fail(str(e))
+    except (FarmError, ValueError) as e:
+        fail(str(e))
+    if as_json:
+        json_out(result)
+        return
+    b, a = result["before"], result["after"]
+    clean = ", ".join(f"{k} {b['clean'][k]:.1%} -> {a['clean'][k]:.1%}" for k in result["target_schemes"])
+    q = result["queries"]
+    click.echo(f"{q['train']} answers trained on, {q['holdout']} held out, skipped {q['skipped'] or 'none'}")
+    click.echo(f"agreement with the attacker {b['agreement']:.1%} -> {a['agreement']:.1%}; clean {clean}")
+    click.echo(f"published {result['version']} on top of {result['base']}" if result["published"]
+               else "dry run: nothing published")

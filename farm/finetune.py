@@ -1,0 +1,305 @@
+"""Model extraction: fine-tune the substitute on what attackers answered (advCAPTCHA, section 5).
+
+An attacker's submitted answer to a captcha is a query to its solving model: the pairs (image,
+answer) teach the substitute to read like the bot, so captchas perturbed against the next
+version transfer to the bots actually seen. Each batch mixes answer records with a replay of
+clean captchas of the substitute's own schemes, so it keeps reading them; part of the answers is
+held out and training stops when agreement with them stops rising; a guard refuses to publish a
+model that lost clean accuracy on the target schemes beyond a tolerance.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+import torch
+from tqdm import tqdm
+
+from farm import registry
+from farm.answers import read_batch
+from farm.checkpoint import Solver, build_card, weights_bytes
+from farm.dataset import EVALUATION, TRAIN, render_set
+from farm.evaluate import scheme_accuracy, sequence_accuracy
+from farm.exceptions import AnswersError, FarmError
+from farm.model import resize_input, to_tensor
+from farm.pool import check_pool_name, decode_png, image_key
+from farm.store import Store
+
+__all__ = ["FinetuneConfig", "Queries", "FinetuneRefused", "load_queries", "agreement", "finetune"]
+
+log = logging.getLogger(__name__)
+_ID = re.compile(r"[0-9a-f]{32}")
+MIN_QUERIES = 10  # fewer usable answers say nothing about the attacker
+
+
+class FinetuneRefused(FarmError):
+    """The fine-tuned model failed the guard: nothing was published."""
+
+    def __init__(self, message: str, result: dict):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class FinetuneConfig:
+    """How a fine-tune runs. Saved in the new card so the run can be repeated."""
+
+    steps: int = 400  # at most; stops earlier once held-out agreement stops rising
+    batch_size: int = 64
+    replay: float = 0.5  # share of each batch drawn from clean captchas of the substitute's schemes
+    replay_count: int = 8000  # clean captchas rendered once for the replay
+    lr: float = 3e-4  # a tenth of training's: move towards the attacker, do not forget the schemes
+    holdout: float = 0.2  # share of answers kept apart to measure agreement
+    eval_every: int = 50
+    patience: int = 3  # evaluations without a better agreement before stopping
+    tolerance: float = 0.02  # largest drop of clean accuracy on a target scheme that may be published
+    guard_count: int = 500  # fresh captchas per target scheme for the guard
+    risks: tuple[str, ...] = ("attacker",)  # whose answers are queries to an attack model
+    seed: int = 0
+    workers: int = 2  # render processes for the replay
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FinetuneConfig":
+        """Fields from JSON (a task argument); an unknown name is a ValueError naming it."""
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"config: unknown field(s) {', '.join(unknown)}; known: {', '.join(cls.__dataclass_fields__)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def validate(self) -> "FinetuneConfig":
+        if self.steps < 1 or self.batch_size < 2:
+            raise ValueError("steps and batch-size: need steps >= 1 and batch-size >= 2")
+        if not 0 <= self.replay < 1:
+            raise ValueError(f"replay: must be in [0, 1) (got {self.replay})")
+        if not 0 < self.holdout < 1:
+            raise ValueError(f"holdout: must be in (0, 1) (got {self.holdout})")
+        if self.tolerance < 0:
+            raise ValueError(f"tolerance: must be >= 0 (got {self.tolerance})")
+        return self
+
+
+@dataclass
+class Queries:
+    """Answer records resolved to images at the model's input size. Shape: images uint8 (N, 1, H, W)."""
+
+    images: torch.Tensor
+    answers: list[str]
+    holdout: torch.Tensor  # bool (N,): kept apart to measure agreement
+    schemes: list[str]  # the target schemes: those of the answered pools
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def split(self, held: bool) -> tuple[torch.Tensor, list[str]]:
+        rows = (self.holdout if held else ~self.holdout).nonzero().squeeze(1).tolist()
+        return self.images[rows], [self.answers[i] for i in rows]
+
+
+def _held_out(record: dict, share: float, seed: int) -> bool:
+    """A stable split: the same captcha is held out on every run and every worker."""
+    digest = hashlib.sha256(f"{seed}/{record['pool']}/{record['captcha_id']}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2 ** 64 < share
+
+
+def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: FinetuneConfig) -> Queries:
+    """Resolve answer batches to (image, answer) pairs; records that cannot serve are counted by reason."""
+    from farm.pool import PoolSpec, read_manifest
+
+    size = (solver.model.config.input_height, solver.model.config.input_width)
+    skipped: Counter = Counter()
+    seen, images, answers, held, schemes = set(), [], [], [], {}
+    for key in batch_keys:
+        try:
+            records = read_batch(store, key)
+        except KeyError:
+            raise AnswersError(f"answers: batch {key} is not in {store.url}; see `farm answers list`") from None
+        for record in records:
+            if not isinstance(record, dict) or not all(isinstance(record.get(f), str)
+                                                       for f in ("pool", "captcha_id", "answer", "risk")):
+                skipped["malformed"] += 1
+                continue
+            if record["risk"] not in config.risks:
+                skipped["risk"] += 1  # a person's answer says nothing about the bots
+                continue
+            try:
+                check_pool_name(record["pool"])
+                if not _ID.fullmatch(record["captcha_id"]):
+                    raise ValueError("captcha_id")
+                answer = solver.charset.validate(solver.charset.normalize(record["answer"]))
+            except ValueError:
+                skipped["invalid"] += 1  # wrong charset, length or a foreign id: not a label we can learn
+                continue
+            identity = (record["pool"], record["captcha_id"], answer)
+            if identity in seen:
+                skipped["duplicate"] += 1
+                continue
+            try:
+                image = decode_png(store.get(image_key(record["pool"], record["captcha_id"])))
+            except KeyError:
+                skipped["missing_image"] += 1
+                continue
+            except OSError:
+                skipped["unreadable_image"] += 1
+                continue
+            if record["pool"] not in schemes:
+                try:
+                    schemes[record["pool"]] = PoolSpec.from_dict(read_manifest(store, record["pool"])["spec"]).scheme
+                except FarmError:
+                    schemes[record["pool"]] = None
+            seen.add(identity)
+            images.append(resize_input(to_tensor([image]), size).mul(255).round().to(torch.uint8))
+            answers.append(answer)
+            held.append(_held_out(record, config.holdout, config.seed))
+    usable = len(answers)
+    if usable < MIN_QUERIES:
+        raise AnswersError(f"answers: only {usable} usable records (skipped: {dict(skipped) or 'none'}); "
+                           f"a fine-tune needs at least {MIN_QUERIES} attacker answers to pools of this store")
+    holdout = torch.tensor(held)
+    if holdout.all() or not holdout.any():  # tiny batches: still keep both sides
+        holdout[:] = False
+        holdout[:: max(2, round(1 / config.holdout))] = True
+    return Queries(torch.cat(images), answers, holdout, sorted({s for s in schemes.values() if s}), dict(skipped))
+
+
+def agreement(solver: Solver, images: torch.Tensor, answers: list[str]) -> float:
+    """Share of captchas the solver reads exactly as the attacker answered."""
+    return sequence_accuracy(solver.read(images.float().div(255)), answers)
+
+
+def _clean_accuracy(solver: Solver, schemes: list[str], config: FinetuneConfig) -> dict[str, float]:
+    got = scheme_accuracy(solver, schemes, config.guard_count, seed=config.seed, workers=0, purpose=EVALUATION)
+    return {name: round(r["accuracy"], 4) for name, r in got.items()}
+
+
+def fit(base: Solver, images: torch.Tensor, labels: list[str], held_images: torch.Tensor, held_labels: list[str],
+        config: FinetuneConfig, progress: bool = True) -> Solver:
+    """A copy of `base` trained on (images, labels) mixed with clean replay of its schemes.
+
+    Keeps the weights that agree best with the held-out labels (the base's when none does
+    better) and stops after `patience` evaluations without progress. The returned solver's card
+    holds `best_step` and `history`. Shape: images uint8 (N, 1, H, W) at the model's input size.
+    """
+    model = copy.deepcopy(base.model)
+    solver = Solver(model, base.charset, {})
+    device = next(model.parameters()).device
+    workers = 0 if torch.cuda.is_initialized() else config.workers  # never fork a process holding CUDA
+    mix = {name: spec["weight"] for name, spec in (base.card.get("schemes") or {}).items()} or {"classic": 1.0}
+    size = (model.config.input_height, model.config.input_width)
+    n_replay = round(config.batch_size * config.replay)
+    replay = render_set(mix, config.replay_count, config.seed + 7, size, TRAIN, workers) if n_replay else None
+    encoded = [base.charset.encode(a) for a in labels]
+    replay_labels = [base.charset.encode(t) for t in replay.texts] if replay else []
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # dropout
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
+    best = (agreement(base, held_images, held_labels), 0, copy.deepcopy(model.state_dict()))
+    history, stale, step = [], 0, 0
+    bar = tqdm(total=config.steps, desc="finetune", unit="step", disable=not progress, dynamic_ncols=True)
+    while step < config.steps and stale < config.patience:
+        model.train()
+        rows = torch.randint(len(labels), (config.batch_size - n_replay,), generator=generator).tolist()
+        batch, targets = [images[rows]], [encoded[i] for i in rows]
+        if replay is not None:
+            extra = torch.randint(len(replay_labels), (n_replay,), generator=generator).tolist()
+            batch.append(replay.images[extra])
+            targets += [replay_labels[i] for i in extra]
+        loss = model.loss(model(torch.cat(batch).to(device).float().div_(255)), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        if step % config.eval_every == 0 or step == config.steps:
+            score = agreement(solver, held_images, held_labels)
+            history.append({"step": step, "agreement": round(score, 4), "loss": round(loss.item(), 4)})
+            bar.set_postfix(agreement=f"{score:.3f}", loss=f"{loss.item():.3f}", refresh=False)
+            if score > best[0]:
+                best, stale = (score, step, copy.deepcopy(model.state_dict())), 0
+            else:
+                stale += 1
+    bar.close()
+    model.load_state_dict(best[2])
+    model.eval()
+    solver.card.update(best_step=best[1], history=history)
+    return solver
+
+
+def finetune(store: Store, batch_keys: list[str], base: str | None = None, config: FinetuneConfig | None = None,
+             publish: bool = True, progress: bool = True, command: str | None = None, device: str = "cpu") -> dict:
+    """Fine-tune `base` (default: CURRENT) on answer batches and publish it on top of `base`.
+
+    Returns what happened (versions, agreement and clean accuracy before and after, counts).
+    Raises FinetuneRefused when the guard fails, AnswersError when the answers cannot serve,
+    ConflictError when another version became CURRENT meanwhile (nothing is published then).
+    """
+    config = (config or FinetuneConfig()).validate()
+    started = time.perf_counter()
+    parent = base or registry.ensure_current(store)["version"]
+    base_solver = registry.load(store, parent, device=device)
+    queries = load_queries(store, batch_keys, base_solver, config)
+    targets = queries.schemes or list(base_solver.card.get("schemes") or ["classic"])
+    train_images, train_answers = queries.split(held=False)
+    held_images, held_answers = queries.split(held=True)
+    before = {"agreement": round(agreement(base_solver, held_images, held_answers), 4),
+              "clean": _clean_accuracy(base_solver, targets, config)}
+
+    solver = fit(base_solver, train_images, train_answers, held_images, held_answers, config, progress)
+    model = solver.model
+    best_step, history = solver.card["best_step"], solver.card["history"]
+    after = {"agreement": round(agreement(solver, held_images, held_answers), 4),
+             "clean": _clean_accuracy(solver, targets, config)}
+    drops = {name: round(before["clean"][name] - after["clean"][name], 4) for name in targets}
+    result = {"base": parent, "version": None, "published": False, "best_step": best_step,
+              "steps_run": history[-1]["step"] if history else 0,
+              "queries": {"train": len(train_answers), "holdout": len(held_answers), "skipped": queries.skipped},
+              "target_schemes": targets, "before": before, "after": after, "clean_drop": drops,
+              "tolerance": config.tolerance, "history": history,
+              "seconds": round(time.perf_counter() - started, 1)}
+    worst = max(drops, key=drops.get)
+    if drops[worst] > config.tolerance:
+        raise FinetuneRefused(
+            f"guard: clean accuracy on {worst} fell from {before['clean'][worst]:.1%} to {after['clean'][worst]:.1%} "
+            f"({drops[worst]:.1%} > tolerance {config.tolerance:.1%}); nothing was published. Use more replay "
+            f"(--replay), a smaller --lr, or more answers", result)
+    if publish:
+        weights = weights_bytes(model)
+        card = build_card(model, base_solver.charset, weights,
+                          schemes=base_solver.card.get("schemes"),
+                          training={"finetune": {"config": asdict(config), "answers": list(batch_keys),
+                                                 "queries": result["queries"], "best_step": best_step,
+                                                 "seconds": result["seconds"]},
+                                    "command": command or f"farm finetune --base {parent}",
+                                    "torch": torch.__version__},
+                          metrics={"accuracy": after["clean"], "accuracy_count": config.guard_count,
+                                   "agreement": {"before": before["agreement"], "after": after["agreement"],
+                                                 "holdout": len(held_answers)},
+                                   "accuracy_before": before["clean"]},
+                          created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        result["version"] = registry.publish(store, weights, card, parent=parent)
+        result["published"] = True
+    return result
+
+
+def resolve_batches(store: Store, names: list[str]) -> list[str]:
+    """Batch names or keys (or `all`) -> answer keys, each checked to exist."""
+    from farm.answers import batches
+
+    stored = batches(store)
+    if names == ["all"] or not names:
+        if not stored:
+            raise AnswersError(f"answers: {store.url} holds no answer batch; ingest some with `farm answers ingest`")
+        return stored
+    keys = []
+    for name in names:
+        key = name if name.startswith("answers/") else f"answers/{name.removesuffix('.jsonl')}.jsonl"
+        if key not in stored:
+            raise AnswersError(f"answers: batch {name!r} is not in {store.url}; see `farm answers list`")
+        keys.append(key)
+    return keys
+

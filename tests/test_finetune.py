@@ -1,0 +1,177 @@
+"""Model extraction: fine-tuning on a simulated attacker's answers, the guard, bad answers, the queue."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from farm import registry
+from farm.answers import ingest
+from farm.attacker import answer_pool
+from farm.exceptions import AnswersError
+from farm.finetune import FinetuneConfig, FinetuneRefused, finetune, load_queries
+from farm.generate import generate_pool
+from farm.pool import PoolSpec, read_keys
+from farm.store import LocalStore
+from farm.zoo import load_donor
+from tests.farm_parts import Worker, free_port, procfile, stop, wait_for
+from tests.test_farm import farm_store_env, redis_broker, redis_port, run_farm  # noqa: F401 (fixtures)
+
+SECRET = b"test-secret-not-for-production"
+# small and quick: enough steps for the substitute to learn to read its own adversarial captchas as the bot does
+SMALL = dict(steps=60, batch_size=32, eval_every=15, patience=2, replay_count=1000, guard_count=100, workers=0)
+
+
+def attacked_store(folder, count: int = 120) -> tuple[LocalStore, str]:
+    """A store whose CURRENT (v1, bundled) made a pool, and an answer batch from a bot (the crnn-b donor) on it."""
+    store = LocalStore(folder)
+    substitute = registry.load(store, registry.ensure_current(store)["version"])
+    spec = PoolSpec(count=count, shard_size=count, method="iterative", mask="full", eps=8 / 255, steps=5)
+    generate_pool(store, "p", spec, [substitute], SECRET, progress=False)
+    answered = answer_pool(store, "p", load_donor("crnn-b"))
+    data = "".join(json.dumps(r) + "\n" for r in answered["records"]).encode()
+    return store, ingest(store, data).key
+
+
+@pytest.fixture(scope="module")
+def attacked(tmp_path_factory):
+    return attacked_store(tmp_path_factory.mktemp("attacked") / "store")
+
+
+@pytest.mark.slow
+def test_agreement_with_the_attacker_rises_and_the_new_version_names_its_parent(attacked, tmp_path):
+    base, key = attacked
+    store = LocalStore(tmp_path / "store")
+    for k in base.list(""):  # a copy per test: publishing changes the registry
+        store.put(k, base.get(k))
+    result = finetune(store, [key], config=FinetuneConfig(**SMALL, tolerance=0.5), progress=False)
+    assert result["published"] and result["version"] == "v2" and result["base"] == "v1"
+    assert result["after"]["agreement"] > result["before"]["agreement"] + 0.1, result
+    assert registry.current(store)["version"] == "v2"
+    card = registry.card(store, "v2")
+    assert card["parent"] == "v1"
+    assert card["metrics"]["agreement"] == {"before": result["before"]["agreement"],
+                                            "after": result["after"]["agreement"],
+                                            "holdout": result["queries"]["holdout"]}
+    assert card["metrics"]["accuracy_before"] == result["before"]["clean"]
+    assert card["metrics"]["accuracy"] == result["after"]["clean"]
+
+
+@pytest.mark.slow
+def test_the_guard_refuses_a_damaging_fine_tune_and_publishes_nothing(attacked, tmp_path):
+    base, _ = attacked
+    store = LocalStore(tmp_path / "store")
+    for k in base.list(""):
+        store.put(k, base.get(k))
+    # a "bot" that always types 7777, learnt with no replay at a high rate: clean reading collapses
+    lines = [{"pool": "p", "captcha_id": r["id"], "answer": "7777", "risk": "attacker", "time": "2026-11-24T12:00:00Z"}
+             for r in read_keys(store, "p")]
+    key = ingest(store, "".join(json.dumps(r) + "\n" for r in lines).encode()).key
+    before = store.list("checkpoints/")
+    with pytest.raises(FinetuneRefused, match="guard: clean accuracy on classic fell"):
+        finetune(store, [key], config=FinetuneConfig(**{**SMALL, "steps": 40}, replay=0.0, lr=1e-2), progress=False)
+    assert store.list("checkpoints/") == before and registry.current(store)["version"] == "v1"
+
+
+def test_malformed_foreign_and_human_answers_are_skipped_and_counted(attacked, substitute, tmp_path):
+    store, _ = attacked
+    ids = [r["id"] for r in read_keys(store, "p")]
+    good = {"pool": "p", "risk": "attacker", "time": "2026-11-24T12:00:00Z"}
+    records = [{**good, "captcha_id": i, "answer": "AB12"} for i in ids[:12]]
+    records += [
+        {**good, "captcha_id": ids[0], "answer": "AB12"},  # the same query twice
+        {**good, "captcha_id": ids[1], "answer": "ab!2"},  # not in the charset
+        {**good, "captcha_id": ids[2], "answer": "ABCDEFGHIJ"},  # too long
+        {**good, "captcha_id": ids[3], "answer": "AB12", "risk": "human"},  # a person: not a query to a bot
+        {**good, "captcha_id": "0" * 32, "answer": "AB12"},  # no such captcha
+        {**good, "captcha_id": "../keys/00000", "answer": "AB12"},  # a path, not an id
+        {**good, "pool": "../p", "captcha_id": ids[4], "answer": "AB12"},
+        {**good, "captcha_id": ids[5], "answer": 1234},
+        ["not", "a", "record"],
+    ]
+    scratch = LocalStore(tmp_path / "scratch")
+    for k in store.list("pools/"):
+        scratch.put(k, store.get(k))
+    scratch.put("answers/raw.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
+    queries = load_queries(scratch, ["answers/raw.jsonl"], substitute, FinetuneConfig())
+    assert queries.skipped == {"duplicate": 1, "invalid": 4, "risk": 1, "missing_image": 1, "malformed": 2}
+    assert len(queries.answers) == 12 and set(queries.answers) == {"AB12"} and queries.schemes == ["classic"]
+    assert 0 < int(queries.holdout.sum()) < 12
+    assert scratch.list("pools/") == store.list("pools/")  # reading answers changes nothing stored
+    scratch.put("answers/few.jsonl", "".join(json.dumps(r) + "\n" for r in records[:3]).encode())
+    with pytest.raises(AnswersError, match="only 3 usable records"):
+        load_queries(scratch, ["answers/few.jsonl"], substitute, FinetuneConfig())
+
+
+def test_fine_tune_settings_name_what_is_wrong():
+    with pytest.raises(ValueError, match="unknown field.*stepz"):
+        FinetuneConfig.from_dict({"stepz": 3})
+    with pytest.raises(ValueError, match="replay"):
+        FinetuneConfig(replay=1.0).validate()
+
+
+# --- the fine-tune queue with real parts ---------------------------------------------------------------
+
+@pytest.mark.slow
+def test_the_finetune_task_publishes_a_version_that_a_running_generation_worker_then_uses(
+        redis_broker, bucket, tmp_path):
+    from celery import Celery
+
+    from farm.store import open_store
+
+    env = farm_store_env(redis_broker, bucket)
+    store = open_store(env["FARM_STORE"])
+    local, key = attacked_store(tmp_path / "local", count=64)
+    for k in local.list(""):
+        store.put(k, local.get(k))
+    generate = Worker.start(env, tmp_path)
+    log = tmp_path / "finetune.log"
+    with open(log, "wb") as out:
+        finetuner = subprocess.Popen(procfile()["finetune"], shell=True, env={**env, "PORT": str(free_port())}, cwd=tmp_path,
+                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        generate.wait_ready()
+        wait_for(lambda: " ready." in log.read_text(errors="replace") or finetuner.poll() is not None, 90,
+                 "the fine-tune worker")
+        assert finetuner.poll() is None, log.read_text()[-3000:]
+        app = Celery(broker=redis_broker)
+        app.send_task("finetune", args=[[key], "v1"], kwargs={"config": {**SMALL, "tolerance": 0.5}},
+                      queue="finetune", routing_key="finetune", exchange="finetune")
+        wait_for(lambda: registry.current(store)["version"] == "v2", 300, "the fine-tune to publish v2", interval=1)
+        assert "fine-tune published v2 on top of v1" in log.read_text()
+        run_farm(env, "generate", "--pool", "after", "--count", "8", "--shard-size", "4", "--steps", "1",
+                 "--no-progress", cwd=tmp_path)
+        assert {r["substitute"] for r in read_keys(store, "after")} == {"v2"}
+        assert "serving substitute v2" in generate.text()
+    finally:
+        stop(finetuner)
+        stop(generate.process)
+
+
+def test_a_bot_answers_a_pool_as_a_platform_reports_it(attacked, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from farm.answers import FIELDS, ingest_file
+    from farm.cli import main
+    from farm.zoo import zoo_path
+
+    store, _ = attacked
+    monkeypatch.setenv("FARM_STORE", store.url)
+    out = tmp_path / "answers.jsonl"
+    result = CliRunner().invoke(main, ["attacker", "answer", "--attacker", str(zoo_path() / "crnn-b"), "--pool", "p",
+                                       "--count", "50", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert summary["count"] == len(lines) == 50 and 0 < summary["accuracy"] < 1
+    assert all(set(r) == set(FIELDS) and r["risk"] == "attacker" for r in lines)
+    truths = {r["id"]: r["answer"] for r in read_keys(store, "p")}
+    right = sum(r["answer"] == truths[r["captcha_id"]] for r in lines)
+    assert right == round(summary["accuracy"] * 50)  # the bot's own readings, not the truth
+    report = ingest_file(store, out)  # what a platform sends: accepted, but for readings outside the charset
+    assert report.accepted + len(report.rejected) == 50 and all("answer" in r.reason for r in report.rejected)
+    missing = CliRunner().invoke(main, ["attacker", "answer", "--attacker", str(tmp_path), "--pool", "p",
+                                        "--out", str(out)])
+    assert missing.exit_code != 0 and "model.safetensors is missing" in missing.output
