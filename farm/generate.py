@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 
@@ -66,9 +67,21 @@ def cores() -> int:
 _PROCESS: dict = {}  # a shard process's store and solvers, set once by _start_process
 
 
-def _start_process(store_url: str, solvers: list[Solver]) -> None:
+def _start_process(store_url: str, solvers: list[Solver], parent: int) -> None:
+    _die_with(parent)
     torch.set_num_threads(1)
     _PROCESS.update(store=open_store(store_url), solvers=solvers)  # its own client: sockets are not shared
+
+
+def _die_with(parent: int) -> None:
+    """A killed `farm generate` must not leave shard processes writing behind it (Linux: PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's shutdown still ends them
+        pass
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
 
 
 def _shard_in_process(pool: str, shard: int, spec: PoolSpec, secret: bytes) -> dict:
@@ -79,7 +92,7 @@ def _in_processes(processes: int, store: Store, pool: str, spec: PoolSpec, solve
                   todo: list[int]):
     """Results of whole shards run in `processes` forked processes, as they complete."""
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"), initializer=_start_process,
-                             initargs=(store.url, solvers)) as shard_processes:  # forked: solvers are not pickled
+                             initargs=(store.url, solvers, os.getpid())) as shard_processes:  # forked: solvers are not pickled
         futures = [shard_processes.submit(_shard_in_process, pool, shard, spec, secret) for shard in todo]
         try:
             for future in as_completed(futures):

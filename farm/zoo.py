@@ -49,7 +49,7 @@ ZOO: dict[str, Member] = {m.name: m for m in (
     Member("resnet-a", DONOR, "resnet_ctc", "residual CTC reader at 48x128", seed=12,
            model={"input_height": 48, "input_width": 128}),
     Member("position-a", HELD_OUT, "position_cnn", "plain CNN, one classifier head per character", seed=21,
-           steps=5000, lr=1e-3, model={"input_height": 48, "input_width": 128}),
+           steps=5000, lr=1e-3, model={"input_height": 32, "input_width": 96}),
     Member("transformer-a", HELD_OUT, "transformer_ctc", "conv stem + self-attention over columns, CTC",
            seed=22, lr=1e-3),
     Member("crnn-aug", HELD_OUT, "crnn", "deeper CRNN at 48x128 trained on noisy, blurred and binarised inputs",
