@@ -19,6 +19,7 @@ from farm import registry
 from farm.answers import ingest
 from farm.attacker import RECIPES, adapt, answer_pool, train_attacker
 from farm.checkpoint import load_solver_dir
+from farm.defaults import GENERATE_DEFAULTS
 from farm.finetune import FinetuneConfig, FinetuneRefused, finetune
 from farm.generate import generate_pool
 from farm.pool import PoolSpec
@@ -54,7 +55,7 @@ def main():
               f"({time.perf_counter() - started:.0f} s)", flush=True)
 
         def make_pool(name, version, count, seed):
-            spec = PoolSpec(count=count, seed=seed, shard_size=count)
+            spec = PoolSpec(count=count, seed=seed, shard_size=count, **GENERATE_DEFAULTS)
             solver = registry.load(store, version)
             generate_pool(store, name, spec, spec.solvers(solver), SECRET, progress=False)
             return name

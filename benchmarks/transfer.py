@@ -12,6 +12,7 @@ import tempfile
 
 from farm import registry
 from farm.checkpoint import load_solver
+from farm.defaults import GENERATE_DEFAULTS
 from farm.evaluate import load_pool, pool_accuracy
 from farm.generate import generate_pool
 from farm.pool import PoolSpec
@@ -20,21 +21,23 @@ from farm.store import LocalStore
 from farm.zoo import load_member, members, zoo_path
 
 BUDGET = {"mask": "full", "eps": 32 / 255, "eps_glyph": 8 / 255}  # large off the glyphs, small on them
+ALL = {"method": "momentum", "diversity": 0.7, "smoothing": 2.0, "early_stop": False}
 SETTINGS = {
     "clean": {"method": "none"},
     "iterative 8/255 full": {"method": "iterative", "mask": "full", "eps": 8 / 255},
     "iterative two-level": {"method": "iterative", **BUDGET},
-    "+momentum": {"method": "momentum", **BUDGET},
-    "+momentum+DI": {"method": "momentum", "diversity": 0.7, **BUDGET},
-    "+momentum+TI": {"method": "momentum", "smoothing": 2.0, **BUDGET},
-    "+momentum+DI+TI": {"method": "momentum", "diversity": 0.7, "smoothing": 2.0, **BUDGET},
-    "+ensemble": {"method": "iterative", "ensemble": ("crnn-b", "resnet-a"), **BUDGET},
-    "strokes 32/255 +momentum+DI+TI": {"method": "momentum", "diversity": 0.7, "smoothing": 2.0, "mask": "strokes",
-                                       "eps": 32 / 255},
-    "+all": {"method": "momentum", "diversity": 0.7, "smoothing": 2.0, "ensemble": ("crnn-b", "resnet-a"), **BUDGET},
-    "farm generate default": {},  # PoolSpec's own defaults, steps included
-    "+all robust": {"method": "robust", "diversity": 0.7, "smoothing": 2.0, "ensemble": ("crnn-b", "resnet-a"),
-                    **BUDGET},
+    "+no early stop": {"method": "iterative", "early_stop": False, **BUDGET},
+    "+momentum": {"method": "momentum", "early_stop": False, **BUDGET},
+    "+momentum+DI": {"method": "momentum", "diversity": 0.7, "early_stop": False, **BUDGET},
+    "+momentum+TI": {"method": "momentum", "smoothing": 2.0, "early_stop": False, **BUDGET},
+    "+momentum+DI+TI": {**ALL, **BUDGET},
+    "+momentum+DI+TI glyph 16/255": {**ALL, **BUDGET, "eps_glyph": 16 / 255},
+    "strokes 32/255 +momentum+DI+TI": {**ALL, "mask": "strokes", "eps": 32 / 255},
+    "+ensemble": {"method": "iterative", "ensemble": ("crnn-b", "resnet-a"), "early_stop": False, **BUDGET},
+    "+all": {**ALL, "ensemble": ("crnn-b", "resnet-a"), **BUDGET},
+    "+all glyph 16/255": {**ALL, "ensemble": ("crnn-b", "resnet-a"), **BUDGET, "eps_glyph": 16 / 255},
+    "farm generate default": GENERATE_DEFAULTS,
+    "+all robust": {**ALL, "method": "robust", "ensemble": ("crnn-b", "resnet-a"), **BUDGET},
 }
 
 
@@ -57,8 +60,7 @@ def main():
         for name, fields in SETTINGS.items():
             if args.only and name not in args.only:
                 continue
-            steps = {"steps": args.steps} if fields else {}
-            spec = PoolSpec(count=args.count, shard_size=args.count, seed=7, **steps, **fields).validate()
+            spec = PoolSpec(count=args.count, shard_size=args.count, seed=7, **{"steps": args.steps, **fields}).validate()
             pool = f"t{len(table)}"
             summary = generate_pool(store, pool, spec, spec.solvers(substitute), b"bench", progress=False)
             records, adversarial, clean = load_pool(store, pool)

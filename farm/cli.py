@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from farm import __version__
+from farm.defaults import GENERATE_DEFAULTS
 from farm.commands.common import (Fraction, checkpoint_option, fail, json_out, open_store_or_fail, store_option,
                                   substitute, version_option)
 
@@ -164,22 +165,30 @@ def _evaluate_pool(solver, store, pool, limit, with_zoo, with_preprocess, as_jso
 @click.option("--pool", required=True, help="Pool name (letters, digits, - _ .).")
 @click.option("--count", required=True, type=int, help="Captchas in the pool.")
 @click.option("--scheme", default="classic", show_default=True, help="Captcha scheme (see `farm schemes`).")
-@click.option("--method", default="iterative", show_default=True,
+@click.option("--method", default=GENERATE_DEFAULTS["method"], show_default=True,
               help="none (clean control), direct, iterative, momentum or robust.")
 @click.option("--norm", default="linf", show_default=True, type=click.Choice(["linf", "l2"]))
-@click.option("--eps", default="8/255", show_default=True, type=Fraction(), help="Budget, e.g. 8/255.")
+@click.option("--eps", default=f"{round(GENERATE_DEFAULTS['eps'] * 255)}/255", show_default=True, type=Fraction(),
+              help="Budget (off the glyphs when --eps-glyph is smaller), e.g. 8/255.")
 @click.option("--alpha", default=None, type=Fraction(), help="Step size [default: 2.5 eps / steps].")
-@click.option("--steps", default=10, show_default=True, help="Steps of the iterative methods.")
-@click.option("--mask", default="background", show_default=True,
+@click.option("--steps", default=GENERATE_DEFAULTS["steps"], show_default=True, help="Steps of the iterative methods.")
+@click.option("--mask", default=GENERATE_DEFAULTS["mask"], show_default=True,
               help="full, background, glyph, strokes (random curves off the glyphs), or a PNG of the "
                    "scheme's size (white = may change).")
 @click.option("--margin", default=1, show_default=True, help="Background mask: pixels kept clear around glyphs.")
 @click.option("--random-start", is_flag=True, help="Start from a random point of the budget ball.")
-@click.option("--smoothing", default=0.0, show_default=True, help="Gaussian sigma over the gradient (TI).")
-@click.option("--diversity", default=0.0, show_default=True, help="Probability of random resize-and-pad (DI).")
+@click.option("--smoothing", default=GENERATE_DEFAULTS["smoothing"], show_default=True,
+              help="Gaussian sigma over the gradient (TI); 0: off.")
+@click.option("--diversity", default=GENERATE_DEFAULTS["diversity"], show_default=True,
+              help="Probability of random resize-and-pad at each step (DI); 0: off.")
+@click.option("--early-stop/--no-early-stop", default=GENERATE_DEFAULTS["early_stop"], show_default=True,
+              help="Stop a captcha once the substitute misreads it (least change) or spend every step "
+                   "(transfers to other solvers).")
 @click.option("--decay", default=1.0, show_default=True, help="Momentum decay (momentum, robust).")
 @click.option("--eps-glyph", default=None, type=Fraction(),
-              help="L-inf budget on the glyphs (dilated by --margin) when smaller than --eps off them.")
+              help="L-inf budget on the glyphs (dilated by --margin), smaller than --eps off them "
+                   f"[default: {round(GENERATE_DEFAULTS['eps_glyph'] * 255)}/255 when --norm linf and --eps is larger; "
+                   "else none].")
 @click.option("--ensemble", multiple=True, help="Zoo donor attacked together with the substitute (repeatable).")
 @click.option("--shard-size", default=256, show_default=True, help="Captchas per shard (unit of work and of resume).")
 @click.option("--seed", default=0, show_default=True, help="Same seed, scheme and count: same clean captchas.")
@@ -189,7 +198,7 @@ def _evaluate_pool(solver, store, pool, limit, with_zoo, with_preprocess, as_jso
 @click.option("--json", "as_json", is_flag=True, help="Print the closing summary as JSON.")
 @click.option("--no-wait", is_flag=True, help="Farm only (FARM_BROKER): queue the shards, print the job id, return.")
 def generate(pool, count, scheme, method, norm, eps, alpha, steps, mask, margin, random_start, smoothing,
-             diversity, decay, eps_glyph, ensemble, shard_size, seed, checkpoint, store_url, no_progress, as_json,
+             diversity, early_stop, decay, eps_glyph, ensemble, shard_size, seed, checkpoint, store_url, no_progress, as_json,
              no_wait):
     """Generate a pool of adversarial captchas (re-run with the same arguments to complete it)."""
     from farm.config import device, secret
@@ -197,11 +206,13 @@ def generate(pool, count, scheme, method, norm, eps, alpha, steps, mask, margin,
     from farm.generate import generate_pool
     from farm.pool import PoolSpec, check_pool_name
 
+    if eps_glyph is None and norm == "linf" and eps > GENERATE_DEFAULTS["eps_glyph"]:
+        eps_glyph = GENERATE_DEFAULTS["eps_glyph"]
     try:
         check_pool_name(pool)
         spec = PoolSpec(count=count, scheme=scheme, method=method, norm=norm, eps=eps, alpha=alpha, steps=steps,
                         mask=mask, margin=margin, seed=seed, shard_size=shard_size, random_start=random_start,
-                        smoothing=smoothing, diversity=diversity, decay=decay, eps_glyph=eps_glyph,
+                        smoothing=smoothing, diversity=diversity, decay=decay, eps_glyph=eps_glyph, early_stop=early_stop,
                         ensemble=tuple(ensemble)).validate()
     except ValueError as e:
         fail(str(e))

@@ -38,7 +38,7 @@ def check_spec_matches(store: Store, pool: str, spec: PoolSpec, grow: bool = Fal
         existing = read_manifest(store, pool)
     except PoolError:
         return
-    old = existing["spec"]
+    old = PoolSpec.from_dict(existing["spec"]).to_dict()  # fields added since take their defaults
     differs = [k for k, v in spec.to_dict().items() if old.get(k) != v]
     if grow and differs == ["count"]:
         if spec.count < old["count"]:

@@ -63,6 +63,7 @@ class PoolSpec:
     decay: float = 1.0  # momentum and robust only
     eps_glyph: float | None = None  # linf: a smaller budget on the glyphs (dilated by margin) than off them
     ensemble: tuple[str, ...] = ()  # zoo donors attacked together with the substitute
+    early_stop: bool = True  # stop a captcha once the substitute misreads it; off: spend every step (transfers)
 
     def validate(self) -> "PoolSpec":
         if self.count <= 0:
@@ -224,6 +225,8 @@ def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int
     kwargs = dict(eps=spec.eps, norm=spec.norm, alpha=spec.alpha, steps=spec.steps,
                   random_start=spec.random_start, smoothing=spec.smoothing, diversity=spec.diversity,
                   seed=spec.seed * 1_000_003 + shard, device=device)
+    if not spec.early_stop:
+        kwargs["early_stop"] = False
     if spec.method in ("momentum", "robust"):
         kwargs["decay"] = spec.decay
     attack = make_attack(spec.method, solvers, **kwargs)

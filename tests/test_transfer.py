@@ -90,3 +90,22 @@ def test_pool_evaluation_agrees_with_the_pool_keys(store, substitute, monkeypatc
     assert table["substitute"]["adversarial"]["none"] == share("reading")
     assert table["substitute"]["clean"]["none"] == share("reading_clean")
     assert json.loads(result.output)["roles"]["crnn-b"] == "donor"  # the zoo is read too
+
+
+def test_farm_generate_defaults_to_the_measured_transfer_setting(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from farm.cli import main
+    from farm.defaults import GENERATE_DEFAULTS
+    from farm.store import LocalStore
+
+    monkeypatch.setenv("FARM_STORE", f"file://{tmp_path / 'store'}")
+    result = CliRunner().invoke(main, ["generate", "--pool", "d", "--count", "4", "--steps", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    spec = json.loads(LocalStore(tmp_path / "store").get("pools/d/manifest.json"))["spec"]
+    assert {k: spec[k] for k in GENERATE_DEFAULTS} == {**GENERATE_DEFAULTS, "steps": 2}
+    l2 = CliRunner().invoke(main, ["generate", "--pool", "e", "--count", "4", "--steps", "1", "--norm", "l2",
+                                   "--eps", "2", "--json"])
+    assert l2.exit_code == 0, l2.output  # no glyph budget is implied for L2
