@@ -76,7 +76,7 @@ def main():
                 try:
                     result = finetune(store, [key], base=base, config=config, progress=False)
                 except FinetuneRefused as e:
-                    print(f"{round_:>5} {n:>5} refused: {e}", flush=True)
+                    print(f"{round_:>5} {n:>5} refused (bot reads {on_base:.1%} of the v_base pool): {e}", flush=True)
                     continue
                 new_pool = make_pool(f"r{round_}-n{n}", result["version"], pool_size, seed=200 + round_)
                 on_new = answer_pool(store, new_pool, bot)["accuracy"]

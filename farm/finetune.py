@@ -25,7 +25,7 @@ from tqdm import tqdm
 from farm import registry
 from farm.answers import read_batch
 from farm.checkpoint import Solver, build_card, weights_bytes
-from farm.dataset import EVALUATION, TRAIN, render_set
+from farm.dataset import EVALUATION, TRAIN, VALIDATION, render_set
 from farm.evaluate import scheme_accuracy, sequence_accuracy
 from farm.exceptions import AnswersError, FarmError
 from farm.model import resize_input, to_tensor
@@ -177,11 +177,13 @@ def _clean_accuracy(solver: Solver, schemes: list[str], config: FinetuneConfig) 
 
 
 def fit(base: Solver, images: torch.Tensor, labels: list[str], held_images: torch.Tensor, held_labels: list[str],
-        config: FinetuneConfig, progress: bool = True) -> Solver:
+        config: FinetuneConfig, progress: bool = True, guard=None) -> Solver:
     """A copy of `base` trained on (images, labels) mixed with clean replay of its schemes.
 
     Keeps the weights that agree best with the held-out labels (the base's when none does
-    better) and stops after `patience` evaluations without progress. The returned solver's card
+    better) and stops after `patience` evaluations without progress. With `guard` (a Batch of
+    clean captchas), only weights that read them within half the tolerance of the base qualify:
+    the best admissible model, not the one that drifted furthest. The returned solver's card
     holds `best_step` and `history`. Shape: images uint8 (N, 1, H, W) at the model's input size.
     """
     model = copy.deepcopy(base.model)
@@ -198,6 +200,8 @@ def fit(base: Solver, images: torch.Tensor, labels: list[str], held_images: torc
     torch.manual_seed(config.seed)  # dropout
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     best = (agreement(base, held_images, held_labels), 0, copy.deepcopy(model.state_dict()))
+    if guard is not None:
+        floor = agreement(base, guard.images, guard.texts) - config.tolerance / 2
     history, stale, step = [], 0, 0
     bar = tqdm(total=config.steps, desc="finetune", unit="step", disable=not progress, dynamic_ncols=True)
     while step < config.steps and stale < config.patience:
@@ -218,8 +222,12 @@ def fit(base: Solver, images: torch.Tensor, labels: list[str], held_images: torc
         if step % config.eval_every == 0 or step == config.steps:
             score = agreement(solver, held_images, held_labels)
             history.append({"step": step, "agreement": round(score, 4), "loss": round(loss.item(), 4)})
+            admissible = True
+            if guard is not None:
+                history[-1]["clean"] = round(clean := agreement(solver, guard.images, guard.texts), 4)
+                admissible = clean >= floor
             bar.set_postfix(agreement=f"{score:.3f}", loss=f"{loss.item():.3f}", refresh=False)
-            if score > best[0]:
+            if admissible and score > best[0]:
                 best, stale = (score, step, copy.deepcopy(model.state_dict())), 0
             else:
                 stale += 1
@@ -249,7 +257,9 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     before = {"agreement": round(agreement(base_solver, held_images, held_answers), 4),
               "clean": _clean_accuracy(base_solver, targets, config)}
 
-    solver = fit(base_solver, train_images, train_answers, held_images, held_answers, config, progress)
+    size = (base_solver.model.config.input_height, base_solver.model.config.input_width)
+    guard = render_set({name: 1.0 for name in targets}, 300 * len(targets), config.seed, size, VALIDATION, 0)
+    solver = fit(base_solver, train_images, train_answers, held_images, held_answers, config, progress, guard)
     model = solver.model
     best_step, history = solver.card["best_step"], solver.card["history"]
     after = {"agreement": round(agreement(solver, held_images, held_answers), 4),
@@ -262,6 +272,11 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
               "tolerance": config.tolerance, "history": history,
               "seconds": round(time.perf_counter() - started, 1)}
     worst = max(drops, key=drops.get)
+    if best_step == 0:
+        raise FinetuneRefused(
+            f"no gain: no weights agreed better with the held-out answers ({before['agreement']:.1%}) while keeping "
+            f"clean accuracy within half the tolerance; nothing was published. More answers or a smaller --lr "
+            f"may help", result)
     if drops[worst] > config.tolerance:
         raise FinetuneRefused(
             f"guard: clean accuracy on {worst} fell from {before['clean'][worst]:.1%} to {after['clean'][worst]:.1%} "

@@ -70,7 +70,7 @@ def test_the_guard_refuses_a_damaging_fine_tune_and_publishes_nothing(attacked, 
              for r in read_keys(store, "p")]
     key = ingest(store, "".join(json.dumps(r) + "\n" for r in lines).encode()).key
     before = store.list("checkpoints/")
-    with pytest.raises(FinetuneRefused, match="guard: clean accuracy on classic fell"):
+    with pytest.raises(FinetuneRefused, match="nothing was published"):
         finetune(store, [key], config=FinetuneConfig(**{**SMALL, "steps": 40}, replay=0.0, lr=1e-2), progress=False)
     assert store.list("checkpoints/") == before and registry.current(store)["version"] == "v1"
 
