@@ -30,13 +30,12 @@ SETTINGS = {
     "+momentum": {"method": "momentum", "early_stop": False, **BUDGET},
     "+momentum+DI": {"method": "momentum", "diversity": 0.7, "early_stop": False, **BUDGET},
     "+momentum+TI": {"method": "momentum", "smoothing": 2.0, "early_stop": False, **BUDGET},
-    "+momentum+DI+TI": {**ALL, **BUDGET},
     "+momentum+DI+TI glyph 16/255": {**ALL, **BUDGET, "eps_glyph": 16 / 255},
     "strokes 32/255 +momentum+DI+TI": {**ALL, "mask": "strokes", "eps": 32 / 255},
     "+ensemble": {"method": "iterative", "ensemble": ("crnn-b", "resnet-a"), "early_stop": False, **BUDGET},
     "+all": {**ALL, "ensemble": ("crnn-b", "resnet-a"), **BUDGET},
     "+all glyph 16/255": {**ALL, "ensemble": ("crnn-b", "resnet-a"), **BUDGET, "eps_glyph": 16 / 255},
-    "farm generate default": GENERATE_DEFAULTS,
+    "farm generate default": GENERATE_DEFAULTS,  # + momentum + DI + TI, the row that chose it
     "+all robust": {**ALL, "method": "robust", "ensemble": ("crnn-b", "resnet-a"), **BUDGET},
 }
 

@@ -18,7 +18,6 @@ import torch
 from farm.checkpoint import Solver, save_solver_dir
 from farm.evaluate import sequence_accuracy
 from farm.exceptions import PoolError
-from farm.model import resize_input, to_tensor
 from farm.pool import pool_images
 
 __all__ = ["AttackerRecipe", "RECIPES", "train_attacker", "answer_pool", "adapt", "pool_batch"]
@@ -52,10 +51,10 @@ def train_attacker(out: Path, recipe: AttackerRecipe = AttackerRecipe(), progres
 
 def pool_batch(store, pool: str, solver: Solver, limit: int | None = None):
     """(key records, adversarial images as uint8 (N, 1, H, W) at the solver's input size)."""
+    from farm.finetune import input_bytes
+
     records, _, adversarial = pool_images(store, pool, limit)
-    size = (solver.model.config.input_height, solver.model.config.input_width)
-    images = resize_input(to_tensor(list(adversarial)), size)
-    return records, images.mul(255).round().to(torch.uint8)
+    return records, input_bytes(solver, adversarial)
 
 
 def answer_pool(store, pool: str, attacker: Solver, count: int | None = None, risk: str = "attacker") -> dict:

@@ -32,7 +32,7 @@ from farm.model import resize_input, to_tensor
 from farm.pool import check_pool_name, decode_png, image_key
 from farm.store import Store
 
-__all__ = ["FinetuneConfig", "Queries", "FinetuneRefused", "load_queries", "agreement", "finetune"]
+__all__ = ["FinetuneConfig", "Queries", "FinetuneRefused", "load_queries", "agreement", "finetune", "input_bytes"]
 
 log = logging.getLogger(__name__)
 _ID = re.compile(r"[0-9a-f]{32}")
@@ -100,6 +100,12 @@ class Queries:
         return self.images[rows], [self.answers[i] for i in rows]
 
 
+def input_bytes(solver: Solver, images) -> torch.Tensor:
+    """uint8 (H, W) arrays of one size as uint8 (N, 1, H, W) at the solver's input size: compact to keep."""
+    size = (solver.model.config.input_height, solver.model.config.input_width)
+    return resize_input(to_tensor(list(images)), size).mul(255).round().to(torch.uint8)
+
+
 def _held_out(record: dict, share: float, seed: int) -> bool:
     """A stable split: the same captcha is held out on every run and every worker."""
     digest = hashlib.sha256(f"{seed}/{record['pool']}/{record['captcha_id']}".encode()).digest()
@@ -110,7 +116,6 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
     """Resolve answer batches to (image, answer) pairs; records that cannot serve are counted by reason."""
     from farm.pool import PoolSpec, read_manifest
 
-    size = (solver.model.config.input_height, solver.model.config.input_width)
     skipped: Counter = Counter()
     seen, images, answers, held, schemes = set(), [], [], [], {}
     for key in batch_keys:
@@ -152,7 +157,7 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
                 except FarmError:
                     schemes[record["pool"]] = None
             seen.add(identity)
-            images.append(resize_input(to_tensor([image]), size).mul(255).round().to(torch.uint8))
+            images.append(input_bytes(solver, [image]))
             answers.append(answer)
             held.append(_held_out(record, config.holdout, config.seed))
     usable = len(answers)
