@@ -5,9 +5,31 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
-__all__ = ["Charset", "DEFAULT_ALPHABET", "DEFAULT_CHARSET"]
+__all__ = ["Charset", "DEFAULT_ALPHABET", "DEFAULT_CHARSET", "ALPHABETS", "parse_alphabet"]
 
 DEFAULT_ALPHABET = string.digits + string.ascii_uppercase
+
+# names `--alphabet` accepts; any other value is taken as the characters themselves, in order
+ALPHABETS = {
+    "default": DEFAULT_ALPHABET,
+    "digits": string.digits,
+    "upper": string.ascii_uppercase,
+    "lower": string.ascii_lowercase,
+    "lower+digits": string.digits + string.ascii_lowercase,
+    "mixed": string.digits + string.ascii_uppercase + string.ascii_lowercase,
+}
+
+
+def parse_alphabet(text: str) -> str:
+    """A named alphabet (see ALPHABETS) or the literal characters; ValueError when empty or repeated."""
+    alphabet = ALPHABETS.get(text, text)
+    if not alphabet or any(c.isspace() for c in alphabet):
+        raise ValueError(f"alphabet: {text!r} is neither a name ({', '.join(ALPHABETS)}) nor a string of "
+                         f"characters without spaces")
+    repeated = sorted({c for c in alphabet if alphabet.count(c) > 1})
+    if repeated:
+        raise ValueError(f"alphabet: {text!r} repeats {''.join(repeated)!r}")
+    return alphabet
 
 
 @dataclass(frozen=True)
@@ -40,7 +62,7 @@ class Charset:
     def normalize(self, text: str) -> str:
         """The form of a typed answer to compare with the truth (case folded when case means nothing)."""
         text = text.strip()
-        if self.case_sensitive:
+        if self.case_sensitive or not any(c.isalpha() for c in self.alphabet):
             return text
         if all(c.isupper() or not c.isalpha() for c in self.alphabet):
             return text.upper()
@@ -67,6 +89,10 @@ class Charset:
     def decode(self, indices) -> str:
         """Text of class indices, blanks dropped (no CTC collapsing: see model.greedy_decode)."""
         return "".join(self.alphabet[i - 1] for i in indices if i > 0)
+
+    def covers(self, alphabet: str) -> str:
+        """The characters of `alphabet` this charset cannot read, after its case rule ('' when none)."""
+        return "".join(dict.fromkeys(c for c in alphabet if self.normalize(c) not in self.alphabet))
 
     def to_dict(self) -> dict:
         return {"alphabet": self.alphabet, "min_length": self.min_length, "max_length": self.max_length}

@@ -46,18 +46,38 @@ def main(verbose: int) -> None:
 @click.option("--eval-every", default=1000, show_default=True, help="Steps between validation and saved state.")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from OUT/train-state when it exists.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False),
+              help="A folder of the platform's captchas with their answers (labels.jsonl, labels.csv or the "
+                   "file names; see docs/schemes.md), mixed into every batch.")
+@click.option("--data-weight", default=0.5, show_default=True,
+              help="Share of each batch from --data; 1 trains on the folder alone (--mix unused).")
+@click.option("--alphabet", default=None,
+              help="What the model reads: default, digits, upper, lower, lower+digits, mixed, or the characters "
+                   "themselves [default: the alphabet of --mix's schemes]. Answers in one case are read "
+                   "case-blind when the alphabet has only that case.")
 @click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
-def train(out, mix, samples, steps, batch_size, lr, seed, workers, eval_every, resume, as_json):
-    """Train a CRNN substitute on a mix of freshly rendered schemes."""
+def train(out, mix, samples, steps, batch_size, lr, seed, workers, eval_every, resume, data, data_weight, alphabet,
+          as_json):
+    """Train a CRNN substitute on a mix of freshly rendered schemes and, with --data, a platform's own captchas.
+
+    \b
+    farm train --out sub                                     the bundled recipe (25 min on 2 cores)
+    farm train --out sub --data mine/ --data-weight 1 --alphabet lower+digits --steps 4000
+    """
+    from farm.exceptions import FarmError
     from farm.train import TrainConfig, parse_mix, train as run
 
     try:
         config = TrainConfig(mix=parse_mix(mix), samples=samples, steps=steps, batch_size=batch_size, lr=lr,
-                             seed=seed, workers=workers, eval_every=eval_every)
+                             seed=seed, workers=workers, eval_every=eval_every, data=data, data_weight=data_weight,
+                             alphabet=alphabet).validate()
     except ValueError as e:
         fail(str(e))
     command = "farm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    card = run(config, out, resume=resume, command=command)
+    try:
+        card = run(config, out, resume=resume, command=command)
+    except (FarmError, ValueError) as e:
+        fail(str(e))
     if as_json:
         json_out(card)
     else:
@@ -163,8 +183,12 @@ def _evaluate_pool(solver, store, pool, limit, with_zoo, with_preprocess, as_jso
 
 @main.command()
 @click.option("--pool", required=True, help="Pool name (letters, digits, - _ .).")
-@click.option("--count", required=True, type=int, help="Captchas in the pool.")
+@click.option("--count", type=int, help="Captchas in the pool (required, except with --source: all of the folder).")
 @click.option("--scheme", default="classic", show_default=True, help="Captcha scheme (see `farm schemes`).")
+@click.option("--source", type=click.Path(file_okay=False, path_type=Path),
+              help="Perturb a platform's own captchas instead of rendering a scheme: a folder of images with "
+                   "their answers (labels.jsonl, labels.csv or the file names; see docs/schemes.md). It is "
+                   "copied into the store so farm workers read it too.")
 @click.option("--method", default=GENERATE_DEFAULTS["method"], show_default=True,
               help="none (clean control), direct, iterative, momentum or robust.")
 @click.option("--norm", default="linf", show_default=True, type=click.Choice(["linf", "l2"]))
@@ -197,20 +221,25 @@ def _evaluate_pool(solver, store, pool, limit, with_zoo, with_preprocess, as_jso
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the closing summary as JSON.")
 @click.option("--no-wait", is_flag=True, help="Farm only (FARM_BROKER): queue the shards, print the job id, return.")
-def generate(pool, count, scheme, method, norm, eps, alpha, steps, mask, margin, random_start, smoothing,
+def generate(pool, count, scheme, source, method, norm, eps, alpha, steps, mask, margin, random_start, smoothing,
              diversity, early_stop, decay, eps_glyph, ensemble, shard_size, seed, checkpoint, store_url, no_progress, as_json,
              no_wait):
     """Generate a pool of adversarial captchas (re-run with the same arguments to complete it)."""
     from farm.config import device, secret
     from farm.exceptions import FarmError
     from farm.generate import generate_pool
-    from farm.pool import PoolSpec, check_pool_name
+    from farm.pool import MASKS, PoolSpec, check_pool_name
 
     if eps_glyph is None and norm == "linf" and eps > GENERATE_DEFAULTS["eps_glyph"]:
         eps_glyph = GENERATE_DEFAULTS["eps_glyph"]
+    if count is None and source is None:
+        fail("--count: how many captchas the pool holds (only --source pools default to the whole folder)")
+    if source is not None and mask not in MASKS:
+        fail("--mask: a --source pool takes full, background, glyph or strokes; give glyph masks as "
+             "<image>.mask.png in the folder")
     try:
         check_pool_name(pool)
-        spec = PoolSpec(count=count, scheme=scheme, method=method, norm=norm, eps=eps, alpha=alpha, steps=steps,
+        spec = PoolSpec(count=1 if count is None else count, scheme=scheme, method=method, norm=norm, eps=eps, alpha=alpha, steps=steps,
                         mask=mask, margin=margin, seed=seed, shard_size=shard_size, random_start=random_start,
                         smoothing=smoothing, diversity=diversity, decay=decay, eps_glyph=eps_glyph, early_stop=early_stop,
                         ensemble=tuple(ensemble)).validate()
@@ -221,6 +250,8 @@ def generate(pool, count, scheme, method, norm, eps, alpha, steps, mask, margin,
         fail("--no-wait: needs the farm (set FARM_BROKER); an embedded run generates in this process")
     store = open_store_or_fail(store_url)
     solver = substitute(store_url, checkpoint, None, publish=True)
+    if source is not None:
+        spec = _source_spec(spec, source, count, store, solver)
     try:
         if farm:  # the distributed farm; Celery is imported only here
             from workers.producer import generate_on_farm
@@ -245,6 +276,24 @@ def generate(pool, count, scheme, method, norm, eps, alpha, steps, mask, margin,
                    f"mean SSIM {summary['mean_ssim']:.3f}, mean L-inf {summary['mean_linf'] * 255:.1f}/255")
 
 
+def _source_spec(spec, source: Path, count: int | None, store, solver):
+    """The spec of a pool perturbing a folder's captchas, once the folder is checked and in the store."""
+    from dataclasses import replace
+
+    from farm.folder import import_source, read_folder
+    from farm.pool import FOLDER
+
+    try:
+        data = read_folder(source, solver.charset)  # answers must be in the substitute's alphabet
+    except ValueError as e:
+        fail(str(e))
+    for note in data.notes:
+        click.echo(f"source {data.name}: {note}", err=True)
+    if count is not None and count > len(data.texts):
+        fail(f"--count: {source} holds {len(data.texts)} captchas, fewer than {count}")
+    return replace(spec, scheme=FOLDER, source=import_source(store, data), count=count or len(data.texts))
+
+
 @main.command()
 @click.option("--pool", required=True, help="Pool to show.")
 @click.option("-n", "count", default=16, show_default=True, help="Captchas on the sheet.")
@@ -264,20 +313,34 @@ def preview(pool, count, output, store_url):
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per scheme or broken plugin.")
 def schemes(as_json):
-    """List the captcha schemes with their alphabet, lengths and size."""
-    from farm.schemes import get_scheme, scheme_names
+    """List the captcha schemes, built-in and installed as plugins, with alphabet, lengths, size and source.
 
-    rows = [{"name": n, "alphabet": get_scheme(n).alphabet, "lengths": list(get_scheme(n).lengths),
-             "width": get_scheme(n).width, "height": get_scheme(n).height,
-             "description": get_scheme(n).description} for n in scheme_names()]
+    Plugins are packages with an entry point in the group captchafarm.schemes (see
+    examples/captchafarm-dotted); one that failed to load is listed with its error.
+    """
+    from farm.schemes import get_scheme, plugins, scheme_names, scheme_source
+
+    targets = {p.name: p.target for p in plugins() if not p.error}
+    rows = []
+    for name in scheme_names():
+        scheme = get_scheme(name)
+        rows.append({"name": name, "alphabet": scheme.alphabet, "lengths": list(scheme.lengths),
+                     "width": scheme.width, "height": scheme.height, "description": scheme.description,
+                     "source": scheme_source(name), "entry_point": targets.get(name), "error": None})
+    rows += [{"name": p.name, "alphabet": None, "lengths": None, "width": None, "height": None, "description": None,
+              "source": p.distribution, "entry_point": p.target, "error": p.error} for p in plugins() if p.error]
     if as_json:
         json_out(rows)
         return
     for r in rows:
+        if r["error"]:
+            click.echo(f"{r['name']:10s} NOT LOADED ({r['source']}, {r['entry_point']}): {r['error']}")
+            continue
         click.echo(f"{r['name']:10s} {r['width']}x{r['height']}  length {r['lengths'][0]}-{r['lengths'][1]}  "
-                   f"{r['description']}")
+                   f"{r['alphabet']}  ({r['source']})")
+        click.echo(f"{'':10s} {r['description']}")
 
 
 from farm.commands import register_all  # noqa: E402  (the group must exist first)

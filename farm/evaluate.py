@@ -35,7 +35,7 @@ def scheme_accuracy(solver: Solver, schemes: list[str], count: int, seed: int = 
         for batch in batches(stream, workers):
             keep = min(len(batch.texts), count - len(truths))
             readings += solver.read(batch.images[:keep])
-            truths += batch.texts[:keep]
+            truths += [solver.charset.normalize(t) for t in batch.texts[:keep]]  # case-blind readers
             bar.update(keep)
         bar.close()
         results[name] = {"count": len(truths), "accuracy": sequence_accuracy(readings, truths)}

@@ -17,6 +17,10 @@ class ConflictError(StoreError):
     """A conditional write lost a race: somebody else wrote first."""
 
 
+class SchemeError(FarmError):
+    """A captcha scheme is broken: a plugin that does not load or does not fit, or a draw of the wrong shape."""
+
+
 class PoolError(FarmError):
     """A pool is missing, incomplete, or its arguments do not fit."""
 
@@ -27,3 +31,27 @@ class AnswersError(FarmError):
 
 class JobError(FarmError):
     """A farm job cannot be submitted or followed, or one of its shards gave up."""
+
+
+class DataError(FarmError, ValueError):
+    """A labelled folder (or a pool source made from one) cannot be used: the message names the files."""
+
+
+class StudyError(FarmError):
+    """A usability study is missing, already exists, or names pools that cannot serve it."""
+
+
+class TicketError(FarmError):
+    """A captcha id the service issued cannot be verified; the subclass says why."""
+
+
+class UnknownTicketError(TicketError):
+    """The id was never issued by this service (to this platform)."""
+
+
+class ExpiredTicketError(TicketError):
+    """The id outlived its time to live before it was verified."""
+
+
+class UsedTicketError(TicketError):
+    """The id was verified already: a captcha is good for one verify."""

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -28,11 +29,14 @@ from farm.checkpoint import Solver, build_card, weights_bytes
 from farm.dataset import EVALUATION, TRAIN, VALIDATION, render_set
 from farm.evaluate import scheme_accuracy, sequence_accuracy
 from farm.exceptions import AnswersError, FarmError
-from farm.model import resize_input, to_tensor
-from farm.pool import check_pool_name, decode_png, image_key
+from farm.charset import Charset
+from farm.folder import read_folder
+from farm.model import to_input_bytes
+from farm.pool import MAX_ANSWER_CHARS, check_pool_name, decode_png, image_key
 from farm.store import Store
 
-__all__ = ["FinetuneConfig", "Queries", "FinetuneRefused", "load_queries", "agreement", "finetune", "input_bytes"]
+__all__ = ["FinetuneConfig", "Queries", "FinetuneRefused", "load_queries", "agreement", "finetune", "input_bytes",
+           "folder_queries"]
 
 log = logging.getLogger(__name__)
 _ID = re.compile(r"[0-9a-f]{32}")
@@ -102,8 +106,7 @@ class Queries:
 
 def input_bytes(solver: Solver, images) -> torch.Tensor:
     """uint8 (H, W) arrays of one size as uint8 (N, 1, H, W) at the solver's input size: compact to keep."""
-    size = (solver.model.config.input_height, solver.model.config.input_width)
-    return resize_input(to_tensor(list(images)), size).mul(255).round().to(torch.uint8)
+    return to_input_bytes(images, (solver.model.config.input_height, solver.model.config.input_width))
 
 
 def _held_out(record: dict, share: float, seed: int) -> bool:
@@ -171,6 +174,19 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
     return Queries(torch.cat(images), answers, holdout, sorted({s for s in schemes.values() if s}), dict(skipped))
 
 
+def folder_queries(folder: str | Path, solver: Solver, config: FinetuneConfig) -> Queries:
+    """A platform's labelled captchas as queries: true answers instead of an attacker's (farm.folder)."""
+    data = read_folder(folder, Charset(solver.charset.alphabet, 1, MAX_ANSWER_CHARS))
+    held = torch.from_numpy(data.held_out(config.holdout))
+    return Queries(input_bytes(solver, data.images), data.texts, held, [], {})
+
+
+def merge(first: Queries, second: Queries) -> Queries:
+    return Queries(torch.cat([first.images, second.images]), first.answers + second.answers,
+                   torch.cat([first.holdout, second.holdout]), sorted(set(first.schemes) | set(second.schemes)),
+                   {k: first.skipped.get(k, 0) + second.skipped.get(k, 0) for k in {**first.skipped, **second.skipped}})
+
+
 def agreement(solver: Solver, images: torch.Tensor, answers: list[str]) -> float:
     """Share of captchas the solver reads exactly as the attacker answered."""
     return sequence_accuracy(solver.read(images.float().div(255)), answers)
@@ -195,12 +211,12 @@ def fit(base: Solver, images: torch.Tensor, labels: list[str], held_images: torc
     solver = Solver(model, base.charset, {})
     device = next(model.parameters()).device
     workers = 0 if torch.cuda.is_initialized() else config.workers  # never fork a process holding CUDA
-    mix = {name: spec["weight"] for name, spec in (base.card.get("schemes") or {}).items()} or {"classic": 1.0}
+    mix = {name: spec["weight"] for name, spec in (base.card.get("schemes") or {}).items()}
     size = (model.config.input_height, model.config.input_width)
-    n_replay = round(config.batch_size * config.replay)
+    n_replay = round(config.batch_size * config.replay) if mix else 0  # a folder-only substitute: no scheme to replay
     replay = render_set(mix, config.replay_count, config.seed + 7, size, TRAIN, workers) if n_replay else None
     encoded = [base.charset.encode(a) for a in labels]
-    replay_labels = [base.charset.encode(t) for t in replay.texts] if replay else []
+    replay_labels = [base.charset.encode(base.charset.normalize(t)) for t in replay.texts] if replay else []
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # dropout
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
@@ -244,8 +260,9 @@ def fit(base: Solver, images: torch.Tensor, labels: list[str], held_images: torc
 
 
 def finetune(store: Store, batch_keys: list[str], base: str | None = None, config: FinetuneConfig | None = None,
-             publish: bool = True, progress: bool = True, command: str | None = None, device: str = "cpu") -> dict:
-    """Fine-tune `base` (default: CURRENT) on answer batches and publish it on top of `base`.
+             publish: bool = True, progress: bool = True, command: str | None = None, device: str = "cpu",
+             data: str | Path | None = None) -> dict:
+    """Fine-tune `base` (default: CURRENT) on answer batches and/or a labelled folder; publish on top of `base`.
 
     Returns what happened (versions, agreement and clean accuracy before and after, counts).
     Raises FinetuneRefused when the guard fails, AnswersError when the answers cannot serve,
@@ -255,15 +272,21 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     started = time.perf_counter()
     parent = base or registry.ensure_current(store)["version"]
     base_solver = registry.load(store, parent, device=device)
-    queries = load_queries(store, batch_keys, base_solver, config)
-    targets = queries.schemes or list(base_solver.card.get("schemes") or ["classic"])
+    if not batch_keys and data is None:
+        raise ValueError("finetune: give answer batches, a labelled folder (--data), or both")
+    queries = load_queries(store, batch_keys, base_solver, config) if batch_keys else None
+    if data is not None:
+        labelled = folder_queries(data, base_solver, config)
+        queries = merge(queries, labelled) if queries else labelled
+    targets = queries.schemes or list(base_solver.card.get("schemes") or [])  # none: a folder-only substitute
     train_images, train_answers = queries.split(held=False)
     held_images, held_answers = queries.split(held=True)
     before = {"agreement": round(agreement(base_solver, held_images, held_answers), 4),
               "clean": _clean_accuracy(base_solver, targets, config)}
 
     size = (base_solver.model.config.input_height, base_solver.model.config.input_width)
-    guard = render_set({name: 1.0 for name in targets}, 300 * len(targets), config.seed, size, VALIDATION, 0)
+    guard = render_set({name: 1.0 for name in targets}, 300 * len(targets), config.seed, size, VALIDATION, 0) \
+        if targets else None
     solver = fit(base_solver, train_images, train_answers, held_images, held_answers, config, progress, guard)
     model = solver.model
     best_step, history = solver.card["best_step"], solver.card["history"]
@@ -276,13 +299,13 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
               "target_schemes": targets, "before": before, "after": after, "clean_drop": drops,
               "tolerance": config.tolerance, "history": history,
               "seconds": round(time.perf_counter() - started, 1)}
-    worst = max(drops, key=drops.get)
+    worst = max(drops, key=drops.get, default=None)
     if best_step == 0:
         raise FinetuneRefused(
             f"no gain: no weights agreed better with the held-out answers ({before['agreement']:.1%}) while keeping "
             f"clean accuracy within half the tolerance; nothing was published. More answers or a smaller --lr "
             f"may help", result)
-    if drops[worst] > config.tolerance:
+    if worst is not None and drops[worst] > config.tolerance:
         raise FinetuneRefused(
             f"guard: clean accuracy on {worst} fell from {before['clean'][worst]:.1%} to {after['clean'][worst]:.1%} "
             f"({drops[worst]:.1%} > tolerance {config.tolerance:.1%}); nothing was published. Use more replay "
@@ -292,6 +315,7 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
         card = build_card(model, base_solver.charset, weights,
                           schemes=base_solver.card.get("schemes"),
                           training={"finetune": {"config": asdict(config), "answers": list(batch_keys),
+                                                 "data": None if data is None else Path(data).name,
                                                  "queries": result["queries"], "best_step": best_step,
                                                  "seconds": result["seconds"]},
                                     "command": command or f"farm finetune --base {parent}",

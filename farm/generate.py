@@ -21,7 +21,7 @@ from tqdm import tqdm
 from farm.checkpoint import Solver
 from farm.exceptions import PoolError
 from farm.pool import PoolSpec, attack_shard, check_pool_name, pending_shards, read_manifest, render_shard, \
-    generate_shard, shard_complete, write_manifest, write_shard
+    generate_shard, shard_complete, spec_charset, check_reads, write_manifest, write_shard
 from farm.store import Store, open_store
 
 __all__ = ["generate_pool", "check_spec_matches"]
@@ -84,6 +84,11 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
+def _render_elsewhere(spec: PoolSpec, shard: int, store_url: str):
+    """render_shard in the prefetch process, with its own store client (a source pool reads from it)."""
+    return render_shard(spec, shard, open_store(store_url) if spec.source else None)
+
+
 def _shard_in_process(pool: str, shard: int, spec: PoolSpec, secret: bytes) -> dict:
     return generate_shard(_PROCESS["store"], pool, shard, spec, _PROCESS["solvers"], secret)
 
@@ -116,6 +121,7 @@ def generate_pool(store: Store, pool: str, spec: PoolSpec, solvers: list[Solver]
     """
     check_pool_name(pool)
     spec.validate()
+    check_reads(solvers[0], spec_charset(spec, store), f"pool {pool!r} ({spec.scheme})")
     check_spec_matches(store, pool, spec, grow=grow)
     write_manifest(store, pool, spec, solvers[0], status="generating")
     todo = pending_shards(store, pool, spec)
@@ -145,14 +151,14 @@ def generate_pool(store: Store, pool: str, spec: PoolSpec, solvers: list[Solver]
             for result in _in_processes(processes, store, pool, spec, solvers, secret, todo):
                 collect(result)
         here = todo if processes == 1 else []
-        pending = executor.submit(render_shard, spec, here[0]) if executor and here else None
+        pending = executor.submit(_render_elsewhere, spec, here[0], store.url) if executor and here else None
         for position, shard in enumerate(here):
             if executor:
                 clean = pending.result()
                 if position + 1 < len(here):  # render the next shard while this one is attacked
-                    pending = executor.submit(render_shard, spec, here[position + 1])
+                    pending = executor.submit(_render_elsewhere, spec, here[position + 1], store.url)
             else:
-                clean = render_shard(spec, shard)
+                clean = render_shard(spec, shard, store)
             if shard_complete(store, pool, shard):  # written meanwhile by another run
                 collect({"shard": shard, "skipped": True, "count": len(clean.indices)})
                 continue

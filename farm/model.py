@@ -15,7 +15,7 @@ from torch import nn
 
 from farm.charset import Charset
 
-__all__ = ["CRNNConfig", "CRNN", "greedy_decode", "ctc_loss", "to_tensor", "resize_input"]
+__all__ = ["CRNNConfig", "CRNN", "greedy_decode", "ctc_loss", "to_tensor", "to_input_bytes", "resize_input"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,11 @@ def greedy_decode(log_probs: torch.Tensor, charset: Charset) -> list[str]:
         collapsed = [c for i, c in enumerate(path) if c != 0 and (i == 0 or c != path[i - 1])]
         texts.append(charset.decode(collapsed))
     return texts
+
+
+def to_input_bytes(images, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 (H, W) arrays of one size -> uint8 (B, 1, H, W) at a model's input size: compact to keep."""
+    return resize_input(to_tensor(list(images)), size).mul(255).round().to(torch.uint8)
 
 
 def to_tensor(images) -> torch.Tensor:

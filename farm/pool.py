@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from farm.attacks import METHODS, make_attack
+from farm.charset import Charset
 from farm.checkpoint import Solver
 from farm.exceptions import PoolError
 from farm.measures import glyph_region, measure
@@ -34,11 +35,12 @@ __all__ = ["PoolSpec", "CleanShard", "captcha_id", "render_shard", "generate_sha
            "write_manifest", "read_manifest", "read_keys", "encode_png", "decode_png", "POOL_STREAM",
            "image_key", "pool_names", "complete_shards", "list_pools", "pool_charset", "read_shard_keys",
            "answer_matches", "pool_stats", "export_pool", "manifest_key", "pool_images", "pending_shards",
-           "AttackedShard", "attack_shard", "write_shard"]
+           "AttackedShard", "attack_shard", "write_shard", "clean_captchas", "spec_charset", "check_reads", "FOLDER"]
 
 POOL_STREAM = 4  # seed stream of pool captchas: apart from training, validation and evaluation
 MASKS = ("full", "background", "glyph", "strokes")
 STROKES = 8  # curves per captcha of the strokes mask
+FOLDER = "folder"  # the scheme of a pool perturbing a platform's own captchas
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -64,11 +66,18 @@ class PoolSpec:
     eps_glyph: float | None = None  # linf: a smaller budget on the glyphs (dilated by margin) than off them
     ensemble: tuple[str, ...] = ()  # zoo donors attacked together with the substitute
     early_stop: bool = True  # stop a captcha once the substitute misreads it; off: spend every step (transfers)
+    source: str | None = None  # a platform's own captchas (farm.folder) instead of a scheme; scheme is then "folder"
 
     def validate(self) -> "PoolSpec":
         if self.count <= 0:
             raise ValueError(f"count: must be positive (got {self.count})")
-        get_scheme(self.scheme)
+        if self.source is None:
+            get_scheme(self.scheme)
+        elif self.scheme != FOLDER:
+            raise ValueError(f"scheme: a pool of a source folder has scheme {FOLDER!r} (got {self.scheme!r})")
+        elif self.mask not in MASKS:
+            raise ValueError("mask: a pool of a source folder takes full, background, glyph or strokes "
+                             "(give glyph masks as <image>.mask.png in the folder)")
         if self.method != "none" and self.method not in METHODS:
             raise ValueError(f"method: unknown method {self.method!r}; known: none, {', '.join(METHODS)}")
         if self.norm not in ("linf", "l2"):
@@ -150,13 +159,11 @@ class CleanShard:
     seconds: float = 0.0
 
 
-def render_shard(spec: PoolSpec, shard: int) -> CleanShard:
-    """Render a shard's clean captchas and the masks of where the attack may change pixels."""
+def render_shard(spec: PoolSpec, shard: int, store: Store | None = None) -> CleanShard:
+    """Render (or, for a source pool, read from `store`) a shard's clean captchas and where the attack may act."""
     started = time.perf_counter()
-    scheme = get_scheme(spec.scheme)
     indices = list(spec.indices(shard))
-    captchas = [scheme.sample(captcha_seed(spec.seed, i, POOL_STREAM)) for i in indices]
-    glyphs = np.stack([c.mask for c in captchas])
+    images, glyphs, texts = clean_captchas(spec, indices, store)
     if spec.mask == "full":
         allowed = np.ones_like(glyphs)
     elif spec.mask == "glyph":
@@ -168,8 +175,36 @@ def render_shard(spec: PoolSpec, shard: int) -> CleanShard:
                             for i, g in zip(indices, glyphs)])
     else:
         allowed = np.broadcast_to(spec.user_mask(), glyphs.shape).copy()
-    return CleanShard(indices, [c.text for c in captchas], np.stack([c.image for c in captchas]), glyphs,
-                      allowed, time.perf_counter() - started)
+    return CleanShard(indices, texts, images, glyphs, allowed, time.perf_counter() - started)
+
+
+def clean_captchas(spec: PoolSpec, indices: list[int], store: Store | None = None):
+    """(images uint8 (N, H, W), glyph masks (N, H, W), answers) of a pool's clean captchas `indices`."""
+    if spec.source is not None:
+        if store is None:
+            raise ValueError("store: a pool of a source folder reads its captchas from the store")
+        from farm.folder import source_chunk
+        return source_chunk(store, spec.source, indices)
+    scheme = get_scheme(spec.scheme)
+    captchas = [scheme.sample(captcha_seed(spec.seed, i, POOL_STREAM)) for i in indices]
+    return np.stack([c.image for c in captchas]), np.stack([c.mask for c in captchas]), [c.text for c in captchas]
+
+
+def spec_charset(spec: PoolSpec, store: Store | None = None) -> Charset:
+    """The alphabet and lengths of a pool's answers: its scheme's, or its source folder's."""
+    if spec.source is not None:
+        from farm.folder import read_source
+        return Charset.from_dict(read_source(store, spec.source)["charset"])
+    return get_scheme(spec.scheme).charset
+
+
+def check_reads(solver: Solver, charset: Charset, what: str) -> None:
+    """A substitute must read every character of a pool's answers: PoolError naming those it cannot."""
+    missing = solver.charset.covers(charset.alphabet)
+    if missing:
+        raise PoolError(f"charset: {what} uses {missing!r}, which substitute {solver.version or '?'} cannot read "
+                        f"(its alphabet is {solver.charset.alphabet!r}); train or choose a substitute for this "
+                        f"alphabet (`farm train --alphabet ...`)")
 
 
 def stroke_mask(shape: tuple[int, int], seed: int) -> np.ndarray:
@@ -235,7 +270,8 @@ def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int
     if spec.eps_glyph is not None:
         region = np.stack([glyph_region(g, spec.margin) for g in clean.glyphs])
         budget = torch.from_numpy(np.where(region, spec.eps_glyph, spec.eps)).unsqueeze(1).float()
-    adv = attack(x, clean.texts, torch.from_numpy(clean.allowed).unsqueeze(1), budget=budget)
+    texts = [solvers[0].charset.normalize(t) for t in clean.texts]  # case-blind substitutes read one case
+    adv = attack(x, texts, torch.from_numpy(clean.allowed).unsqueeze(1), budget=budget)
     # round to the 8-bit grid a PNG holds; k/255 budgets stay within eps after rounding
     return adv.squeeze(1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
 
@@ -284,9 +320,13 @@ def write_shard(store: Store, pool: str, shard: int, spec: PoolSpec, clean: Clea
     store.put(keys_key(pool, shard), keys, content_type="application/x-ndjson")  # last: marks the shard complete
     stages["store"] = time.perf_counter() - started
     return {"shard": shard, "skipped": False, "count": len(records), "bytes": written + len(keys),
-            "stages": stages, "substitute_solved": sum(r["reading"] == r["answer"] for r in records),
-            "substitute_solved_clean": sum(r["reading_clean"] == r["answer"] for r in records),
+            "stages": stages, "substitute_solved": sum(_reads(substitute, r["reading"], r["answer"]) for r in records),
+            "substitute_solved_clean": sum(_reads(substitute, r["reading_clean"], r["answer"]) for r in records),
             "ssim": float(np.mean([r["ssim"] for r in records])), "linf": float(np.mean([r["linf"] for r in records]))}
+
+
+def _reads(solver: Solver, reading: str, answer: str) -> bool:
+    return reading == solver.charset.normalize(answer)
 
 
 def generate_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers: list[Solver], secret: bytes,
@@ -294,7 +334,7 @@ def generate_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers:
     """Write one shard (images, then keys); skip it when complete. Returns counts and stage seconds."""
     if shard_complete(store, pool, shard):
         return {"shard": shard, "skipped": True, "count": len(spec.indices(shard))}
-    clean = clean or render_shard(spec, shard)
+    clean = clean or render_shard(spec, shard, store)
     attacked = attack_shard(spec, clean, solvers, shard, device)
     return write_shard(store, pool, shard, spec, clean, attacked, solvers[0], secret)
 
@@ -316,6 +356,7 @@ def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver, 
             if shard_substitutes and shard in shard_substitutes:
                 shards[-1]["substitute"] = shard_substitutes[shard]
     manifest = {"pool": pool, "spec": spec.to_dict(), "status": status,
+                "charset": spec_charset(spec, store).to_dict(),
                 "substitute": {"version": substitute.version, "sha256": substitute.sha256},
                 "count": spec.count, "complete": sum(s["count"] for s in shards),
                 "shards": shards, "shard_count": spec.shards,
@@ -336,14 +377,14 @@ def read_keys(store: Store, pool: str) -> list[dict]:
 def pool_images(store: Store, pool: str, limit: int | None = None) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """(key records, clean images, adversarial images) of a pool's first captchas; images uint8 (N, H, W).
 
-    Clean captchas are not stored: they are rendered again from the spec's seed, index by index.
+    Clean captchas are not stored: they are rendered again from the spec's seed, index by index
+    (or read from the pool's source folder).
     """
     spec = PoolSpec.from_dict(read_manifest(store, pool)["spec"])
     records = read_keys(store, pool)[:limit]
     if not records:
         raise PoolError(f"pool: {pool!r} has no complete shard yet")
-    scheme = get_scheme(spec.scheme)
-    clean = np.stack([scheme.sample(captcha_seed(spec.seed, r["index"], POOL_STREAM)).image for r in records])
+    clean = clean_captchas(spec, [r["index"] for r in records], store)[0]
     adversarial = np.stack([decode_png(store.get(image_key(pool, r["id"]))) for r in records])
     return records, clean, adversarial
 
@@ -390,8 +431,10 @@ def list_pools(store: Store) -> list[dict]:
     return rows
 
 
-def pool_charset(manifest: dict):
-    """The charset answers of a pool are checked against: its scheme's."""
+def pool_charset(manifest: dict) -> Charset:
+    """The charset answers of a pool are checked against (manifests before charsets: the scheme's)."""
+    if "charset" in manifest:
+        return Charset.from_dict(manifest["charset"])
     return get_scheme(manifest["spec"]["scheme"]).charset
 
 

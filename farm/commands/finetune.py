@@ -11,8 +11,11 @@ from farm.commands.common import fail, json_out, open_store_or_fail, store_optio
 
 
 @click.command()
-@click.option("--answers", "names", multiple=True, required=True,
+@click.option("--answers", "names", multiple=True,
               help="Answer batch (name or answers/<name>.jsonl; repeatable), or `all`.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False),
+              help="A folder of the platform's captchas with their true answers (as `farm train --data`), "
+                   "trained on with the answers or alone.")
 @click.option("--base", default=None, help="Version to start from [default: CURRENT]; the new one publishes on top.")
 @click.option("--steps", default=400, show_default=True, help="At most this many steps (stops on held-out agreement).")
 @click.option("--lr", default=3e-4, show_default=True, help="Learning rate.")
@@ -27,8 +30,8 @@ from farm.commands.common import fail, json_out, open_store_or_fail, store_optio
 @click.option("--dry-run", is_flag=True, help="Fine-tune and report, publish nothing.")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def finetune(names, base, steps, lr, replay, holdout, tolerance, risks, seed, dry_run, store_url, as_json):
-    """Fine-tune the substitute on attackers' answers (model extraction) and publish the new version.
+def finetune(names, data, base, steps, lr, replay, holdout, tolerance, risks, seed, dry_run, store_url, as_json):
+    """Fine-tune the substitute on attackers' answers (model extraction) or a labelled folder; publish it.
 
     Each answer is the attacker's reading of a pool captcha: a query to its model. Training mixes
     them with clean replay, stops when agreement with held-out answers stops rising, and refuses
@@ -37,12 +40,14 @@ def finetune(names, base, steps, lr, replay, holdout, tolerance, risks, seed, dr
     from farm.exceptions import FarmError
     from farm.finetune import FinetuneConfig, FinetuneRefused, finetune as run, resolve_batches
 
+    if not names and not data:
+        fail("give --answers BATCH (attackers' answers), --data DIR (a labelled folder), or both")
     store = open_store_or_fail(store_url)
     try:
         config = FinetuneConfig(steps=steps, lr=lr, replay=replay, holdout=holdout, tolerance=tolerance,
                                 risks=tuple(risks), seed=seed).validate()
-        keys = resolve_batches(store, list(names))
-        result = run(store, keys, base=base, config=config, publish=not dry_run,
+        keys = resolve_batches(store, list(names)) if names else []
+        result = run(store, keys, base=base, config=config, publish=not dry_run, data=data,
                      command="farm " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     except FinetuneRefused as e:
         if as_json:

@@ -9,6 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from farm.charset import Charset, DEFAULT_ALPHABET
+from farm.exceptions import SchemeError
 
 __all__ = ["Captcha", "Scheme", "captcha_seed"]
 
@@ -50,10 +51,17 @@ class Scheme(ABC):
         return "".join(self.alphabet[i] for i in rng.integers(0, len(self.alphabet), length))
 
     def render(self, text: str, seed: int) -> Captcha:
-        """Render `text`; raises ValueError naming a character outside the alphabet."""
+        """Render `text`; raises ValueError naming a character outside the alphabet.
+
+        SchemeError when `draw` breaks its contract (a plugin's bug, so it names the scheme).
+        """
         self.charset.validate(text)
         image, mask = self.draw(text, np.random.default_rng(seed))
-        assert image.shape == mask.shape == (self.height, self.width), "a scheme drew the wrong size"
+        expected = (self.height, self.width)
+        if image.shape != expected or mask.shape != expected or image.dtype != np.uint8 or mask.dtype != bool:
+            raise SchemeError(f"scheme {self.name!r} ({type(self).__module__}.{type(self).__qualname__}): draw "
+                              f"returned image {image.dtype} {image.shape} and mask {mask.dtype} {mask.shape}; "
+                              f"expected uint8 and bool of (height, width) = {expected}")
         return Captcha(text, image, mask)
 
     def sample(self, seed: int) -> Captcha:
