@@ -10,9 +10,11 @@ from farm.commands.checkpoint import checkpoint
 from farm.commands.finetune import finetune
 from farm.commands.job import job
 from farm.commands.pool import pool
+from farm.commands.serve import serve
+from farm.commands.study import study
 from farm.commands.zoo import zoo
 
-GROUPS = (checkpoint, pool, answers, zoo, job, finetune, attacker)
+GROUPS = (checkpoint, pool, answers, zoo, job, finetune, attacker, serve, study)
 
 
 def register_all(main: click.Group) -> None:

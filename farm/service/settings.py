@@ -1,0 +1,107 @@
+"""Settings of the captcha service: defaults, then the environment, then `farm serve`'s flags.
+
+FARM_STORE     the store whose pools the service draws from (as everywhere)
+FARM_REDIS     the service's shared state (issued and verified captchas, study sessions); defaults to
+               FARM_BROKER when that is a Redis, so a farm with a Redis broker needs nothing more
+FARM_CAPTCHA_TTL   seconds an issued captcha may wait for its verify (default 300)
+FARM_API_KEYS  `platform=key,platform=key`: each platform's key (X-API-Key header); unset, the API is open
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = ["ServiceSettings", "parse_api_keys", "redis_url", "redact", "DEFAULT_TTL", "MIN_KEY_CHARS"]
+
+DEFAULT_TTL = 300  # a person reads and types a captcha in seconds; five minutes covers a slow form
+DEFAULT_ANSWER_WINDOW = 86_400  # a platform's risk system may take a day to flag a user
+MIN_KEY_CHARS = 16  # shorter keys can be guessed over the network; `openssl rand -hex 16` makes one
+_PLATFORM = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")  # a metric label value: short, plain
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What `farm serve` runs with. `api_keys` maps platform name -> key; empty means no key is asked."""
+
+    store: str | None = None
+    redis: str = ""
+    ttl: int = DEFAULT_TTL
+    api_keys: dict[str, str] = field(default_factory=dict, repr=False)  # repr=False: keys never reach a log
+    answer_window: int = DEFAULT_ANSWER_WINDOW
+    served_flush: float = 10.0  # seconds between writes of served marks to the store (one batch per pool)
+    max_age: float = 60.0  # seconds before the pool client looks for new shards and other processes' marks
+
+    def __post_init__(self):
+        if not self.redis:
+            raise ValueError("FARM_REDIS: not set; the service keeps issued captchas in Redis so that several "
+                             "service processes agree: set FARM_REDIS=redis://host:6379/0 (or a Redis FARM_BROKER)")
+        if not self.redis.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"FARM_REDIS: {redact(self.redis)!r} is not a redis:// or rediss:// URL")
+        for name in ("ttl", "answer_window", "served_flush", "max_age"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name.replace('_', '-')}: must be positive (got {getattr(self, name)})")
+
+    @classmethod
+    def from_env(cls, **overrides) -> "ServiceSettings":
+        """The environment's settings; a keyword given (not None) wins over its variable."""
+        values = {"store": os.environ.get("FARM_STORE") or None, "redis": redis_url(),
+                  "ttl": _seconds("FARM_CAPTCHA_TTL", DEFAULT_TTL),
+                  "api_keys": parse_api_keys(os.environ.get("FARM_API_KEYS", ""))}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def redis_url(value: str | None = None) -> str:
+    """FARM_REDIS, else FARM_BROKER when it is a Redis, else ''."""
+    if value:
+        return value
+    if os.environ.get("FARM_REDIS"):
+        return os.environ["FARM_REDIS"]
+    broker = os.environ.get("FARM_BROKER", "")
+    return broker if broker.startswith(("redis://", "rediss://")) else ""
+
+
+def _seconds(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{name}: {value!r} is not a positive whole number of seconds")
+    return int(value)
+
+
+def parse_api_keys(value: str) -> dict[str, str]:
+    """`shop=k1,forum=k2` -> {platform: key}. Errors name the platform, never the key."""
+    keys: dict[str, str] = {}
+    for number, item in enumerate((i.strip() for i in value.split(",")), start=1):
+        if not item:
+            continue
+        platform, sep, key = item.partition("=")
+        platform, key = platform.strip(), key.strip()
+        if not sep or not _PLATFORM.match(platform):
+            raise ValueError(f"FARM_API_KEYS: entry {number} is not platform=key with a platform name of "
+                             f"lower-case letters, digits, '-' or '_' (like shop=...)")
+        if platform in keys:
+            raise ValueError(f"FARM_API_KEYS: platform {platform!r} is given twice")
+        if len(key) < MIN_KEY_CHARS:
+            raise ValueError(f"FARM_API_KEYS: the key of {platform!r} is shorter than {MIN_KEY_CHARS} characters; "
+                             f"make one with `openssl rand -hex 16`")
+        if key in keys.values():
+            raise ValueError(f"FARM_API_KEYS: the key of {platform!r} is another platform's too; give each its own")
+        keys[platform] = key
+    return keys
+
+
+def redact(url: str) -> str:
+    """A URL fit for a log or an error message: its password replaced by ***."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    except ValueError:  # a port that is no number: say nothing of the rest
+        return "(an unreadable URL)"
+    return urlunsplit(parts._replace(netloc=netloc))
