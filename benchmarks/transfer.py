@@ -36,6 +36,7 @@ SETTINGS = {
     "+all": {**ALL, "ensemble": ("crnn-b", "resnet-a"), **BUDGET},
     "+all glyph 16/255": {**ALL, "ensemble": ("crnn-b", "resnet-a"), **BUDGET, "eps_glyph": 16 / 255},
     "farm generate default": GENERATE_DEFAULTS,  # + momentum + DI + TI, the row that chose it
+    "default robust": {**GENERATE_DEFAULTS, "method": "robust"},  # gradients through attacker preprocessing
     "+all robust": {**ALL, "method": "robust", "ensemble": ("crnn-b", "resnet-a"), **BUDGET},
 }
 
