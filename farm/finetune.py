@@ -176,7 +176,7 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
 
 def folder_queries(folder: str | Path, solver: Solver, config: FinetuneConfig) -> Queries:
     """A platform's labelled captchas as queries: true answers instead of an attacker's (farm.folder)."""
-    data = read_folder(folder, Charset(solver.charset.alphabet, 1, MAX_ANSWER_CHARS))
+    data = read_folder(folder, Charset(solver.charset.alphabet, 1, MAX_ANSWER_CHARS), glyphs=False)
     held = torch.from_numpy(data.held_out(config.holdout))
     return Queries(input_bytes(solver, data.images), data.texts, held, [], {})
 

@@ -111,8 +111,11 @@ def _labels(folder: Path, images: list[Path]) -> dict[str, str]:
     return {p.name: p.stem.split("_", 1)[0] for p in images}
 
 
-def read_folder(path: str | Path, charset: Charset) -> Labelled:
-    """Read and check a labelled folder against the alphabet that will read it; DataError names what is wrong."""
+def read_folder(path: str | Path, charset: Charset, glyphs: bool = True) -> Labelled:
+    """Read and check a labelled folder against the alphabet that will read it; DataError names what is wrong.
+
+    `glyphs=False` (training) skips the glyph masks: all False, none read or estimated.
+    """
     folder = Path(path)
     if not folder.is_dir():
         raise DataError(f"data: {folder} is not a folder")
@@ -151,7 +154,7 @@ def read_folder(path: str | Path, charset: Charset) -> Labelled:
     if unreadable:
         _fail(f"data: {_count(len(unreadable), 'image')} of {folder} cannot be read", unreadable,
               "Replace or remove them")
-    masks = [_given_mask(p, im.shape) for p, im in zip(files, images)]
+    masks = [_given_mask(p, im.shape) if glyphs else None for p, im in zip(files, images)]
     sizes = Counter(im.shape for im in images)
     (height, width), _ = sizes.most_common(1)[0]
     notes = []
@@ -160,15 +163,19 @@ def read_folder(path: str | Path, charset: Charset) -> Labelled:
         notes.append(f"resized {odd} of {len(images)} images to the most common size {width}x{height} "
                      f"(found {', '.join(f'{w}x{h}' for h, w in sizes)})")
         log.warning("data: %s", notes[-1])
-    glyphs = []
+    found = []
     for k, (image, mask) in enumerate(zip(images, masks)):
         if image.shape != (height, width):
             images[k] = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
             mask = None if mask is None else np.asarray(Image.fromarray(mask).resize((width, height))) > 0
-        glyphs.append(mask if mask is not None else estimate_glyphs(images[k]))
-    given = sum(m is not None for m in masks)
-    notes.append(f"glyph masks: {given} given, {len(images) - given} estimated")
-    return Labelled(folder.name, [p.name for p in files], texts, np.stack(images), np.stack(glyphs), charset, notes)
+        if glyphs:
+            found.append(mask if mask is not None else estimate_glyphs(images[k]))
+    if glyphs:
+        given = sum(m is not None for m in masks)
+        notes.append(f"glyph masks: {given} given, {len(images) - given} estimated")
+    shape = (len(images), height, width)
+    return Labelled(folder.name, [p.name for p in files], texts, np.stack(images),
+                    np.stack(found) if glyphs else np.zeros(shape, dtype=bool), charset, notes)
 
 
 def _given_mask(image_path: Path, shape: tuple[int, int]) -> np.ndarray | None:

@@ -126,7 +126,7 @@ def _folder(config: TrainConfig, alphabet: str) -> Labelled | None:
     """The --data folder checked against the model's alphabet (any length: the charset widens to fit it)."""
     if config.data is None:
         return None
-    return read_folder(config.data, Charset(alphabet, 1, MAX_ANSWER_CHARS))
+    return read_folder(config.data, Charset(alphabet, 1, MAX_ANSWER_CHARS), glyphs=False)
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:

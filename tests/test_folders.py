@@ -49,6 +49,7 @@ def test_answers_come_from_labels_jsonl_csv_or_the_file_names(tmp_path, labels):
     by_text = {t: im for t, im in made}
     assert all((by_text[t] == im).all() for t, im in zip(data.texts, data.images))
     assert data.images.dtype == np.uint8 and data.glyphs.dtype == bool and data.glyphs.shape == data.images.shape
+    assert data.glyphs.any() and not read_folder(tmp_path / "f", DIGITS, glyphs=False).glyphs.any()  # training skips them
 
 
 def test_answers_in_one_case_read_case_blind(tmp_path):
