@@ -82,8 +82,8 @@ class Charset:
         return text
 
     def encode(self, text: str) -> list[int]:
-        """Class indices of a valid label (1-based; 0 is the blank)."""
-        self.validate(text)
+        """Class indices of a valid label, after the case rule (1-based; 0 is the blank)."""
+        text = self.validate(self.normalize(text))
         return [self.alphabet.index(c) + 1 for c in text]
 
     def decode(self, indices) -> str:

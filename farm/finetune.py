@@ -216,7 +216,7 @@ def fit(base: Solver, images: torch.Tensor, labels: list[str], held_images: torc
     n_replay = round(config.batch_size * config.replay) if mix else 0  # a folder-only substitute: no scheme to replay
     replay = render_set(mix, config.replay_count, config.seed + 7, size, TRAIN, workers) if n_replay else None
     encoded = [base.charset.encode(a) for a in labels]
-    replay_labels = [base.charset.encode(base.charset.normalize(t)) for t in replay.texts] if replay else []
+    replay_labels = [base.charset.encode(t) for t in replay.texts] if replay else []
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # dropout
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)

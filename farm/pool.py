@@ -270,8 +270,7 @@ def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int
     if spec.eps_glyph is not None:
         region = np.stack([glyph_region(g, spec.margin) for g in clean.glyphs])
         budget = torch.from_numpy(np.where(region, spec.eps_glyph, spec.eps)).unsqueeze(1).float()
-    texts = [solvers[0].charset.normalize(t) for t in clean.texts]  # case-blind substitutes read one case
-    adv = attack(x, texts, torch.from_numpy(clean.allowed).unsqueeze(1), budget=budget)
+    adv = attack(x, clean.texts, torch.from_numpy(clean.allowed).unsqueeze(1), budget=budget)
     # round to the 8-bit grid a PNG holds; k/255 budgets stay within eps after rounding
     return adv.squeeze(1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
 
@@ -320,13 +319,11 @@ def write_shard(store: Store, pool: str, shard: int, spec: PoolSpec, clean: Clea
     store.put(keys_key(pool, shard), keys, content_type="application/x-ndjson")  # last: marks the shard complete
     stages["store"] = time.perf_counter() - started
     return {"shard": shard, "skipped": False, "count": len(records), "bytes": written + len(keys),
-            "stages": stages, "substitute_solved": sum(_reads(substitute, r["reading"], r["answer"]) for r in records),
-            "substitute_solved_clean": sum(_reads(substitute, r["reading_clean"], r["answer"]) for r in records),
+            "stages": stages,
+            "substitute_solved": sum(answer_matches(substitute.charset, r["answer"], r["reading"]) for r in records),
+            "substitute_solved_clean": sum(answer_matches(substitute.charset, r["answer"], r["reading_clean"])
+                                           for r in records),
             "ssim": float(np.mean([r["ssim"] for r in records])), "linf": float(np.mean([r["linf"] for r in records]))}
-
-
-def _reads(solver: Solver, reading: str, answer: str) -> bool:
-    return reading == solver.charset.normalize(answer)
 
 
 def generate_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers: list[Solver], secret: bytes,
@@ -455,6 +452,10 @@ def pool_stats(store: Store, pool: str) -> dict:
     spec = PoolSpec.from_dict(manifest["spec"])
     records = read_keys(store, pool)
     n = len(records)
+    charset = pool_charset(manifest)
+
+    def solved(reading: str) -> float | None:
+        return round(sum(answer_matches(charset, r["answer"], r[reading]) for r in records) / n, 4) if n else None
 
     def mean(name):  # None rather than Infinity, which JSON cannot hold
         value = float(np.mean([r[name] for r in records])) if n else math.nan
@@ -462,8 +463,7 @@ def pool_stats(store: Store, pool: str) -> dict:
     return {"pool": pool, "status": manifest.get("status"), "spec": spec.to_dict(), "count": spec.count,
             "complete": n, "shards_complete": len({r["shard"] for r in records}), "shards": spec.shards,
             "substitutes": sorted({r["substitute"] for r in records}),
-            "substitute_accuracy_clean": round(sum(r["reading_clean"] == r["answer"] for r in records) / n, 4) if n else None,
-            "substitute_accuracy_adversarial": round(sum(r["reading"] == r["answer"] for r in records) / n, 4) if n else None,
+            "substitute_accuracy_clean": solved("reading_clean"), "substitute_accuracy_adversarial": solved("reading"),
             "mean_ssim": mean("ssim"), "min_ssim": round(min(r["ssim"] for r in records), 5) if n else None,
             "mean_psnr": mean("psnr"), "mean_linf": mean("linf"), "mean_l2": mean("l2"),
             "mean_changed": mean("changed"), "mean_glyph_changed": mean("glyph_changed")}

@@ -215,8 +215,9 @@ def train(config: TrainConfig, out: Path, resume: bool = True,
         held_rows = held.nonzero().squeeze(1).tolist()
         folder_val = Batch(folder_images[held_rows].float().div(255), [folder.texts[i] for i in held_rows], [])
         validation[FOLDER_METRIC] = Batch(folder_val.images[:config.val_count], folder_val.texts[:config.val_count], [])
-    labels = [charset.encode(charset.normalize(t)) for t in texts]
-    sizes = (len(generated.texts) if generated else 0, len(texts) - (len(generated.texts) if generated else 0))
+    labels = [charset.encode(t) for t in texts]
+    n_generated = len(generated.texts) if generated else 0
+    sizes = (n_generated, len(texts) - n_generated)
     bar = tqdm(total=config.steps, initial=step, desc="train", unit="step", disable=not progress,
                dynamic_ncols=True)
     started, seen, val, losses = time.perf_counter(), 0, {}, []

@@ -122,6 +122,7 @@ def test_named_and_literal_alphabets():
         parse_alphabet("xyx")
     assert Charset("0123456789ABC").covers("0123abc") == ""  # one case: case-blind
     assert Charset("0123456789").covers("09ab") == "ab"
+    assert Charset().encode("ab3d") == Charset().encode("AB3D")  # a one-case alphabet encodes either case
 
 
 def farm(tmp_path, *args, **env) -> subprocess.CompletedProcess:

@@ -113,7 +113,7 @@ class Attack:
         m = mask.to(self.device, torch.float32)
         radius = budget.to(self.device, torch.float32) if budget is not None else None
         targeted = targets is not None
-        goal = targets if targeted else labels
+        goal = [self.charset.normalize(t) for t in (targets if targeted else labels)]  # as the solver reads
         goal_indices = [self.charset.encode(t) for t in goal]
         delta = torch.zeros_like(x0)
         if self.random_start:
