@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["median", "blur", "jpeg", "binarize", "rescale", "shift", "PREPROCESSING", "apply"]
+__all__ = ["median", "blur", "jpeg", "otsu", "binarize", "rescale", "shift", "PREPROCESSING", "apply"]
 
 
 def _straight_through(x: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
@@ -58,7 +58,7 @@ def jpeg(x: torch.Tensor, quality: int = 50) -> torch.Tensor:
     return _straight_through(x, decoded)
 
 
-def _otsu(x: torch.Tensor) -> torch.Tensor:
+def otsu(x: torch.Tensor) -> torch.Tensor:
     """Otsu threshold per image. (B, 1, H, W) -> (B, 1, 1, 1)."""
     levels = x.detach().clamp(0, 1).mul(255).round().long().flatten(1)
     hist = torch.zeros(levels.shape[0], 256, device=x.device).scatter_add_(1, levels, torch.ones_like(levels, dtype=torch.float))
@@ -71,7 +71,7 @@ def _otsu(x: torch.Tensor) -> torch.Tensor:
 
 def binarize(x: torch.Tensor, softness: float = 0.05) -> torch.Tensor:
     """Otsu binarisation; gradient of a sigmoid around the threshold."""
-    threshold = _otsu(x)
+    threshold = otsu(x)
     soft = torch.sigmoid((x - threshold) / softness)
     hard = (x > threshold).to(x.dtype)
     return soft + (hard - soft).detach()
