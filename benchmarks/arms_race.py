@@ -36,7 +36,8 @@ SETTINGS = {"default": GENERATE_DEFAULTS,
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small bot, N = 250 and 1000, 200-captcha pools")
-    parser.add_argument("--attacker", type=Path, help="reuse a bot folder (from `farm attacker train`)")
+    parser.add_argument("--attacker", type=Path, help="the bot's folder: reused when it holds one (from `farm attacker "
+                        "train`), else the bot is trained into it and kept for the next run")
     parser.add_argument("--answers", type=int, nargs="*", help="N: answers per fine-tune")
     parser.add_argument("--pool-size", type=int, help="captchas in each compared pool")
     parser.add_argument("--adapt", type=int, help="labelled adversarial captchas the bot adapts on")
@@ -51,10 +52,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         store = LocalStore(tmp)
         registry.ensure_current(store)
-        if args.attacker:
-            bot_dir = args.attacker
-        else:
-            bot_dir = Path(tmp) / "bot"
+        bot_dir = args.attacker or Path(tmp) / "bot"
+        if not (bot_dir / "card.json").exists():
             train_attacker(bot_dir, RECIPES["quick" if args.quick else "full"], progress=False)
         bot = load_solver_dir(bot_dir)
         print(f"bot: {bot.card['architecture']} reads {bot.card['metrics']['accuracy']['classic']:.1%} of clean classic "

@@ -255,7 +255,7 @@ def fit(base: Solver, images: torch.Tensor, labels: list[str], held_images: torc
     bar.close()
     model.load_state_dict(best[2])
     model.eval()
-    solver.card.update(best_step=best[1], history=history)
+    solver.card.update(best_step=best[1], history=history, guard_floor=round(floor, 4) if guard is not None else None)
     return solver
 
 
@@ -300,11 +300,16 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
               "tolerance": config.tolerance, "history": history,
               "seconds": round(time.perf_counter() - started, 1)}
     worst = max(drops, key=drops.get, default=None)
+    result["guard_floor"] = solver.card["guard_floor"]
     if best_step == 0:
+        closest = max(history, key=lambda h: h["agreement"], default=None)
+        why = "" if closest is None or closest["agreement"] <= before["agreement"] else (
+            f" (the best, {closest['agreement']:.1%} at step {closest['step']}, read {closest['clean']:.1%} of the "
+            f"guard's clean captchas, under the floor {result['guard_floor']:.1%})" if "clean" in closest else "")
         raise FinetuneRefused(
             f"no gain: no weights agreed better with the held-out answers ({before['agreement']:.1%}) while keeping "
-            f"clean accuracy within half the tolerance; nothing was published. More answers or a smaller --lr "
-            f"may help", result)
+            f"clean accuracy within half the tolerance{why}; nothing was published. More replay (--replay), a "
+            f"smaller --lr or more answers may help", result)
     if worst is not None and drops[worst] > config.tolerance:
         raise FinetuneRefused(
             f"guard: clean accuracy on {worst} fell from {before['clean'][worst]:.1%} to {after['clean'][worst]:.1%} "
