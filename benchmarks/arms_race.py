@@ -28,9 +28,11 @@ from farm.store import LocalStore
 
 SECRET = b"arms-race"
 # the pools' setting: farm generate's defaults, or a weak one that a clean-trained bot still reads
-# often (under the defaults it reads almost none of a v1 pool, which leaves nothing to win back)
+# often (under the defaults it reads almost none of a v1 pool, which leaves nothing to win back), or the
+# defaults' method at a budget between the two, where transfer is partial and the substitute's likeness matters
 SETTINGS = {"default": GENERATE_DEFAULTS,
-            "weak": {"method": "iterative", "mask": "full", "eps": 8 / 255, "steps": 20}}
+            "weak": {"method": "iterative", "mask": "full", "eps": 8 / 255, "steps": 20},
+            "middle": {**GENERATE_DEFAULTS, "eps": 12 / 255, "eps_glyph": 4 / 255}}
 
 
 def main():
@@ -42,12 +44,15 @@ def main():
     parser.add_argument("--pool-size", type=int, help="captchas in each compared pool")
     parser.add_argument("--adapt", type=int, help="labelled adversarial captchas the bot adapts on")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--lr", type=float, help="fine-tune learning rate (default: farm finetune's)")
+    parser.add_argument("--replay", type=float, help="fine-tune share of clean replay (default: farm finetune's)")
     parser.add_argument("--setting", choices=SETTINGS, default="default", help="how every pool is perturbed")
     args = parser.parse_args()
     sizes = args.answers or ([250, 1000] if args.quick else [250, 500, 1000])
     pool_size = args.pool_size or (200 if args.quick else 500)
     adapt_count = args.adapt or (1000 if args.quick else 5000)
-    config = FinetuneConfig(steps=300 if args.quick else 400, guard_count=300 if args.quick else 500)
+    tuning = {k: v for k, v in {"lr": args.lr, "replay": args.replay}.items() if v is not None}
+    config = FinetuneConfig(steps=300 if args.quick else 400, guard_count=300 if args.quick else 500, **tuning)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         store = LocalStore(tmp)
