@@ -26,6 +26,7 @@ from tqdm import tqdm
 from farm import registry
 from farm.answers import read_batch
 from farm.checkpoint import Solver, build_card, weights_bytes
+from farm.defaults import FinetuneConfig
 from farm.dataset import EVALUATION, TRAIN, VALIDATION, render_set
 from farm.evaluate import scheme_accuracy, sequence_accuracy
 from farm.exceptions import AnswersError, FarmError
@@ -49,44 +50,6 @@ class FinetuneRefused(FarmError):
     def __init__(self, message: str, result: dict):
         super().__init__(message)
         self.result = result
-
-
-@dataclass
-class FinetuneConfig:
-    """How a fine-tune runs. Saved in the new card so the run can be repeated."""
-
-    steps: int = 400  # at most; stops earlier once held-out agreement stops rising
-    batch_size: int = 64
-    replay: float = 0.5  # share of each batch drawn from clean captchas of the substitute's schemes
-    replay_count: int = 8000  # clean captchas rendered once for the replay
-    lr: float = 3e-4  # a tenth of training's: move towards the attacker, do not forget the schemes
-    holdout: float = 0.2  # share of answers kept apart to measure agreement
-    eval_every: int = 50
-    patience: int = 3  # evaluations without a better agreement before stopping
-    tolerance: float = 0.02  # largest drop of clean accuracy on a target scheme that may be published
-    guard_count: int = 500  # fresh captchas per target scheme for the guard
-    risks: tuple[str, ...] = ("attacker",)  # whose answers are queries to an attack model
-    seed: int = 0
-    workers: int = 2  # render processes for the replay
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "FinetuneConfig":
-        """Fields from JSON (a task argument); an unknown name is a ValueError naming it."""
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"config: unknown field(s) {', '.join(unknown)}; known: {', '.join(cls.__dataclass_fields__)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-
-    def validate(self) -> "FinetuneConfig":
-        if self.steps < 1 or self.batch_size < 2:
-            raise ValueError("steps and batch-size: need steps >= 1 and batch-size >= 2")
-        if not 0 <= self.replay < 1:
-            raise ValueError(f"replay: must be in [0, 1) (got {self.replay})")
-        if not 0 < self.holdout < 1:
-            raise ValueError(f"holdout: must be in (0, 1) (got {self.holdout})")
-        if self.tolerance < 0:
-            raise ValueError(f"tolerance: must be >= 0 (got {self.tolerance})")
-        return self
 
 
 @dataclass
