@@ -70,9 +70,11 @@ def test_the_guard_refuses_a_damaging_fine_tune_and_publishes_nothing(attacked, 
              for r in read_keys(store, "p")]
     key = ingest(store, "".join(json.dumps(r) + "\n" for r in lines).encode()).key
     before = store.list("checkpoints/")
-    with pytest.raises(FinetuneRefused, match="nothing was published"):
+    with pytest.raises(FinetuneRefused, match="nothing was published") as refused:
         finetune(store, [key], config=FinetuneConfig(**{**SMALL, "steps": 40}, replay=0.0, lr=1e-2), progress=False)
     assert store.list("checkpoints/") == before and registry.current(store)["version"] == "v1"
+    # the refusal says how close it came: agreement with "7777" rose, clean reading fell under the floor
+    assert "under the floor" in str(refused.value) and 0 < refused.value.result["guard_floor"] < 1
 
 
 def test_malformed_foreign_and_human_answers_are_skipped_and_counted(attacked, substitute, tmp_path):
