@@ -35,6 +35,7 @@ def main():
     thresholds = otsu(torch.from_numpy(images).float().unsqueeze(1) / 255).view(-1).numpy() * 255
     regions = np.stack([glyph_region(c.mask, args.margin) for c in captchas])
     distance = np.abs(images - thresholds[:, None, None])
+    # the background well away from the strokes (3 pixels), not their anti-aliased edges
     background = np.array([np.median(img[~glyph_region(c.mask, 3)]) for img, c in zip(images, captchas)])
 
     def reach(where, eps):

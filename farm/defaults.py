@@ -5,7 +5,7 @@
 Chosen with benchmarks/transfer.py on donor solvers only (held-out solvers report it, never
 choose it): momentum with input diversity and smoothed (translation-invariant) gradients, every
 step spent, 32/255 off the glyphs and 8/255 on them. PoolSpec's own defaults stay the plain
-method of the paper. Kept apart from farm.pool so the CLI can show them without importing torch.
+method of the paper. The fine-tune's: FinetuneConfig, which farm.finetune runs.
 """
 
 from dataclasses import dataclass

@@ -260,18 +260,14 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
               "steps_run": history[-1]["step"] if history else 0,
               "queries": {"train": len(train_answers), "holdout": len(held_answers), "skipped": queries.skipped},
               "target_schemes": targets, "before": before, "after": after, "clean_drop": drops,
-              "tolerance": config.tolerance, "history": history,
+              "tolerance": config.tolerance, "guard_floor": solver.card["guard_floor"], "history": history,
               "seconds": round(time.perf_counter() - started, 1)}
     worst = max(drops, key=drops.get, default=None)
-    result["guard_floor"] = solver.card["guard_floor"]
     if best_step == 0:
-        closest = max(history, key=lambda h: h["agreement"], default=None)
-        why = "" if closest is None or closest["agreement"] <= before["agreement"] else (
-            f" (the best, {closest['agreement']:.1%} at step {closest['step']}, read {closest['clean']:.1%} of the "
-            f"guard's clean captchas, under the floor {result['guard_floor']:.1%})" if "clean" in closest else "")
+        closest = _closest_miss(history, before["agreement"], result["guard_floor"])
         raise FinetuneRefused(
             f"no gain: no weights agreed better with the held-out answers ({before['agreement']:.1%}) while keeping "
-            f"clean accuracy within half the tolerance{why}; nothing was published. More replay (--replay), a "
+            f"clean accuracy within half the tolerance{closest}; nothing was published. More replay (--replay), a "
             f"smaller --lr or more answers may help", result)
     if worst is not None and drops[worst] > config.tolerance:
         raise FinetuneRefused(
@@ -296,6 +292,15 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
         result["version"] = registry.publish(store, weights, card, parent=parent)
         result["published"] = True
     return result
+
+
+def _closest_miss(history: list[dict], before: float, floor: float | None) -> str:
+    """Why no weights qualified: the best agreement reached and its clean reading under the guard's floor."""
+    closest = max(history, key=lambda h: h["agreement"], default=None)
+    if closest is None or closest["agreement"] <= before or floor is None:
+        return ""  # agreement never rose: nothing came close
+    return (f" (the best, {closest['agreement']:.1%} at step {closest['step']}, read {closest['clean']:.1%} of the "
+            f"guard's clean captchas, under the floor {floor:.1%})")
 
 
 def resolve_batches(store: Store, names: list[str]) -> list[str]:

@@ -20,11 +20,13 @@ _DEFAULT = FinetuneConfig()
               help="A folder of the platform's captchas with their true answers (as `farm train --data`), "
                    "trained on with the answers or alone.")
 @click.option("--base", default=None, help="Version to start from [default: CURRENT]; the new one publishes on top.")
-@click.option("--steps", default=_DEFAULT.steps, show_default=True, help="At most this many steps (stops on held-out agreement).")
+@click.option("--steps", default=_DEFAULT.steps, show_default=True,
+              help="At most this many steps (stops on held-out agreement).")
 @click.option("--lr", default=_DEFAULT.lr, show_default=True, help="Learning rate.")
-@click.option("--replay", default=_DEFAULT.replay, show_default=True, help="Share of each batch that is clean replay of the "
-                                                               "substitute's own schemes.")
-@click.option("--holdout", default=_DEFAULT.holdout, show_default=True, help="Share of answers held out to measure agreement.")
+@click.option("--replay", default=_DEFAULT.replay, show_default=True,
+              help="Share of each batch that is clean replay of the substitute's own schemes.")
+@click.option("--holdout", default=_DEFAULT.holdout, show_default=True,
+              help="Share of answers held out to measure agreement.")
 @click.option("--tolerance", default=_DEFAULT.tolerance, show_default=True,
               help="Refuse to publish when clean accuracy on a target scheme falls by more than this.")
 @click.option("--risk", "risks", multiple=True, default=("attacker",), show_default=True,
