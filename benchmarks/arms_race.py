@@ -6,8 +6,9 @@ with the fine-tuned version and one made with v1 (the same clean captchas, paire
 bot adapts on labelled adversarial captchas, as its operator would, and the loop repeats on top
 of round 1's best version. Everything runs in a temporary store; pools are made with `farm
 generate`'s defaults (--setting weak: iterative 8/255, which a clean-trained bot still reads).
-Last line: `extraction_gain: <1 - bot accuracy on the fine-tuned pool / on the v1 pool>` (round 1,
-largest N). Goal: >= 0.5 with <= 1,000 answers while clean accuracy stays within 2 points.
+Column `only b/n`: captchas the bot solved only in the v_base pool / only in the new one, the
+pairs that tell a gain from noise. Last line: `extraction_gain: <1 - bot accuracy on the
+fine-tuned pool / on the v1 pool>` (round 1, largest N). Goal: >= 0.5 with <= 1,000 answers while clean accuracy stays within 2 points.
 """
 
 import argparse
@@ -33,6 +34,16 @@ SECRET = b"arms-race"
 SETTINGS = {"default": GENERATE_DEFAULTS,
             "weak": {"method": "iterative", "mask": "full", "eps": 8 / 255, "steps": 20},
             "middle": {**GENERATE_DEFAULTS, "eps": 12 / 255, "eps_glyph": 4 / 255}}
+
+
+def discordant(on_base: list[bool], on_new: list[bool]) -> str:
+    """Captchas the bot solved only in the v_base pool / only in the new one (the same clean captchas).
+
+    The pairs that differ are all the evidence: with b and n of them, a gain is noise unless
+    b and n are far apart (McNemar: |b - n| beyond about 2 * sqrt(b + n)).
+    """
+    pairs = list(zip(on_base, on_new))
+    return f"{sum(x and not y for x, y in pairs)}/{sum(y and not x for x, y in pairs)}"
 
 
 def main():
@@ -72,13 +83,13 @@ def main():
 
         gains = {}
         print(f"{'round':>5} {'N':>5} {'agreement':>15} {'clean classic':>15} {'bot: v_base pool':>17} "
-              f"{'bot: new pool':>14} {'relative':>8}", flush=True)
+              f"{'bot: new pool':>14} {'relative':>8} {'only b/n':>9}", flush=True)
         for round_ in range(1, args.rounds + 1):
             base = registry.current(store)["version"]
             queries = make_pool(f"r{round_}-queries", base, max(sizes), seed=100 + round_)
             answered = answer_pool(store, queries, bot, max(sizes))
             reference = make_pool(f"r{round_}-base", base, pool_size, seed=200 + round_)
-            on_base = answer_pool(store, reference, bot)["accuracy"]
+            on_base = answer_pool(store, reference, bot)
             best = None
             for n in sizes:
                 data = "".join(json.dumps(r) + "\n" for r in answered["records"][:n]).encode()
@@ -86,16 +97,17 @@ def main():
                 try:
                     result = finetune(store, [key], base=base, config=config, progress=False)
                 except FinetuneRefused as e:
-                    print(f"{round_:>5} {n:>5} refused (bot reads {on_base:.1%} of the v_base pool): {e}", flush=True)
+                    print(f"{round_:>5} {n:>5} refused (bot reads {on_base['accuracy']:.1%} of the v_base pool): {e}",
+                          flush=True)
                     continue
                 new_pool = make_pool(f"r{round_}-n{n}", result["version"], pool_size, seed=200 + round_)
-                on_new = answer_pool(store, new_pool, bot)["accuracy"]
+                on_new = answer_pool(store, new_pool, bot)
                 registry.promote(store, base)  # the next N starts from the same base
-                relative = 1 - on_new / on_base if on_base else 0.0
+                relative = 1 - on_new["accuracy"] / on_base["accuracy"] if on_base["accuracy"] else 0.0
                 b, a = result["before"], result["after"]
                 print(f"{round_:>5} {n:>5} {b['agreement']:>6.1%} -> {a['agreement']:<6.1%} "
-                      f"{b['clean']['classic']:>6.1%} -> {a['clean']['classic']:<6.1%} {on_base:>17.1%} "
-                      f"{on_new:>14.1%} {relative:>8.1%}", flush=True)
+                      f"{b['clean']['classic']:>6.1%} -> {a['clean']['classic']:<6.1%} {on_base['accuracy']:>17.1%} "
+                      f"{on_new['accuracy']:>14.1%} {relative:>8.1%} {discordant(on_base['solved'], on_new['solved']):>9}", flush=True)
                 gains[round_, n] = relative
                 best = result["version"]
             if best:

@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 from farm.checkpoint import Solver, save_solver_dir
-from farm.evaluate import sequence_accuracy
 from farm.exceptions import PoolError
 from farm.pool import pool_images
 
@@ -61,7 +60,8 @@ def answer_pool(store, pool: str, attacker: Solver, count: int | None = None, ri
     """The bot answers the pool's first `count` captchas: {"records": answer lines, "accuracy": its score}.
 
     Records carry what a platform reports (pool, captcha id, the bot's answer, risk, time); the
-    accuracy is computed from the pool's keys, which only a simulation may look at.
+    accuracy, and `solved` (captcha by captcha, in index order, so two pools of one seed pair up),
+    come from the pool's keys, which only a simulation may look at.
     """
     if count is not None and count <= 0:
         raise ValueError(f"count: must be positive (got {count})")
@@ -72,8 +72,8 @@ def answer_pool(store, pool: str, attacker: Solver, count: int | None = None, ri
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     lines = [{"pool": pool, "captcha_id": r["id"], "answer": reading or "?", "risk": risk, "time": now}
              for r, reading in zip(records, readings)]
-    return {"records": lines, "accuracy": sequence_accuracy(readings, [r["answer"] for r in records]),
-            "count": len(lines)}
+    solved = [reading == r["answer"] for reading, r in zip(readings, records)]
+    return {"records": lines, "accuracy": sum(solved) / len(solved), "solved": solved, "count": len(lines)}
 
 
 def write_answers(path: Path, records: list[dict]) -> None:

@@ -177,3 +177,11 @@ def test_a_bot_answers_a_pool_as_a_platform_reports_it(attacked, tmp_path, monke
     missing = CliRunner().invoke(main, ["attacker", "answer", "--attacker", str(tmp_path), "--pool", "p",
                                         "--out", str(out)])
     assert missing.exit_code != 0 and "model.safetensors is missing" in missing.output
+
+
+def test_a_bots_solved_flags_follow_the_pools_captchas_in_order(attacked):
+    store, _ = attacked
+    answered = answer_pool(store, "p", load_donor("crnn-b"), 40)
+    truths = [r["answer"] for r in read_keys(store, "p")[:40]]
+    assert answered["solved"] == [r["answer"] == t for r, t in zip(answered["records"], truths)]
+    assert 0 < sum(answered["solved"]) < 40 and answered["accuracy"] == sum(answered["solved"]) / 40
