@@ -24,6 +24,9 @@ class FinetuneConfig:
     replay_count: int = 8000  # clean captchas rendered once for the replay
     lr: float = 1e-4  # 3e-4 lost 3-4 points of clean accuracy within 50 steps on bot answers (benchmarks/arms_race.py)
     holdout: float = 0.2  # share of answers kept apart to measure agreement
+    # learn only what the bot got wrong: its right answers teach the substitute to resist its own
+    # perturbations, and the next pool fooled bots less (benchmarks/extraction_variants.py)
+    mistakes_only: bool = True
     eval_every: int = 50
     patience: int = 3  # evaluations without a better agreement before stopping
     tolerance: float = 0.02  # largest drop of clean accuracy on a target scheme that may be published

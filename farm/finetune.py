@@ -2,7 +2,9 @@
 
 An attacker's submitted answer to a captcha is a query to its solving model: the pairs (image,
 answer) teach the substitute to read like the bot, so captchas perturbed against the next
-version transfer to the bots actually seen. Each batch mixes answer records with a replay of
+version transfer to the bots actually seen. Only the bot's mistakes are learned by default (the
+pool's keys tell them apart): its right answers would teach the substitute to read through its
+own perturbations, and the next pool fooled bots less. Each batch mixes answer records with a replay of
 clean captchas of the substitute's own schemes, so it keeps reading them; part of the answers is
 held out and training stops when agreement with them stops rising; a guard refuses to publish a
 model that lost clean accuracy on the target schemes beyond a tolerance.
@@ -59,11 +61,14 @@ class Queries:
     images: torch.Tensor
     answers: list[str]
     holdout: torch.Tensor  # bool (N,): kept apart to measure agreement
+    solved: torch.Tensor  # bool (N,): the attacker answered right (by the pool's keys); False for labelled folders
     schemes: list[str]  # the target schemes: those of the answered pools
     skipped: dict[str, int] = field(default_factory=dict)
 
-    def split(self, held: bool) -> tuple[torch.Tensor, list[str]]:
-        rows = (self.holdout if held else ~self.holdout).nonzero().squeeze(1).tolist()
+    def split(self, held: bool, mistakes_only: bool = False) -> tuple[torch.Tensor, list[str]]:
+        """Held-out rows, or the training rows (without the attacker's right answers when `mistakes_only`)."""
+        keep = self.holdout if held else ~self.holdout & ~(self.solved & mistakes_only)
+        rows = keep.nonzero().squeeze(1).tolist()
         return self.images[rows], [self.answers[i] for i in rows]
 
 
@@ -80,10 +85,10 @@ def _held_out(record: dict, share: float, seed: int) -> bool:
 
 def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: FinetuneConfig) -> Queries:
     """Resolve answer batches to (image, answer) pairs; records that cannot serve are counted by reason."""
-    from farm.pool import PoolSpec, read_manifest
+    from farm.pool import PoolSpec, read_keys, read_manifest
 
     skipped: Counter = Counter()
-    seen, images, answers, held, schemes = set(), [], [], [], {}
+    seen, images, answers, held, solved, schemes, truths = set(), [], [], [], [], {}, {}
     for key in batch_keys:
         try:
             records = read_batch(store, key)
@@ -122,10 +127,13 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
                     schemes[record["pool"]] = PoolSpec.from_dict(read_manifest(store, record["pool"])["spec"]).scheme
                 except FarmError:
                     schemes[record["pool"]] = None
+                truths[record["pool"]] = {k["id"]: solver.charset.normalize(k["answer"])
+                                          for k in read_keys(store, record["pool"])}
             seen.add(identity)
             images.append(input_bytes(solver, [image]))
             answers.append(answer)
             held.append(_held_out(record, config.holdout, config.seed))
+            solved.append(truths[record["pool"]].get(record["captcha_id"]) == answer)
     usable = len(answers)
     if usable < MIN_QUERIES:
         raise AnswersError(f"answers: only {usable} usable records (skipped: {dict(skipped) or 'none'}); "
@@ -134,19 +142,20 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
     if holdout.all() or not holdout.any():  # tiny batches: still keep both sides
         holdout[:] = False
         holdout[:: max(2, round(1 / config.holdout))] = True
-    return Queries(torch.cat(images), answers, holdout, sorted({s for s in schemes.values() if s}), dict(skipped))
+    return Queries(torch.cat(images), answers, holdout, torch.tensor(solved), sorted({s for s in schemes.values() if s}),
+                   dict(skipped))
 
 
 def folder_queries(folder: str | Path, solver: Solver, config: FinetuneConfig) -> Queries:
     """A platform's labelled captchas as queries: true answers instead of an attacker's (farm.folder)."""
     data = read_folder(folder, Charset(solver.charset.alphabet, 1, MAX_ANSWER_CHARS), glyphs=False)
     held = torch.from_numpy(data.held_out(config.holdout))
-    return Queries(input_bytes(solver, data.images), data.texts, held, [], {})
+    return Queries(input_bytes(solver, data.images), data.texts, held, torch.zeros_like(held), [], {})
 
 
 def merge(first: Queries, second: Queries) -> Queries:
     return Queries(torch.cat([first.images, second.images]), first.answers + second.answers,
-                   torch.cat([first.holdout, second.holdout]), sorted(set(first.schemes) | set(second.schemes)),
+                   torch.cat([first.holdout, second.holdout]), torch.cat([first.solved, second.solved]), sorted(set(first.schemes) | set(second.schemes)),
                    {k: first.skipped.get(k, 0) + second.skipped.get(k, 0) for k in {**first.skipped, **second.skipped}})
 
 
@@ -242,7 +251,10 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
         labelled = folder_queries(data, base_solver, config)
         queries = merge(queries, labelled) if queries else labelled
     targets = queries.schemes or list(base_solver.card.get("schemes") or [])  # none: a folder-only substitute
-    train_images, train_answers = queries.split(held=False)
+    train_images, train_answers = queries.split(held=False, mistakes_only=config.mistakes_only)
+    if not train_answers:
+        raise AnswersError("answers: the attacker answered every training captcha right, which leaves no mistake to "
+                           "learn from; give more answers, or learn its right answers too (--all-answers)")
     held_images, held_answers = queries.split(held=True)
     before = {"agreement": round(agreement(base_solver, held_images, held_answers), 4),
               "clean": _clean_accuracy(base_solver, targets, config)}
@@ -258,7 +270,9 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     drops = {name: round(before["clean"][name] - after["clean"][name], 4) for name in targets}
     result = {"base": parent, "version": None, "published": False, "best_step": best_step,
               "steps_run": history[-1]["step"] if history else 0,
-              "queries": {"train": len(train_answers), "holdout": len(held_answers), "skipped": queries.skipped},
+              "queries": {"train": len(train_answers), "holdout": len(held_answers), "skipped": queries.skipped,
+                          "solved_left_out": int((queries.solved & ~queries.holdout).sum()) if config.mistakes_only
+                          else 0},
               "target_schemes": targets, "before": before, "after": after, "clean_drop": drops,
               "tolerance": config.tolerance, "guard_floor": solver.card["guard_floor"], "history": history,
               "seconds": round(time.perf_counter() - started, 1)}

@@ -46,7 +46,9 @@ def test_agreement_with_the_attacker_rises_and_the_new_version_names_its_parent(
     store = LocalStore(tmp_path / "store")
     for k in base.list(""):  # a copy per test: publishing changes the registry
         store.put(k, base.get(k))
-    result = finetune(store, [key], config=FinetuneConfig(**SMALL, tolerance=0.5), progress=False)
+    # every answer learned: the held-out ones, right and wrong, are what agreement counts
+    config = FinetuneConfig(**SMALL, tolerance=0.5, mistakes_only=False)
+    result = finetune(store, [key], config=config, progress=False)
     assert result["published"] and result["version"] == "v2" and result["base"] == "v1"
     assert result["after"]["agreement"] > result["before"]["agreement"] + 0.1, result
     assert registry.current(store)["version"] == "v2"
@@ -107,6 +109,19 @@ def test_malformed_foreign_and_human_answers_are_skipped_and_counted(attacked, s
         load_queries(scratch, ["answers/few.jsonl"], substitute, FinetuneConfig())
 
 
+def test_the_attackers_right_answers_are_told_apart_by_the_keys_and_left_out_of_training(attacked, substitute):
+    from farm.answers import read_batch
+
+    store, key = attacked
+    queries = load_queries(store, [key], substitute, FinetuneConfig())
+    truths = {r["id"]: r["answer"] for r in read_keys(store, "p")}
+    right = sum(r["answer"] == truths[r["captcha_id"]] for r in read_batch(store, key))
+    assert 0 < int(queries.solved.sum()) == right < len(queries.answers)
+    everything, mistakes = queries.split(held=False)[1], queries.split(held=False, mistakes_only=True)[1]
+    assert len(everything) - len(mistakes) == int((queries.solved & ~queries.holdout).sum()) > 0
+    assert len(queries.split(held=True, mistakes_only=True)[1]) == int(queries.holdout.sum())  # held out: all
+
+
 def test_fine_tune_settings_name_what_is_wrong():
     with pytest.raises(ValueError, match="unknown field.*stepz"):
         FinetuneConfig.from_dict({"stepz": 3})
@@ -139,7 +154,7 @@ def test_the_finetune_task_publishes_a_version_that_a_running_generation_worker_
                  "the fine-tune worker")
         assert finetuner.poll() is None, log.read_text()[-3000:]
         app = Celery(broker=redis_broker)
-        app.send_task("finetune", args=[[key], "v1"], kwargs={"config": {**SMALL, "tolerance": 0.5}},
+        app.send_task("finetune", args=[[key], "v1"], kwargs={"config": {**SMALL, "tolerance": 0.5, "mistakes_only": False}},
                       queue="finetune", routing_key="finetune", exchange="finetune")
         wait_for(lambda: registry.current(store)["version"] == "v2", 300, "the fine-tune to publish v2", interval=1)
         assert "fine-tune published v2 on top of v1" in log.read_text()

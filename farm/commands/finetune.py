@@ -29,13 +29,17 @@ _DEFAULT = FinetuneConfig()
               help="Share of answers held out to measure agreement.")
 @click.option("--tolerance", default=_DEFAULT.tolerance, show_default=True,
               help="Refuse to publish when clean accuracy on a target scheme falls by more than this.")
+@click.option("--all-answers", is_flag=True,
+              help="Also learn the answers the attacker got right (by default only its mistakes are learned: its "
+                   "right answers teach the substitute to resist its own perturbations).")
 @click.option("--risk", "risks", multiple=True, default=("attacker",), show_default=True,
               help="Risk ratings whose answers count as queries to an attack model (repeatable).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Fine-tune and report, publish nothing.")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def finetune(names, data, base, steps, lr, replay, holdout, tolerance, risks, seed, dry_run, store_url, as_json):
+def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answers, risks, seed, dry_run, store_url,
+             as_json):
     """Fine-tune the substitute on attackers' answers (model extraction) or a labelled folder; publish it.
 
     Each answer is the attacker's reading of a pool captcha: a query to its model. Training mixes
@@ -50,7 +54,7 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, risks, se
     store = open_store_or_fail(store_url)
     try:
         config = FinetuneConfig(steps=steps, lr=lr, replay=replay, holdout=holdout, tolerance=tolerance,
-                                risks=tuple(risks), seed=seed).validate()
+                                mistakes_only=not all_answers, risks=tuple(risks), seed=seed).validate()
         keys = resolve_batches(store, list(names)) if names else []
         result = run(store, keys, base=base, config=config, publish=not dry_run, data=data,
                      command="farm " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
@@ -66,7 +70,8 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, risks, se
     b, a = result["before"], result["after"]
     clean = ", ".join(f"{k} {b['clean'][k]:.1%} -> {a['clean'][k]:.1%}" for k in result["target_schemes"])
     q = result["queries"]
-    click.echo(f"{q['train']} answers trained on, {q['holdout']} held out, skipped {q['skipped'] or 'none'}")
+    right = f" ({q['solved_left_out']} the attacker got right left out)" if q["solved_left_out"] else ""
+    click.echo(f"{q['train']} answers trained on{right}, {q['holdout']} held out, skipped {q['skipped'] or 'none'}")
     click.echo(f"agreement with the attacker {b['agreement']:.1%} -> {a['agreement']:.1%}; clean {clean}")
     click.echo(f"published {result['version']} on top of {result['base']}" if result["published"]
                else "dry run: nothing published")
