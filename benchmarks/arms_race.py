@@ -57,12 +57,14 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--lr", type=float, help="fine-tune learning rate (default: farm finetune's)")
     parser.add_argument("--replay", type=float, help="fine-tune share of clean replay (default: farm finetune's)")
+    parser.add_argument("--all-answers", action="store_true", help="fine-tune on the bot's right answers too")
     parser.add_argument("--setting", choices=SETTINGS, default="default", help="how every pool is perturbed")
     args = parser.parse_args()
     sizes = args.answers or ([250, 1000] if args.quick else [250, 500, 1000])
     pool_size = args.pool_size or (200 if args.quick else 500)
     adapt_count = args.adapt or (1000 if args.quick else 5000)
     tuning = {k: v for k, v in {"lr": args.lr, "replay": args.replay}.items() if v is not None}
+    tuning["mistakes_only"] = not args.all_answers
     config = FinetuneConfig(steps=300 if args.quick else 400, guard_count=300 if args.quick else 500, **tuning)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
