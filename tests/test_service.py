@@ -359,6 +359,18 @@ def chromium():
 
 
 @pytest.mark.slow  # a browser starts in 5-10 s on a busy 2-core machine
+def left_the_page(element) -> bool:
+    """The page moved on. Like Selenium's staleness_of, but mid-navigation Chromium may also answer
+    "Node with given id does not belong to the document" (a WebDriverException, not a stale element)."""
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        element.is_enabled()
+    except WebDriverException:
+        return True
+    return False
+
+
 def test_a_participant_answers_three_captchas_in_chromium_and_the_report_counts_them(serve, pool_env, substitute,
                                                                                      tmp_path, monkeypatch):
     from selenium.webdriver.common.by import By
@@ -406,9 +418,8 @@ def test_a_participant_answers_three_captchas_in_chromium_and_the_report_counts_
             else:
                 box.send_keys("0000" if truth != "0000" else "1111")  # typed wrong
             typed.append((shown["pool"], step == 0))
-            old = box
             browser.find_element(By.ID, "next").click()
-            wait.until(seen.staleness_of(old))
+            wait.until(lambda _, old=box: left_the_page(old))
         assert browser.find_element(By.TAG_NAME, "h1").text == "Thank you!"
         assert browser.find_element(By.ID, "code").text == participant[:8]
         browser.back()  # a stale tab sends step 2 again: nothing more is recorded
