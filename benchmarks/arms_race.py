@@ -8,7 +8,8 @@ of round 1's best version. Everything runs in a temporary store; pools are made 
 generate`'s defaults (--setting weak: iterative 8/255, which a clean-trained bot still reads).
 Column `only b/n`: captchas the bot solved only in the v_base pool / only in the new one, the
 pairs that tell a gain from noise. Last line: `extraction_gain: <1 - bot accuracy on the
-fine-tuned pool / on the v1 pool>` (round 1, largest N). Goal: >= 0.5 with <= 1,000 answers while clean accuracy stays within 2 points.
+fine-tuned pool / on the v1 pool>` (round 1, largest N). Goal: >= 0.5 with <= 1,000 answers
+while clean accuracy stays within 2 points.
 """
 
 import argparse
@@ -109,7 +110,8 @@ def main():
                 b, a = result["before"], result["after"]
                 print(f"{round_:>5} {n:>5} {b['agreement']:>6.1%} -> {a['agreement']:<6.1%} "
                       f"{b['clean']['classic']:>6.1%} -> {a['clean']['classic']:<6.1%} {on_base['accuracy']:>17.1%} "
-                      f"{on_new['accuracy']:>14.1%} {relative:>8.1%} {discordant(on_base['solved'], on_new['solved']):>9}", flush=True)
+                      f"{on_new['accuracy']:>14.1%} {relative:>8.1%} "
+                      f"{discordant(on_base['solved'], on_new['solved']):>9}", flush=True)
                 gains[round_, n] = relative
                 best = result["version"]
             if best:

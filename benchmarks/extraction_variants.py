@@ -73,9 +73,9 @@ def main():
             usable.append(i)
         except ValueError:
             pass
-    held = set(usable[::5])
-    train = [i for i in usable if i not in held]
-    held_images, held_answers = input_bytes(v1, [adversarial[i] for i in sorted(held)]), [answers[i] for i in sorted(held)]
+    held = usable[::5]
+    train = [i for k, i in enumerate(usable) if k % 5]
+    held_images, held_answers = input_bytes(v1, [adversarial[i] for i in held]), [answers[i] for i in held]
     spec_e, fresh = captchas(args.setting, args.pool_size, args.seed)
     on_v1 = solved_against(v1, spec_e, fresh)
     guard = render_set({"classic": 1.0}, 300, 0, size, VALIDATION, 0)

@@ -142,8 +142,8 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
     if holdout.all() or not holdout.any():  # tiny batches: still keep both sides
         holdout[:] = False
         holdout[:: max(2, round(1 / config.holdout))] = True
-    return Queries(torch.cat(images), answers, holdout, torch.tensor(solved), sorted({s for s in schemes.values() if s}),
-                   dict(skipped))
+    return Queries(torch.cat(images), answers, holdout, torch.tensor(solved),
+                   sorted({s for s in schemes.values() if s}), dict(skipped))
 
 
 def folder_queries(folder: str | Path, solver: Solver, config: FinetuneConfig) -> Queries:
@@ -155,7 +155,8 @@ def folder_queries(folder: str | Path, solver: Solver, config: FinetuneConfig) -
 
 def merge(first: Queries, second: Queries) -> Queries:
     return Queries(torch.cat([first.images, second.images]), first.answers + second.answers,
-                   torch.cat([first.holdout, second.holdout]), torch.cat([first.solved, second.solved]), sorted(set(first.schemes) | set(second.schemes)),
+                   torch.cat([first.holdout, second.holdout]), torch.cat([first.solved, second.solved]),
+                   sorted(set(first.schemes) | set(second.schemes)),
                    {k: first.skipped.get(k, 0) + second.skipped.get(k, 0) for k in {**first.skipped, **second.skipped}})
 
 
@@ -271,8 +272,7 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     result = {"base": parent, "version": None, "published": False, "best_step": best_step,
               "steps_run": history[-1]["step"] if history else 0,
               "queries": {"train": len(train_answers), "holdout": len(held_answers), "skipped": queries.skipped,
-                          "solved_left_out": int((queries.solved & ~queries.holdout).sum()) if config.mistakes_only
-                          else 0},
+                          "solved_left_out": int((~queries.holdout).sum()) - len(train_answers)},
               "target_schemes": targets, "before": before, "after": after, "clean_drop": drops,
               "tolerance": config.tolerance, "guard_floor": solver.card["guard_floor"], "history": history,
               "seconds": round(time.perf_counter() - started, 1)}

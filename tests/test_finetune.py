@@ -154,7 +154,8 @@ def test_the_finetune_task_publishes_a_version_that_a_running_generation_worker_
                  "the fine-tune worker")
         assert finetuner.poll() is None, log.read_text()[-3000:]
         app = Celery(broker=redis_broker)
-        app.send_task("finetune", args=[[key], "v1"], kwargs={"config": {**SMALL, "tolerance": 0.5, "mistakes_only": False}},
+        config = {**SMALL, "tolerance": 0.5, "mistakes_only": False}
+        app.send_task("finetune", args=[[key], "v1"], kwargs={"config": config},
                       queue="finetune", routing_key="finetune", exchange="finetune")
         wait_for(lambda: registry.current(store)["version"] == "v2", 300, "the fine-tune to publish v2", interval=1)
         assert "fine-tune published v2 on top of v1" in log.read_text()

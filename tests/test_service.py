@@ -358,7 +358,6 @@ def chromium():
     return webdriver.Chrome(options=options, service=DriverService(driver))
 
 
-@pytest.mark.slow  # a browser starts in 5-10 s on a busy 2-core machine
 def left_the_page(element) -> bool:
     """The page moved on. Like Selenium's staleness_of, but mid-navigation Chromium may also answer
     "Node with given id does not belong to the document" (a WebDriverException, not a stale element)."""
@@ -371,6 +370,7 @@ def left_the_page(element) -> bool:
     return False
 
 
+@pytest.mark.slow  # a browser starts in 5-10 s on a busy 2-core machine
 def test_a_participant_answers_three_captchas_in_chromium_and_the_report_counts_them(serve, pool_env, substitute,
                                                                                      tmp_path, monkeypatch):
     from selenium.webdriver.common.by import By
