@@ -30,7 +30,7 @@ class FinetuneConfig:
     eval_every: int = 50
     patience: int = 3  # evaluations without a better agreement before stopping
     tolerance: float = 0.02  # largest drop of clean accuracy on a target scheme that may be published
-    guard_count: int = 500  # fresh captchas per target scheme for the guard
+    guard_count: int = 500  # fresh captchas per target scheme, for the guard during the fit and for the final check
     risks: tuple[str, ...] = ("attacker",)  # whose answers are queries to an attack model
     seed: int = 0
     workers: int = 2  # render processes for the replay

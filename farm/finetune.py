@@ -261,8 +261,9 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
               "clean": _clean_accuracy(base_solver, targets, config)}
 
     size = (base_solver.model.config.input_height, base_solver.model.config.input_width)
-    guard = render_set({name: 1.0 for name in targets}, 300 * len(targets), config.seed, size, VALIDATION, 0) \
-        if targets else None
+    # the guard inside the fit: other captchas (VALIDATION) than the final check's (EVALUATION), as many
+    guard = render_set({name: 1.0 for name in targets}, config.guard_count * len(targets), config.seed, size,
+                       VALIDATION, 0) if targets else None
     solver = fit(base_solver, train_images, train_answers, held_images, held_answers, config, progress, guard)
     model = solver.model
     best_step, history = solver.card["best_step"], solver.card["history"]
