@@ -85,8 +85,8 @@ def main():
             return name
 
         gains = {}
-        print(f"{'round':>5} {'N':>5} {'agreement':>15} {'clean classic':>15} {'bot: v_base pool':>17} "
-              f"{'bot: new pool':>14} {'relative':>8} {'only b/n':>9}", flush=True)
+        print(f"{'round':>5} {'N':>5} {'agreement':>15} {'on mistakes':>15} {'clean classic':>15} "
+              f"{'bot: v_base pool':>17} {'bot: new pool':>14} {'relative':>8} {'only b/n':>9}", flush=True)
         for round_ in range(1, args.rounds + 1):
             base = registry.current(store)["version"]
             queries = make_pool(f"r{round_}-queries", base, max(sizes), seed=100 + round_)
@@ -109,6 +109,7 @@ def main():
                 relative = 1 - on_new["accuracy"] / on_base["accuracy"] if on_base["accuracy"] else 0.0
                 b, a = result["before"], result["after"]
                 print(f"{round_:>5} {n:>5} {b['agreement']:>6.1%} -> {a['agreement']:<6.1%} "
+                      f"{b['agreement_on_mistakes'] or 0:>6.1%} -> {a['agreement_on_mistakes'] or 0:<6.1%} "
                       f"{b['clean']['classic']:>6.1%} -> {a['clean']['classic']:<6.1%} {on_base['accuracy']:>17.1%} "
                       f"{on_new['accuracy']:>14.1%} {relative:>8.1%} "
                       f"{discordant(on_base['solved'], on_new['solved']):>9}", flush=True)

@@ -66,8 +66,8 @@ class Queries:
     skipped: dict[str, int] = field(default_factory=dict)
 
     def split(self, held: bool, mistakes_only: bool = False) -> tuple[torch.Tensor, list[str]]:
-        """Held-out rows, or the training rows (without the attacker's right answers when `mistakes_only`)."""
-        keep = self.holdout if held else ~self.holdout & ~(self.solved & mistakes_only)
+        """Held-out rows or the training rows, without the attacker's right answers when `mistakes_only`."""
+        keep = (self.holdout if held else ~self.holdout) & ~(self.solved & mistakes_only)
         rows = keep.nonzero().squeeze(1).tolist()
         return self.images[rows], [self.answers[i] for i in rows]
 
@@ -165,6 +165,16 @@ def agreement(solver: Solver, images: torch.Tensor, answers: list[str]) -> float
     return sequence_accuracy(solver.read(images.float().div(255)), answers)
 
 
+def _agreements(solver: Solver, held: tuple, held_mistakes: tuple) -> dict:
+    """Agreement on every held-out answer, and on the attacker's held-out mistakes alone.
+
+    Only the second is extraction: reading a perturbed captcha right agrees with a bot that read
+    it right too, and says nothing about how the bot reads.
+    """
+    on_mistakes = round(agreement(solver, *held_mistakes), 4) if held_mistakes[1] else None
+    return {"agreement": round(agreement(solver, *held), 4), "agreement_on_mistakes": on_mistakes}
+
+
 def _clean_accuracy(solver: Solver, schemes: list[str], config: FinetuneConfig) -> dict[str, float]:
     got = scheme_accuracy(solver, schemes, config.guard_count, seed=config.seed, workers=0, purpose=EVALUATION)
     return {name: round(r["accuracy"], 4) for name, r in got.items()}
@@ -257,7 +267,8 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
         raise AnswersError("answers: the attacker answered every training captcha right, which leaves no mistake to "
                            "learn from; give more answers, or learn its right answers too (--all-answers)")
     held_images, held_answers = queries.split(held=True)
-    before = {"agreement": round(agreement(base_solver, held_images, held_answers), 4),
+    held_mistakes = queries.split(held=True, mistakes_only=True)
+    before = {**_agreements(base_solver, (held_images, held_answers), held_mistakes),
               "clean": _clean_accuracy(base_solver, targets, config)}
 
     size = (base_solver.model.config.input_height, base_solver.model.config.input_width)
@@ -267,7 +278,7 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     solver = fit(base_solver, train_images, train_answers, held_images, held_answers, config, progress, guard)
     model = solver.model
     best_step, history = solver.card["best_step"], solver.card["history"]
-    after = {"agreement": round(agreement(solver, held_images, held_answers), 4),
+    after = {**_agreements(solver, (held_images, held_answers), held_mistakes),
              "clean": _clean_accuracy(solver, targets, config)}
     drops = {name: round(before["clean"][name] - after["clean"][name], 4) for name in targets}
     result = {"base": parent, "version": None, "published": False, "best_step": best_step,
@@ -301,7 +312,10 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
                                     "torch": torch.__version__},
                           metrics={"accuracy": after["clean"], "accuracy_count": config.guard_count,
                                    "agreement": {"before": before["agreement"], "after": after["agreement"],
-                                                 "holdout": len(held_answers)},
+                                                 "holdout": len(held_answers),
+                                                 "on_mistakes": {"before": before["agreement_on_mistakes"],
+                                                                 "after": after["agreement_on_mistakes"],
+                                                                 "holdout": len(held_mistakes[1])}},
                                    "accuracy_before": before["clean"]},
                           created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         result["version"] = registry.publish(store, weights, card, parent=parent)

@@ -54,9 +54,14 @@ def test_agreement_with_the_attacker_rises_and_the_new_version_names_its_parent(
     assert registry.current(store)["version"] == "v2"
     card = registry.card(store, "v2")
     assert card["parent"] == "v1"
+    on_mistakes = card["metrics"]["agreement"].pop("on_mistakes")
     assert card["metrics"]["agreement"] == {"before": result["before"]["agreement"],
                                             "after": result["after"]["agreement"],
                                             "holdout": result["queries"]["holdout"]}
+    # extraction proper: agreement on the held-out answers the bot got wrong, counted apart
+    assert on_mistakes["before"] == result["before"]["agreement_on_mistakes"]
+    assert on_mistakes["after"] == result["after"]["agreement_on_mistakes"]
+    assert 0 < on_mistakes["holdout"] < result["queries"]["holdout"]
     assert card["metrics"]["accuracy_before"] == result["before"]["clean"]
     assert card["metrics"]["accuracy"] == result["after"]["clean"]
 
@@ -119,7 +124,8 @@ def test_the_attackers_right_answers_are_told_apart_by_the_keys_and_left_out_of_
     assert 0 < int(queries.solved.sum()) == right < len(queries.answers)
     everything, mistakes = queries.split(held=False)[1], queries.split(held=False, mistakes_only=True)[1]
     assert len(everything) - len(mistakes) == int((queries.solved & ~queries.holdout).sum()) > 0
-    assert len(queries.split(held=True, mistakes_only=True)[1]) == int(queries.holdout.sum())  # held out: all
+    held_mistakes = queries.split(held=True, mistakes_only=True)[1]
+    assert len(held_mistakes) == int((queries.holdout & ~queries.solved).sum()) < int(queries.holdout.sum())
 
 
 def test_fine_tune_settings_name_what_is_wrong():
