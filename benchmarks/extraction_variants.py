@@ -17,7 +17,9 @@ with mistakes of the same shape, the true text with as many characters changed, 
 at random as the bot's answer has, so no longer the bot's: whatever gain remains is not
 extraction; it trains as many steps as `mistakes` kept, and is kept if it then agrees better with
 the held-out answers within the guard, as any fine-tune), `self` (the same control with v1's own
-readings of those images: its own plausible confusions, no bot in them). Otherwise held-out
+readings of those images: its own plausible confusions, no bot in them), `shifted` (mistakes,
+each also shifted by up to 2 pixels three times: a bot's misreading should survive that, and a
+few hundred answers become four times as many). Otherwise held-out
 agreement, which stops training, is measured on all held-out answers; `on mistakes` counts only
 the held-out answers the bot got wrong: agreeing there is extraction proper.
 """
@@ -42,7 +44,7 @@ from farm.finetune import agreement, fit, input_bytes
 from farm.pool import PoolSpec, perturb, render_shard
 from farm.store import LocalStore
 
-VARIANTS = ("mistakes", "all", "twins", "survivors", "strong", "held-mistakes", "iterated", "synthetic", "self")
+VARIANTS = ("mistakes", "all", "twins", "survivors", "strong", "held-mistakes", "iterated", "synthetic", "self", "shifted")
 ROUNDS = 4  # of `iterated`
 
 
@@ -138,7 +140,7 @@ def main():
     rows = []
     for name in sorted(args.only, key=VARIANTS.index) if args.only else VARIANTS:
         mistakes = [i for i in train if answers[i] != queries.texts[i]]
-        chosen = {"mistakes": mistakes, "held-mistakes": mistakes, "synthetic": mistakes, "self": mistakes,
+        chosen = {"mistakes": mistakes, "held-mistakes": mistakes, "synthetic": mistakes, "self": mistakes, "shifted": mistakes,
                   "survivors": [i for i in train if answers[i] == queries.texts[i]]}.get(name, train)
         images = input_bytes(v1, [adversarial[i] for i in chosen])
         labels = [answers[i] for i in chosen]
@@ -150,6 +152,12 @@ def main():
             keep = [k for k, (i, r) in enumerate(zip(chosen, own)) if label(r) and r != queries.texts[i]]
             images, labels = images[keep], [own[k] for k in keep]
             chosen = [chosen[k] for k in keep]
+        if name == "shifted":
+            rng = torch.Generator().manual_seed(0)
+            moves = torch.randint(-2, 3, (3, len(images), 2), generator=rng).tolist()
+            images = torch.cat([images] + [torch.stack([image.roll(tuple(move), dims=(1, 2))
+                                                        for image, move in zip(images, copy)]) for copy in moves])
+            labels = labels * 4
         if name == "twins":
             images = torch.cat([images, input_bytes(v1, [queries.images[i] for i in chosen])])
             labels += [queries.texts[i] for i in chosen]

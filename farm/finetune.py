@@ -283,7 +283,8 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     drops = {name: round(before["clean"][name] - after["clean"][name], 4) for name in targets}
     result = {"base": parent, "version": None, "published": False, "best_step": best_step,
               "steps_run": history[-1]["step"] if history else 0,
-              "queries": {"train": len(train_answers), "holdout": len(held_answers), "skipped": queries.skipped,
+              "queries": {"train": len(train_answers), "holdout": len(held_answers),
+                          "holdout_mistakes": len(held_mistakes[1]), "skipped": queries.skipped,
                           "solved_left_out": int((~queries.holdout).sum()) - len(train_answers)},
               "target_schemes": targets, "before": before, "after": after, "clean_drop": drops,
               "tolerance": config.tolerance, "guard_floor": solver.card["guard_floor"], "history": history,

@@ -61,7 +61,7 @@ def test_agreement_with_the_attacker_rises_and_the_new_version_names_its_parent(
     # extraction proper: agreement on the held-out answers the bot got wrong, counted apart
     assert on_mistakes["before"] == result["before"]["agreement_on_mistakes"]
     assert on_mistakes["after"] == result["after"]["agreement_on_mistakes"]
-    assert 0 < on_mistakes["holdout"] < result["queries"]["holdout"]
+    assert 0 < on_mistakes["holdout"] == result["queries"]["holdout_mistakes"] < result["queries"]["holdout"]
     assert card["metrics"]["accuracy_before"] == result["before"]["clean"]
     assert card["metrics"]["accuracy"] == result["after"]["clean"]
 

@@ -72,8 +72,8 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
     q = result["queries"]
     right = f" ({q['solved_left_out']} the attacker got right left out)" if q["solved_left_out"] else ""
     click.echo(f"{q['train']} answers trained on{right}, {q['holdout']} held out, skipped {q['skipped'] or 'none'}")
-    mimicry = (f" (on its mistakes {b['agreement_on_mistakes']:.1%} -> {a['agreement_on_mistakes']:.1%})"
-               if b["agreement_on_mistakes"] is not None else "")
+    mimicry = (f" (on its {q['holdout_mistakes']} held-out mistakes {b['agreement_on_mistakes']:.1%} -> "
+               f"{a['agreement_on_mistakes']:.1%})" if 0 < q["holdout_mistakes"] < q["holdout"] else "")
     click.echo(f"agreement with the attacker {b['agreement']:.1%} -> {a['agreement']:.1%}{mimicry}; clean {clean}")
     click.echo(f"published {result['version']} on top of {result['base']}" if result["published"]
                else "dry run: nothing published")
