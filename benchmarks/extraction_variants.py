@@ -44,7 +44,8 @@ from farm.finetune import agreement, fit, input_bytes
 from farm.pool import PoolSpec, perturb, render_shard
 from farm.store import LocalStore
 
-VARIANTS = ("mistakes", "all", "twins", "survivors", "strong", "held-mistakes", "iterated", "synthetic", "self", "shifted")
+VARIANTS = ("mistakes", "all", "twins", "survivors", "strong", "held-mistakes", "iterated", "synthetic", "self",
+            "shifted")
 ROUNDS = 4  # of `iterated`
 
 
@@ -138,10 +139,10 @@ def main():
     print(f"{'variant':>13} {'answers':>7} {'agreement':>15} {'on mistakes':>15} {'clean classic':>15} "
           f"{'bot: new pool':>14} {'only b/n':>9}", flush=True)
     rows = []
+    mistakes = [i for i in train if answers[i] != queries.texts[i]]
     for name in sorted(args.only, key=VARIANTS.index) if args.only else VARIANTS:
-        mistakes = [i for i in train if answers[i] != queries.texts[i]]
-        chosen = {"mistakes": mistakes, "held-mistakes": mistakes, "synthetic": mistakes, "self": mistakes, "shifted": mistakes,
-                  "survivors": [i for i in train if answers[i] == queries.texts[i]]}.get(name, train)
+        chosen = {"all": train, "twins": train, "strong": train,
+                  "survivors": [i for i in train if answers[i] == queries.texts[i]]}.get(name, mistakes)
         images = input_bytes(v1, [adversarial[i] for i in chosen])
         labels = [answers[i] for i in chosen]
         if name == "synthetic":
