@@ -97,7 +97,7 @@ def main():
     def label(answer):
         """What farm finetune keeps: answers that are labels of the substitute's charset."""
         try:
-            return v1.charset.validate(v1.charset.normalize(answer))
+            return v1.charset.label(answer)
         except ValueError:
             return None
 

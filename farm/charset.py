@@ -81,9 +81,13 @@ class Charset:
                              f"this charset allows {self.min_length} to {self.max_length}")
         return text
 
+    def label(self, text: str) -> str:
+        """The label a typed answer stands for (after the case rule); ValueError naming what is wrong."""
+        return self.validate(self.normalize(text))
+
     def encode(self, text: str) -> list[int]:
         """Class indices of a valid label, after the case rule (1-based; 0 is the blank)."""
-        text = self.validate(self.normalize(text))
+        text = self.label(text)
         return [self.alphabet.index(c) + 1 for c in text]
 
     def decode(self, indices) -> str:

@@ -106,7 +106,7 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
                 check_pool_name(record["pool"])
                 if not _ID.fullmatch(record["captcha_id"]):
                     raise ValueError("captcha_id")
-                answer = solver.charset.validate(solver.charset.normalize(record["answer"]))
+                answer = solver.charset.label(record["answer"])
             except ValueError:
                 skipped["invalid"] += 1  # wrong charset, length or a foreign id: not a label we can learn
                 continue
