@@ -47,6 +47,11 @@ def discordant(on_base: list[bool], on_new: list[bool]) -> str:
     return f"{sum(x and not y for x, y in pairs)}/{sum(y and not x for x, y in pairs)}"
 
 
+def share(value: float | None) -> str:
+    """A share as a percentage; `-` when nothing was measured (no held-out mistake)."""
+    return "-" if value is None else f"{value:.1%}"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small bot, N = 250 and 1000, 200-captcha pools")
@@ -109,7 +114,7 @@ def main():
                 relative = 1 - on_new["accuracy"] / on_base["accuracy"] if on_base["accuracy"] else 0.0
                 b, a = result["before"], result["after"]
                 print(f"{round_:>5} {n:>5} {b['agreement']:>6.1%} -> {a['agreement']:<6.1%} "
-                      f"{b['agreement_on_mistakes'] or 0:>6.1%} -> {a['agreement_on_mistakes'] or 0:<6.1%} "
+                      f"{share(b['agreement_on_mistakes']):>6} -> {share(a['agreement_on_mistakes']):<6} "
                       f"{b['clean']['classic']:>6.1%} -> {a['clean']['classic']:<6.1%} {on_base['accuracy']:>17.1%} "
                       f"{on_new['accuracy']:>14.1%} {relative:>8.1%} "
                       f"{discordant(on_base['solved'], on_new['solved']):>9}", flush=True)

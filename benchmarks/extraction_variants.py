@@ -19,9 +19,9 @@ extraction; it trains as many steps as `mistakes` kept, and is kept if it then a
 the held-out answers within the guard, as any fine-tune), `self` (the same control with v1's own
 readings of those images: its own plausible confusions, no bot in them), `shifted` (mistakes,
 each also shifted by up to 2 pixels three times: a bot's misreading should survive that, and a
-few hundred answers become four times as many). Otherwise held-out
-agreement, which stops training, is measured on all held-out answers; `on mistakes` counts only
-the held-out answers the bot got wrong: agreeing there is extraction proper.
+few hundred answers become four times as many). Otherwise held-out agreement, which stops
+training, is measured on all held-out answers; `on mistakes` counts only the held-out answers
+the bot got wrong: agreeing there is extraction proper.
 """
 
 import argparse
