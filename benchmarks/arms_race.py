@@ -6,6 +6,9 @@ with the fine-tuned version and one made with v1 (the same clean captchas, paire
 bot adapts on labelled adversarial captchas, as its operator would, and the loop repeats on top
 of round 1's best version. Everything runs in a temporary store; pools are made with `farm
 generate`'s defaults (--setting weak: iterative 8/255, which a clean-trained bot still reads).
+The fine-tune also names the zoo donors that fail where the bot failed; every pool of the new
+version is aimed at them too (farm.resemblance). Column `v_base+donors`: the bot on a pool of
+v_base joined by the same donors, the control that tells the fine-tune's share from the donors'.
 Column `only b/n`: captchas the bot solved only in the v_base pool / only in the new one, the
 pairs that tell a gain from noise. Last line: `extraction_gain: <1 - bot accuracy on the
 fine-tuned pool / on the v1 pool>` (round 1, largest N). Goal: >= 0.5 with <= 1,000 answers
@@ -64,12 +67,13 @@ def main():
     parser.add_argument("--lr", type=float, help="fine-tune learning rate (default: farm finetune's)")
     parser.add_argument("--replay", type=float, help="fine-tune share of clean replay (default: farm finetune's)")
     parser.add_argument("--all-answers", action="store_true", help="fine-tune on the bot's right answers too")
+    parser.add_argument("--donors", type=int, help="donors joined by resemblance (default: farm finetune's)")
     parser.add_argument("--setting", choices=SETTINGS, default="default", help="how every pool is perturbed")
     args = parser.parse_args()
     sizes = args.answers or ([250, 1000] if args.quick else [250, 500, 1000])
     pool_size = args.pool_size or (200 if args.quick else 500)
     adapt_count = args.adapt or (1000 if args.quick else 5000)
-    tuning = {k: v for k, v in {"lr": args.lr, "replay": args.replay}.items() if v is not None}
+    tuning = {k: v for k, v in {"lr": args.lr, "replay": args.replay, "donors": args.donors}.items() if v is not None}
     tuning["mistakes_only"] = not args.all_answers
     config = FinetuneConfig(steps=300 if args.quick else 400, guard_count=300 if args.quick else 500, **tuning)
     started = time.perf_counter()
@@ -83,15 +87,16 @@ def main():
         print(f"bot: {bot.card['architecture']} reads {bot.card['metrics']['accuracy']['classic']:.1%} of clean classic "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
 
-        def make_pool(name, version, count, seed):
-            spec = PoolSpec(count=count, seed=seed, shard_size=count, **SETTINGS[args.setting])
+        def make_pool(name, version, count, seed, ensemble=()):
+            spec = PoolSpec(count=count, seed=seed, shard_size=count, ensemble=ensemble, **SETTINGS[args.setting])
             solver = registry.load(store, version)
             generate_pool(store, name, spec, spec.solvers(solver), SECRET, progress=False)
             return name
 
         gains = {}
         print(f"{'round':>5} {'N':>5} {'agreement':>15} {'on mistakes':>15} {'clean classic':>15} "
-              f"{'bot: v_base pool':>17} {'bot: new pool':>14} {'relative':>8} {'only b/n':>9}", flush=True)
+              f"{'bot: v_base pool':>17} {'bot: new pool':>14} {'relative':>8} {'only b/n':>9} {'donors':>9} "
+              f"{'v_base+donors':>13}", flush=True)
         for round_ in range(1, args.rounds + 1):
             base = registry.current(store)["version"]
             queries = make_pool(f"r{round_}-queries", base, max(sizes), seed=100 + round_)
@@ -110,6 +115,9 @@ def main():
                     continue
                 new_pool = make_pool(f"r{round_}-n{n}", result["version"], pool_size, seed=200 + round_)
                 on_new = answer_pool(store, new_pool, bot)
+                donors = tuple(result["ensemble"])
+                control = answer_pool(store, make_pool(f"r{round_}-n{n}-control", base, pool_size, seed=200 + round_,
+                                                       ensemble=donors), bot)["accuracy"] if donors else None
                 registry.promote(store, base)  # the next N starts from the same base
                 relative = 1 - on_new["accuracy"] / on_base["accuracy"] if on_base["accuracy"] else 0.0
                 b, a = result["before"], result["after"]
@@ -117,7 +125,8 @@ def main():
                       f"{share(b['agreement_on_mistakes']):>6} -> {share(a['agreement_on_mistakes']):<6} "
                       f"{b['clean']['classic']:>6.1%} -> {a['clean']['classic']:<6.1%} {on_base['accuracy']:>17.1%} "
                       f"{on_new['accuracy']:>14.1%} {relative:>8.1%} "
-                      f"{discordant(on_base['solved'], on_new['solved']):>9}", flush=True)
+                      f"{discordant(on_base['solved'], on_new['solved']):>9} {','.join(donors) or '-':>9} "
+                      f"{share(control):>13}", flush=True)
                 gains[round_, n] = relative
                 best = result["version"]
             if best:

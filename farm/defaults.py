@@ -27,6 +27,9 @@ class FinetuneConfig:
     # learn only what the bot got wrong: its right answers teach the substitute to resist its own
     # perturbations, and the next pool fooled bots less (benchmarks/extraction_variants.py)
     mistakes_only: bool = True
+    # zoo donors the new version is attacked together with: those that fail where the attackers
+    # failed, best first, at most this many (farm.resemblance; 0: none)
+    donors: int = 1
     eval_every: int = 50
     patience: int = 3  # evaluations without a better agreement before stopping
     tolerance: float = 0.02  # largest drop of clean accuracy on a target scheme that may be published
@@ -50,6 +53,8 @@ class FinetuneConfig:
             raise ValueError(f"replay: must be in [0, 1) (got {self.replay})")
         if not 0 < self.holdout < 1:
             raise ValueError(f"holdout: must be in (0, 1) (got {self.holdout})")
+        if self.donors < 0:
+            raise ValueError(f"donors: must be >= 0 (got {self.donors})")
         if self.tolerance < 0:
             raise ValueError(f"tolerance: must be >= 0 (got {self.tolerance})")
         return self

@@ -7,7 +7,9 @@ pool's keys tell them apart): its right answers would teach the substitute to re
 own perturbations, and the next pool fooled bots less. Each batch mixes answer records with a replay of
 clean captchas of the substitute's own schemes, so it keeps reading them; part of the answers is
 held out and training stops when agreement with them stops rising; a guard refuses to publish a
-model that lost clean accuracy on the target schemes beyond a tolerance.
+model that lost clean accuracy on the target schemes beyond a tolerance. The new card also names
+the zoo donors that fail where the attackers failed (farm.resemblance): pools of the new version
+are aimed at them too.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from farm.charset import Charset
 from farm.folder import read_folder
 from farm.model import to_input_bytes
 from farm.pool import MAX_ANSWER_CHARS, check_pool_name, decode_png, image_key
+from farm.resemblance import choose_donors
 from farm.store import Store
 
 __all__ = ["FinetuneConfig", "Queries", "FinetuneRefused", "load_queries", "agreement", "finetune", "input_bytes",
@@ -64,12 +67,20 @@ class Queries:
     solved: torch.Tensor  # bool (N,): the attacker answered right (by the pool's keys); False for labelled folders
     schemes: list[str]  # the target schemes: those of the answered pools
     skipped: dict[str, int] = field(default_factory=dict)
+    pictures: list = field(default_factory=list)  # every row's captcha as served: uint8 (H, W)
+    truths: list[str | None] = field(default_factory=list)  # an answered captcha's true text; None: no pool row
 
     def split(self, held: bool, mistakes_only: bool = False) -> tuple[torch.Tensor, list[str]]:
         """Held-out rows or the training rows, without the attacker's right answers when `mistakes_only`."""
         keep = (self.holdout if held else ~self.holdout) & ~(self.solved & mistakes_only)
         rows = keep.nonzero().squeeze(1).tolist()
         return self.images[rows], [self.answers[i] for i in rows]
+
+    def answered(self) -> tuple[list, list[str], list[bool]]:
+        """(pictures, true texts, attacker right) of the rows whose truth the pools' keys give."""
+        rows = [i for i, truth in enumerate(self.truths) if truth is not None]
+        return ([self.pictures[i] for i in rows], [self.truths[i] for i in rows],
+                [bool(self.solved[i]) for i in rows])
 
 
 def input_bytes(solver: Solver, images) -> torch.Tensor:
@@ -89,6 +100,7 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
 
     skipped: Counter = Counter()
     seen, images, answers, held, solved, schemes, truths = set(), [], [], [], [], {}, {}
+    pictures, true_texts = [], []
     for key in batch_keys:
         try:
             records = read_batch(store, key)
@@ -133,7 +145,9 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
             images.append(input_bytes(solver, [image]))
             answers.append(answer)
             held.append(_held_out(record, config.holdout, config.seed))
-            solved.append(truths[record["pool"]].get(record["captcha_id"]) == answer)
+            true_texts.append(truths[record["pool"]].get(record["captcha_id"]))
+            solved.append(true_texts[-1] == answer)
+            pictures.append(image)
     usable = len(answers)
     if usable < MIN_QUERIES:
         raise AnswersError(f"answers: only {usable} usable records (skipped: {dict(skipped) or 'none'}); "
@@ -143,21 +157,23 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
         holdout[:] = False
         holdout[:: max(2, round(1 / config.holdout))] = True
     return Queries(torch.cat(images), answers, holdout, torch.tensor(solved),
-                   sorted({s for s in schemes.values() if s}), dict(skipped))
+                   sorted({s for s in schemes.values() if s}), dict(skipped), pictures, true_texts)
 
 
 def folder_queries(folder: str | Path, solver: Solver, config: FinetuneConfig) -> Queries:
     """A platform's labelled captchas as queries: true answers instead of an attacker's (farm.folder)."""
     data = read_folder(folder, Charset(solver.charset.alphabet, 1, MAX_ANSWER_CHARS), glyphs=False)
     held = torch.from_numpy(data.held_out(config.holdout))
-    return Queries(input_bytes(solver, data.images), data.texts, held, torch.zeros_like(held), [], {})
+    return Queries(input_bytes(solver, data.images), data.texts, held, torch.zeros_like(held), [], {},
+                   list(data.images), [None] * len(data.texts))
 
 
 def merge(first: Queries, second: Queries) -> Queries:
     return Queries(torch.cat([first.images, second.images]), first.answers + second.answers,
                    torch.cat([first.holdout, second.holdout]), torch.cat([first.solved, second.solved]),
                    sorted(set(first.schemes) | set(second.schemes)),
-                   {k: first.skipped.get(k, 0) + second.skipped.get(k, 0) for k in {**first.skipped, **second.skipped}})
+                   {k: first.skipped.get(k, 0) + second.skipped.get(k, 0) for k in {**first.skipped, **second.skipped}},
+                   first.pictures + second.pictures, first.truths + second.truths)
 
 
 def agreement(solver: Solver, images: torch.Tensor, answers: list[str]) -> float:
@@ -281,12 +297,14 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     after = {**_agreements(solver, (held_images, held_answers), held_mistakes),
              "clean": _clean_accuracy(solver, targets, config)}
     drops = {name: round(before["clean"][name] - after["clean"][name], 4) for name in targets}
+    ensemble, resembles = choose_donors(base_solver, *queries.answered(), config.donors, device)
     result = {"base": parent, "version": None, "published": False, "best_step": best_step,
               "steps_run": history[-1]["step"] if history else 0,
               "queries": {"train": len(train_answers), "holdout": len(held_answers),
                           "holdout_mistakes": len(held_mistakes[1]), "skipped": queries.skipped,
                           "solved_left_out": int((~queries.holdout).sum()) - len(train_answers)},
               "target_schemes": targets, "before": before, "after": after, "clean_drop": drops,
+              "ensemble": ensemble, "resemblance": resembles,
               "tolerance": config.tolerance, "guard_floor": solver.card["guard_floor"], "history": history,
               "seconds": round(time.perf_counter() - started, 1)}
     worst = max(drops, key=drops.get, default=None)
@@ -304,7 +322,7 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     if publish:
         weights = weights_bytes(model)
         card = build_card(model, base_solver.charset, weights,
-                          schemes=base_solver.card.get("schemes"),
+                          schemes=base_solver.card.get("schemes"), ensemble=ensemble,
                           training={"finetune": {"config": asdict(config), "answers": list(batch_keys),
                                                  "data": None if data is None else Path(data).name,
                                                  "queries": result["queries"], "best_step": best_step,
@@ -317,7 +335,7 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
                                                  "on_mistakes": {"before": before["agreement_on_mistakes"],
                                                                  "after": after["agreement_on_mistakes"],
                                                                  "holdout": len(held_mistakes[1])}},
-                                   "accuracy_before": before["clean"]},
+                                   "accuracy_before": before["clean"], "resemblance": resembles},
                           created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         result["version"] = registry.publish(store, weights, card, parent=parent)
         result["published"] = True

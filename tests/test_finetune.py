@@ -14,6 +14,7 @@ from farm.exceptions import AnswersError
 from farm.finetune import FinetuneConfig, FinetuneRefused, finetune, load_queries
 from farm.generate import generate_pool
 from farm.pool import PoolSpec, read_keys
+from farm.resemblance import choose_donors, phi
 from farm.store import LocalStore
 from farm.zoo import load_donor
 from tests.farm_parts import Worker, free_port, procfile, stop, wait_for
@@ -64,6 +65,9 @@ def test_agreement_with_the_attacker_rises_and_the_new_version_names_its_parent(
     assert 0 < on_mistakes["holdout"] == result["queries"]["holdout_mistakes"] < result["queries"]["holdout"]
     assert card["metrics"]["accuracy_before"] == result["before"]["clean"]
     assert card["metrics"]["accuracy"] == result["after"]["clean"]
+    # the bot is the crnn-b donor: its answers name it, and every pool of v2 is aimed at it too
+    assert card["ensemble"] == result["ensemble"] == ["crnn-b"]
+    assert card["metrics"]["resemblance"] == result["resemblance"]
 
 
 @pytest.mark.slow
@@ -128,11 +132,31 @@ def test_the_attackers_right_answers_are_told_apart_by_the_keys_and_left_out_of_
     assert len(held_mistakes) == int((queries.holdout & ~queries.solved).sum()) < int(queries.holdout.sum())
 
 
+def test_the_answers_name_the_donor_that_fails_where_the_attacker_failed(attacked, substitute):
+    store, key = attacked  # the bot is the crnn-b donor itself
+    queries = load_queries(store, [key], substitute, FinetuneConfig())
+    chosen, scores = choose_donors(substitute, *queries.answered(), limit=1)
+    assert chosen == ["crnn-b"], scores
+    assert scores["crnn-b"] > 0.9 and scores["substitute"] < 0.9 and set(scores) == {"substitute", "crnn-b", "resnet-a"}
+    assert choose_donors(substitute, *queries.answered(), limit=0) == ([], {})
+    # a labelled folder has no attacker: it names no donor
+    assert choose_donors(substitute, [], [], [], limit=1) == ([], {})
+
+
+def test_resemblance_is_the_correlation_of_solved_flags():
+    assert phi([True, False, True, False], [True, False, True, False]) == pytest.approx(1.0)
+    assert phi([True, False, True, False], [False, True, False, True]) == pytest.approx(-1.0)
+    assert phi([True, True, False, False], [True, False, True, False]) == pytest.approx(0.0)
+    assert phi([True, True, True], [True, False, True]) is None  # a solver that reads everything tells nothing
+
+
 def test_fine_tune_settings_name_what_is_wrong():
     with pytest.raises(ValueError, match="unknown field.*stepz"):
         FinetuneConfig.from_dict({"stepz": 3})
     with pytest.raises(ValueError, match="replay"):
         FinetuneConfig(replay=1.0).validate()
+    with pytest.raises(ValueError, match="donors"):
+        FinetuneConfig(donors=-1).validate()
 
 
 # --- the fine-tune queue with real parts ---------------------------------------------------------------

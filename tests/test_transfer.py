@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 
+from farm.exceptions import CheckpointError
 from farm.pool import PoolSpec, perturb, render_shard
 from farm.zoo import HELD_OUT, HeldOutError, load_donor, members
 
@@ -58,6 +59,19 @@ def test_held_out_solvers_are_never_loaded_as_substitutes(substitute):
         spec = PoolSpec(count=4, ensemble=(name,)).validate()
         with pytest.raises(HeldOutError):
             spec.solvers(substitute)
+
+
+def test_donors_a_versions_card_names_join_every_pool_of_it_once(substitute):
+    import dataclasses
+    named = dataclasses.replace(substitute, card={**substitute.card, "ensemble": ["resnet-a"]})
+    solvers = PoolSpec(count=4, ensemble=("crnn-b", "resnet-a")).validate().solvers(named)
+    assert [s.card["zoo"]["name"] for s in solvers[1:]] == ["crnn-b", "resnet-a"] and solvers[0] is named
+    assert len(PoolSpec(count=4).solvers(named)) == 2
+    for bad in ("resnet-a", [3]):  # a foreign card: a string or not names
+        with pytest.raises(CheckpointError, match="ensemble"):
+            PoolSpec(count=4).solvers(dataclasses.replace(substitute, card={**substitute.card, "ensemble": bad}))
+    with pytest.raises(HeldOutError):
+        PoolSpec(count=4).solvers(dataclasses.replace(substitute, card={**substitute.card, "ensemble": ["crnn-aug"]}))
 
 
 def test_held_out_cards_cannot_be_published_as_checkpoints(store, substitute):

@@ -32,19 +32,24 @@ _DEFAULT = FinetuneConfig()
 @click.option("--all-answers", is_flag=True,
               help="Also learn the answers the attacker got right (by default only its mistakes are learned: its "
                    "right answers teach the substitute to resist its own perturbations).")
+@click.option("--donors", default=_DEFAULT.donors, show_default=True,
+              help="Zoo donors that fail where the attackers failed, joined to every pool of the new version "
+                   "(at most this many; 0: none).")
 @click.option("--risk", "risks", multiple=True, default=("attacker",), show_default=True,
               help="Risk ratings whose answers count as queries to an attack model (repeatable).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Fine-tune and report, publish nothing.")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answers, risks, seed, dry_run, store_url,
-             as_json):
+def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answers, donors, risks, seed, dry_run,
+             store_url, as_json):
     """Fine-tune the substitute on attackers' answers (model extraction) or a labelled folder; publish it.
 
     Each answer is the attacker's reading of a pool captcha: a query to its model. Training mixes
     them with clean replay, stops when agreement with held-out answers stops rising, and refuses
     to publish a model that lost more than --tolerance clean accuracy on the answered schemes.
+    The answers also show which captchas the attacker solved: the zoo donor that fails on the
+    same ones joins every pool made with the new version (--donors).
     """
     from farm.exceptions import FarmError
     from farm.finetune import FinetuneConfig, FinetuneRefused, finetune as run, resolve_batches
@@ -54,7 +59,8 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
     store = open_store_or_fail(store_url)
     try:
         config = FinetuneConfig(steps=steps, lr=lr, replay=replay, holdout=holdout, tolerance=tolerance,
-                                mistakes_only=not all_answers, risks=tuple(risks), seed=seed).validate()
+                                mistakes_only=not all_answers, donors=donors, risks=tuple(risks),
+                                seed=seed).validate()
         keys = resolve_batches(store, list(names)) if names else []
         result = run(store, keys, base=base, config=config, publish=not dry_run, data=data,
                      command="farm " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
@@ -75,5 +81,10 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
     mimicry = (f" (on its {q['holdout_mistakes']} held-out mistakes {b['agreement_on_mistakes']:.1%} -> "
                f"{a['agreement_on_mistakes']:.1%})" if 0 < q["holdout_mistakes"] < q["holdout"] else "")
     click.echo(f"agreement with the attacker {b['agreement']:.1%} -> {a['agreement']:.1%}{mimicry}; clean {clean}")
+    if result["ensemble"]:
+        scores = result["resemblance"]
+        click.echo(f"pools of the new version are also aimed at {', '.join(result['ensemble'])}: it fails where the "
+                   f"attacker failed (resemblance {scores[result['ensemble'][0]]:.2f}, the substitute's "
+                   f"{scores['substitute'] or 0:.2f})")
     click.echo(f"published {result['version']} on top of {result['base']}" if result["published"]
                else "dry run: nothing published")

@@ -1,0 +1,56 @@
+"""Which zoo donors the attackers resemble, read off their answers: the donors to attack with next.
+
+A few hundred answers teach a fine-tune little about how a bot misreads (benchmarks/
+extraction_variants.py), but they say plainly which captchas it solved. A solver that fails on
+the same captchas shares the bot's weak directions, so perturbations aimed at it too transfer
+to the bot. Resemblance is the phi coefficient between "this solver reads the captcha right" and
+"the attacker did", over every answered captcha whose truth the farm keeps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from farm.checkpoint import Solver
+from farm.model import to_input_bytes
+
+__all__ = ["phi", "resemblance", "choose_donors"]
+
+
+def phi(first: list[bool], second: list[bool]) -> float | None:
+    """Correlation of two yes/no series; None when either never varies (it then tells nothing)."""
+    a, b = np.asarray(first, bool), np.asarray(second, bool)
+    n11, n10, n01, n00 = (a & b).sum(), (a & ~b).sum(), (~a & b).sum(), (~a & ~b).sum()
+    spread = float((n11 + n10) * (n01 + n00) * (n11 + n01) * (n10 + n00))
+    return None if spread == 0 else float(n11 * n00 - n10 * n01) / math.sqrt(spread)
+
+
+def resemblance(solver: Solver, pictures: list[np.ndarray], truths: list[str], solved: list[bool]) -> float | None:
+    """Phi between the solver reading each picture right and the attacker having answered it right."""
+    size = (solver.model.config.input_height, solver.model.config.input_width)
+    images = torch.cat([to_input_bytes([p], size) for p in pictures])  # pools of several schemes differ in size
+    reads = solver.read(images.float().div(255))
+    return phi([r == t for r, t in zip(reads, truths)], solved)
+
+
+def choose_donors(substitute: Solver, pictures: list[np.ndarray], truths: list[str], solved: list[bool],
+                  limit: int, device: str = "cpu") -> tuple[list[str], dict[str, float | None]]:
+    """Up to `limit` donors that resemble the attackers more than the substitute does, best first.
+
+    Returns (names, resemblance of the substitute and of every donor that reads its alphabet).
+    """
+    from farm.zoo import DONOR, load_donor, members
+
+    if limit < 1 or not pictures:
+        return [], {}
+    scores = {"substitute": resemblance(substitute, pictures, truths, solved)}
+    for member in members(DONOR):
+        donor = load_donor(member.name, device)
+        if donor.charset.alphabet == substitute.charset.alphabet:
+            scores[member.name] = resemblance(donor, pictures, truths, solved)
+    floor = scores["substitute"] if scores["substitute"] is not None else 0.0
+    better = [name for name, score in scores.items() if name != "substitute" and score is not None and score > floor]
+    return sorted(better, key=scores.get, reverse=True)[:limit], {k: v and round(v, 4) for k, v in scores.items()}
