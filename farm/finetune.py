@@ -305,14 +305,17 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
                           "solved_left_out": int((~queries.holdout).sum()) - len(train_answers)},
               "target_schemes": targets, "before": before, "after": after, "clean_drop": drops,
               "ensemble": ensemble, "resemblance": resembles,
+              # no step agreed better, yet the answers named donors: the base's weights publish with them
+              "weights": "trained" if best_step else "unchanged",
               "tolerance": config.tolerance, "guard_floor": solver.card["guard_floor"], "history": history,
               "seconds": round(time.perf_counter() - started, 1)}
     worst = max(drops, key=drops.get, default=None)
-    if best_step == 0:
+    if best_step == 0 and not ensemble:
         closest = _closest_miss(history, before["agreement"], result["guard_floor"])
+        donors = ", and no zoo donor fails where the attacker failed more than the substitute" if config.donors else ""
         raise FinetuneRefused(
             f"no gain: no weights agreed better with the held-out answers ({before['agreement']:.1%}) while keeping "
-            f"clean accuracy within half the tolerance{closest}; nothing was published. More replay (--replay), a "
+            f"clean accuracy within half the tolerance{closest}{donors}; nothing was published. More replay (--replay), a "
             f"smaller --lr or more answers may help", result)
     if worst is not None and drops[worst] > config.tolerance:
         raise FinetuneRefused(

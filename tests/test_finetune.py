@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 import subprocess
 
 import pytest
@@ -86,6 +88,22 @@ def test_the_guard_refuses_a_damaging_fine_tune_and_publishes_nothing(attacked, 
     assert store.list("checkpoints/") == before and registry.current(store)["version"] == "v1"
     # the refusal says how close it came: agreement with "7777" rose, clean reading fell under the floor
     assert "under the floor" in str(refused.value) and 0 < refused.value.result["guard_floor"] < 1
+
+
+@pytest.mark.slow
+def test_when_no_weights_agree_better_the_base_publishes_with_the_donor_the_answers_name(attacked, tmp_path):
+    base, key = attacked  # the bot is the crnn-b donor
+    store = LocalStore(tmp_path / "store")
+    for k in base.list(""):
+        store.put(k, base.get(k))
+    still = FinetuneConfig(**{**SMALL, "steps": 30}, lr=1e-12)  # nothing moves: no step agrees better
+    with pytest.raises(FinetuneRefused, match="no gain.*nothing was published"):  # without donors, as before
+        finetune(store, [key], config=replace(still, donors=0), progress=False)
+    result = finetune(store, [key], config=still, progress=False)
+    assert result["best_step"] == 0 and result["weights"] == "unchanged" and result["published"]
+    assert result["ensemble"] == ["crnn-b"] and result["clean_drop"] == {"classic": 0.0}
+    v1, v2 = registry.card(store, "v1"), registry.card(store, result["version"])
+    assert v2["sha256"] == v1["sha256"] and v2["ensemble"] == ["crnn-b"] and v2["parent"] == "v1"
 
 
 def test_malformed_foreign_and_human_answers_are_skipped_and_counted(attacked, substitute, tmp_path):
@@ -231,3 +249,23 @@ def test_a_bots_solved_flags_follow_the_pools_captchas_in_order(attacked):
     truths = [r["answer"] for r in read_keys(store, "p")[:40]]
     assert answered["solved"] == [r["answer"] == t for r, t in zip(answered["records"], truths)]
     assert 0 < sum(answered["solved"]) < 40 and answered["accuracy"] == sum(answered["solved"]) / 40
+
+
+@pytest.mark.slow
+def test_farm_finetune_tells_what_it_learned_and_which_donor_joins_the_next_pools(attacked, monkeypatch):
+    from click.testing import CliRunner
+
+    from farm.cli import main
+
+    store, key = attacked  # the bot is the crnn-b donor
+    monkeypatch.setenv("FARM_STORE", store.url)
+    result = CliRunner().invoke(main, ["finetune", "--answers", "all", "--steps", "60", "--all-answers", "--lr", "3e-4",
+                                       "--tolerance", "0.5", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    counts, agreement_line, donors, published = result.output.strip().splitlines()[-4:]  # after the progress bar
+    assert re.search(r"(^|\]) *\d+ answers trained on, \d+ held out, skipped none$", counts), counts
+    assert re.fullmatch(r"agreement with the attacker [\d.]+% -> [\d.]+% \(on its \d+ held-out mistakes [\d.]+% -> "
+                        r"[\d.]+%\); clean classic [\d.]+% -> [\d.]+%", agreement_line), agreement_line
+    assert re.fullmatch(r"pools of the new version would also be aimed at crnn-b: it fails where the attacker failed "
+                        r"\(resemblance 1\.00, the substitute's 0\.\d\d\)", donors), donors
+    assert published == "dry run: nothing published" and registry.current(store)["version"] == "v1"

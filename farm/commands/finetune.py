@@ -80,10 +80,15 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
     click.echo(f"{q['train']} answers trained on{right}, {q['holdout']} held out, skipped {q['skipped'] or 'none'}")
     mimicry = (f" (on its {q['holdout_mistakes']} held-out mistakes {b['agreement_on_mistakes']:.1%} -> "
                f"{a['agreement_on_mistakes']:.1%})" if 0 < q["holdout_mistakes"] < q["holdout"] else "")
-    click.echo(f"agreement with the attacker {b['agreement']:.1%} -> {a['agreement']:.1%}{mimicry}; clean {clean}")
+    if result["weights"] == "unchanged":
+        click.echo(f"no weights agreed better with the held-out answers ({b['agreement']:.1%}): the weights stay "
+                   f"{result['base']}'s")
+    else:
+        click.echo(f"agreement with the attacker {b['agreement']:.1%} -> {a['agreement']:.1%}{mimicry}; clean {clean}")
     if result["ensemble"]:
         scores = result["resemblance"]
-        click.echo(f"pools of the new version are also aimed at {', '.join(result['ensemble'])}: it fails where the "
+        verb = "are also" if result["published"] else "would also be"
+        click.echo(f"pools of the new version {verb} aimed at {', '.join(result['ensemble'])}: it fails where the "
                    f"attacker failed (resemblance {scores[result['ensemble'][0]]:.2f}, the substitute's "
                    f"{scores['substitute'] or 0:.2f})")
     click.echo(f"published {result['version']} on top of {result['base']}" if result["published"]
