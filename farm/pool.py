@@ -26,7 +26,7 @@ from PIL import Image
 from farm.attacks import METHODS, make_attack
 from farm.charset import Charset
 from farm.checkpoint import Solver
-from farm.exceptions import CheckpointError, PoolError
+from farm.exceptions import PoolError
 from farm.measures import glyph_region, measure
 from farm.schemes import captcha_seed, get_scheme
 from farm.store import Store, jsonl_records
@@ -136,11 +136,8 @@ class PoolSpec:
         A fine-tune names the donors whose failures match the attackers' (farm.resemblance), so
         every pool made with that version is aimed at them too.
         """
-        from farm.zoo import load_donor
-        chosen = substitute.card.get("ensemble") or []
-        if not isinstance(chosen, list) or not all(isinstance(name, str) for name in chosen):
-            raise CheckpointError(f"card: ensemble of {substitute.version} must list zoo donors (got {chosen!r})")
-        names = dict.fromkeys([*self.ensemble, *chosen])
+        from farm.zoo import card_ensemble, load_donor
+        names = dict.fromkeys([*self.ensemble, *card_ensemble(substitute.card)])
         return [substitute] + [load_donor(name, device) for name in names]
 
 

@@ -128,6 +128,8 @@ def publish(store: Store, weights: bytes, card_fields: dict, parent: str | None 
                            f"and is never published as a substitute")
     fields = {k: v for k, v in card_fields.items() if k not in _PUBLISHED_FIELDS}
     load_solver(weights, {**fields, "sha256": digest})  # refuse to publish what cannot load
+    from farm.zoo import card_ensemble
+    card_ensemble(fields)  # nor what no worker could generate with
     pointer, etag = _read_current(store)
     if parent is not None and (pointer or {}).get("version") != parent:
         raise ConflictError(f"CURRENT is {(pointer or {}).get('version')}, not the parent {parent}: another "

@@ -16,7 +16,7 @@ from farm.checkpoint import Solver, load_solver_dir
 from farm.exceptions import CheckpointError
 
 __all__ = ["Member", "ZOO", "member", "members", "load_member", "load_donor", "zoo_path", "HeldOutError",
-           "train_member"]
+           "card_ensemble", "train_member"]
 
 DONOR, HELD_OUT = "donor", "held-out"
 
@@ -100,6 +100,22 @@ def load_donor(name: str, device: str = "cpu") -> Solver:
     if member(name).role != DONOR:
         raise HeldOutError(f"zoo: {name} is held out; it judges transfer and may never serve as a substitute")
     return load_member(name, device)
+
+
+def card_ensemble(card: dict) -> list[str]:
+    """The donors a substitute's card names to attack with it (a fine-tune's choice, farm.resemblance).
+
+    Raises CheckpointError for anything but a list of zoo names, HeldOutError for a held-out one.
+    """
+    names = card.get("ensemble") or []
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise CheckpointError(f"card: ensemble must list zoo donors (got {names!r})")
+    for name in names:
+        if name not in ZOO:
+            raise CheckpointError(f"card: ensemble names {name!r}, not a zoo solver; known: {', '.join(ZOO)}")
+        if ZOO[name].role != DONOR:
+            raise HeldOutError(f"card: ensemble names {name}, a held-out zoo solver; only donors may join a substitute")
+    return names
 
 
 def train_member(name: str, out: Path | None = None, progress: bool = True) -> dict:

@@ -67,11 +67,24 @@ def test_donors_a_versions_card_names_join_every_pool_of_it_once(substitute):
     solvers = PoolSpec(count=4, ensemble=("crnn-b", "resnet-a")).validate().solvers(named)
     assert [s.card["zoo"]["name"] for s in solvers[1:]] == ["crnn-b", "resnet-a"] and solvers[0] is named
     assert len(PoolSpec(count=4).solvers(named)) == 2
-    for bad in ("resnet-a", [3]):  # a foreign card: a string or not names
+    for bad in ("resnet-a", [3], ["resnet-z"]):  # a foreign card: a string, not names, an unknown name
         with pytest.raises(CheckpointError, match="ensemble"):
             PoolSpec(count=4).solvers(dataclasses.replace(substitute, card={**substitute.card, "ensemble": bad}))
     with pytest.raises(HeldOutError):
         PoolSpec(count=4).solvers(dataclasses.replace(substitute, card={**substitute.card, "ensemble": ["crnn-aug"]}))
+
+
+def test_a_card_naming_donors_no_worker_could_load_is_never_published(store, substitute):
+    from farm import registry
+    from farm.checkpoint import build_card, weights_bytes
+    weights = weights_bytes(substitute.model)
+    for bad, error in ((["resnet-z"], CheckpointError), (["transformer-a"], HeldOutError)):
+        with pytest.raises(error, match="ensemble"):
+            registry.publish(store, weights, build_card(substitute.model, substitute.charset, weights, ensemble=bad))
+    assert registry.current(store) is None
+    version = registry.publish(store, weights, build_card(substitute.model, substitute.charset, weights,
+                                                          ensemble=["resnet-a"]))
+    assert registry.card(store, version)["ensemble"] == ["resnet-a"]
 
 
 def test_held_out_cards_cannot_be_published_as_checkpoints(store, substitute):
