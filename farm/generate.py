@@ -187,6 +187,7 @@ def generate_pool(store: Store, pool: str, spec: PoolSpec, solvers: list[Solver]
         "seconds": round(elapsed, 2),
         "captchas_per_second": round(n / elapsed, 2) if n else 0.0,
         "substitute": solvers[0].version,
+        "donors": [solver.card.get("zoo", {}).get("name", solver.version) for solver in solvers[1:]],
         "substitute_accuracy_clean": round(sum(r["substitute_solved_clean"] for r in done) / n, 4) if n else None,
         "substitute_accuracy_adversarial": round(sum(r["substitute_solved"] for r in done) / n, 4) if n else None,
         "mean_ssim": round(sum(r["ssim"] * r["count"] for r in done) / n, 4) if n else None,

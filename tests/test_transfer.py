@@ -61,12 +61,17 @@ def test_held_out_solvers_are_never_loaded_as_substitutes(substitute):
             spec.solvers(substitute)
 
 
-def test_donors_a_versions_card_names_join_every_pool_of_it_once(substitute):
+def test_donors_a_versions_card_names_join_every_pool_of_it_once(substitute, tmp_path):
     import dataclasses
     named = dataclasses.replace(substitute, card={**substitute.card, "ensemble": ["resnet-a"]})
     solvers = PoolSpec(count=4, ensemble=("crnn-b", "resnet-a")).validate().solvers(named)
     assert [s.card["zoo"]["name"] for s in solvers[1:]] == ["crnn-b", "resnet-a"] and solvers[0] is named
     assert len(PoolSpec(count=4).solvers(named)) == 2
+    from farm.generate import generate_pool
+    from farm.store import LocalStore
+    spec = PoolSpec(count=2, shard_size=2, steps=2).validate()
+    summary = generate_pool(LocalStore(tmp_path), "named", spec, spec.solvers(named), b"s", progress=False)
+    assert summary["donors"] == ["resnet-a"] and summary["generated"] == 2
     for bad in ("resnet-a", [3], ["resnet-z"]):  # a foreign card: a string, not names, an unknown name
         with pytest.raises(CheckpointError, match="ensemble"):
             PoolSpec(count=4).solvers(dataclasses.replace(substitute, card={**substitute.card, "ensemble": bad}))
