@@ -272,8 +272,8 @@ def generate(pool, count, scheme, source, method, norm, eps, alpha, steps, mask,
                f"({summary['generated']} new, {summary['captchas_per_second']:.1f}/s)")
     if summary["generated"]:
         donors = f" (with donors {', '.join(summary['donors'])})" if summary.get("donors") else ""
-        click.echo(f"substitute {summary['substitute']}{donors} reads {summary['substitute_accuracy_clean']:.1%} clean -> "
-                   f"{summary['substitute_accuracy_adversarial']:.1%} adversarial; "
+        click.echo(f"substitute {summary['substitute']}{donors} reads {summary['substitute_accuracy_clean']:.1%} "
+                   f"clean -> {summary['substitute_accuracy_adversarial']:.1%} adversarial; "
                    f"mean SSIM {summary['mean_ssim']:.3f}, mean L-inf {summary['mean_linf'] * 255:.1f}/255")
 
 

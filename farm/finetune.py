@@ -315,8 +315,8 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
         donors = ", and no zoo donor fails where the attacker failed more than the substitute" if config.donors else ""
         raise FinetuneRefused(
             f"no gain: no weights agreed better with the held-out answers ({before['agreement']:.1%}) while keeping "
-            f"clean accuracy within half the tolerance{closest}{donors}; nothing was published. More replay (--replay), a "
-            f"smaller --lr or more answers may help", result)
+            f"clean accuracy within half the tolerance{closest}{donors}; nothing was published. More replay "
+            f"(--replay), a smaller --lr or more answers may help", result)
     if worst is not None and drops[worst] > config.tolerance:
         raise FinetuneRefused(
             f"guard: clean accuracy on {worst} fell from {before['clean'][worst]:.1%} to {after['clean'][worst]:.1%} "
