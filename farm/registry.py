@@ -238,14 +238,18 @@ def ensure_current(store: Store) -> dict:
 
 def load(store: Store, version: str | None = None, device: str = "cpu",
          expect_charset: Charset | None = None) -> Solver:
-    """A verified solver for a version (default: CURRENT), cached by sha256."""
+    """A verified solver for a version (default: CURRENT), cached by version and sha256.
+
+    Not by sha256 alone: two versions may share weights and differ in their cards (a fine-tune
+    that kept its base's weights and named donors), and the card decides how pools are made.
+    """
     pointer = ensure_current(store) if version is None else None
     version = version or pointer["version"]
     c = card(store, version)
     if pointer is not None and c.get("sha256") != pointer["sha256"]:
         raise CheckpointError(f"{CURRENT} names sha256 {pointer['sha256'][:12]}… but the card of {version} says "
                               f"{str(c.get('sha256'))[:12]}…; the registry was altered; promote a good version")
-    key = f"{c.get('sha256')}@{device}"
+    key = f"{version}:{c.get('sha256')}@{device}"
     if key in _CACHE:
         _CACHE.move_to_end(key)
         solver = _CACHE[key]
@@ -268,7 +272,7 @@ def refresh(store: Store, held: Solver | None, device: str = "cpu") -> tuple[Sol
     """
     try:
         pointer = ensure_current(store)
-        if held is not None and pointer["sha256"] == held.sha256:
+        if held is not None and (pointer["version"], pointer["sha256"]) == (held.version, held.sha256):
             return held, None
         return load(store, None, device, expect_charset=held.charset if held is not None else None), None
     except FarmError as e:

@@ -45,12 +45,19 @@ def test_publish_writes_an_immutable_version_then_switches_current(any_store):
     assert registry.versions(any_store) == ["v1", "v2"]
 
 
-def test_load_verifies_and_caches_by_sha256(any_store):
+def test_load_verifies_and_caches_by_version_and_sha256(any_store):
     w1, c1 = checkpoint(1)
     registry.publish(any_store, w1, c1)
     solver = registry.load(any_store)
     assert solver.sha256 == sha256_hex(w1) and solver.version == "v1"
     assert registry.load(any_store) is solver and registry.load(any_store, "v1") is solver
+    # the same weights published again with another card (a fine-tune that kept them, naming a donor)
+    registry.publish(any_store, w1, {**c1, "ensemble": ["crnn-b"]})
+    again = registry.load(any_store)
+    assert again.version == "v2" and again.card["ensemble"] == ["crnn-b"] and again.sha256 == solver.sha256
+    assert registry.load(any_store, "v1").card.get("ensemble") is None
+    held, error = registry.refresh(any_store, solver)  # a worker holding v1 moves to v2 at its next shard
+    assert held.version == "v2" and error is None and registry.refresh(any_store, held)[0] is held
 
 
 def test_a_corrupt_weights_object_is_refused_and_the_held_version_keeps_serving(s3_store):

@@ -48,7 +48,7 @@ def _store() -> Store:
 
 
 def current_substitute(store: Store, dev: str) -> Solver:
-    """CURRENT's solver; loaded only when its sha256 changed, the held one kept when the new one fails."""
+    """CURRENT's solver; loaded only when its version changed, the held one kept when the new one fails."""
     held = _held.solver
     solver, error = registry.refresh(store, held, dev)
     if error is not None:
