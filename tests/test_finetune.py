@@ -259,7 +259,7 @@ def test_farm_finetune_tells_what_it_learned_and_which_donor_joins_the_next_pool
 
     store, key = attacked  # the bot is the crnn-b donor
     monkeypatch.setenv("FARM_STORE", store.url)
-    result = CliRunner().invoke(main, ["finetune", "--answers", "all", "--steps", "60", "--all-answers", "--lr", "3e-4",
+    result = CliRunner().invoke(main, ["finetune", "--answers", key, "--steps", "60", "--all-answers", "--lr", "3e-4",
                                        "--tolerance", "0.5", "--dry-run"])
     assert result.exit_code == 0, result.output
     counts, agreement_line, donors, published = result.output.strip().splitlines()[-4:]  # after the progress bar
