@@ -250,7 +250,7 @@ def load(store: Store, version: str | None = None, device: str = "cpu",
         raise CheckpointError(f"{CURRENT} names sha256 {pointer['sha256'][:12]}… but the card of {version} says "
                               f"{str(c.get('sha256'))[:12]}…; the registry was altered; promote a good version")
     key = f"{version}:{c.get('sha256')}@{device}"
-    if key in _CACHE:
+    if key in _CACHE and _CACHE[key].card == c:  # another store's version of that name may differ in its card
         _CACHE.move_to_end(key)
         solver = _CACHE[key]
     else:
