@@ -9,6 +9,7 @@ generate`'s defaults (--setting weak: iterative 8/255, which a clean-trained bot
 The fine-tune also names the zoo donors that fail where the bot failed; every pool of the new
 version is aimed at them too (farm.resemblance). Column `v_base+donors`: the bot on a pool of
 v_base joined by the same donors, the control that tells the fine-tune's share from the donors'.
+Under each row: the resemblance of the substitute and of each donor to the bot (farm.resemblance).
 Column `only b/n`: captchas the bot solved only in the v_base pool / only in the new one, the
 pairs that tell a gain from noise. Last line: `extraction_gain: <1 - bot accuracy on the
 fine-tuned pool / on the v1 pool>` (round 1, largest N). Goal: >= 0.5 with <= 1,000 answers
@@ -127,6 +128,10 @@ def main():
                       f"{on_new['accuracy']:>14.1%} {relative:>8.1%} "
                       f"{discordant(on_base['solved'], on_new['solved']):>9} {','.join(donors) or '-':>9} "
                       f"{share(control):>13}", flush=True)
+                if result["resemblance"]:
+                    print(f"{'':>11} resemblance (phi of solved flags): " + ", ".join(
+                        f"{name} {'-' if score is None else f'{score:.2f}'}"
+                        for name, score in result["resemblance"].items()), flush=True)
                 gains[round_, n] = relative
                 best = result["version"]
             if best:
