@@ -67,7 +67,7 @@ class Queries:
     solved: torch.Tensor  # bool (N,): the attacker answered right (by the pool's keys); False for labelled folders
     schemes: list[str]  # the target schemes: those of the answered pools
     skipped: dict[str, int] = field(default_factory=dict)
-    pictures: list = field(default_factory=list)  # every row's captcha as served: uint8 (H, W)
+    pictures: list = field(default_factory=list)  # an answered captcha as served, uint8 (H, W); None: no pool row
     truths: list[str | None] = field(default_factory=list)  # an answered captcha's true text; None: no pool row
 
     def split(self, held: bool, mistakes_only: bool = False) -> tuple[torch.Tensor, list[str]]:
@@ -165,7 +165,7 @@ def folder_queries(folder: str | Path, solver: Solver, config: FinetuneConfig) -
     data = read_folder(folder, Charset(solver.charset.alphabet, 1, MAX_ANSWER_CHARS), glyphs=False)
     held = torch.from_numpy(data.held_out(config.holdout))
     return Queries(input_bytes(solver, data.images), data.texts, held, torch.zeros_like(held), [], {},
-                   list(data.images), [None] * len(data.texts))
+                   [None] * len(data.texts), [None] * len(data.texts))  # no attacker: nothing to resemble
 
 
 def merge(first: Queries, second: Queries) -> Queries:

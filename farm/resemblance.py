@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from farm.checkpoint import Solver
-from farm.model import to_input_bytes
 
 __all__ = ["phi", "resemblance", "choose_donors"]
 
@@ -30,8 +29,9 @@ def phi(first: list[bool], second: list[bool]) -> float | None:
 
 def resemblance(solver: Solver, pictures: list[np.ndarray], truths: list[str], solved: list[bool]) -> float | None:
     """Phi between the solver reading each picture right and the attacker having answered it right."""
-    size = (solver.model.config.input_height, solver.model.config.input_width)
-    images = torch.cat([to_input_bytes([p], size) for p in pictures])  # pools of several schemes differ in size
+    from farm.finetune import input_bytes  # farm.finetune imports this module
+
+    images = torch.cat([input_bytes(solver, [p]) for p in pictures])  # pools of several schemes differ in size
     reads = solver.read(images.float().div(255))
     return phi([r == t for r, t in zip(reads, truths)], solved)
 
@@ -53,4 +53,4 @@ def choose_donors(substitute: Solver, pictures: list[np.ndarray], truths: list[s
             scores[member.name] = resemblance(donor, pictures, truths, solved)
     floor = scores["substitute"] if scores["substitute"] is not None else 0.0
     better = [name for name, score in scores.items() if name != "substitute" and score is not None and score > floor]
-    return sorted(better, key=scores.get, reverse=True)[:limit], {k: v and round(v, 4) for k, v in scores.items()}
+    return sorted(better, key=scores.get, reverse=True)[:limit], {k: None if v is None else round(v, 4) for k, v in scores.items()}
