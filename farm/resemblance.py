@@ -53,4 +53,5 @@ def choose_donors(substitute: Solver, pictures: list[np.ndarray], truths: list[s
             scores[member.name] = resemblance(donor, pictures, truths, solved)
     floor = scores["substitute"] if scores["substitute"] is not None else 0.0
     better = [name for name, score in scores.items() if name != "substitute" and score is not None and score > floor]
-    return sorted(better, key=scores.get, reverse=True)[:limit], {k: None if v is None else round(v, 4) for k, v in scores.items()}
+    rounded = {name: None if score is None else round(score, 4) for name, score in scores.items()}
+    return sorted(better, key=scores.get, reverse=True)[:limit], rounded
