@@ -142,13 +142,15 @@ def test_a_shard_is_counted_by_scheme_method_and_stage():
     metrics.record_shard(spec, result, 4.0)
     metrics.record_shard(spec, {"skipped": True, "count": 8}, 0.1)
     metrics.record_checkpoint("loaded", "v2")
+    metrics.record_checkpoint("loaded", "v3", ["resnet-a"])  # a fine-tune's version: its card names a donor
     value = metrics.registry.get_sample_value
     assert value("farm_captchas_generated_total", {"scheme": "wave", "method": "direct"}) == 8
     assert value("farm_substitute_solved_total", {"scheme": "wave", "method": "direct"}) == 3
     assert value("farm_stage_seconds_total", {"stage": "attack"}) == 2.0
     assert value("farm_store_bytes_written_total") == 1000 and value("farm_shards_skipped_total") == 1
     assert value("farm_shard_duration_seconds_count") == 1
-    assert value("farm_checkpoint_version", {"version": "v2"}) == 1
+    assert value("farm_checkpoint_version", {"version": "v3", "donors": "resnet-a"}) == 1
+    assert value("farm_checkpoint_version", {"version": "v2", "donors": "none"}) is None  # one series: served now
 
 
 @pytest.mark.parametrize("args,message", [

@@ -56,8 +56,9 @@ class FarmMetrics:
             "serves), loaded (a new version was loaded), or failed (it could not be used; the held one serves).",
             ["result"], registry=r)
         self.checkpoint_version = Gauge(
-            "farm_checkpoint_version", "The substitute version this worker serves: 1 for that version's label.",
-            ["version"], registry=r, multiprocess_mode="liveall")
+            "farm_checkpoint_version", "The substitute version this worker serves and the zoo donors its card aims "
+            "every pool at too (comma-separated, or none): 1 for those labels.",
+            ["version", "donors"], registry=r, multiprocess_mode="liveall")
         self.finetune_runs = Counter(
             "farm_finetune_runs_total", "Fine-tune runs by result: published, refused, or failed.",
             ["result"], registry=r)
@@ -106,12 +107,12 @@ class FarmMetrics:
         self.store_bytes_written.inc(result["bytes"])
         self.shard_duration.observe(seconds)
 
-    def record_checkpoint(self, result: str, version: str | None = None) -> None:
-        """Count a CURRENT check; `version` when the served model changed."""
+    def record_checkpoint(self, result: str, version: str | None = None, donors: list[str] = ()) -> None:
+        """Count a CURRENT check; `version` (and its card's donors) when the served model changed."""
         self.checkpoint_loads.labels(result).inc()
         if version is not None:
             self.checkpoint_version.clear()  # one series: the version served now
-            self.checkpoint_version.labels(version).set(1)
+            self.checkpoint_version.labels(version, ",".join(donors) or "none").set(1)
 
     def record_refill(self, results: list[dict]) -> None:
         """Pool levels and growth from one refill run (farm.refill.refill's rows)."""

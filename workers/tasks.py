@@ -56,7 +56,7 @@ def current_substitute(store: Store, dev: str) -> Solver:
     elif solver is held:
         METRICS.record_checkpoint("unchanged")
     else:
-        METRICS.record_checkpoint("loaded", solver.version)
+        METRICS.record_checkpoint("loaded", solver.version, solver.card.get("ensemble") or [])
         log.info("serving substitute %s (sha256 %s)", solver.version, solver.sha256[:12])
     _held.solver = solver
     return solver
