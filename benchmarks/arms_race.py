@@ -10,6 +10,8 @@ The fine-tune also names the zoo donors that fail where the bot failed; every po
 version is aimed at them too (farm.resemblance). Column `v_base+donors`: the bot on a pool of
 v_base joined by the same donors, the control that tells the fine-tune's share from the donors'.
 Under each row: the resemblance of the substitute and of each donor to the bot (farm.resemblance).
+Before each round's rows: the bot on the same clean captchas perturbed against the bot itself
+(white-box), the floor no substitute can go below: what is left above it is transfer's to win.
 Column `only b/n`: captchas the bot solved only in the v_base pool / only in the new one, the
 pairs that tell a gain from noise. Last line: `extraction_gain: <1 - bot accuracy on the
 fine-tuned pool / on the v1 pool>` (round 1, largest N). Goal: >= 0.5 with <= 1,000 answers
@@ -88,10 +90,10 @@ def main():
         print(f"bot: {bot.card['architecture']} reads {bot.card['metrics']['accuracy']['classic']:.1%} of clean classic "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
 
-        def make_pool(name, version, count, seed, ensemble=()):
+        def make_pool(name, version, count, seed, ensemble=(), aimed_at=None):
             spec = PoolSpec(count=count, seed=seed, shard_size=count, ensemble=ensemble, **SETTINGS[args.setting])
-            solver = registry.load(store, version)
-            generate_pool(store, name, spec, spec.solvers(solver), SECRET, progress=False)
+            solvers = aimed_at or spec.solvers(registry.load(store, version))
+            generate_pool(store, name, spec, solvers, SECRET, progress=False)
             return name
 
         gains = {}
@@ -104,6 +106,10 @@ def main():
             answered = answer_pool(store, queries, bot, max(sizes))
             reference = make_pool(f"r{round_}-base", base, pool_size, seed=200 + round_)
             on_base = answer_pool(store, reference, bot)
+            white_box = answer_pool(store, make_pool(f"r{round_}-white-box", None, pool_size, seed=200 + round_,
+                                                     aimed_at=[bot]), bot)["accuracy"]
+            print(f"round {round_}: the bot reads {on_base['accuracy']:.1%} of a {base} pool and {white_box:.1%} of "
+                  f"one aimed at itself (white-box: the floor for any substitute)", flush=True)
             best = None
             for n in sizes:
                 data = "".join(json.dumps(r) + "\n" for r in answered["records"][:n]).encode()
