@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from farm.pool import pool_images
+from farm.pool import answer_matches, pool_charset, pool_images, read_manifest
 from farm.schemes.draw import font
 from farm.store import Store
 
@@ -15,8 +15,13 @@ GAIN = 8  # perturbations of a few /255 are invisible at 1x; 8x shows their shap
 
 
 def pool_pairs(store: Store, pool: str, n: int) -> list[tuple[dict, np.ndarray, np.ndarray]]:
-    """The first n captchas of a pool: (key record, clean image, adversarial image)."""
+    """The first n captchas of a pool: (key record with `solved`, clean image, adversarial image).
+
+    `solved`: the substitute read it, judged as a typed answer is (the pool's charset decides case).
+    """
     records, clean, adversarial = pool_images(store, pool, n)
+    charset = pool_charset(read_manifest(store, pool))
+    records = [{**r, "solved": answer_matches(charset, r["answer"], r["reading"])} for r in records]
     return list(zip(records, clean, adversarial))
 
 
@@ -36,7 +41,7 @@ def contact_sheet(pairs: list[tuple[dict, np.ndarray, np.ndarray]], title: str =
         amplified = np.clip(128 + GAIN * diff, 0, 255).astype(np.uint8)
         for col, image in enumerate((clean, adversarial, amplified)):
             sheet.paste(Image.fromarray(image), (pad + col * (w + pad), y))
-        verdict = "solved" if record["reading"] == record["answer"] else "fooled"
+        verdict = "solved" if record["solved"] else "fooled"
         text = (f"answer {record['answer']}  substitute: {record['reading_clean']} -> {record['reading']} ({verdict})"
                 f"  ssim {record['ssim']:.2f}")
         draw.text((pad, y + h + 2), text, fill=0, font=small)

@@ -165,3 +165,17 @@ def test_preview_writes_a_contact_sheet(tmp_path, store, substitute):
     assert sheet.size[0] > 3 * 160 and sheet.size[1] > 4 * 60
     pixels = np.asarray(sheet)
     assert pixels.std() > 10
+
+
+def test_preview_judges_the_substitutes_reading_as_a_typed_answer_is(store, substitute):
+    from farm.pool import answer_matches, keys_key, read_keys
+    from farm.preview import pool_pairs
+    make(store, substitute, count=6, method="none")  # unperturbed: the substitute reads most
+    records = read_keys(store, "p")
+    read = [r for r in records if answer_matches(substitute.charset, r["answer"], r["reading"])]
+    assert any(r["answer"] != r["answer"].lower() for r in read), "no read captcha with a letter: nothing to judge"
+    # a scheme that renders lower case, read by an upper-case charset: case means nothing
+    lowered = "".join(json.dumps({**r, "answer": r["answer"].lower()}, sort_keys=True) + "\n" for r in records)
+    store.put(keys_key("p", 0), lowered.encode())
+    pairs = pool_pairs(store, "p", 6)
+    assert [p[0]["solved"] for p in pairs] == [r in read for r in records]
