@@ -107,7 +107,8 @@ class FarmMetrics:
         self.store_bytes_written.inc(result["bytes"])
         self.shard_duration.observe(seconds)
 
-    def record_checkpoint(self, result: str, version: str | None = None, donors: list[str] = ()) -> None:
+    def record_checkpoint(self, result: str, version: str | None = None,
+                          donors: tuple[str, ...] | list[str] = ()) -> None:
         """Count a CURRENT check; `version` (and its card's donors) when the served model changed."""
         self.checkpoint_loads.labels(result).inc()
         if version is not None:
