@@ -376,13 +376,14 @@ def read_keys(store: Store, pool: str) -> list[dict]:
     return sorted(records, key=lambda r: r["index"])
 
 
-def pool_images(store: Store, pool: str, limit: int | None = None) -> tuple[list[dict], np.ndarray, np.ndarray]:
+def pool_images(store: Store, pool: str, limit: int | None = None,
+                manifest: dict | None = None) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """(key records, clean images, adversarial images) of a pool's first captchas; images uint8 (N, H, W).
 
     Clean captchas are not stored: they are rendered again from the spec's seed, index by index
-    (or read from the pool's source folder).
+    (or read from the pool's source folder). `manifest`: the pool's, when the caller already read it.
     """
-    spec = PoolSpec.from_dict(read_manifest(store, pool)["spec"])
+    spec = PoolSpec.from_dict((manifest or read_manifest(store, pool))["spec"])
     records = read_keys(store, pool)[:limit]
     if not records:
         raise PoolError(f"pool: {pool!r} has no complete shard yet")

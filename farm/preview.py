@@ -19,8 +19,9 @@ def pool_pairs(store: Store, pool: str, n: int) -> list[tuple[dict, np.ndarray, 
 
     `solved`: the substitute read it, judged as a typed answer is (the pool's charset decides case).
     """
-    records, clean, adversarial = pool_images(store, pool, n)
-    charset = pool_charset(read_manifest(store, pool))
+    manifest = read_manifest(store, pool)
+    records, clean, adversarial = pool_images(store, pool, n, manifest)
+    charset = pool_charset(manifest)
     records = [{**r, "solved": answer_matches(charset, r["answer"], r["reading"])} for r in records]
     return list(zip(records, clean, adversarial))
 
