@@ -21,7 +21,7 @@ from tqdm import tqdm
 from farm.checkpoint import Solver
 from farm.exceptions import PoolError
 from farm.pool import PoolSpec, attack_shard, check_pool_name, pending_shards, read_manifest, render_shard, \
-    generate_shard, shard_complete, spec_charset, check_reads, write_manifest, write_shard
+    generate_shard, shard_complete, spec_charset, check_reads, supply, write_manifest, write_shard
 from farm.store import Store, open_store
 
 __all__ = ["generate_pool", "check_spec_matches"]
@@ -32,8 +32,14 @@ def check_spec_matches(store: Store, pool: str, spec: PoolSpec, grow: bool = Fal
 
     Growing (farm.refill) appends whole shards: captcha i stays in shard i // shard_size, so every
     stored shard keeps its captchas and its bytes. A pool whose last shard is partial cannot grow:
-    that shard would have to be written again, with other captchas in it.
+    that shard would have to be written again, with other captchas in it. A pool of a source
+    folder holds each of its captchas once, so never more than the folder.
     """
+    most = supply(spec, store)
+    if most is not None and spec.count > most:
+        raise PoolError(f"pool: {pool!r} asks for {spec.count} captchas but its source folder holds {most}; a "
+                        f"source pool perturbs each of its captchas once: import a larger folder as a new pool "
+                        f"(`farm generate --source DIR`)")
     try:
         existing = read_manifest(store, pool)
     except PoolError:

@@ -203,6 +203,14 @@ def spec_charset(spec: PoolSpec, store: Store | None = None) -> Charset:
     return get_scheme(spec.scheme).charset
 
 
+def supply(spec: PoolSpec, store: Store | None = None) -> int | None:
+    """The most captchas a pool can hold: its source folder's count; None for a scheme, which never runs out."""
+    if spec.source is None:
+        return None
+    from farm.folder import read_source
+    return read_source(store, spec.source)["count"]
+
+
 def check_reads(solver: Solver, charset: Charset, what: str) -> None:
     """A substitute must read every character of a pool's answers: PoolError naming those it cannot."""
     missing = solver.charset.covers(charset.alphabet)

@@ -6,7 +6,8 @@ from is left alone) and any pool named to it. For each it compares what the pool
 unused once its pending shards are written, count - served, with the floor, so that a growth
 still being generated is not ordered twice. A pool below it grows by whole shards: the same spec
 with a larger count, the new shards appended after the stored ones, which are never rewritten
-(farm.generate.check_spec_matches refuses a pool ending in a partial shard). `generate(pool,
+(farm.generate.check_spec_matches refuses a pool ending in a partial shard); a pool of a source
+folder grows up to the folder and no further. `generate(pool,
 spec)` writes the new shards: it queues them on the farm (workers.producer.refill_on_farm) or
 generates them in this process (`farm pool refill` without FARM_BROKER).
 """
@@ -21,7 +22,8 @@ from typing import Callable
 
 from farm import jobs
 from farm.exceptions import FarmError
-from farm.pool import PoolSpec, check_pool_name, complete_shards, pending_shards, pool_names, read_manifest
+from farm.pool import PoolSpec, check_pool_name, complete_shards, pending_shards, pool_names, read_manifest, \
+    supply
 from farm.served import COMPACT_AFTER, compact_served, read_served, served_batches
 from farm.store import Store
 
@@ -126,19 +128,26 @@ def refill(store: Store, floor: int, generate: Callable[[str, PoolSpec], dict] |
             if grown is None:
                 rows.append(row)
                 continue
+            most = supply(level.spec, store)
+            if most is not None and grown.count > most:  # a source pool: never beyond its folder
+                grown = replace(grown, count=max(most, level.spec.count))
             row["grow_to"] = grown.count
-            if level.spec.count % level.spec.shard_size:
+            if grown.count == level.spec.count:
+                row["skipped"] = (f"holds every captcha of its source folder ({most}); perturb a larger folder "
+                                  f"into a new pool (`farm generate --source DIR`)")
+            elif level.spec.count % level.spec.shard_size:
                 row["skipped"] = (f"ends in a partial shard ({level.spec.count} captchas in shards of "
                                   f"{level.spec.shard_size}); only pools of whole shards grow")
-                log.warning("pool %s: below its floor (%d to come, floor %d) but %s", pool, level.to_come, floor,
-                            row["skipped"])
             elif generate is not None:
                 summary = generate(pool, grown)
                 row.update(added=grown.count - level.spec.count, job=summary.get("job"))
                 log.info("pool %s: %d unused to come, floor %d: grown to %d captchas", pool, level.to_come, floor,
                          grown.count)
-        except (FarmError, ValueError) as e:
+            if row["skipped"]:
+                log.warning("pool %s: below its floor (%d to come, floor %d) but %s", pool, level.to_come, floor,
+                            row["skipped"])
+        except Exception as e:  # noqa: BLE001 - one pool's failure must not starve the others
             row["error"] = f"{type(e).__name__}: {e}"
-            log.error("pool %s: refill failed: %s", pool, e)
+            log.error("pool %s: refill failed: %s", pool, e, exc_info=not isinstance(e, (FarmError, ValueError)))
         rows.append(row)
     return rows

@@ -18,11 +18,13 @@ from click.testing import CliRunner
 from farm.client import PoolClient
 from farm.exceptions import PoolError
 from farm.generate import check_spec_matches, generate_pool
-from farm.pool import PoolSpec, read_keys, read_manifest
+from farm.folder import import_source, read_folder
+from farm.pool import FOLDER, PoolSpec, pool_names, read_keys, read_manifest
 from farm.refill import refill, refill_floor
 from farm.served import compact_served, mark_served, read_served, served_batches
 from farm.store import Store, open_store
 from tests.farm_parts import Worker, free_port, procfile, stop, wait_for
+from tests.test_folders import make_folder
 from tests.test_farm import farm_store_env, redis_broker, redis_port  # noqa: F401 (fixtures)
 
 SECRET = "test-secret-not-for-production"
@@ -137,6 +139,30 @@ def test_a_pool_ending_in_a_partial_shard_is_reported_and_left_as_it_is(store, s
     assert stored(store) == before and read_manifest(store, "p")["count"] == 6
     with pytest.raises(PoolError, match="partial shard"):
         check_spec_matches(store, "p", replace(SPEC, count=8), grow=True)
+
+
+def test_a_source_pool_grows_up_to_its_folder_and_no_further(store, substitute, tmp_path):
+    make_folder(tmp_path / "own", count=10, scheme="classic", digits=False)
+    source = import_source(store, read_folder(tmp_path / "own", substitute.charset))
+    spec = PoolSpec(count=4, shard_size=4, scheme=FOLDER, source=source, method="none", steps=1)
+    make_pool(store, substitute, "own", spec)
+    grown = []
+
+    def generate(pool, spec):
+        grown.append(spec.count)
+        return generate_pool(store, pool, spec, [substitute], SECRET.encode(), progress=False, processes=1, grow=True)
+
+    PoolClient(store).served("own", ids(store, "own"))
+    (row,) = refill(store, 8, generate)  # wants 12, the folder holds 10: the last shard is partial
+    assert grown == [10] and row["grow_to"] == 10 and row["error"] is None
+    assert len(ids(store, "own")) == 10 and read_manifest(store, "own")["status"] == "complete"
+    before = stored(store, "own")
+    (row,) = refill(store, 8, never)
+    assert "every captcha of its source folder (10)" in row["skipped"] and row["error"] is None
+    assert stored(store, "own") == before
+    with pytest.raises(PoolError, match="source folder holds 10"):  # refused before the manifest changes
+        make_pool(store, substitute, "other", replace(spec, count=12))
+    assert "other" not in pool_names(store)
 
 
 def test_only_the_count_of_a_pool_may_grow(store, substitute):
