@@ -110,10 +110,10 @@ def main():
               f"{'v_base+donors':>13}", flush=True)
         for round_ in range(1, args.rounds + 1):
             base = registry.current(store)["version"]
-            per_aim = max(sizes) // len(aims)  # each trial aim gets an equal share of the answers
+            share = max(sizes) // len(aims)  # each trial aim gets an equal share of the answers
             answered = {aim: answer_pool(store, make_pool(f"r{round_}-queries-{aim_name(aim).replace('+', '_')}",
-                                                          base, per_aim, seed=100 + round_ + 10 * k, ensemble=aim),
-                                         bot, per_aim)
+                                                          base, share, seed=100 + round_ + 10 * k, ensemble=aim),
+                                         bot, share)
                         for k, aim in enumerate(aims)}
             reference = make_pool(f"r{round_}-base", base, pool_size, seed=200 + round_)
             on_base = answer_pool(store, reference, bot)
