@@ -12,8 +12,6 @@ v_base joined by the same donors, the control that tells the fine-tune's share f
 Under each row: the resemblance of the substitute and of each donor to the bot (farm.resemblance).
 Before each round's rows: the bot on the same clean captchas perturbed against the bot itself
 (white-box), the floor no substitute can go below: what is left above it is transfer's to win.
-With `--trials` the N answers are split over pools aimed at no donor, each zoo donor and all of
-them, and the fine-tune names the aim the bot solved least when the answers tell (farm.trials).
 Column `only b/n`: captchas the bot solved only in the v_base pool / only in the new one, the
 pairs that tell a gain from noise. Last line: `extraction_gain: <1 - bot accuracy on the
 fine-tuned pool / on the v1 pool>` (round 1, largest N). Goal: >= 0.5 with <= 1,000 answers
@@ -35,8 +33,6 @@ from farm.finetune import FinetuneConfig, FinetuneRefused, finetune
 from farm.generate import generate_pool
 from farm.pool import PoolSpec
 from farm.store import LocalStore
-from farm.trials import aim_name
-from farm.zoo import DONOR, members
 
 SECRET = b"arms-race"
 # the pools' setting: farm generate's defaults, or a weak one that a clean-trained bot still reads
@@ -76,8 +72,6 @@ def main():
     parser.add_argument("--all-answers", action="store_true", help="fine-tune on the bot's right answers too")
     parser.add_argument("--donors", type=int, help="donors joined by resemblance (default: farm finetune's)")
     parser.add_argument("--setting", choices=SETTINGS, default="default", help="how every pool is perturbed")
-    parser.add_argument("--trials", action="store_true", help="split the answers over trial pools aimed at no "
-                        "donor, each zoo donor and all of them: the fine-tune names the least solved (farm.trials)")
     args = parser.parse_args()
     sizes = args.answers or ([250, 1000] if args.quick else [250, 500, 1000])
     pool_size = args.pool_size or (200 if args.quick else 500)
@@ -102,19 +96,14 @@ def main():
             generate_pool(store, name, spec, solvers, SECRET, progress=False)
             return name
 
-        zoo_donors = [m.name for m in members(DONOR)]
-        aims = [(), *((name,) for name in zoo_donors), tuple(zoo_donors)] if args.trials else [()]
         gains = {}
         print(f"{'round':>5} {'N':>5} {'agreement':>15} {'on mistakes':>15} {'clean classic':>15} "
               f"{'bot: v_base pool':>17} {'bot: new pool':>14} {'relative':>8} {'only b/n':>9} {'donors':>9} "
               f"{'v_base+donors':>13}", flush=True)
         for round_ in range(1, args.rounds + 1):
             base = registry.current(store)["version"]
-            share = max(sizes) // len(aims)  # each trial aim gets an equal share of the answers
-            answered = {aim: answer_pool(store, make_pool(f"r{round_}-queries-{aim_name(aim).replace('+', '_')}",
-                                                          base, share, seed=100 + round_ + 10 * k, ensemble=aim),
-                                         bot, share)
-                        for k, aim in enumerate(aims)}
+            queries = make_pool(f"r{round_}-queries", base, max(sizes), seed=100 + round_)
+            answered = answer_pool(store, queries, bot, max(sizes))
             reference = make_pool(f"r{round_}-base", base, pool_size, seed=200 + round_)
             on_base = answer_pool(store, reference, bot)
             white_box = answer_pool(store, make_pool(f"r{round_}-white-box", None, pool_size, seed=200 + round_,
@@ -123,8 +112,7 @@ def main():
                   f"one aimed at itself (white-box: the floor for any substitute)", flush=True)
             best = None
             for n in sizes:
-                data = "".join(json.dumps(r) + "\n" for part in answered.values()
-                               for r in part["records"][:n // len(aims)]).encode()
+                data = "".join(json.dumps(r) + "\n" for r in answered["records"][:n]).encode()
                 key = ingest(store, data).key
                 try:
                     result = finetune(store, [key], base=base, config=config, progress=False)
@@ -150,10 +138,6 @@ def main():
                     print(f"{'':>11} resemblance (phi of solved flags): " + ", ".join(
                         f"{name} {'-' if score is None else f'{score:.2f}'}"
                         for name, score in result["resemblance"].items()), flush=True)
-                if len(result["trials"]) > 1:
-                    print(f"{'':>11} trials (bot solved): " + ", ".join(
-                        f"{aim} {t['rate']:.1%} of {t['answered']}" for aim, t in result["trials"].items())
-                        + f"; donors named by {result['choice'] or 'nothing'}", flush=True)
                 gains[round_, n] = relative
                 best = result["version"]
             if best:

@@ -30,9 +30,6 @@ class FinetuneConfig:
     # zoo donors the new version is attacked together with: those that fail where the attackers
     # failed, best first, at most this many (farm.resemblance; 0: none)
     donors: int = 1
-    # answers per aim before trial pools may decide the donors (farm.trials): with fewer, one
-    # aim's solved share is too loose to tell it from another's
-    trial_min: int = 100
     eval_every: int = 50
     patience: int = 3  # evaluations without a better agreement before stopping
     tolerance: float = 0.02  # largest drop of clean accuracy on a target scheme that may be published
@@ -58,8 +55,6 @@ class FinetuneConfig:
             raise ValueError(f"holdout: must be in (0, 1) (got {self.holdout})")
         if self.donors < 0:
             raise ValueError(f"donors: must be >= 0 (got {self.donors})")
-        if self.trial_min < 1:
-            raise ValueError(f"trial-min: must be >= 1 (got {self.trial_min})")
         if self.tolerance < 0:
             raise ValueError(f"tolerance: must be >= 0 (got {self.tolerance})")
         return self

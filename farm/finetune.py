@@ -8,9 +8,8 @@ own perturbations, and the next pool fooled bots less. Each batch mixes answer r
 clean captchas of the substitute's own schemes, so it keeps reading them; part of the answers is
 held out and training stops when agreement with them stops rising; a guard refuses to publish a
 model that lost clean accuracy on the target schemes beyond a tolerance. The new card also names
-the zoo donors that fail where the attackers failed (farm.resemblance), or, when the answers
-cover pools of several aims, the aim the attackers solved least (farm.trials): pools of the new
-version are aimed at them too.
+the zoo donors that fail where the attackers failed (farm.resemblance): pools of the new version
+are aimed at them too.
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ from farm.folder import read_folder
 from farm.model import to_input_bytes
 from farm.pool import MAX_ANSWER_CHARS, check_pool_name, decode_png, image_key
 from farm.resemblance import choose_donors
-from farm.trials import aim_name, best_aim, tally
 from farm.store import Store
 
 __all__ = ["FinetuneConfig", "Queries", "FinetuneRefused", "load_queries", "agreement", "finetune", "input_bytes",
@@ -71,7 +69,6 @@ class Queries:
     skipped: dict[str, int] = field(default_factory=dict)
     pictures: list = field(default_factory=list)  # an answered captcha as served, uint8 (H, W); None: no pool row
     truths: list[str | None] = field(default_factory=list)  # an answered captcha's true text; None: no pool row
-    aims: list[tuple[str, ...] | None] = field(default_factory=list)  # the donors it was aimed at (farm.trials)
 
     def split(self, held: bool, mistakes_only: bool = False) -> tuple[torch.Tensor, list[str]]:
         """Held-out rows or the training rows, without the attacker's right answers when `mistakes_only`."""
@@ -79,9 +76,9 @@ class Queries:
         rows = keep.nonzero().squeeze(1).tolist()
         return self.images[rows], [self.answers[i] for i in rows]
 
-    def answered(self, aim: tuple[str, ...] | None = None) -> tuple[list, list[str], list[bool]]:
-        """(pictures, true texts, attacker right) of the rows whose truth the pools' keys give (of one aim)."""
-        rows = [i for i, truth in enumerate(self.truths) if truth is not None and aim in (None, self.aims[i])]
+    def answered(self) -> tuple[list, list[str], list[bool]]:
+        """(pictures, true texts, attacker right) of the rows whose truth the pools' keys give."""
+        rows = [i for i, truth in enumerate(self.truths) if truth is not None]
         return ([self.pictures[i] for i in rows], [self.truths[i] for i in rows],
                 [bool(self.solved[i]) for i in rows])
 
@@ -103,7 +100,7 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
 
     skipped: Counter = Counter()
     seen, images, answers, held, solved, schemes, truths = set(), [], [], [], [], {}, {}
-    pictures, true_texts, aims, pool_aims = [], [], [], {}
+    pictures, true_texts = [], []
     for key in batch_keys:
         try:
             records = read_batch(store, key)
@@ -139,19 +136,16 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
                 continue
             if record["pool"] not in schemes:
                 try:
-                    spec = PoolSpec.from_dict(read_manifest(store, record["pool"])["spec"])
+                    schemes[record["pool"]] = PoolSpec.from_dict(read_manifest(store, record["pool"])["spec"]).scheme
                 except FarmError:
-                    spec = None
-                schemes[record["pool"]] = spec and spec.scheme
-                keys = read_keys(store, record["pool"])
-                truths[record["pool"]] = {k["id"]: solver.charset.normalize(k["answer"]) for k in keys}
-                pool_aims[record["pool"]] = _aims(store, spec, keys)
+                    schemes[record["pool"]] = None
+                truths[record["pool"]] = {k["id"]: solver.charset.normalize(k["answer"])
+                                          for k in read_keys(store, record["pool"])}
             seen.add(identity)
             images.append(input_bytes(solver, [image]))
             answers.append(answer)
             held.append(_held_out(record, config.holdout, config.seed))
             true_texts.append(truths[record["pool"]].get(record["captcha_id"]))
-            aims.append(pool_aims[record["pool"]].get(record["captcha_id"]))
             solved.append(true_texts[-1] == answer)
             pictures.append(image)
     usable = len(answers)
@@ -163,22 +157,7 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
         holdout[:] = False
         holdout[:: max(2, round(1 / config.holdout))] = True
     return Queries(torch.cat(images), answers, holdout, torch.tensor(solved),
-                   sorted({s for s in schemes.values() if s}), dict(skipped), pictures, true_texts, aims)
-
-
-def _aims(store: Store, spec, keys: list[dict]) -> dict[str, tuple[str, ...]]:
-    """Captcha id -> the donors it was aimed at besides its substitute: the pool's and its version card's."""
-    from farm.zoo import card_ensemble
-
-    if spec is None:
-        return {}
-    cards: dict[str, tuple[str, ...] | None] = {}
-    for version in {k.get("substitute") for k in keys}:
-        try:
-            cards[version] = tuple(sorted({*spec.ensemble, *card_ensemble(registry.card(store, version))}))
-        except (FarmError, ValueError):
-            cards[version] = None  # a version no longer readable: what it was aimed at is unknown
-    return {k["id"]: cards[k.get("substitute")] for k in keys if cards[k.get("substitute")] is not None}
+                   sorted({s for s in schemes.values() if s}), dict(skipped), pictures, true_texts)
 
 
 def folder_queries(folder: str | Path, solver: Solver, config: FinetuneConfig) -> Queries:
@@ -186,8 +165,7 @@ def folder_queries(folder: str | Path, solver: Solver, config: FinetuneConfig) -
     data = read_folder(folder, Charset(solver.charset.alphabet, 1, MAX_ANSWER_CHARS), glyphs=False)
     held = torch.from_numpy(data.held_out(config.holdout))
     return Queries(input_bytes(solver, data.images), data.texts, held, torch.zeros_like(held), [], {},
-                   [None] * len(data.texts), [None] * len(data.texts),  # no attacker: nothing to resemble
-                   [None] * len(data.texts))
+                   [None] * len(data.texts), [None] * len(data.texts))  # no attacker: nothing to resemble
 
 
 def merge(first: Queries, second: Queries) -> Queries:
@@ -195,7 +173,7 @@ def merge(first: Queries, second: Queries) -> Queries:
                    torch.cat([first.holdout, second.holdout]), torch.cat([first.solved, second.solved]),
                    sorted(set(first.schemes) | set(second.schemes)),
                    {k: first.skipped.get(k, 0) + second.skipped.get(k, 0) for k in {**first.skipped, **second.skipped}},
-                   first.pictures + second.pictures, first.truths + second.truths, first.aims + second.aims)
+                   first.pictures + second.pictures, first.truths + second.truths)
 
 
 def agreement(solver: Solver, images: torch.Tensor, answers: list[str]) -> float:
@@ -319,22 +297,14 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     after = {**_agreements(solver, (held_images, held_answers), held_mistakes),
              "clean": _clean_accuracy(solver, targets, config)}
     drops = {name: round(before["clean"][name] - after["clean"][name], 4) for name in targets}
-    tallies = tally(queries.aims, queries.solved.tolist())
-    # resemblance within one aim: a donor a trial pool was aimed at fails there by construction
-    most = max(tallies, key=lambda aim: tallies[aim]["answered"], default=None)
-    ensemble, resembles = choose_donors(base_solver, *queries.answered(most), config.donors, device)
-    measured = best_aim(tallies, config.trial_min) if config.donors else None
-    if measured is not None:  # trial pools measured what resemblance only infers: the measure decides
-        ensemble = list(measured)
-    choice = "trials" if measured is not None else "resemblance" if ensemble else None
+    ensemble, resembles = choose_donors(base_solver, *queries.answered(), config.donors, device)
     result = {"base": parent, "version": None, "published": False, "best_step": best_step,
               "steps_run": history[-1]["step"] if history else 0,
               "queries": {"train": len(train_answers), "holdout": len(held_answers),
                           "holdout_mistakes": len(held_mistakes[1]), "skipped": queries.skipped,
                           "solved_left_out": int((~queries.holdout).sum()) - len(train_answers)},
               "target_schemes": targets, "before": before, "after": after, "clean_drop": drops,
-              "ensemble": ensemble, "resemblance": resembles, "choice": choice,
-              "trials": {aim_name(aim): t for aim, t in tallies.items()},
+              "ensemble": ensemble, "resemblance": resembles,
               # no step agreed better, yet the answers named donors: the base's weights publish with them
               "weights": "trained" if best_step else "unchanged",
               "tolerance": config.tolerance, "guard_floor": solver.card["guard_floor"], "history": history,
@@ -343,8 +313,6 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     if best_step == 0 and not ensemble:
         closest = _closest_miss(history, before["agreement"], result["guard_floor"])
         donors = ", and no zoo donor fails where the attacker failed more than the substitute" if config.donors else ""
-        if measured == ():  # the trial pools measured the substitute alone least solved
-            donors = ", and the trial pools aimed at the substitute alone were solved least"
         raise FinetuneRefused(
             f"no gain: no weights agreed better with the held-out answers ({before['agreement']:.1%}) while keeping "
             f"clean accuracy within half the tolerance{closest}{donors}; nothing was published. More replay "
@@ -370,8 +338,7 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
                                                  "on_mistakes": {"before": before["agreement_on_mistakes"],
                                                                  "after": after["agreement_on_mistakes"],
                                                                  "holdout": len(held_mistakes[1])}},
-                                   "accuracy_before": before["clean"], "resemblance": resembles,
-                                   "trials": result["trials"], "ensemble_by": choice},
+                                   "accuracy_before": before["clean"], "resemblance": resembles},
                           created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         result["version"] = registry.publish(store, weights, card, parent=parent)
         result["published"] = True

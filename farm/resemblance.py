@@ -4,8 +4,7 @@ A few hundred answers teach a fine-tune little about how a bot misreads (benchma
 extraction_variants.py), but they say plainly which captchas it solved. A solver that fails on
 the same captchas shares the bot's weak directions, so perturbations aimed at it too transfer
 to the bot. Resemblance is the phi coefficient between "this solver reads the captcha right" and
-"the attacker did", over every answered captcha whose truth the farm keeps, of one aim (the most
-answered; farm.trials): a donor a pool was aimed at fails on it by construction.
+"the attacker did", over every answered captcha whose truth the farm keeps.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from farm.finetune import FinetuneConfig, FinetuneRefused, finetune, load_querie
 from farm.generate import generate_pool
 from farm.pool import PoolSpec, read_keys
 from farm.resemblance import choose_donors, phi
-from farm.trials import aim_name, best_aim, tally
 from farm.store import LocalStore
 from farm.zoo import load_donor
 from tests.farm_parts import Worker, free_port, procfile, stop, wait_for
@@ -162,52 +161,6 @@ def test_the_answers_name_the_donor_that_fails_where_the_attacker_failed(attacke
     assert choose_donors(substitute, [], [], [], limit=1) == ([], {})
 
 
-@pytest.mark.slow
-def test_answers_to_trial_pools_of_several_aims_name_the_least_solved_over_resemblance(attacked, tmp_path):
-    base, key = attacked  # pool p, aimed at v1 alone, answered by the crnn-b donor
-    store = LocalStore(tmp_path / "store")
-    for k in base.list(""):
-        store.put(k, base.get(k))
-    substitute = registry.load(store, "v1")
-    trial = PoolSpec(count=100, shard_size=100, method="iterative", mask="full", eps=8 / 255, steps=5,
-                     ensemble=("resnet-a",))
-    generate_pool(store, "trial-resnet", trial, trial.solvers(substitute), SECRET, progress=False)
-    # flagged users failed every captcha of this small trial pool (a wrong answer of the right shape)
-    wrong = [{"pool": "trial-resnet", "captcha_id": r["id"], "answer": r["answer"][1:] + ("A" if r["answer"][0] != "A"
-              else "B"), "risk": "attacker", "time": "2026-12-01T00:00:00+00:00"}
-             for r in read_keys(store, "trial-resnet")]
-    trial_key = ingest(store, "".join(json.dumps(r) + "\n" for r in wrong).encode()).key
-    still = FinetuneConfig(**{**SMALL, "steps": 30}, lr=1e-12)  # the weights stay v1's: the aim is what changes
-
-    result = finetune(store, [key, trial_key], config=still, progress=False)
-    assert result["trials"]["resnet-a"] == {"answered": 100, "solved": 0, "rate": 0.0}
-    assert result["trials"]["substitute"]["rate"] > 0.2, result["trials"]  # the bot read many of v1's pool
-    assert result["choice"] == "trials" and result["ensemble"] == ["resnet-a"]
-    # resemblance, read off the most answered aim (pool p), infers the bot's own family
-    assert max(result["resemblance"], key=lambda name: result["resemblance"][name] or -1) == "crnn-b"
-    card = registry.card(store, result["version"])
-    assert card["ensemble"] == ["resnet-a"] and card["metrics"]["ensemble_by"] == "trials"
-    assert card["metrics"]["trials"] == result["trials"]
-    # too few answers per aim to trust the measure: resemblance decides, as with one aim
-    fallback = finetune(store, [key, trial_key], base="v1", config=replace(still, trial_min=101), publish=False,
-                        progress=False)
-    assert fallback["choice"] == "resemblance" and fallback["ensemble"] == ["crnn-b"]
-
-
-def test_trials_name_the_least_solved_aim_or_a_cheaper_one_they_cannot_tell_from_it():
-    def aims(**rates):
-        return {tuple(name.split("_")) if name != "none" else (): {"answered": n, "solved": round(r * n), "rate": r}
-                for name, (r, n) in rates.items()}
-    assert tally([(), ("a",), None, ("a",)], [True, False, True, True]) == {
-        (): {"answered": 1, "solved": 1, "rate": 1.0}, ("a",): {"answered": 2, "solved": 1, "rate": 0.5}}
-    assert best_aim(aims(none=(0.25, 500), a=(0.12, 500)), least=100) == ("a",)
-    # a and a_b cannot be told apart (0.12 vs 0.10 on 500 each): the cheaper one, both clearly below none
-    assert best_aim(aims(none=(0.25, 500), a=(0.12, 500), a_b=(0.10, 500)), least=100) == ("a",)
-    assert best_aim(aims(none=(0.25, 100), a=(0.22, 100)), least=100) is None  # within noise: no measure
-    assert best_aim(aims(none=(0.25, 500), a=(0.12, 99)), least=100) is None  # one aim qualifies: no comparison
-    assert aim_name(()) == "substitute" and aim_name(("a", "b")) == "a+b"
-
-
 def test_resemblance_is_the_correlation_of_solved_flags():
     assert phi([True, False, True, False], [True, False, True, False]) == pytest.approx(1.0)
     assert phi([True, False, True, False], [False, True, False, True]) == pytest.approx(-1.0)
@@ -222,8 +175,6 @@ def test_fine_tune_settings_name_what_is_wrong():
         FinetuneConfig(replay=1.0).validate()
     with pytest.raises(ValueError, match="donors"):
         FinetuneConfig(donors=-1).validate()
-    with pytest.raises(ValueError, match="trial-min"):
-        FinetuneConfig(trial_min=0).validate()
 
 
 # --- the fine-tune queue with real parts ---------------------------------------------------------------

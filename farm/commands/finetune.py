@@ -34,27 +34,22 @@ _DEFAULT = FinetuneConfig()
                    "right answers teach the substitute to resist its own perturbations).")
 @click.option("--donors", default=_DEFAULT.donors, show_default=True,
               help="Zoo donors that fail where the attackers failed, joined to every pool of the new version "
-                   "(at most this many; 0: none, and no trials either).")
-@click.option("--trial-min", default=_DEFAULT.trial_min, show_default=True,
-              help="Answers each aim needs before trial pools decide the donors: when the answers cover pools "
-                   "aimed at different donors (`farm generate --ensemble`), the least solved aim is named instead "
-                   "of the one resemblance infers.")
+                   "(at most this many; 0: none).")
 @click.option("--risk", "risks", multiple=True, default=("attacker",), show_default=True,
               help="Risk ratings whose answers count as queries to an attack model (repeatable).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Fine-tune and report, publish nothing.")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answers, donors, trial_min, risks, seed,
-             dry_run, store_url, as_json):
+def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answers, donors, risks, seed, dry_run,
+             store_url, as_json):
     """Fine-tune the substitute on attackers' answers (model extraction) or a labelled folder; publish it.
 
     Each answer is the attacker's reading of a pool captcha: a query to its model. Training mixes
     them with clean replay, stops when agreement with held-out answers stops rising, and refuses
     to publish a model that lost more than --tolerance clean accuracy on the answered schemes.
     The answers also show which captchas the attacker solved: the zoo donor that fails on the
-    same ones joins every pool made with the new version (--donors). Answers to trial pools aimed
-    at different donors measure this directly: the least solved aim is named (--trial-min).
+    same ones joins every pool made with the new version (--donors).
     """
     from farm.exceptions import FarmError
     from farm.finetune import FinetuneConfig, FinetuneRefused, finetune as run, resolve_batches
@@ -64,8 +59,7 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
     store = open_store_or_fail(store_url)
     try:
         config = FinetuneConfig(steps=steps, lr=lr, replay=replay, holdout=holdout, tolerance=tolerance,
-                                mistakes_only=not all_answers, donors=donors, trial_min=trial_min,
-                                risks=tuple(risks),
+                                mistakes_only=not all_answers, donors=donors, risks=tuple(risks),
                                 seed=seed).validate()
         keys = resolve_batches(store, list(names)) if names else []
         result = run(store, keys, base=base, config=config, publish=not dry_run, data=data,
@@ -91,13 +85,9 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
                    f"{result['base']}'s")
     else:
         click.echo(f"agreement with the attacker {b['agreement']:.1%} -> {a['agreement']:.1%}{mimicry}; clean {clean}")
-    verb = "are also" if result["published"] else "would also be"
-    if result["choice"] == "trials":
-        shares = ", ".join(f"{aim} {t['rate']:.1%} of {t['answered']}" for aim, t in result["trials"].items())
-        click.echo(f"trial pools: attackers solved {shares}; pools of the new version {verb} aimed at "
-                   f"{', '.join(result['ensemble']) or 'no donor'}")
-    elif result["ensemble"]:
+    if result["ensemble"]:
         scores = result["resemblance"]
+        verb = "are also" if result["published"] else "would also be"
         click.echo(f"pools of the new version {verb} aimed at {', '.join(result['ensemble'])}: it fails where the "
                    f"attacker failed (resemblance {scores[result['ensemble'][0]]:.2f}, the substitute's "
                    f"{scores['substitute'] or 0:.2f})")
