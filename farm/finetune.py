@@ -40,6 +40,7 @@ from farm.model import to_input_bytes
 from farm.pool import MAX_ANSWER_CHARS, check_pool_name, decode_png, image_key
 from farm.resemblance import choose_donors
 from farm.store import Store
+from farm.zoo import card_ensemble
 
 __all__ = ["FinetuneConfig", "Queries", "FinetuneRefused", "load_queries", "agreement", "finetune", "input_bytes",
            "folder_queries"]
@@ -69,6 +70,7 @@ class Queries:
     skipped: dict[str, int] = field(default_factory=dict)
     pictures: list = field(default_factory=list)  # an answered captcha as served, uint8 (H, W); None: no pool row
     truths: list[str | None] = field(default_factory=list)  # an answered captcha's true text; None: no pool row
+    aims: list[frozenset] = field(default_factory=list)  # the zoo donors an answered captcha was perturbed against
 
     def split(self, held: bool, mistakes_only: bool = False) -> tuple[torch.Tensor, list[str]]:
         """Held-out rows or the training rows, without the attacker's right answers when `mistakes_only`."""
@@ -76,11 +78,11 @@ class Queries:
         rows = keep.nonzero().squeeze(1).tolist()
         return self.images[rows], [self.answers[i] for i in rows]
 
-    def answered(self) -> tuple[list, list[str], list[bool]]:
-        """(pictures, true texts, attacker right) of the rows whose truth the pools' keys give."""
+    def answered(self) -> tuple[list, list[str], list[bool], list[frozenset]]:
+        """(pictures, true texts, attacker right, donors aimed at) of the rows whose truth the pools' keys give."""
         rows = [i for i, truth in enumerate(self.truths) if truth is not None]
         return ([self.pictures[i] for i in rows], [self.truths[i] for i in rows],
-                [bool(self.solved[i]) for i in rows])
+                [bool(self.solved[i]) for i in rows], [self.aims[i] for i in rows])
 
 
 def input_bytes(solver: Solver, images) -> torch.Tensor:
@@ -100,7 +102,7 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
 
     skipped: Counter = Counter()
     seen, images, answers, held, solved, schemes, truths = set(), [], [], [], [], {}, {}
-    pictures, true_texts = [], []
+    pictures, true_texts, aims, pool_aims = [], [], [], {}
     for key in batch_keys:
         try:
             records = read_batch(store, key)
@@ -136,11 +138,13 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
                 continue
             if record["pool"] not in schemes:
                 try:
-                    schemes[record["pool"]] = PoolSpec.from_dict(read_manifest(store, record["pool"])["spec"]).scheme
+                    spec = PoolSpec.from_dict(read_manifest(store, record["pool"])["spec"])
                 except FarmError:
-                    schemes[record["pool"]] = None
-                truths[record["pool"]] = {k["id"]: solver.charset.normalize(k["answer"])
-                                          for k in read_keys(store, record["pool"])}
+                    spec = None
+                schemes[record["pool"]] = spec.scheme if spec else None
+                keys = read_keys(store, record["pool"])
+                truths[record["pool"]] = {k["id"]: solver.charset.normalize(k["answer"]) for k in keys}
+                pool_aims[record["pool"]] = _aims(store, spec, keys)
             seen.add(identity)
             images.append(input_bytes(solver, [image]))
             answers.append(answer)
@@ -148,6 +152,7 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
             true_texts.append(truths[record["pool"]].get(record["captcha_id"]))
             solved.append(true_texts[-1] == answer)
             pictures.append(image)
+            aims.append(pool_aims[record["pool"]].get(record["captcha_id"], frozenset()))
     usable = len(answers)
     if usable < MIN_QUERIES:
         raise AnswersError(f"answers: only {usable} usable records (skipped: {dict(skipped) or 'none'}); "
@@ -157,15 +162,32 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
         holdout[:] = False
         holdout[:: max(2, round(1 / config.holdout))] = True
     return Queries(torch.cat(images), answers, holdout, torch.tensor(solved),
-                   sorted({s for s in schemes.values() if s}), dict(skipped), pictures, true_texts)
+                   sorted({s for s in schemes.values() if s}), dict(skipped), pictures, true_texts, aims)
+
+
+def _aims(store: Store, spec, keys: list[dict]) -> dict[str, frozenset]:
+    """Captcha id -> the donors it was perturbed against: the pool's --ensemble and its substitute's card's.
+
+    A donor a captcha was aimed at fails on it by construction, so its failures there say nothing
+    about resembling the attacker (farm.resemblance).
+    """
+    spec_donors = frozenset(spec.ensemble) if spec else frozenset()
+    cards: dict = {}
+    for version in {k.get("substitute") for k in keys}:
+        try:
+            cards[version] = frozenset(card_ensemble(registry.card(store, version))) if version else frozenset()
+        except (FarmError, ValueError):
+            cards[version] = frozenset()  # a version gone from the registry: its own donors are unknown
+    return {k["id"]: spec_donors | cards[k.get("substitute")] for k in keys}
 
 
 def folder_queries(folder: str | Path, solver: Solver, config: FinetuneConfig) -> Queries:
     """A platform's labelled captchas as queries: true answers instead of an attacker's (farm.folder)."""
     data = read_folder(folder, Charset(solver.charset.alphabet, 1, MAX_ANSWER_CHARS), glyphs=False)
     held = torch.from_numpy(data.held_out(config.holdout))
-    return Queries(input_bytes(solver, data.images), data.texts, held, torch.zeros_like(held), [], {},
-                   [None] * len(data.texts), [None] * len(data.texts))  # no attacker: nothing to resemble
+    none = [None] * len(data.texts)  # no attacker: nothing to resemble
+    return Queries(input_bytes(solver, data.images), data.texts, held, torch.zeros_like(held), [], {}, none, none,
+                   [frozenset()] * len(data.texts))
 
 
 def merge(first: Queries, second: Queries) -> Queries:
@@ -173,7 +195,7 @@ def merge(first: Queries, second: Queries) -> Queries:
                    torch.cat([first.holdout, second.holdout]), torch.cat([first.solved, second.solved]),
                    sorted(set(first.schemes) | set(second.schemes)),
                    {k: first.skipped.get(k, 0) + second.skipped.get(k, 0) for k in {**first.skipped, **second.skipped}},
-                   first.pictures + second.pictures, first.truths + second.truths)
+                   first.pictures + second.pictures, first.truths + second.truths, first.aims + second.aims)
 
 
 def agreement(solver: Solver, images: torch.Tensor, answers: list[str]) -> float:
@@ -297,20 +319,22 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     after = {**_agreements(solver, (held_images, held_answers), held_mistakes),
              "clean": _clean_accuracy(solver, targets, config)}
     drops = {name: round(before["clean"][name] - after["clean"][name], 4) for name in targets}
-    ensemble, resembles = choose_donors(base_solver, *queries.answered(), config.donors, device)
+    kept = card_ensemble(base_solver.card)  # the answers cannot judge donors their captchas were aimed at: kept
+    named, resembles = choose_donors(base_solver, *queries.answered(), config.donors, device, keep=tuple(kept))
+    ensemble = [*kept, *named]
     result = {"base": parent, "version": None, "published": False, "best_step": best_step,
               "steps_run": history[-1]["step"] if history else 0,
               "queries": {"train": len(train_answers), "holdout": len(held_answers),
                           "holdout_mistakes": len(held_mistakes[1]), "skipped": queries.skipped,
                           "solved_left_out": int((~queries.holdout).sum()) - len(train_answers)},
               "target_schemes": targets, "before": before, "after": after, "clean_drop": drops,
-              "ensemble": ensemble, "resemblance": resembles,
+              "ensemble": ensemble, "donors_named": named, "donors_kept": kept, "resemblance": resembles,
               # no step agreed better, yet the answers named donors: the base's weights publish with them
               "weights": "trained" if best_step else "unchanged",
               "tolerance": config.tolerance, "guard_floor": solver.card["guard_floor"], "history": history,
               "seconds": round(time.perf_counter() - started, 1)}
     worst = max(drops, key=drops.get, default=None)
-    if best_step == 0 and not ensemble:
+    if best_step == 0 and not named:
         closest = _closest_miss(history, before["agreement"], result["guard_floor"])
         donors = ", and no zoo donor fails where the attacker failed more than the substitute" if config.donors else ""
         raise FinetuneRefused(

@@ -104,6 +104,18 @@ def test_when_no_weights_agree_better_the_base_publishes_with_the_donor_the_answ
     assert result["ensemble"] == ["crnn-b"] and result["clean_drop"] == {"classic": 0.0}
     v1, v2 = registry.card(store, "v1"), registry.card(store, result["version"])
     assert v2["sha256"] == v1["sha256"] and v2["ensemble"] == ["crnn-b"] and v2["parent"] == "v1"
+    # the next round: the bot answers a pool of v2, aimed at crnn-b, where crnn-b fails by construction
+    spec = PoolSpec(count=60, shard_size=60, method="iterative", mask="full", eps=8 / 255, steps=5)
+    generate_pool(store, "p2", spec, spec.solvers(registry.load(store, "v2")), SECRET, progress=False)
+    answered = answer_pool(store, "p2", load_donor("crnn-b"))
+    key2 = ingest(store, "".join(json.dumps(r) + "\n" for r in answered["records"]).encode()).key
+    try:
+        got = finetune(store, [key2], config=still, publish=False, progress=False)
+    except FinetuneRefused as refused:  # no gain and no new donor
+        got = refused.result
+    assert got["donors_kept"] == ["crnn-b"] and "crnn-b" not in got["donors_named"]  # kept, not named again
+    assert got["ensemble"] == ["crnn-b", *got["donors_named"]]
+    assert got["resemblance"]["crnn-b"] is None  # not judged where it was attacked
 
 
 def test_malformed_foreign_and_human_answers_are_skipped_and_counted(attacked, substitute, tmp_path):
@@ -157,8 +169,14 @@ def test_the_answers_name_the_donor_that_fails_where_the_attacker_failed(attacke
     assert chosen == ["crnn-b"], scores
     assert scores["crnn-b"] > 0.9 and scores["substitute"] < 0.9 and set(scores) == {"substitute", "crnn-b", "resnet-a"}
     assert choose_donors(substitute, *queries.answered(), limit=0) == ([], {})
+    # captchas aimed at a donor fail on it by construction: it is judged on the others only, here none
+    pictures, truths, solved, _ = queries.answered()
+    chosen, scores = choose_donors(substitute, pictures, truths, solved, [frozenset({"crnn-b"})] * len(truths), limit=1)
+    assert "crnn-b" not in chosen and scores["crnn-b"] is None and scores["resnet-a"] is not None
+    # a donor the base already attacks with is kept, not named again
+    assert "crnn-b" not in choose_donors(substitute, *queries.answered(), limit=1, keep=("crnn-b",))[0]
     # a labelled folder has no attacker: it names no donor
-    assert choose_donors(substitute, [], [], [], limit=1) == ([], {})
+    assert choose_donors(substitute, [], [], [], [], limit=1) == ([], {})
 
 
 def test_resemblance_is_the_correlation_of_solved_flags():

@@ -85,11 +85,14 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
                    f"{result['base']}'s")
     else:
         click.echo(f"agreement with the attacker {b['agreement']:.1%} -> {a['agreement']:.1%}{mimicry}; clean {clean}")
-    if result["ensemble"]:
+    verb = "are also" if result["published"] else "would also be"
+    if result["donors_named"]:
         scores = result["resemblance"]
-        verb = "are also" if result["published"] else "would also be"
-        click.echo(f"pools of the new version {verb} aimed at {', '.join(result['ensemble'])}: it fails where the "
-                   f"attacker failed (resemblance {scores[result['ensemble'][0]]:.2f}, the substitute's "
+        click.echo(f"pools of the new version {verb} aimed at {', '.join(result['donors_named'])}: it fails where "
+                   f"the attacker failed (resemblance {scores[result['donors_named'][0]]:.2f}, the substitute's "
                    f"{scores['substitute'] or 0:.2f})")
+    if result["donors_kept"]:
+        click.echo(f"pools of the new version {verb} aimed at {', '.join(result['donors_kept'])}, as {result['base']}'s "
+                   f"are")
     click.echo(f"published {result['version']} on top of {result['base']}" if result["published"]
                else "dry run: nothing published")
