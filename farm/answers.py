@@ -2,7 +2,9 @@
 
 A platform sends JSON lines `{"pool", "captcha_id", "answer", "risk", "time"}`. Each line is
 checked on its own, so a malformed line is reported (with its number and reason) and never stops
-the valid ones. Accepted records are stored as `answers/<batch>.jsonl`, the batch named by the hash
+the valid ones. An answer that is no text of the pool's alphabet and length ("12a4" to a digits
+pool) is kept and noted: it is what the bot typed, a failure that says which captchas it could
+not solve, though never a label to learn. Accepted records are stored as `answers/<batch>.jsonl`, the batch named by the hash
 of its canonical content: ingesting the same file twice adds nothing.
 """
 
@@ -51,7 +53,10 @@ class Rejection:
 
 @dataclass
 class IngestReport:
-    """What happened to a file: the batch written (or found), the accepted count, every rejected line."""
+    """What happened to a file: the batch written (or found), the accepted count, every rejected line.
+
+    `unreadable`: accepted lines whose answer is no text of the pool's alphabet and length.
+    """
 
     batch: str | None
     key: str | None
@@ -59,6 +64,7 @@ class IngestReport:
     added: int  # records new to the store: 0 when the same batch was ingested before
     lines: int
     rejected: list[Rejection] = field(default_factory=list)
+    unreadable: list[Rejection] = field(default_factory=list)
 
     @property
     def duplicate(self) -> bool:
@@ -67,7 +73,7 @@ class IngestReport:
     def to_dict(self) -> dict:
         return {"batch": self.batch, "key": self.key, "accepted": self.accepted, "added": self.added,
                 "duplicate": self.duplicate, "lines": self.lines,
-                "rejected": [asdict(r) for r in self.rejected]}
+                "rejected": [asdict(r) for r in self.rejected], "unreadable": [asdict(r) for r in self.unreadable]}
 
 
 class _Pools:
@@ -91,8 +97,8 @@ class _Pools:
         return self._known[pool]
 
 
-def _check(record, pools: _Pools) -> dict:
-    """The record if valid, else ValueError with the first reason found."""
+def _check(record, pools: _Pools) -> tuple[dict, str | None]:
+    """(the record, why its answer is no label of the pool or None) if valid, else ValueError with the first reason."""
     if not isinstance(record, dict):
         raise ValueError(f"not a JSON object but {type(record).__name__}")
     missing = [f for f in FIELDS if f not in record]
@@ -112,10 +118,13 @@ def _check(record, pools: _Pools) -> dict:
         raise ValueError(f"captcha_id: {record['captcha_id'][:64]!r} is not a captcha of pool {record['pool']!r}")
     if len(record["answer"]) > MAX_ANSWER_CHARS:
         raise ValueError(f"answer: longer than {MAX_ANSWER_CHARS} characters")
+    if not record["answer"].isprintable():
+        raise ValueError("answer: holds control characters; send the text as typed, one line")
     try:
         charset.label(record["answer"])
+        unreadable = None
     except ValueError as e:  # the charset names the character or the length; say which field
-        raise ValueError("answer: " + str(e).removeprefix("text: ")) from None
+        unreadable = "answer: " + str(e).removeprefix("text: ") + "; kept as a failed answer, never learned"
     if record["risk"] not in RISKS:
         raise ValueError(f"risk: {record['risk'][:32]!r} is not one of {', '.join(RISKS)}")
     try:
@@ -124,7 +133,7 @@ def _check(record, pools: _Pools) -> dict:
         raise ValueError(f"time: {record['time'][:40]!r} is not an ISO 8601 time like 2026-01-31T12:00:00Z") from None
     if when.tzinfo is None:
         raise ValueError(f"time: {record['time']!r} has no timezone; add Z or an offset like +01:00")
-    return {name: record[name] for name in FIELDS}
+    return {name: record[name] for name in FIELDS}, unreadable
 
 
 def ingest(store: Store, data: bytes, limits: Limits = Limits()) -> IngestReport:
@@ -137,7 +146,7 @@ def ingest(store: Store, data: bytes, limits: Limits = Limits()) -> IngestReport
     if len(lines) > limits.max_records:
         raise AnswersError(f"answers: {len(lines)} lines is over the limit of {limits.max_records} records; "
                            f"split the file")
-    pools, accepted, rejected, seen = _Pools(store), [], [], {}
+    pools, accepted, rejected, unreadable, seen = _Pools(store), [], [], [], {}
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
@@ -145,7 +154,7 @@ def ingest(store: Store, data: bytes, limits: Limits = Limits()) -> IngestReport
             rejected.append(Rejection(number, f"line is {len(raw)} bytes; the limit is {limits.max_line_bytes}"))
             continue
         try:
-            record = _check(json.loads(raw), pools)
+            record, why = _check(json.loads(raw), pools)
         except UnicodeDecodeError:
             rejected.append(Rejection(number, "not UTF-8 text"))
             continue
@@ -161,6 +170,8 @@ def ingest(store: Store, data: bytes, limits: Limits = Limits()) -> IngestReport
             continue
         seen[canonical] = number
         accepted.append(canonical)
+        if why:
+            unreadable.append(Rejection(number, why))
     if not accepted:
         return IngestReport(None, None, 0, 0, len(lines), rejected)
     body = "".join(line + "\n" for line in sorted(accepted)).encode()  # sorted: the batch is a set of records
@@ -171,8 +182,9 @@ def ingest(store: Store, data: bytes, limits: Limits = Limits()) -> IngestReport
         added = len(accepted)
     except ConflictError:
         added = 0  # the same records were ingested before: same content, same name
-    log.info("answers: %s accepted, %s rejected, %s new in %s", len(accepted), len(rejected), added, key)
-    return IngestReport(batch, key, len(accepted), added, len(lines), rejected)
+    log.info("answers: %s accepted (%s unreadable), %s rejected, %s new in %s", len(accepted), len(unreadable),
+             len(rejected), added, key)
+    return IngestReport(batch, key, len(accepted), added, len(lines), rejected, unreadable)
 
 
 def ingest_file(store: Store, path: str | Path, limits: Limits = Limits()) -> IngestReport:

@@ -71,6 +71,7 @@ class Queries:
     pictures: list = field(default_factory=list)  # an answered captcha as served, uint8 (H, W); None: no pool row
     truths: list[str | None] = field(default_factory=list)  # an answered captcha's true text; None: no pool row
     aims: list[frozenset] = field(default_factory=list)  # the zoo donors an answered captcha was perturbed against
+    failed: list[tuple] = field(default_factory=list)  # (picture, truth, aim) of answers that are no label: failures
 
     def split(self, held: bool, mistakes_only: bool = False) -> tuple[torch.Tensor, list[str]]:
         """Held-out rows or the training rows, without the attacker's right answers when `mistakes_only`."""
@@ -79,10 +80,17 @@ class Queries:
         return self.images[rows], [self.answers[i] for i in rows]
 
     def answered(self) -> tuple[list, list[str], list[bool], list[frozenset]]:
-        """(pictures, true texts, attacker right, donors aimed at) of the rows whose truth the pools' keys give."""
+        """(pictures, true texts, attacker right, donors aimed at) of every answered captcha whose truth is kept.
+
+        Answers that are no label (wrong length or alphabet) are failures too: left out, they would
+        hide exactly the captchas that garbled the bot's reading.
+        """
         rows = [i for i, truth in enumerate(self.truths) if truth is not None]
-        return ([self.pictures[i] for i in rows], [self.truths[i] for i in rows],
-                [bool(self.solved[i]) for i in rows], [self.aims[i] for i in rows])
+        failed = [row for row in self.failed if row[1] is not None]
+        return ([self.pictures[i] for i in rows] + [row[0] for row in failed],
+                [self.truths[i] for i in rows] + [row[1] for row in failed],
+                [bool(self.solved[i]) for i in rows] + [False] * len(failed),
+                [self.aims[i] for i in rows] + [row[2] for row in failed])
 
 
 def input_bytes(solver: Solver, images) -> torch.Tensor:
@@ -102,7 +110,7 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
 
     skipped: Counter = Counter()
     seen, images, answers, held, solved, schemes, truths = set(), [], [], [], [], {}, {}
-    pictures, true_texts, aims, pool_aims = [], [], [], {}
+    pictures, true_texts, aims, pool_aims, failed = [], [], [], {}, []
     for key in batch_keys:
         try:
             records = read_batch(store, key)
@@ -120,11 +128,14 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
                 check_pool_name(record["pool"])
                 if not _ID.fullmatch(record["captcha_id"]):
                     raise ValueError("captcha_id")
+            except ValueError:
+                skipped["invalid"] += 1  # a foreign pool or id
+                continue
+            try:
                 answer = solver.charset.label(record["answer"])
             except ValueError:
-                skipped["invalid"] += 1  # wrong charset, length or a foreign id: not a label we can learn
-                continue
-            identity = (record["pool"], record["captcha_id"], answer)
+                answer = None  # wrong length or alphabet: no label to learn, yet the bot's failure
+            identity = (record["pool"], record["captcha_id"], answer or record["answer"])
             if identity in seen:
                 skipped["duplicate"] += 1
                 continue
@@ -146,13 +157,18 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
                 truths[record["pool"]] = {k["id"]: solver.charset.normalize(k["answer"]) for k in keys}
                 pool_aims[record["pool"]] = _aims(store, spec, keys)
             seen.add(identity)
+            aim = pool_aims[record["pool"]].get(record["captcha_id"], frozenset())
+            if answer is None:
+                skipped["unreadable_answer"] += 1  # kept in `failed`
+                failed.append((image, truths[record["pool"]].get(record["captcha_id"]), aim))
+                continue
             images.append(input_bytes(solver, [image]))
             answers.append(answer)
             held.append(_held_out(record, config.holdout, config.seed))
             true_texts.append(truths[record["pool"]].get(record["captcha_id"]))
             solved.append(true_texts[-1] == answer)
             pictures.append(image)
-            aims.append(pool_aims[record["pool"]].get(record["captcha_id"], frozenset()))
+            aims.append(aim)
     usable = len(answers)
     if usable < MIN_QUERIES:
         raise AnswersError(f"answers: only {usable} usable records (skipped: {dict(skipped) or 'none'}); "
@@ -162,7 +178,7 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
         holdout[:] = False
         holdout[:: max(2, round(1 / config.holdout))] = True
     return Queries(torch.cat(images), answers, holdout, torch.tensor(solved),
-                   sorted({s for s in schemes.values() if s}), dict(skipped), pictures, true_texts, aims)
+                   sorted({s for s in schemes.values() if s}), dict(skipped), pictures, true_texts, aims, failed)
 
 
 def _aims(store: Store, spec, keys: list[dict]) -> dict[str, frozenset]:
@@ -195,7 +211,8 @@ def merge(first: Queries, second: Queries) -> Queries:
                    torch.cat([first.holdout, second.holdout]), torch.cat([first.solved, second.solved]),
                    sorted(set(first.schemes) | set(second.schemes)),
                    {k: first.skipped.get(k, 0) + second.skipped.get(k, 0) for k in {**first.skipped, **second.skipped}},
-                   first.pictures + second.pictures, first.truths + second.truths, first.aims + second.aims)
+                   first.pictures + second.pictures, first.truths + second.truths, first.aims + second.aims,
+                   first.failed + second.failed)
 
 
 def agreement(solver: Solver, images: torch.Tensor, answers: list[str]) -> float:

@@ -47,8 +47,8 @@ def test_malformed_lines_are_rejected_line_by_line_and_valid_lines_kept(pool_sto
         {k: v for k, v in record(ids[1]).items() if k != "risk"},  # 4 missing field
         record(ids[1], pool="other"),                            # 5 unknown pool
         record("f" * 32),                                        # 6 unknown id
-        record(ids[1], answer="AB-2"),                           # 7 outside the alphabet
-        record(ids[1], answer="ABCDEFG"),                        # 8 too long for classic (4)
+        record(ids[1], answer="AB-2"),                           # 7 outside the alphabet: kept, unreadable
+        record(ids[1], answer="ABCDEFG"),                        # 8 too long for classic (4): kept, unreadable
         record(ids[1], risk="robot"),                            # 9 unknown risk label
         record(ids[1], time="yesterday"),                        # 10 not ISO 8601
         record(ids[1], time="2026-11-23T10:00:00"),              # 11 no timezone
@@ -57,21 +57,27 @@ def test_malformed_lines_are_rejected_line_by_line_and_valid_lines_kept(pool_sto
         "",                                                      # 14 blank: skipped, not an error
         record(ids[0]),                                          # 15 duplicate of line 1
         record(ids[2], answer="ab12", risk="suspicious", time="2026-11-23T11:00:00+01:00"),  # 16 valid (case)
+        record(ids[2], answer="AB\x1b2"),                        # 17 a control character
     )
     report = ingest(pool_store, data)
     reasons = {r.line: r.reason for r in report.rejected}
-    assert sorted(reasons) == [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15]
+    assert sorted(reasons) == [2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 15, 17]
     assert reasons[2].startswith("not valid JSON") and "not a JSON object" in reasons[3]
     assert "missing field(s): risk" in reasons[4] and "'other' is not a pool" in reasons[5]
-    assert "is not a captcha of pool 'p'" in reasons[6] and "answer: character '-'" in reasons[7]
-    assert "answer: 'ABCDEFG' has 7 characters" in reasons[8] and "risk: 'robot'" in reasons[9]
+    assert "is not a captcha of pool 'p'" in reasons[6] and "risk: 'robot'" in reasons[9]
+    # what a bot typed outside the pool's alphabet or length is its failure: kept, noted, never a label
+    unreadable = {r.line: r.reason for r in report.unreadable}
+    assert sorted(unreadable) == [7, 8] and all("kept as a failed answer" in r for r in unreadable.values())
+    assert "answer: character '-'" in unreadable[7] and "answer: 'ABCDEFG' has 7 characters" in unreadable[8]
+    assert "control characters" in reasons[17]
     assert "ISO 8601" in reasons[10] and "no timezone" in reasons[11]
     assert "unknown field(s): user" in reasons[12] and "answer: must be a string" in reasons[13]
     assert reasons[15] == "duplicate of line 1"
-    assert (report.accepted, report.added, report.lines) == (2, 2, 16)
+    assert (report.accepted, report.added, report.lines) == (4, 4, 17)
     stored = read_batch(pool_store, report.key)
-    assert stored == sorted([record(ids[0]), record(ids[2], answer="ab12", risk="suspicious",
-                                                    time="2026-11-23T11:00:00+01:00")], key=json.dumps)
+    assert stored == sorted([record(ids[0]), record(ids[1], answer="AB-2"), record(ids[1], answer="ABCDEFG"),
+                             record(ids[2], answer="ab12", risk="suspicious", time="2026-11-23T11:00:00+01:00")],
+                            key=lambda r: json.dumps(r, sort_keys=True))  # the batch's order: canonical lines
     assert report.key == f"answers/{report.batch}.jsonl" and report.key in batches(pool_store)
 
 

@@ -209,7 +209,7 @@ def test_flagged_users_answers_are_stored_as_farm_answers_ingest_would(serve, po
     shown = [service.draw() for _ in range(2)]
     assert service.verify(shown[0]["id"], "ZZZZ").status_code == 200  # verified: still reportable
     when = "2026-11-23T10:00:00Z"
-    records = [{"id": shown[0]["id"], "answer": "ZZZZ", "risk": "attacker", "time": when},
+    records = [{"id": shown[0]["id"], "answer": "ZZ-Z", "risk": "attacker", "time": when},
                {"id": shown[1]["id"], "answer": "AB12", "risk": "suspicious", "time": when},
                {"id": "x" * 32, "answer": "AB12", "risk": "attacker", "time": when},
                {"id": shown[1]["id"], "answer": "AB12", "risk": "bot", "time": when},
@@ -220,6 +220,7 @@ def test_flagged_users_answers_are_stored_as_farm_answers_ingest_would(serve, po
     assert response.status_code == 200, response.text
     report_ = response.json()
     assert report_["accepted"] == 2 and report_["added"] == 2 and not report_["duplicate"]
+    assert [r["record"] for r in report_["unreadable"]] == [1] and "'-'" in report_["unreadable"][0]["reason"]
     reasons = {r["record"]: r["reason"] for r in report_["rejected"]}
     assert sorted(reasons) == [3, 4, 5, 6, 7]
     assert "unknown captcha id" in reasons[3] and reasons[4].startswith("risk:") and reasons[5].startswith("time:")

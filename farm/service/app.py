@@ -108,6 +108,8 @@ class AnswersReport(BaseModel):
     duplicate: bool
     batch: str | None
     rejected: list[RejectedRecord]
+    unreadable: list[RejectedRecord] = Field(description="Accepted records whose answer is no text of the pool's "
+                                             "alphabet and length: kept as the bot's failures, never learned.")
 
 
 def create_app(settings: ServiceSettings, metrics: ServiceMetrics | None = None) -> FastAPI:
@@ -287,9 +289,11 @@ def _ingest(store, state: CaptchaState, platform: str, records: list) -> dict:
     report = ingest(store, b"\n".join(lines) + b"\n", ANSWER_LIMITS) if lines else None
     if report is not None:
         rejected += [Rejection(origin[r.line - 1], r.reason) for r in report.rejected]
+    unreadable = [{"record": origin[r.line - 1], "reason": r.reason} for r in report.unreadable] if report else []
     return {"accepted": report.accepted if report else 0, "added": report.added if report else 0,
             "duplicate": bool(report and report.duplicate), "batch": report.batch if report else None,
-            "rejected": [{"record": r.line, "reason": r.reason} for r in sorted(rejected, key=lambda r: r.line)]}
+            "rejected": [{"record": r.line, "reason": r.reason} for r in sorted(rejected, key=lambda r: r.line)],
+            "unreadable": unreadable}
 
 
 def _flush_served(state: CaptchaState, client: PoolClient, every: float, stop: threading.Event) -> None:
