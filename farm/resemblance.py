@@ -55,8 +55,8 @@ def choose_donors(substitute: Solver, pictures: list[np.ndarray], truths: list[s
     scores = {"substitute": resemblance(substitute, pictures, truths, solved)}
     for member in members(DONOR):
         donor = load_donor(member.name, device)
-        rows = [i for i, aim in enumerate(aims) if member.name not in aim]
         if donor.charset.alphabet == substitute.charset.alphabet:
+            rows = [i for i, aim in enumerate(aims) if member.name not in aim]
             scores[member.name] = resemblance(donor, *([seq[i] for i in rows] for seq in (pictures, truths, solved)))
     floor = scores["substitute"] if scores["substitute"] is not None else 0.0
     better = [name for name, score in scores.items()

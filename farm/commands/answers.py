@@ -42,8 +42,8 @@ def ingest(file, max_bytes, max_line_bytes, max_records, strict, store_url, as_j
             click.echo(f"{file}:{r.line}: unreadable: {r.reason}", err=True)
         where = f" in {report.key}" if report.key else ""
         news = " (already ingested: nothing added)" if report.duplicate else ""
-        odd = (f" ({len(report.unreadable)} unreadable: answers in no text of the pool's alphabet and length, kept as "
-               f"the bot's failures{'; --json lists them all' if len(report.unreadable) > 5 else ''})"
+        odd = (f" ({len(report.unreadable)} unreadable: answers outside the pool's alphabet or length, kept as the "
+               f"bot's failures{'; --json lists them all' if len(report.unreadable) > 5 else ''})"
                if report.unreadable else "")
         click.echo(f"{report.accepted} accepted{odd}{where}{news}, {len(report.rejected)} rejected")
     if strict and report.rejected:
