@@ -60,10 +60,14 @@ class FinetuneRefused(FarmError):
 
 @dataclass
 class Queries:
-    """Answer records resolved to images at the model's input size. Shape: images uint8 (N, 1, H, W)."""
+    """Answered captchas, one row each, resolved to images at the model's input size.
+
+    Shape: images uint8 (N, 1, H, W). An answer is None where the attacker typed no label (wrong
+    length or alphabet): never learned, yet its failure, which resemblance counts.
+    """
 
     images: torch.Tensor
-    answers: list[str]
+    answers: list[str | None]
     holdout: torch.Tensor  # bool (N,): kept apart to measure agreement
     solved: torch.Tensor  # bool (N,): the attacker answered right (by the pool's keys); False for labelled folders
     schemes: list[str]  # the target schemes: those of the answered pools
@@ -71,26 +75,23 @@ class Queries:
     pictures: list = field(default_factory=list)  # an answered captcha as served, uint8 (H, W); None: no pool row
     truths: list[str | None] = field(default_factory=list)  # an answered captcha's true text; None: no pool row
     aims: list[frozenset] = field(default_factory=list)  # the zoo donors an answered captcha was perturbed against
-    failed: list[tuple] = field(default_factory=list)  # (picture, truth, aim) of answers that are no label: failures
+
+    @property
+    def learnable(self) -> torch.Tensor:
+        """bool (N,): the rows whose answer is a label."""
+        return torch.tensor([a is not None for a in self.answers], dtype=torch.bool)
 
     def split(self, held: bool, mistakes_only: bool = False) -> tuple[torch.Tensor, list[str]]:
-        """Held-out rows or the training rows, without the attacker's right answers when `mistakes_only`."""
-        keep = (self.holdout if held else ~self.holdout) & ~(self.solved & mistakes_only)
+        """Held-out rows or the training rows of labels, without the attacker's right answers when `mistakes_only`."""
+        keep = (self.holdout if held else ~self.holdout) & self.learnable & ~(self.solved & mistakes_only)
         rows = keep.nonzero().squeeze(1).tolist()
         return self.images[rows], [self.answers[i] for i in rows]
 
     def answered(self) -> tuple[list, list[str], list[bool], list[frozenset]]:
-        """(pictures, true texts, attacker right, donors aimed at) of every answered captcha whose truth is kept.
-
-        Answers that are no label (wrong length or alphabet) are failures too: left out, they would
-        hide exactly the captchas that garbled the bot's reading.
-        """
+        """(pictures, true texts, attacker right, donors aimed at) of every answered captcha whose truth is kept."""
         rows = [i for i, truth in enumerate(self.truths) if truth is not None]
-        failed = [row for row in self.failed if row[1] is not None]
-        return ([self.pictures[i] for i in rows] + [row[0] for row in failed],
-                [self.truths[i] for i in rows] + [row[1] for row in failed],
-                [bool(self.solved[i]) for i in rows] + [False] * len(failed),
-                [self.aims[i] for i in rows] + [row[2] for row in failed])
+        return ([self.pictures[i] for i in rows], [self.truths[i] for i in rows],
+                [bool(self.solved[i]) for i in rows], [self.aims[i] for i in rows])
 
 
 def input_bytes(solver: Solver, images) -> torch.Tensor:
@@ -110,7 +111,7 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
 
     skipped: Counter = Counter()
     seen, images, answers, held, solved, schemes, truths = set(), [], [], [], [], {}, {}
-    pictures, true_texts, aims, pool_aims, failed = [], [], [], {}, []
+    pictures, true_texts, aims, pool_aims = [], [], [], {}
     for key in batch_keys:
         try:
             records = read_batch(store, key)
@@ -157,28 +158,25 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
                 truths[record["pool"]] = {k["id"]: solver.charset.normalize(k["answer"]) for k in keys}
                 pool_aims[record["pool"]] = _aims(store, spec, keys)
             seen.add(identity)
-            aim = pool_aims[record["pool"]].get(record["captcha_id"], frozenset())
             if answer is None:
-                skipped["unreadable_answer"] += 1  # kept in `failed`
-                failed.append((image, truths[record["pool"]].get(record["captcha_id"]), aim))
-                continue
+                skipped["unreadable_answer"] += 1  # kept as a row: the bot's failure, never learned
             images.append(input_bytes(solver, [image]))
             answers.append(answer)
             held.append(_held_out(record, config.holdout, config.seed))
             true_texts.append(truths[record["pool"]].get(record["captcha_id"]))
-            solved.append(true_texts[-1] == answer)
+            solved.append(answer is not None and true_texts[-1] == answer)
             pictures.append(image)
-            aims.append(aim)
-    usable = len(answers)
-    if usable < MIN_QUERIES:
-        raise AnswersError(f"answers: only {usable} usable records (skipped: {dict(skipped) or 'none'}); "
+            aims.append(pool_aims[record["pool"]].get(record["captcha_id"], frozenset()))
+    labels = [i for i, a in enumerate(answers) if a is not None]
+    if len(labels) < MIN_QUERIES:
+        raise AnswersError(f"answers: only {len(labels)} usable records (skipped: {dict(skipped) or 'none'}); "
                            f"a fine-tune needs at least {MIN_QUERIES} attacker answers to pools of this store")
     holdout = torch.tensor(held)
-    if holdout.all() or not holdout.any():  # tiny batches: still keep both sides
+    if holdout[labels].all() or not holdout[labels].any():  # tiny batches: still keep both sides
         holdout[:] = False
-        holdout[:: max(2, round(1 / config.holdout))] = True
+        holdout[labels[:: max(2, round(1 / config.holdout))]] = True
     return Queries(torch.cat(images), answers, holdout, torch.tensor(solved),
-                   sorted({s for s in schemes.values() if s}), dict(skipped), pictures, true_texts, aims, failed)
+                   sorted({s for s in schemes.values() if s}), dict(skipped), pictures, true_texts, aims)
 
 
 def _aims(store: Store, spec, keys: list[dict]) -> dict[str, frozenset]:
@@ -211,8 +209,7 @@ def merge(first: Queries, second: Queries) -> Queries:
                    torch.cat([first.holdout, second.holdout]), torch.cat([first.solved, second.solved]),
                    sorted(set(first.schemes) | set(second.schemes)),
                    {k: first.skipped.get(k, 0) + second.skipped.get(k, 0) for k in {**first.skipped, **second.skipped}},
-                   first.pictures + second.pictures, first.truths + second.truths, first.aims + second.aims,
-                   first.failed + second.failed)
+                   first.pictures + second.pictures, first.truths + second.truths, first.aims + second.aims)
 
 
 def agreement(solver: Solver, images: torch.Tensor, answers: list[str]) -> float:
@@ -343,7 +340,7 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
               "steps_run": history[-1]["step"] if history else 0,
               "queries": {"train": len(train_answers), "holdout": len(held_answers),
                           "holdout_mistakes": len(held_mistakes[1]), "skipped": queries.skipped,
-                          "solved_left_out": int((~queries.holdout).sum()) - len(train_answers)},
+                          "solved_left_out": int((~queries.holdout & queries.learnable).sum()) - len(train_answers)},
               "target_schemes": targets, "before": before, "after": after, "clean_drop": drops,
               "ensemble": ensemble, "donors_named": named, "donors_kept": kept, "resemblance": resembles,
               # no step agreed better, yet the answers named donors: the base's weights publish with them

@@ -141,8 +141,9 @@ def test_malformed_foreign_and_human_answers_are_skipped_and_counted(attacked, s
     queries = load_queries(scratch, ["answers/raw.jsonl"], substitute, FinetuneConfig())
     assert queries.skipped == {"duplicate": 1, "invalid": 2, "unreadable_answer": 2, "risk": 1, "missing_image": 1,
                                "malformed": 2}
-    assert len(queries.answers) == 12 and set(queries.answers) == {"AB12"} and queries.schemes == ["classic"]
+    assert queries.answers == ["AB12"] * 12 + [None, None] and queries.schemes == ["classic"]
     # the two answers that are no label are never learned, yet count as the bot's failures for resemblance
+    assert len(queries.split(held=False)[1]) + len(queries.split(held=True)[1]) == 12
     truths = {r["id"]: r["answer"] for r in read_keys(store, "p")}
     _, texts, solved, _ = queries.answered()
     assert texts[12:] == [truths[ids[1]], truths[ids[2]]] and solved[12:] == [False, False] and len(texts) == 14
