@@ -58,6 +58,35 @@ def test_an_ensemble_sums_the_losses_of_several_substitutes(substitute, batch):
     assert torch.equal(single, ensemble)
 
 
+class Louder(torch.nn.Module):
+    """A solver's model whose loss is `factor` times larger: the same reader, a steeper loss."""
+
+    def __init__(self, model, factor):
+        super().__init__()
+        self.inner, self.factor = model, factor
+
+    def forward(self, x):
+        return self.inner(x)
+
+    def loss(self, *args, **kwargs):
+        return self.inner.loss(*args, **kwargs) * self.factor
+
+
+def test_every_member_of_an_ensemble_steers_whatever_the_scale_of_its_loss(substitute, batch):
+    from farm.checkpoint import Solver
+    from farm.zoo import load_donor
+
+    images, texts, mask = (part[:8] for part in batch)
+    donor = load_donor("crnn-b")
+    loud = Solver(Louder(donor.model, 1000.0), donor.charset, donor.card)
+    even = make_attack("direct", [substitute, donor])(images, list(texts), mask)
+    skewed = make_attack("direct", [substitute, loud])(images, list(texts), mask)
+    loud_alone = make_attack("direct", loud)(images, list(texts), mask)
+    # summed as they come, the loud member would set nearly every sign step by itself
+    assert (even != skewed).float().mean() < 1e-3
+    assert (skewed != loud_alone).float().mean() > 0.05
+
+
 def test_the_same_seed_perturbs_identically_and_another_seed_differently(substitute, batch):
     images, texts, mask = batch
     run = lambda seed: make_attack("iterative", substitute, steps=3, random_start=True, seed=seed)(  # noqa: E731

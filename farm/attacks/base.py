@@ -1,8 +1,9 @@
 """The base every perturbation method shares: device, eval mode, mask, budget, clamping, the loop.
 
 An attack maximises the CTC loss of the true label (untargeted) or minimises that of a
-target label (targeted), summed over one or more substitutes, changing only pixels the mask
-allows and staying within an L-inf or L2 ball of radius eps around the clean captcha.
+target label (targeted), summed over one or more substitutes (each steering alike), changing
+only pixels the mask allows and staying within an L-inf or L2 ball of radius eps around the
+clean captcha.
 A method writes only what makes it different: its step direction, its input transforms.
 
 Shape: images (B, 1, H, W) float in [0, 1]; mask (B, 1, H, W) bool or float in {0, 1}.
@@ -26,7 +27,7 @@ LossFn = Callable[[torch.Tensor, list[list[int]]], torch.Tensor]
 class Attack:
     """Base of the methods. Arguments (Default):
 
-    solvers: one substitute or a list (an ensemble; losses summed).
+    solvers: one substitute or a list (an ensemble; losses summed, gradients balanced: see _loss).
     eps (8/255): radius of the budget ball in `norm`, pixel values in [0, 1].
     norm ("linf"): "linf" or "l2".
     alpha (None): step size; methods pick a default from eps and steps.
@@ -148,15 +149,27 @@ class Attack:
 
     def _loss(self, x: torch.Tensor, labels: list[list[int]],
               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-captcha loss summed over the substitutes, and the first one's log-probs (for early stopping)."""
-        total, first = 0.0, None
+        """Per-captcha loss summed over the substitutes, and the first one's log-probs (for early stopping).
+
+        An ensemble's gradient is balanced: each member's, per captcha, scaled to unit L1 norm
+        before they are added (the value stays the plain sum). Summed as they come, the member
+        with the steepest loss steers every step, and the others only ride along.
+        """
+        losses, first = [], None
         for solver in self.solvers:
             log_probs = solver.model(x)
-            per_captcha = (self.loss(log_probs, labels) if self.loss
-                           else solver.model.loss(log_probs, labels, reduction="none"))
-            total = total + per_captcha
+            losses.append(self.loss(log_probs, labels) if self.loss
+                          else solver.model.loss(log_probs, labels, reduction="none"))
             first = log_probs if first is None else first
-        return total, first.detach()
+        total = sum(losses)
+        if len(losses) == 1:
+            return total, first.detach()
+        balanced = 0.0
+        for loss in losses:
+            grad, = torch.autograd.grad(loss.sum(), x, retain_graph=True)
+            grad = grad / grad.flatten(1).abs().sum(1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
+            balanced = balanced + (grad * x).flatten(1).sum(1)  # linear in x: its gradient is `grad`
+        return total.detach() + balanced - balanced.detach(), first.detach()
 
     def _reached(self, log_probs, goal: list[str], targeted: bool) -> torch.Tensor:
         """Per captcha: has the goal been reached (judged by the first substitute)?"""
