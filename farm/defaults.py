@@ -28,8 +28,10 @@ class FinetuneConfig:
     # perturbations, and the next pool fooled bots less (benchmarks/extraction_variants.py)
     mistakes_only: bool = True
     # zoo donors the new version is attacked together with: those that fail where the attackers
-    # failed, best first, at most this many (farm.resemblance; 0: none)
-    donors: int = 1
+    # failed, best first, at most this many (farm.resemblance; 0: none). Two: with the ensemble's
+    # gradients balanced, a second donor fools the bot and every held-out solver more
+    # (benchmarks/arms_race.py --donors 1 vs 2); each costs one more model per attack step
+    donors: int = 2
     eval_every: int = 50
     patience: int = 3  # evaluations without a better agreement before stopping
     tolerance: float = 0.02  # largest drop of clean accuracy on a target scheme that may be published

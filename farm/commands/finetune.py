@@ -87,9 +87,10 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
         click.echo(f"agreement with the attacker {b['agreement']:.1%} -> {a['agreement']:.1%}{mimicry}; clean {clean}")
     verb = "are also" if result["published"] else "would also be"
     if result["donors_named"]:
-        scores = result["resemblance"]
-        click.echo(f"pools of the new version {verb} aimed at {', '.join(result['donors_named'])}: it fails where "
-                   f"the attacker failed (resemblance {scores[result['donors_named'][0]]:.2f}, the substitute's "
+        scores, named = result["resemblance"], result["donors_named"]
+        fail = "it fails" if len(named) == 1 else "they fail"
+        click.echo(f"pools of the new version {verb} aimed at {', '.join(named)}: {fail} where the attacker failed "
+                   f"(resemblance {', '.join(f'{scores[n]:.2f}' for n in named)}, the substitute's "
                    f"{scores['substitute'] or 0:.2f})")
     if result["donors_kept"]:
         click.echo(f"pools of the new version {verb} aimed at {', '.join(result['donors_kept'])}, as {result['base']}'s "
