@@ -4,8 +4,9 @@ A platform sends JSON lines `{"pool", "captcha_id", "answer", "risk", "time"}`. 
 checked on its own, so a malformed line is reported (with its number and reason) and never stops
 the valid ones. An answer that is no text of the pool's alphabet and length ("12a4" to a digits
 pool) is kept and noted: it is what the bot typed, a failure that says which captchas it could
-not solve, though never a label to learn. Accepted records are stored as `answers/<batch>.jsonl`, the batch named by the hash
-of its canonical content: ingesting the same file twice adds nothing.
+not solve, though never a label to learn. Accepted records are stored as
+`answers/<batch>.jsonl`, the batch named by the hash of its canonical content: ingesting the
+same file twice adds nothing.
 """
 
 from __future__ import annotations

@@ -18,10 +18,15 @@ import torch.nn.functional as F
 
 from farm.checkpoint import Solver
 
-__all__ = ["Attack", "NORMS"]
+__all__ = ["Attack", "NORMS", "unit_l1"]
 
 NORMS = ("linf", "l2")
 LossFn = Callable[[torch.Tensor, list[list[int]]], torch.Tensor]
+
+
+def unit_l1(grad: torch.Tensor) -> torch.Tensor:
+    """Each captcha's gradient scaled to unit L1 norm: how momentum and ensembles weigh steps alike."""
+    return grad / grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
 
 
 class Attack:
@@ -167,8 +172,7 @@ class Attack:
         balanced = 0.0
         for loss in losses:
             grad, = torch.autograd.grad(loss.sum(), x, retain_graph=True)
-            grad = grad / grad.flatten(1).abs().sum(1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
-            balanced = balanced + (grad * x).flatten(1).sum(1)  # linear in x: its gradient is `grad`
+            balanced = balanced + (unit_l1(grad) * x).flatten(1).sum(1)  # linear in x: its gradient is unit_l1(grad)
         return total.detach() + balanced - balanced.detach(), first.detach()
 
     def _reached(self, log_probs, goal: list[str], targeted: bool) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 import torch
 
-from farm.attacks.base import Attack
+from farm.attacks.base import Attack, unit_l1
 
 __all__ = ["Momentum"]
 
@@ -23,7 +23,6 @@ class Momentum(Attack):
     def direction(self, grad, state, rows):
         if "g" not in state:
             state["g"] = torch.zeros((int(rows.max()) + 1, *grad.shape[1:]), device=grad.device)
-        l1 = grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        g = self.decay * state["g"][rows] + grad / l1
+        g = self.decay * state["g"][rows] + unit_l1(grad)
         state["g"][rows] = g
         return self.normalize(g)
