@@ -16,6 +16,7 @@ from farm.attacks import make_attack
 from farm.checkpoint import load_solver
 from farm.model import ctc_loss
 from farm.pool import PoolSpec, render_shard
+from farm.seeds import Seeds
 
 
 def timed(fn, repeat: int) -> float:
@@ -34,7 +35,7 @@ def main():
     args = parser.parse_args()
     solver = load_solver(*registry.bundled())
     model, charset = solver.model.eval(), solver.charset
-    clean = render_shard(PoolSpec(count=args.batch, shard_size=args.batch, mask="full"), 0)
+    clean = render_shard(PoolSpec(count=args.batch, shard_size=args.batch, mask="full"), 0, Seeds(b"benchmark"))
     x = torch.from_numpy(clean.images).unsqueeze(1).float() / 255
     labels = clean.texts
 

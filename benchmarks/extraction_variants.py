@@ -42,6 +42,7 @@ from farm.dataset import VALIDATION, render_set
 from farm.defaults import FinetuneConfig
 from farm.finetune import agreement, fit, input_bytes
 from farm.pool import PoolSpec, perturb, render_shard
+from farm.seeds import Seeds
 from farm.store import LocalStore
 
 VARIANTS = ("mistakes", "all", "twins", "survivors", "strong", "held-mistakes", "iterated", "synthetic", "self",
@@ -65,7 +66,7 @@ def made_up_mistake(truth: str, answer: str, alphabet: str, rng: random.Random) 
 
 def captchas(setting: str, count: int, seed: int):
     spec = PoolSpec(count=count, seed=seed, shard_size=count, **SETTINGS[setting])
-    return spec, render_shard(spec, 0)
+    return spec, render_shard(spec, 0, Seeds(b"benchmark"))
 
 
 def main():

@@ -14,6 +14,7 @@ from farm.checkpoint import load_solver
 from farm.generate import generate_pool
 from farm.measures import measure
 from farm.pool import PoolSpec, attack_shard, encode_png, render_shard
+from farm.seeds import Seeds
 from farm.store import LocalStore
 
 
@@ -28,7 +29,7 @@ def main():
     secret = b"benchmark"
     rates = {}
     started = time.perf_counter()
-    shards = [render_shard(spec, s) for s in range(spec.shards)]
+    shards = [render_shard(spec, s, Seeds(b"benchmark")) for s in range(spec.shards)]
     rates["render"] = args.count / (time.perf_counter() - started)
     started = time.perf_counter()
     adversarial = [attack_shard(spec, c, [solver], s).adversarial for s, c in enumerate(shards)]

@@ -22,9 +22,10 @@ from farm.checkpoint import Solver
 from farm.exceptions import PoolError
 from farm.pool import PoolSpec, attack_shard, check_pool_name, pending_shards, read_manifest, render_shard, \
     generate_shard, shard_complete, spec_charset, check_reads, supply, write_manifest, write_shard
+from farm.seeds import KEYED, Seeds, derivation
 from farm.store import Store, open_store
 
-__all__ = ["generate_pool", "check_spec_matches"]
+__all__ = ["generate_pool", "check_spec_matches", "check_keyed"]
 
 
 def check_spec_matches(store: Store, pool: str, spec: PoolSpec, grow: bool = False) -> None:
@@ -44,6 +45,7 @@ def check_spec_matches(store: Store, pool: str, spec: PoolSpec, grow: bool = Fal
         existing = read_manifest(store, pool)
     except PoolError:
         return
+    check_keyed(pool, existing)
     old = PoolSpec.from_dict(existing["spec"]).to_dict()  # fields added since take their defaults
     differs = [k for k, v in spec.to_dict().items() if old.get(k) != v]
     if grow and differs == ["count"]:
@@ -58,6 +60,15 @@ def check_spec_matches(store: Store, pool: str, spec: PoolSpec, grow: bool = Fal
     if differs:
         raise PoolError(f"pool: {pool!r} already exists with another spec (differs in {', '.join(differs)}); "
                         f"choose a new --pool name or repeat the original arguments")
+
+
+def check_keyed(pool: str, manifest: dict) -> None:
+    """New captchas go only into pools keyed by FARM_SECRET: never mixed into a pool anyone can render again."""
+    if derivation(manifest) != KEYED:
+        raise PoolError(f"pool: {pool!r} was made before captchas were keyed by FARM_SECRET: anyone with the public "
+                        f"package can render its captchas again from its seed and read their answers, so it is "
+                        f"never grown or completed. Generate a new pool to replace it, move platforms to it, then "
+                        f"remove this one (`farm pool delete {pool}`)")
 
 
 def _context():
@@ -90,9 +101,9 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _render_elsewhere(spec: PoolSpec, shard: int, store_url: str):
+def _render_elsewhere(spec: PoolSpec, shard: int, seeds: Seeds, store_url: str):
     """render_shard in the prefetch process, with its own store client (a source pool reads from it)."""
-    return render_shard(spec, shard, open_store(store_url) if spec.source else None)
+    return render_shard(spec, shard, seeds, open_store(store_url) if spec.source else None)
 
 
 def _shard_in_process(pool: str, shard: int, spec: PoolSpec, secret: bytes) -> dict:
@@ -131,6 +142,7 @@ def generate_pool(store: Store, pool: str, spec: PoolSpec, solvers: list[Solver]
     check_spec_matches(store, pool, spec, grow=grow)
     write_manifest(store, pool, spec, solvers[0], status="generating")
     todo = pending_shards(store, pool, spec)
+    seeds = Seeds(secret)
     started = time.perf_counter()
     results, stages = [], {"render": 0.0, "attack": 0.0, "encode": 0.0, "store": 0.0}
     bar = tqdm(total=spec.count, initial=spec.count - sum(len(spec.indices(s)) for s in todo),
@@ -157,14 +169,14 @@ def generate_pool(store: Store, pool: str, spec: PoolSpec, solvers: list[Solver]
             for result in _in_processes(processes, store, pool, spec, solvers, secret, todo):
                 collect(result)
         here = todo if processes == 1 else []
-        pending = executor.submit(_render_elsewhere, spec, here[0], store.url) if executor and here else None
+        pending = executor.submit(_render_elsewhere, spec, here[0], seeds, store.url) if executor and here else None
         for position, shard in enumerate(here):
             if executor:
                 clean = pending.result()
                 if position + 1 < len(here):  # render the next shard while this one is attacked
-                    pending = executor.submit(_render_elsewhere, spec, here[position + 1], store.url)
+                    pending = executor.submit(_render_elsewhere, spec, here[position + 1], seeds, store.url)
             else:
-                clean = render_shard(spec, shard, store)
+                clean = render_shard(spec, shard, seeds, store)
             if shard_complete(store, pool, shard):  # written meanwhile by another run
                 collect({"shard": shard, "skipped": True, "count": len(clean.indices)})
                 continue

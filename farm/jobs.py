@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 
 from farm.exceptions import JobError
 from farm.pool import PoolSpec, complete_shards, keys_key, read_shard_keys, write_manifest
+from farm.seeds import KEYED, UNKEYED
 from farm.store import Store
 
 __all__ = ["Substitute", "create", "load", "progress", "record_failure", "finish", "READ_THREADS"]
@@ -50,7 +51,7 @@ def create(store: Store, pool: str, spec: PoolSpec, substitute: Substitute, shar
     """Write the record of a new job that queues `shards` of a pool; returns it."""
     record = {"id": uuid.uuid4().hex[:12], "pool": pool, "spec": spec.to_dict(), "shard_count": spec.shards,
               "queued": shards, "substitute": {"version": substitute.version, "sha256": substitute.sha256},
-              "created": _now()}
+              "derivation": KEYED, "created": _now()}
     store.put(_key(record["id"]), json.dumps(record, indent=2, sort_keys=True).encode(),
               content_type="application/json")
     return record
@@ -101,5 +102,5 @@ def finish(store: Store, record: dict) -> tuple[dict, list[dict]]:
     per_shard = {s: {"version": rows[0]["substitute"], "sha256": rows[0]["substitute_sha256"]}
                  for s, rows in enumerate(shards) if rows}
     manifest = write_manifest(store, pool, spec, Substitute(**record["substitute"]), status="complete",
-                              shard_substitutes=per_shard)
+                              shard_substitutes=per_shard, seeded=record.get("derivation", UNKEYED))
     return manifest, [r for rows in shards for r in rows]

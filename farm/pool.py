@@ -4,8 +4,9 @@ pools/<pool>/images/<id>.png   public; id = HMAC(secret, pool/shard/index), reve
 pools/<pool>/keys/<shard>.jsonl private; answers and measures; written last = shard complete
 pools/<pool>/manifest.json     spec, substitute, counts, shards; no answers
 
-Captcha `index` of a pool is rendered from (seed, index) alone, so every method perturbs the
-same clean captchas index by index, and a re-run shard writes identical bytes.
+Captcha `index` of a pool is rendered from a seed keyed by FARM_SECRET (farm.seeds), so with the
+secret every method perturbs the same clean captchas index by index and a re-run shard writes
+identical bytes, and without it nobody can render them again.
 """
 
 from __future__ import annotations
@@ -26,18 +27,19 @@ from PIL import Image
 from farm.attacks import METHODS, make_attack
 from farm.charset import Charset
 from farm.checkpoint import Solver
+from farm import config
 from farm.exceptions import PoolError
 from farm.measures import glyph_region, measure
-from farm.schemes import captcha_seed, get_scheme
+from farm.schemes import get_scheme
+from farm.seeds import KEYED, Seeds, derivation
 from farm.store import Store, jsonl_records
 
 __all__ = ["PoolSpec", "CleanShard", "captcha_id", "render_shard", "generate_shard", "shard_complete",
-           "write_manifest", "read_manifest", "read_keys", "encode_png", "decode_png", "POOL_STREAM",
+           "write_manifest", "read_manifest", "read_keys", "encode_png", "decode_png",
            "image_key", "pool_names", "complete_shards", "list_pools", "pool_charset", "read_shard_keys",
            "answer_matches", "pool_stats", "export_pool", "manifest_key", "pool_images", "pending_shards",
            "AttackedShard", "attack_shard", "write_shard", "clean_captchas", "spec_charset", "check_reads", "FOLDER"]
 
-POOL_STREAM = 4  # seed stream of pool captchas: apart from training, validation and evaluation
 MASKS = ("full", "background", "glyph", "strokes")
 STROKES = 8  # curves per captcha of the strokes mask
 FOLDER = "folder"  # the scheme of a pool perturbing a platform's own captchas
@@ -164,11 +166,11 @@ class CleanShard:
     seconds: float = 0.0
 
 
-def render_shard(spec: PoolSpec, shard: int, store: Store | None = None) -> CleanShard:
+def render_shard(spec: PoolSpec, shard: int, seeds: Seeds, store: Store | None = None) -> CleanShard:
     """Render (or, for a source pool, read from `store`) a shard's clean captchas and where the attack may act."""
     started = time.perf_counter()
     indices = list(spec.indices(shard))
-    images, glyphs, texts = clean_captchas(spec, indices, store)
+    images, glyphs, texts = clean_captchas(spec, indices, seeds, store)
     if spec.mask == "full":
         allowed = np.ones_like(glyphs)
     elif spec.mask == "glyph":
@@ -176,14 +178,14 @@ def render_shard(spec: PoolSpec, shard: int, store: Store | None = None) -> Clea
     elif spec.mask == "background":
         allowed = ~np.stack([glyph_region(g, spec.margin) for g in glyphs])
     elif spec.mask == "strokes":
-        allowed = np.stack([stroke_mask(g.shape, captcha_seed(spec.seed, i, POOL_STREAM)) & ~glyph_region(g, spec.margin)
+        allowed = np.stack([stroke_mask(g.shape, seeds.captcha(spec.seed, i)) & ~glyph_region(g, spec.margin)
                             for i, g in zip(indices, glyphs)])
     else:
         allowed = np.broadcast_to(spec.user_mask(), glyphs.shape).copy()
     return CleanShard(indices, texts, images, glyphs, allowed, time.perf_counter() - started)
 
 
-def clean_captchas(spec: PoolSpec, indices: list[int], store: Store | None = None):
+def clean_captchas(spec: PoolSpec, indices: list[int], seeds: Seeds, store: Store | None = None):
     """(images uint8 (N, H, W), glyph masks (N, H, W), answers) of a pool's clean captchas `indices`."""
     if spec.source is not None:
         if store is None:
@@ -191,7 +193,7 @@ def clean_captchas(spec: PoolSpec, indices: list[int], store: Store | None = Non
         from farm.folder import source_chunk
         return source_chunk(store, spec.source, indices)
     scheme = get_scheme(spec.scheme)
-    captchas = [scheme.sample(captcha_seed(spec.seed, i, POOL_STREAM)) for i in indices]
+    captchas = [scheme.sample(seeds.captcha(spec.seed, i)) for i in indices]
     return np.stack([c.image for c in captchas]), np.stack([c.mask for c in captchas]), [c.text for c in captchas]
 
 
@@ -344,7 +346,7 @@ def generate_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers:
     """Write one shard (images, then keys); skip it when complete. Returns counts and stage seconds."""
     if shard_complete(store, pool, shard):
         return {"shard": shard, "skipped": True, "count": len(spec.indices(shard))}
-    clean = clean or render_shard(spec, shard, store)
+    clean = clean or render_shard(spec, shard, Seeds(secret), store)
     attacked = attack_shard(spec, clean, solvers, shard, device)
     return write_shard(store, pool, shard, spec, clean, attacked, solvers[0], secret)
 
@@ -357,15 +359,18 @@ def read_manifest(store: Store, pool: str) -> dict:
 
 
 def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver, status: str,
-                   shard_substitutes: dict[int, dict] | None = None) -> dict:
-    """`shard_substitutes` ({shard: {version, sha256}}): the farm names the solver of each shard."""
+                   shard_substitutes: dict[int, dict] | None = None, seeded: str = KEYED) -> dict:
+    """`shard_substitutes` ({shard: {version, sha256}}): the farm names the solver of each shard.
+
+    `seeded`: how the pool's captchas were seeded (farm.seeds); only a pool made before keying says otherwise.
+    """
     shards = []
     for shard in complete_shards(store, pool):
         if shard < spec.shards:
             shards.append({"shard": shard, "count": len(spec.indices(shard)), "keys": keys_key(pool, shard)})
             if shard_substitutes and shard in shard_substitutes:
                 shards[-1]["substitute"] = shard_substitutes[shard]
-    manifest = {"pool": pool, "spec": spec.to_dict(), "status": status,
+    manifest = {"pool": pool, "spec": spec.to_dict(), "status": status, "derivation": seeded,
                 "charset": spec_charset(spec, store).to_dict(),
                 "substitute": {"version": substitute.version, "sha256": substitute.sha256},
                 "count": spec.count, "complete": sum(s["count"] for s in shards),
@@ -388,14 +393,21 @@ def pool_images(store: Store, pool: str, limit: int | None = None,
                 manifest: dict | None = None) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """(key records, clean images, adversarial images) of a pool's first captchas; images uint8 (N, H, W).
 
-    Clean captchas are not stored: they are rendered again from the spec's seed, index by index
-    (or read from the pool's source folder). `manifest`: the pool's, when the caller already read it.
+    Clean captchas are not stored: they are rendered again from the spec's seed under FARM_SECRET,
+    index by index, as the manifest says they were seeded (or read from the pool's source folder).
+    `manifest`: the pool's, when the caller already read it.
     """
-    spec = PoolSpec.from_dict((manifest or read_manifest(store, pool))["spec"])
+    manifest = manifest or read_manifest(store, pool)
+    spec = PoolSpec.from_dict(manifest["spec"])
     records = read_keys(store, pool)[:limit]
     if not records:
         raise PoolError(f"pool: {pool!r} has no complete shard yet")
-    clean = clean_captchas(spec, [r["index"] for r in records], store)[0]
+    key = config.secret(store)
+    first = records[0]
+    if not hmac.compare_digest(first["id"], captcha_id(key, pool, first["shard"], first["index"])):
+        raise PoolError(f"FARM_SECRET: not the secret pool {pool!r} was made with (its captcha ids disagree), so "
+                        f"its clean captchas cannot be rendered again; set the farm's FARM_SECRET")
+    clean = clean_captchas(spec, [r["index"] for r in records], Seeds(key, derivation(manifest)), store)[0]
     adversarial = np.stack([decode_png(store.get(image_key(pool, r["id"]))) for r in records])
     return records, clean, adversarial
 

@@ -24,6 +24,7 @@ from farm import jobs
 from farm.exceptions import FarmError
 from farm.pool import PoolSpec, check_pool_name, complete_shards, pending_shards, pool_names, read_manifest, \
     supply
+from farm.seeds import derivation
 from farm.served import COMPACT_AFTER, compact_served, read_served, served_batches
 from farm.store import Store
 
@@ -99,7 +100,7 @@ def _finish(store: Store, level: Level) -> None:
     if level.manifest.get("status") == "complete" or pending_shards(store, level.pool, level.spec):
         return
     record = {"id": "refill", "pool": level.pool, "spec": level.manifest["spec"],
-              "substitute": level.manifest["substitute"]}
+              "substitute": level.manifest["substitute"], "derivation": derivation(level.manifest)}
     jobs.finish(store, record)
 
 

@@ -5,13 +5,17 @@ import torch
 
 from farm.attacks import METHODS, make_attack
 from farm.pool import PoolSpec, render_shard
+from farm.seeds import UNKEYED, Seeds
 
 COUNT = 24
+# The batch these assertions were set on, kept as it was (seeded as pools were before FARM_SECRET keyed them):
+# the one-step L2 attack's drop at eps 1.5 ranges 0.21-0.46 across batches of 24, around the bar of 0.3.
+BATCH_SEEDS = Seeds(b"", UNKEYED)
 
 
 @pytest.fixture(scope="module")
 def batch():
-    clean = render_shard(PoolSpec(count=COUNT, mask="background", seed=11), 0)
+    clean = render_shard(PoolSpec(count=COUNT, mask="background", seed=11), 0, BATCH_SEEDS)
     images = torch.from_numpy(clean.images).unsqueeze(1).float() / 255
     return images, clean.texts, torch.from_numpy(clean.allowed).unsqueeze(1)
 

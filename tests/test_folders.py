@@ -18,6 +18,7 @@ from farm.pool import FOLDER, PoolSpec, image_key, pool_images, read_keys, read_
 from farm.schemes import captcha_seed, get_scheme
 from tests.conftest import farm_env
 
+SECRET = b"test-secret-not-for-production"  # FARM_SECRET of every test (conftest)
 DIGITS = Charset("0123456789", 1, 64)
 
 
@@ -171,7 +172,7 @@ def test_a_source_pool_is_written_through_s3_and_read_back(s3_store, substitute,
     data = read_folder(tmp_path / "mine", substitute.charset)
     spec = PoolSpec(count=6, scheme=FOLDER, source=import_source(s3_store, data), method="iterative", steps=2,
                     mask="background", shard_size=4)
-    summary = generate_pool(s3_store, "own", spec, [substitute], b"k" * 32, progress=False, processes=1)
+    summary = generate_pool(s3_store, "own", spec, [substitute], SECRET, progress=False, processes=1)
     assert summary["count"] == 6
     assert sorted(r["answer"] for r in read_keys(s3_store, "own")) == sorted(data.texts)
     records, clean, adversarial = pool_images(s3_store, "own")

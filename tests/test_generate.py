@@ -10,6 +10,7 @@ from PIL import Image
 
 from farm.generate import generate_pool
 from farm.pool import PoolSpec, captcha_id, decode_png, read_keys, read_manifest
+from farm.seeds import Seeds
 from tests.conftest import farm_env
 
 SECRET = b"test-secret-not-for-production"
@@ -68,7 +69,7 @@ def test_every_method_perturbs_the_same_clean_captchas_index_by_index(store, sub
 def test_mask_keeps_pixels_outside_it(store, substitute):
     make(store, substitute, pool="g", mask="glyph", count=8)
     from farm.pool import render_shard
-    clean = render_shard(PoolSpec(count=8, shard_size=8, mask="glyph"), 0)
+    clean = render_shard(PoolSpec(count=8, shard_size=8, mask="glyph"), 0, Seeds(SECRET))
     for k, r in enumerate(read_keys(store, "g")):
         adv = decode_png(store.get(f"pools/g/images/{r['id']}.png"))
         assert (adv[~clean.glyphs[k]] == clean.images[k][~clean.glyphs[k]]).all()
@@ -80,7 +81,7 @@ def test_a_user_png_mask_is_used_and_a_bad_one_refused(tmp_path, store, substitu
     Image.fromarray(allowed).save(tmp_path / "left.png")
     make(store, substitute, pool="u", mask=str(tmp_path / "left.png"), count=8, method="direct")
     from farm.pool import render_shard
-    clean = render_shard(PoolSpec(count=8, shard_size=8, mask="full"), 0)
+    clean = render_shard(PoolSpec(count=8, shard_size=8, mask="full"), 0, Seeds(SECRET))
     for k, r in enumerate(read_keys(store, "u")):
         adv = decode_png(store.get(f"pools/u/images/{r['id']}.png"))
         assert (adv[:, 40:] == clean.images[k][:, 40:]).all() and (adv[:, :40] != clean.images[k][:, :40]).any()

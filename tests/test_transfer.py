@@ -7,18 +7,21 @@ import torch
 
 from farm.exceptions import CheckpointError
 from farm.pool import PoolSpec, perturb, render_shard
+from farm.seeds import Seeds
 from farm.zoo import HELD_OUT, HeldOutError, load_donor, members
+
+SEEDS = Seeds(b"test-secret-not-for-production")
 
 
 @pytest.fixture(scope="module")
 def shard():
-    return render_shard(PoolSpec(count=8, shard_size=8, mask="background", seed=5), 0)
+    return render_shard(PoolSpec(count=8, shard_size=8, mask="background", seed=5), 0, SEEDS)
 
 
 def run(spec_fields, shard, solvers):
     spec = PoolSpec(**{"count": 8, "shard_size": 8, "mask": "background", "seed": 5, "steps": 5,
                        "method": "iterative", **spec_fields})
-    return perturb(spec, render_shard(spec, 0), solvers, 0)
+    return perturb(spec, render_shard(spec, 0, SEEDS), solvers, 0)
 
 
 @pytest.mark.parametrize("technique", [{"smoothing": 1.5}, {"diversity": 1.0}, {"method": "momentum"},
@@ -112,7 +115,7 @@ def test_pool_evaluation_agrees_with_the_pool_keys(store, substitute, monkeypatc
     from farm.pool import read_keys
 
     spec = PoolSpec(count=24, shard_size=12, steps=3, mask="full")
-    generate_pool(store, "e", spec, [substitute], b"secret", progress=False)
+    generate_pool(store, "e", spec, [substitute], SEEDS.secret, progress=False)
     monkeypatch.setenv("FARM_STORE", store.url)
     result = CliRunner().invoke(main, ["evaluate", "--pool", "e", "--json"])
     assert result.exit_code == 0, result.output

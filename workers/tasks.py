@@ -19,7 +19,8 @@ from farm import jobs, registry
 from farm.checkpoint import Solver
 from farm.config import device, secret
 from farm.exceptions import StoreError
-from farm.pool import PoolSpec, check_pool_name, shard_complete
+from farm.generate import check_keyed
+from farm.pool import PoolSpec, check_pool_name, read_manifest, shard_complete
 from farm.pool import generate_shard as write_shard  # the task shares its name
 from farm.store import Store, open_store
 from workers.app import FINETUNE, GENERATE_SHARD, REFILL_POOLS
@@ -102,6 +103,7 @@ def generate_shard(self, pool: str, shard: int, count: int, spec: dict, job: str
     if shard_complete(store, pool, shard):  # redelivered or re-submitted: skip before loading any model
         METRICS.shards_skipped.inc()
         return {"pool": pool, "shard": shard, "skipped": True}
+    check_keyed(pool, read_manifest(store, pool))  # a shard queued for a pool made before keying is never written
     dev = device()
     substitute = current_substitute(store, dev)
     result = write_shard(store, pool, shard, parsed, parsed.solvers(substitute, dev), secret(store), device=dev)
