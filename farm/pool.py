@@ -450,7 +450,8 @@ def list_pools(store: Store) -> list[dict]:
         ready = sum(len(spec.indices(s)) for s in complete_shards(store, name) if s < spec.shards)
         rows.append({"pool": name, "status": manifest.get("status"), "count": spec.count, "complete": ready,
                      "scheme": spec.scheme, "method": spec.method, "norm": spec.norm, "eps": spec.eps,
-                     "substitute": manifest.get("substitute", {}).get("version"), "updated": manifest.get("updated")})
+                     "substitute": manifest.get("substitute", {}).get("version"), "updated": manifest.get("updated"),
+                     "derivation": derivation(manifest)})
     return rows
 
 

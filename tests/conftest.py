@@ -25,9 +25,12 @@ def store(tmp_path):
     return LocalStore(tmp_path / "store")
 
 
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch):
-    monkeypatch.setenv("FARM_SECRET", "test-secret-not-for-production")
+@pytest.fixture(autouse=True, scope="session")
+def _secret():
+    """Set for the whole session, so module fixtures that render a pool again use it too (a test may change it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FARM_SECRET", "test-secret-not-for-production")
+        yield
 
 
 def farm_env(tmp_path, **extra) -> dict:

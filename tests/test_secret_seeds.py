@@ -9,7 +9,9 @@ import json
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from farm.cli import main
 from farm.exceptions import PoolError
 from farm.generate import generate_pool
 from farm.pool import PoolSpec, attack_shard, decode_png, image_key, manifest_key, pool_images, read_keys, \
@@ -119,6 +121,18 @@ def test_a_pool_from_before_keying_is_never_grown_or_completed_and_says_what_to_
                                                                 progress=False, processes=1, grow=True))
     assert row["added"] == 0 and "FARM_SECRET" in row["error"]
     assert {k: v for k, v in stored(store).items() if "/served/" not in k} == before  # nothing mixed in
+
+
+def test_pool_list_names_the_pools_anyone_can_render_again(store, substitute, monkeypatch):
+    make_unkeyed(store, substitute)
+    make(store, substitute, pool="new")
+    monkeypatch.setenv("FARM_STORE", store.url)
+    listed = CliRunner().invoke(main, ["pool", "list"])
+    assert listed.exit_code == 0, listed.output
+    lines = {line.split()[0]: line for line in listed.output.splitlines()}
+    assert "UNKEYED" in lines["old"] and "UNKEYED" not in lines["new"]
+    rows = json.loads(CliRunner().invoke(main, ["pool", "list", "--json"]).output)
+    assert {r["pool"]: r["derivation"] for r in rows} == {"old": UNKEYED, "new": KEYED}
 
 
 def test_a_worker_never_writes_a_shard_queued_for_a_pool_from_before_keying(store, substitute, monkeypatch):

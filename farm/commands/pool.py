@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from farm.commands.common import json_out, open_store_or_fail, or_fail, store_option
+from farm.seeds import KEYED
 
 
 @click.group()
@@ -29,7 +30,8 @@ def list_(store_url, as_json):
         click.echo("no pools yet; make one with `farm generate --pool NAME --count N`")
     for r in rows:
         click.echo(f"{r['pool']:20s} {r['complete']:>7d}/{r['count']:<7d} {r['status']:10s} {r['scheme']:8s} "
-                   f"{r['method']:9s} {r['norm']} eps {r['eps'] * 255:.1f}/255  substitute {r['substitute']}")
+                   f"{r['method']:9s} {r['norm']} eps {r['eps'] * 255:.1f}/255  substitute {r['substitute']}"
+                   + ("" if r["derivation"] == KEYED else "  UNKEYED: anyone can render it again; replace it"))
 
 
 @pool.command()
