@@ -1,4 +1,4 @@
-"""The study page against hand-made posts: real Redis, moto S3, uvicorn on a real socket.
+"""The study page against hand-made posts and nearly dry pools: real Redis, moto S3, uvicorn on a real socket.
 
 A participant link is all a prober needs to post the answer form, so whatever it sends must get a
 4xx naming the field (or the page again), never a 5xx, and must leave Redis and the store as they were.
@@ -6,18 +6,22 @@ A participant link is all a prober needs to post the answer form, so whatever it
 
 from __future__ import annotations
 
+import logging
+
 import boto3
 import pytest
 import requests
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from farm.pool import MAX_ANSWER_CHARS
+from farm.client import PoolClient
+from farm.pool import MAX_ANSWER_CHARS, read_keys
 from farm.service.study import MAX_CLIENT_MS, StudySessions
 from farm.store import open_store
-from farm.study import Arm, create_study, read_responses
+from farm.study import Arm, create_study, read_responses, study_key
 from tests.test_farm import redis_broker, redis_port  # noqa: F401 (fixtures)
 from tests.test_pools_s3 import pool_env, s3_pool  # noqa: F401 (fixtures)
+from tests.test_refill import make_pool
 from tests.test_service import serve  # noqa: F401 (fixture)
 
 STEPS = 3  # captchas of pool p each participant sees
@@ -142,3 +146,45 @@ def test_any_bytes_as_the_body_get_no_5xx_and_a_4xx_changes_nothing(participant,
     assert response.status_code < 500 and "Traceback" not in response.text, (body, response.text[:300])
     if response.status_code >= 400:
         assert participant.stored() == before, body
+
+
+# --- item 6: a nearly dry pool -------------------------------------------------------------------------------
+
+def test_a_plan_never_shows_one_captcha_twice_when_the_pool_is_nearly_all_served(serve, pool_env,  # noqa: F811
+                                                                                 substitute):
+    store = open_store(pool_env["url"])
+    make_pool(store, substitute, "dry")  # 8 captchas
+    ids = sorted(r["id"] for r in read_keys(store, "dry"))
+    PoolClient(store).served("dry", ids[1:])  # one captcha left unused
+    create_study(store, "dry-study", [Arm("dry", 3), Arm("p", 2)])
+    service = serve()
+    sessions = StudySessions(service.app.state.redis)
+    for _ in range(6):
+        started = requests.post(f"{service.url}/study/dry-study", allow_redirects=False, timeout=30)
+        assert started.status_code == 303, started.text
+        plan = sessions.get("dry-study", started.headers["location"].rsplit("/", 1)[1])["plan"]
+        shown = [(p["pool"], p["captcha_id"]) for p in plan]
+        assert len(shown) == 5 and len(set(shown)) == 5, shown  # distinct, every step of the study
+        assert ("dry", ids[0]) in shown  # the unused one first; served ones fill the rest
+
+
+def test_a_study_asking_more_captchas_than_a_pool_holds_is_refused(pool_env, substitute):  # noqa: F811
+    store = open_store(pool_env["url"])
+    make_pool(store, substitute, "small")  # 8 captchas
+    with pytest.raises(ValueError, match=r"pools: small=9: .*holds 8 complete captchas.*farm pool refill"):
+        create_study(store, "too-many", [Arm("small", 9)])
+
+
+def test_a_participant_is_refused_when_a_pool_has_fewer_captchas_than_the_plan(serve, pool_env,  # noqa: F811
+                                                                              substitute, caplog):
+    store = open_store(pool_env["url"])
+    make_pool(store, substitute, "tiny")  # 8 captchas
+    create_study(store, "shrunk", [Arm("tiny", 4)])
+    study = store.get(study_key("shrunk")).replace(b'"count": 4', b'"count": 9')  # written before the check
+    store.put(study_key("shrunk"), study)
+    service = serve()
+    with caplog.at_level(logging.ERROR, logger="farm.service.study"):
+        refused = requests.post(f"{service.url}/study/shrunk", allow_redirects=False, timeout=30)
+    assert refused.status_code == 503 and "cannot start right now" in refused.text
+    assert any("tiny" in r.getMessage() and "farm pool refill" in r.getMessage() for r in caplog.records)
+    assert not service.app.state.redis.keys("farm:study:shrunk:*")

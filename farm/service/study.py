@@ -67,18 +67,14 @@ class StudySessions:
         return f"{_PREFIX}{study}:{participant}"
 
     def start(self, study: Study, client) -> str:
-        """A new participant: `count` distinct captchas of each pool, shuffled together. Returns their id."""
+        """A new participant: `count` different captchas of each pool, shuffled together. Returns their id."""
         plan = []
         for arm in study.arms:
-            chosen: list[str] = []
-            for _ in range(arm.count * 8):  # distinct when the pool allows; a tiny pool repeats
-                cid = client.draw(arm.pool, fetch=False).id
-                if cid not in chosen:
-                    chosen.append(cid)
-                if len(chosen) == arm.count:
-                    break
-            while len(chosen) < arm.count:
-                chosen.append(client.draw(arm.pool, fetch=False).id)
+            chosen = client.draw_distinct(arm.pool, arm.count)
+            if len(chosen) < arm.count:  # the pool shrank or was replaced since the study was made
+                raise PoolError(f"pool: {arm.pool!r} holds {len(chosen)} captchas and study {study.name!r} shows "
+                                f"each participant {arm.count} different ones; grow it (`farm pool refill --pool "
+                                f"{arm.pool} --min {arm.count}`) or lower the count (`farm study create --replace`)")
             plan += [{"pool": arm.pool, "captcha_id": cid} for cid in chosen]
         secrets.SystemRandom().shuffle(plan)  # unpredictable order: no pool always comes first (fatigue, learning)
         participant = secrets.token_hex(16)
