@@ -156,6 +156,26 @@ class PoolClient:
         fetch = isinstance(self.store, LocalStore) if fetch is None else fetch
         return Drawn(cid, self.store.link(key, self.link_expires), self.store.get(key) if fetch else None)
 
+    def draw_distinct(self, pool: str, count: int) -> list[str]:
+        """`count` different captcha ids of a pool for one person (fewer when the pool holds fewer).
+
+        A nearly dry pool's draw() returns its last unused captchas again and again; here unused
+        ones come first and, when too few are left, served ones fill the rest (with draw()'s warning).
+        """
+        index = self._index(pool)
+        if not index.ids:
+            raise PoolError(f"pool: {pool!r} has no complete shard yet; wait for `farm generate` to finish one")
+        pick = secrets.SystemRandom()
+        with self._lock:
+            chosen = pick.sample(index.unused, min(count, len(index.unused)))
+            if len(chosen) < count:
+                log.warning("pool %s: %d captchas not served yet; drawing served ones again until it is "
+                            "refilled (`farm pool refill`)", pool, len(index.unused))
+                taken = set(chosen)  # of `count` distinct ids at most len(chosen) are taken: enough remain
+                chosen += [cid for cid in pick.sample(index.ids, min(count, len(index.ids)))
+                           if cid not in taken][:count - len(chosen)]
+        return chosen
+
     def served(self, pool: str, ids) -> str | None:
         """Mark captchas of a pool as served (shown to someone): one store write for the whole list.
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from farm.exceptions import ConflictError, PoolError, StudyError
-from farm.pool import check_pool_name, complete_shards, read_manifest
+from farm.pool import PoolSpec, check_pool_name, complete_shards, read_manifest
 
 __all__ = ["Arm", "Study", "create_study", "read_study", "list_studies", "parse_arms", "read_config",
            "write_response", "read_responses", "report", "plot_report", "wilson_interval", "median_interval",
@@ -133,8 +133,15 @@ def create_study(store, name: str, arms: list[Arm], title: str | None = None, re
             manifest = read_manifest(store, arm.pool)
         except PoolError as e:
             raise StudyError(str(e)) from None
-        if not complete_shards(store, arm.pool):
+        shards = complete_shards(store, arm.pool)
+        if not shards:
             raise StudyError(f"pool: {arm.pool!r} has no complete shard yet; wait for `farm generate` to finish one")
+        spec = PoolSpec.from_dict(manifest["spec"])
+        ready = sum(len(spec.indices(s)) for s in shards if s < spec.shards)
+        if ready < arm.count:  # a participant sees each captcha once
+            raise ValueError(f"pools: {arm.pool}={arm.count}: pool {arm.pool!r} holds {ready} complete captchas and "
+                             f"a participant sees different ones; lower the count, or grow the pool "
+                             f"(`farm pool refill --pool {arm.pool} --min {arm.count}`) and wait for its shards")
         pools[arm.pool] = _describe(manifest)
     total = sum(a.count for a in arms)
     if total > MAX_STEPS:

@@ -4,7 +4,8 @@
     POST /study/<study>                          a new participant (a random id) with a shuffled plan -> 303
     GET  /study/<study>/<participant>            the current captcha and a text box; the thanks page at the end
     GET  /study/<study>/<participant>/<step>.png the current captcha's image
-    POST /study/<study>/<participant>            the typed answer of a step (form: step, answer, client_ms) -> 303
+    POST /study/<study>/<participant>            the typed answer of a step (form: step, answer, client_ms, skip)
+                                                 -> 303; a field no browser sends -> 400 naming it
 
 A participant's session lives in Redis (farm:study:<study>:<participant>: plan, step, when each
 step was shown), so any service process can serve any page; each answer is written to the store
@@ -33,11 +34,12 @@ from farm.exceptions import PoolError, StudyError
 from farm.pool import MAX_ANSWER_CHARS
 from farm.study import Study, check_study_name, read_study, write_response
 
-__all__ = ["study_router", "StudySessions", "SESSION_SECONDS"]
+__all__ = ["study_router", "StudySessions", "read_answer_form", "SESSION_SECONDS", "MAX_CLIENT_MS"]
 
 log = logging.getLogger(__name__)
 
 SESSION_SECONDS = 2 * 3600  # a participant who leaves for longer starts again
+MAX_CLIENT_MS = SESSION_SECONDS * 1000  # no page is open longer than its session: a larger time is no browser's
 STUDY_CACHE_SECONDS = 30  # a study's definition is read from the store at most this often per process
 _PARTICIPANT = re.compile(r"^[0-9a-f]{32}$")
 _PREFIX = "farm:study:"
@@ -65,18 +67,14 @@ class StudySessions:
         return f"{_PREFIX}{study}:{participant}"
 
     def start(self, study: Study, client) -> str:
-        """A new participant: `count` distinct captchas of each pool, shuffled together. Returns their id."""
+        """A new participant: `count` different captchas of each pool, shuffled together. Returns their id."""
         plan = []
         for arm in study.arms:
-            chosen: list[str] = []
-            for _ in range(arm.count * 8):  # distinct when the pool allows; a tiny pool repeats
-                cid = client.draw(arm.pool, fetch=False).id
-                if cid not in chosen:
-                    chosen.append(cid)
-                if len(chosen) == arm.count:
-                    break
-            while len(chosen) < arm.count:
-                chosen.append(client.draw(arm.pool, fetch=False).id)
+            chosen = client.draw_distinct(arm.pool, arm.count)
+            if len(chosen) < arm.count:  # the pool shrank or was replaced since the study was made
+                raise PoolError(f"pool: {arm.pool!r} holds {len(chosen)} captchas and study {study.name!r} shows "
+                                f"each participant {arm.count} different ones; grow it (`farm pool refill --pool "
+                                f"{arm.pool} --min {arm.count}`) or lower the count (`farm study create --replace`)")
             plan += [{"pool": arm.pool, "captcha_id": cid} for cid in chosen]
         secrets.SystemRandom().shuffle(plan)  # unpredictable order: no pool always comes first (fatigue, learning)
         participant = secrets.token_hex(16)
@@ -108,6 +106,32 @@ class StudySessions:
     def rewind(self, study: str, participant: str, step: int) -> None:
         """Undo an advance whose response could not be stored, so the participant can answer again."""
         self.redis.hset(self.key(study, participant), "step", step)
+
+
+def whole_number(form: dict, field: str, high: int) -> int | None:
+    """A form field as a whole number from 0 to `high` (None when absent or empty).
+
+    ASCII digits only, and no longer than `high` written out: str.isdigit() takes '²' and
+    int() takes '١', and int() refuses 5,000 digits with an error of its own.
+    """
+    value = form.get(field, "")
+    if value == "":
+        return None
+    if not (value.isascii() and value.isdigit() and len(value) <= len(str(high)) and int(value) <= high):
+        raise ValueError(f"{field}: must be a whole number from 0 to {high}")
+    return int(value)
+
+
+def read_answer_form(form: dict, steps: int) -> tuple[int, str, bool, int | None]:
+    """(step, typed answer, skipped, browser's milliseconds or None) of an answer post; ValueError naming the field."""
+    step = whole_number(form, "step", steps - 1)
+    if step is None:
+        raise ValueError("step: missing; the page sends the step it shows")
+    typed = form.get("answer", "")
+    if len(typed) > MAX_ANSWER_CHARS:
+        raise ValueError(f"answer: at most {MAX_ANSWER_CHARS} characters")
+    skipped = "skip" in form
+    return step, "" if skipped else typed, skipped, whole_number(form, "client_ms", MAX_CLIENT_MS)
 
 
 def study_router(app: FastAPI) -> APIRouter:
@@ -202,22 +226,22 @@ def study_router(app: FastAPI) -> APIRouter:
         _, session, error = find(name, participant)
         if error:
             return error
-        back = RedirectResponse(f"/study/{name}/{participant}", status_code=303)
-        step = form.get("step", "")
-        if not step.isdigit() or int(step) != session["step"] or session["step"] >= len(session["plan"]):
-            return back  # a second submit of a step, or a stale tab: nothing to record
-        step = int(step)
-        skipped = "skip" in form
-        typed = "" if skipped else form.get("answer", "")[:MAX_ANSWER_CHARS]
+        back = f"/study/{name}/{participant}"
+        try:
+            step, typed, skipped, client_ms = read_answer_form(form, len(session["plan"]))
+        except ValueError as e:  # a hand-made post: no browser sends these
+            return page("study_error.html", 400, message=f"{e}. Go back to the captcha and answer it again.",
+                        back=back)
+        if step != session["step"]:
+            return RedirectResponse(back, status_code=303)  # a second submit of a step, or a stale tab
         now = time.time()
         server = now - session["shown"].get(step, now)
-        client_ms = form.get("client_ms", "")
         # the browser's time when it is plausible (it cannot exceed the server's, which adds the network)
-        measured = int(client_ms) / 1000 if client_ms.isdigit() and int(client_ms) / 1000 <= server + 1 else None
+        measured = client_ms / 1000 if client_ms is not None and client_ms / 1000 <= server + 1 else None
         shown = session["plan"][step]
         correct = bool(typed) and client.check(shown["pool"], shown["captcha_id"], typed).ok
         if not sessions.advance(name, participant, step):
-            return back
+            return RedirectResponse(back, status_code=303)
         response = {"study": name, "participant": participant, "step": step, "pool": shown["pool"],
                     "captcha_id": shown["captcha_id"], "answer": typed, "correct": correct, "skipped": skipped,
                     "seconds": round(measured if measured is not None else server, 3),
@@ -229,6 +253,6 @@ def study_router(app: FastAPI) -> APIRouter:
             sessions.rewind(name, participant, step)
             raise
         metrics.study_answers.labels(name, shown["pool"]).inc()
-        return back
+        return RedirectResponse(back, status_code=303)
 
     return router
