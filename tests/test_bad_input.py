@@ -1,5 +1,6 @@
 """Hostile input to the `farm` command: a clear error naming the flag and its bound, exit 1, the store unchanged."""
 
+import json
 import subprocess
 
 import pytest
@@ -7,7 +8,7 @@ from click.testing import CliRunner
 
 from farm.cli import main
 from farm.generate import generate_pool
-from farm.pool import PoolSpec
+from farm.pool import PoolSpec, read_keys
 from farm.store import LocalStore
 from tests.conftest import farm_env
 
@@ -60,3 +61,31 @@ def test_a_huge_count_is_refused_by_the_real_command_before_the_store_is_touched
                             text=True, env=farm_env(tmp_path), timeout=300, check=False)
     assert result.returncode == 1 and "count: must be 1 to 100_000_000 a pool" in result.stderr, result.stderr
     assert not (tmp_path / "store").exists(), "a refused generate wrote something"
+
+
+def test_answers_from_a_device_are_read_no_further_than_the_limit(pool_store):
+    before = contents(pool_store)
+    assert refused(farm(pool_store, "answers", "ingest", "/dev/zero"),
+                   "/dev/zero holds more than 33554432 bytes, over the limit of 33554432; split it")
+    assert contents(pool_store) == before
+
+
+def test_answers_from_stdin_are_ingested_within_the_limit_and_refused_over_it(pool_store):
+    cid = read_keys(pool_store, "p")[0]["id"]
+    line = json.dumps({"pool": "p", "captcha_id": cid, "answer": "AB12", "risk": "attacker",
+                       "time": "2026-11-23T10:00:00Z"}) + "\n"
+    before = contents(pool_store)
+    assert refused(farm(pool_store, "answers", "ingest", "-", "--max-bytes", "1000", input=line * 20),
+                   "stdin holds more than 1000 bytes, over the limit of 1000")
+    assert contents(pool_store) == before
+    result = farm(pool_store, "answers", "ingest", "-", "--json", input=line)
+    assert result.exit_code == 0 and json.loads(result.output)["accepted"] == 1, result.output
+
+
+def test_answers_from_a_pipe_into_the_real_command_are_refused_over_the_limit(tmp_path, pool_store):
+    before = contents(pool_store)
+    result = subprocess.run(["farm", "answers", "ingest", "-", "--max-bytes", "1000"], input=b"x" * 100_000,
+                            capture_output=True, env=farm_env(tmp_path, FARM_STORE=pool_store.url), timeout=300,
+                            check=False)
+    assert result.returncode == 1 and b"stdin holds more than 1000 bytes" in result.stderr, result.stderr
+    assert contents(pool_store) == before
