@@ -1,10 +1,13 @@
 """Hostile input to the `farm` command: a clear error naming the flag and its bound, exit 1, the store unchanged."""
 
 import json
+import struct
 import subprocess
+import zlib
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from farm.cli import main
 from farm.generate import generate_pool
@@ -89,3 +92,42 @@ def test_answers_from_a_pipe_into_the_real_command_are_refused_over_the_limit(tm
                             check=False)
     assert result.returncode == 1 and b"stdin holds more than 1000 bytes" in result.stderr, result.stderr
     assert contents(pool_store) == before
+
+
+def white_png(width: int, height: int) -> bytes:
+    """A valid white grey PNG compressed row by row: a few hundred KB on disk, width * height bytes decoded."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    squeeze, row = zlib.compressobj(9), b"\x00" + b"\xff" * width  # filter byte 0, then the row
+    pixels = b"".join(squeeze.compress(row) for _ in range(height)) + squeeze.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("size", [(20000, 20000), (5000, 5000)])
+def test_solve_refuses_an_image_too_large_naming_the_file_and_the_largest_size(tmp_path, pool_store, size):
+    path = tmp_path / "big.png"
+    path.write_bytes(white_png(*size))
+    assert refused(farm(pool_store, "solve", str(path)), f"{path}: ",
+                   "larger than farm solve reads (16777216 pixels at most, e.g. 4096x4096)")
+
+
+def test_solve_still_reads_a_captcha(tmp_path, pool_store, substitute):
+    from farm.schemes import get_scheme
+    captcha = get_scheme("classic").sample(3)
+    path = tmp_path / "c.png"
+    Image.fromarray(captcha.image).save(path)
+    result = farm(pool_store, "solve", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == [{"file": str(path), "text": substitute.read([captcha.image])[0]}]
+
+
+def test_preview_into_a_missing_directory_names_it_and_creates_nothing(tmp_path, pool_store):
+    before = contents(pool_store)
+    result = farm(pool_store, "preview", "--pool", "p", "-o", str(tmp_path / "missing/dir/s.png"))
+    assert refused(result, f"--output: the directory {tmp_path / 'missing/dir'} does not exist")
+    assert not (tmp_path / "missing").exists() and contents(pool_store) == before
+    assert refused(farm(pool_store, "preview", "--pool", "p", "-o", str(tmp_path / "sheet")),
+                   "--output: sheet needs an image extension such as .png")
+    assert farm(pool_store, "preview", "--pool", "p", "-o", str(tmp_path / "s.png")).exit_code == 0
