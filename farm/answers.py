@@ -14,22 +14,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import stat
+import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from farm.exceptions import AnswersError, ConflictError, PoolError
 from farm.pool import MAX_ANSWER_CHARS, check_pool_name, complete_shards, keys_key, pool_charset, read_manifest, \
     read_shard_keys
 from farm.store import Store, jsonl_records
 
-__all__ = ["ingest", "ingest_file", "batches", "read_batch", "Limits", "IngestReport", "Rejection", "RISKS",
+__all__ = ["ingest", "ingest_file", "read_at_most", "batches", "read_batch", "Limits", "IngestReport", "Rejection", "RISKS",
            "FIELDS"]
 
 log = logging.getLogger(__name__)
 
 FIELDS = ("pool", "captcha_id", "answer", "risk", "time")
 RISKS = ("attacker", "suspicious", "human")  # how the platform rated the user; fine-tuning weighs them
+READ_CHUNK = 1 << 20  # bytes per read of an ingested stream
 
 
 @dataclass(frozen=True)
@@ -189,15 +194,37 @@ def ingest(store: Store, data: bytes, limits: Limits = Limits()) -> IngestReport
 
 
 def ingest_file(store: Store, path: str | Path, limits: Limits = Limits()) -> IngestReport:
-    path = Path(path)
+    """Ingest a file, a pipe, a device or "-" (stdin); never more than limits.max_bytes + 1 bytes are read."""
     try:
-        size = path.stat().st_size
-        if size > limits.max_bytes:  # checked before reading: a huge upload must not fill memory
-            raise AnswersError(f"answers: {path} is {size} bytes, over the limit of {limits.max_bytes}; split it")
-        data = path.read_bytes()
+        if str(path) == "-":
+            data = read_at_most(sys.stdin.buffer, limits.max_bytes, "stdin")
+        else:
+            with open(path, "rb") as stream:
+                found = os.fstat(stream.fileno())
+                if stat.S_ISREG(found.st_mode) and found.st_size > limits.max_bytes:  # say its size, read nothing
+                    raise AnswersError(f"answers: {path} is {found.st_size} bytes, over the limit of "
+                                       f"{limits.max_bytes}; split it")
+                data = read_at_most(stream, limits.max_bytes, str(path))
     except OSError as e:
         raise AnswersError(f"answers: cannot read {path} ({e.strerror})") from e
     return ingest(store, data, limits)
+
+
+def read_at_most(stream: BinaryIO, limit: int, name: str) -> bytes:
+    """All of `stream`, or AnswersError once it holds more than `limit` bytes.
+
+    A pipe or a device (/dev/zero) has no size to check first; read in chunks, so memory follows
+    what arrives (up to the limit), never the limit asked for.
+    """
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(min(READ_CHUNK, limit + 1 - size))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+    raise AnswersError(f"answers: {name} holds more than {limit} bytes, over the limit of {limit}; split it "
+                       f"(or raise --max-bytes)")
 
 
 def batches(store: Store) -> list[str]:

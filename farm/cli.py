@@ -92,23 +92,40 @@ def train(out, mix, samples, steps, batch_size, lr, seed, workers, eval_every, r
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {file, text}.")
 def solve(images, checkpoint, version, store_url, as_json):
-    """Print the substitute's reading of PNG or JPEG files (any size)."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
+    """Print the substitute's reading of PNG or JPEG files (up to 4096x4096 pixels; each is resized for the model)."""
+    arrays = [_grey_image(path) for path in images]  # before the model loads: a bad file fails fast
     solver = substitute(store_url, checkpoint, version)
-    arrays = []
-    for path in images:
-        try:
-            arrays.append(np.asarray(Image.open(path).convert("L"), dtype=np.uint8))
-        except (UnidentifiedImageError, OSError) as e:
-            fail(f"{path}: not a readable image ({e})")
     texts = solver.read(arrays)
     if as_json:
         json_out([{"file": str(p), "text": t} for p, t in zip(images, texts)])
     else:
         for p, t in zip(images, texts):
             click.echo(f"{p}\t{t}")
+
+
+# The substitute shrinks every image to its input (64x160 or so) and a captcha is a few hundred
+# pixels wide; 16 megapixels decode to 16 MB of grey (64 MB as floats), where a hostile 20000x20000
+# PNG would need 1.6 GB. Checked from the header, before anything is decoded.
+MAX_SOLVE_PIXELS = 4096 * 4096
+
+
+def _grey_image(path: Path):
+    """A captcha file as uint8 (H, W); a file larger than MAX_SOLVE_PIXELS is refused before decoding."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    too_large = (f"larger than farm solve reads ({MAX_SOLVE_PIXELS} pixels at most, e.g. 4096x4096); "
+                 f"crop it to the captcha")
+    try:
+        with Image.open(path) as image:  # reads the header only
+            width, height = image.size
+            if width * height > MAX_SOLVE_PIXELS:
+                fail(f"{path}: {width}x{height} pixels is {too_large}")
+            return np.asarray(image.convert("L"), dtype=np.uint8)
+    except Image.DecompressionBombError:  # PIL refuses the largest before we see the size
+        fail(f"{path}: {too_large}")
+    except (UnidentifiedImageError, OSError) as e:
+        fail(f"{path}: not a readable image ({e})")
 
 
 @main.command()
@@ -297,19 +314,29 @@ def _source_spec(spec, source: Path, count: int | None, store, solver):
 
 @main.command()
 @click.option("--pool", required=True, help="Pool to show.")
-@click.option("-n", "count", default=16, show_default=True, help="Captchas on the sheet.")
+@click.option("-n", "count", default=16, show_default=True, type=click.IntRange(1, 1000),
+              help="Captchas on the sheet (a row each).")
 @click.option("-o", "--output", default="sheet.png", show_default=True, type=click.Path(dir_okay=False, path_type=Path))
 @store_option
 def preview(pool, count, output, store_url):
     """Write a contact sheet: clean | adversarial | amplified perturbation, with answer and reading."""
+    from PIL import Image
+
     from farm.exceptions import FarmError
     from farm.preview import contact_sheet, pool_pairs
 
+    if not output.parent.is_dir():  # checked before the pool is read
+        fail(f"--output: the directory {output.parent} does not exist; create it or write the sheet elsewhere")
+    if output.suffix.lower() not in Image.registered_extensions():
+        fail(f"--output: {output.name} needs an image extension such as .png")
     try:
         sheet = contact_sheet(pool_pairs(open_store_or_fail(store_url), pool, count), title=f"{pool}: clean | adversarial | perturbation x8")
     except (FarmError, ValueError) as e:
         fail(str(e))
-    sheet.save(output)
+    try:
+        sheet.save(output)
+    except OSError as e:
+        fail(f"--output: cannot write {output} ({e.strerror or e})")
     click.echo(f"wrote {output} ({count} captchas of {pool})")
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from farm.attacks import METHODS, make_attack
+from farm.attacks import METHODS, NORMS, make_attack
 from farm.charset import Charset
 from farm.checkpoint import Solver
 from farm import config
@@ -44,6 +44,18 @@ MASKS = ("full", "background", "glyph", "strokes")
 STROKES = 8  # curves per captcha of the strokes mask
 FOLDER = "folder"  # the scheme of a pool perturbing a platform's own captchas
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+# A pool is refilled as it is served (farm.refill), so it never needs to hold years of traffic;
+# 10^8 captchas are already ~350 GB of PNGs and keys, and a count beyond it is a typo.
+MAX_COUNT = 10**8
+# A shard is rendered and attacked whole, ~30 bytes a pixel (uint8 images and masks, float32 copies
+# in the attack): 8192 captchas of 192x64 take ~3 GB. The benchmarks' largest shard is 5000.
+MAX_SHARD_SIZE = 8192
+# The manifest and a job list shards, and `farm generate` the pending ones: a million entries is
+# ~80 MB of JSON. At the default shard size (256) a pool of MAX_COUNT has 390 625 shards.
+MAX_SHARDS = 10**6
+# JSON types a field of a spec accepts (a task's spec is JSON): a string where a number belongs is refused by name
+_FIELD_TYPES = {"int": ((int,), "a whole number"), "float": ((int, float), "a number"), "bool": ((bool,), "true or false"),
+                "str": ((str,), "text")}
 
 
 @dataclass(frozen=True)
@@ -71,8 +83,18 @@ class PoolSpec:
     source: str | None = None  # a platform's own captchas (farm.folder) instead of a scheme; scheme is then "folder"
 
     def validate(self) -> "PoolSpec":
-        if self.count <= 0:
-            raise ValueError(f"count: must be positive (got {self.count})")
+        """The spec, or ValueError naming the first field out of range: nothing is written before this passes."""
+        self._check_types()
+        if not 0 < self.count <= MAX_COUNT:
+            raise ValueError(f"count: must be 1 to {MAX_COUNT:_} a pool (got {self.count:_}); a pool is "
+                             f"refilled as it is served (`farm refill`), so it never needs more")
+        if not 0 < self.shard_size <= MAX_SHARD_SIZE:
+            raise ValueError(f"shard-size: must be 1 to {MAX_SHARD_SIZE} (got {self.shard_size}); a shard is "
+                             f"rendered and attacked in memory at once")
+        if self.shards > MAX_SHARDS:
+            raise ValueError(f"shard-size: {self.count:_} captchas in shards of {self.shard_size} are "
+                             f"{self.shards:_} shards, over the limit of {MAX_SHARDS:_}; use --shard-size "
+                             f"{math.ceil(self.count / MAX_SHARDS)} or more")
         if self.source is None:
             get_scheme(self.scheme)
         elif self.scheme != FOLDER:
@@ -82,14 +104,10 @@ class PoolSpec:
                              "(give glyph masks as <image>.mask.png in the folder)")
         if self.method != "none" and self.method not in METHODS:
             raise ValueError(f"method: unknown method {self.method!r}; known: none, {', '.join(METHODS)}")
-        if self.norm not in ("linf", "l2"):
-            raise ValueError(f"norm: must be linf or l2 (got {self.norm!r})")
-        if self.method != "none" and not (0 < self.eps <= (1 if self.norm == "linf" else 1e4)):
-            raise ValueError(f"eps: must be in (0, 1] (got {self.eps})")
-        if self.steps < 1:
-            raise ValueError(f"steps: must be at least 1 (got {self.steps})")
-        if self.shard_size <= 0:
-            raise ValueError(f"shard-size: must be positive (got {self.shard_size})")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm: must be one of {', '.join(NORMS)} (got {self.norm!r})")
+        if self.method != "none":
+            METHODS[self.method].check(**self.attack_settings())  # the attack owns its settings' ranges
         if self.mask not in MASKS:
             self.user_mask()  # raises when unreadable or of the wrong size
         if self.eps_glyph is not None and (self.norm != "linf" or not 0 <= self.eps_glyph <= self.eps):
@@ -99,6 +117,22 @@ class PoolSpec:
             for name in self.ensemble:
                 member(name)
         return self
+
+    def _check_types(self) -> None:
+        for f in fields(self):
+            value, (kinds, what) = getattr(self, f.name), _FIELD_TYPES.get(f.type.removesuffix(" | None"), (None, ""))
+            if kinds is None or (value is None and f.type.endswith(" | None")):
+                continue
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise ValueError(f"{f.name.replace('_', '-')}: must be {what} (got {value!r})")
+
+    def attack_settings(self) -> dict:
+        """What the attack of `method` takes from this spec (as perturb passes it), for its check."""
+        settings = {"eps": self.eps, "norm": self.norm, "alpha": self.alpha, "steps": self.steps,
+                    "smoothing": self.smoothing, "diversity": self.diversity}
+        if self.method in ("momentum", "robust"):
+            settings["decay"] = self.decay
+        return settings
 
     @property
     def shards(self) -> int:

@@ -1,6 +1,8 @@
 """Attacker answers: every bad line rejected with its number and reason, good lines kept, nothing twice."""
 
 import json
+import os
+import threading
 
 import pytest
 from click.testing import CliRunner
@@ -110,6 +112,32 @@ def test_size_limits_are_enforced_with_clear_errors(pool_store, ids, tmp_path):
         Limits(max_records=0)
     with pytest.raises(AnswersError, match="cannot read"):
         ingest_file(pool_store, tmp_path / "missing.jsonl")
+
+
+def test_a_device_or_a_pipe_is_read_no_further_than_the_limit(pool_store, ids, tmp_path):
+    with pytest.raises(AnswersError, match="/dev/zero holds more than 100 bytes, over the limit of 100; split"):
+        ingest_file(pool_store, "/dev/zero", Limits(max_bytes=100))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for data, limit in ((lines(record(ids[0])), 1000), (b"x" * 100_000, 1000)):
+        writer = threading.Thread(target=write_ignoring_a_closed_reader, args=(fifo, data))
+        writer.start()
+        try:
+            if len(data) <= limit:
+                assert ingest_file(pool_store, fifo, Limits(max_bytes=limit)).accepted == 1
+            else:
+                with pytest.raises(AnswersError, match="pipe holds more than 1000 bytes, over the limit of 1000"):
+                    ingest_file(pool_store, fifo, Limits(max_bytes=limit))
+        finally:
+            writer.join(timeout=30)
+
+
+def write_ignoring_a_closed_reader(path, data: bytes) -> None:
+    try:
+        with open(path, "wb") as pipe:
+            pipe.write(data)
+    except BrokenPipeError:  # the reader stopped at its limit
+        pass
 
 
 def test_answers_ingest_command(pool_store, ids, tmp_path, monkeypatch):

@@ -106,3 +106,28 @@ def test_bad_arguments_name_the_parameter(substitute, bad, match):
         make_attack("iterative", substitute, **bad)
     with pytest.raises(ValueError, match="method"):
         make_attack("fgsm-typo", substitute)
+
+
+@pytest.mark.parametrize("method,bad,match", [
+    ("iterative", {"alpha": -1}, r"alpha: .*\(0, eps\]"),
+    ("iterative", {"alpha": 0}, r"alpha: .*\(0, eps\]"),
+    ("iterative", {"alpha": 16 / 255}, r"alpha: .*\(0, eps\] = \(0, 0.03137\]"),
+    ("momentum", {"diversity": 5}, r"diversity: .*\[0, 1\]"),
+    ("momentum", {"smoothing": -3}, r"smoothing: .*\[0, 10\]"),
+    ("momentum", {"decay": -1}, r"decay: .*\[0, 2\]"),
+    ("momentum", {"decay": float("nan")}, r"decay: .*\[0, 2\]"),
+    ("iterative", {"norm": "l2", "eps": 1e4}, r"eps: must be in \(0, 8\] for l2"),
+    ("robust", {"samples": 0}, "samples: .*at least 1"),
+])
+def test_an_attack_refuses_settings_out_of_range_naming_the_range(substitute, method, bad, match):
+    with pytest.raises(ValueError, match=match):
+        make_attack(method, substitute, **bad)
+    with pytest.raises(ValueError, match=match):  # what PoolSpec.validate calls, with no model at hand
+        METHODS[method].check(**bad)
+
+
+def test_the_edges_of_each_range_are_accepted(substitute):
+    for settings in ({"alpha": 8 / 255}, {"diversity": 1.0}, {"smoothing": 10.0}, {"decay": 0.0},
+                     {"norm": "l2", "eps": 8.0}, {"eps": 1.0}):
+        METHODS["momentum"].check(**settings)
+        assert make_attack("momentum", substitute, **settings)

@@ -180,3 +180,31 @@ def test_preview_judges_the_substitutes_reading_as_a_typed_answer_is(store, subs
     store.put(keys_key("p", 0), lowered.encode())
     pairs = pool_pairs(store, "p", 6)
     assert [p[0]["solved"] for p in pairs] == [r in read for r in records]
+
+
+OUT_OF_RANGE = [
+    ({"alpha": -1}, r"alpha: the step size must be in \(0, eps\]"),
+    ({"diversity": 5}, r"diversity: a probability, must be in \[0, 1\]"),
+    ({"smoothing": -3}, r"smoothing: .* must be in \[0, 10\]"),
+    ({"method": "momentum", "decay": -1}, r"decay: .* must be in \[0, 2\]"),
+    ({"norm": "l2", "eps": 1e4}, r"eps: must be in \(0, 8\] for l2"),
+    ({"count": 10**11}, "count: must be 1 to 100_000_000"),
+    ({"shard_size": 100_000}, "shard-size: must be 1 to 8192"),
+    ({"count": 10**8, "shard_size": 10}, "over the limit of 1_000_000; use --shard-size 100 or more"),
+    ({"diversity": "5"}, "diversity: must be a number"),
+    ({"steps": 2.5}, "steps: must be a whole number"),
+]
+
+
+@pytest.mark.parametrize("fields,message", OUT_OF_RANGE)
+def test_a_spec_out_of_range_is_refused_by_the_api_and_a_task_before_anything_is_written(store, substitute, fields,
+                                                                                          message):
+    from workers.tasks import parse_shard
+    spec = PoolSpec(**{"count": 8, "shard_size": 8, **fields})
+    with pytest.raises(ValueError, match=message):
+        spec.validate()
+    with pytest.raises(ValueError, match=message):
+        generate_pool(store, "p", spec, [substitute], SECRET, progress=False, processes=1)
+    assert not store.root.exists(), "a refused generate wrote something"
+    with pytest.raises(ValueError, match=message):  # a task's JSON spec
+        parse_shard("p", 0, 8, json.loads(json.dumps(spec.to_dict())))

@@ -4,7 +4,11 @@ import torch
 
 from farm.attacks.base import Attack, unit_l1
 
-__all__ = ["Momentum"]
+__all__ = ["Momentum", "MAX_DECAY"]
+
+# Dong et al. sweep mu from 0 to 2 and find 1 best; above 2 past gradients swamp the new one, and
+# the accumulated g grows like mu ** steps until it overflows.
+MAX_DECAY = 2.0
 
 
 class Momentum(Attack):
@@ -17,8 +21,21 @@ class Momentum(Attack):
     name = "momentum"
 
     def __init__(self, solvers, decay: float = 1.0, **kwargs):
+        self.check_decay(decay)
         super().__init__(solvers, **kwargs)
         self.decay = float(decay)
+
+    @classmethod
+    def check(cls, decay: float = 1.0, **settings) -> None:
+        """Attack.check, and the decay."""
+        cls.check_decay(decay)
+        super().check(**settings)
+
+    @staticmethod
+    def check_decay(decay: float) -> None:
+        if not 0 <= decay <= MAX_DECAY:
+            raise ValueError(f"decay: the momentum decay must be in [0, {MAX_DECAY:g}] (got {decay}); "
+                             f"0 is plain iterative steps, 1 the paper's")
 
     def direction(self, grad, state, rows):
         if "g" not in state:

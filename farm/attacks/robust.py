@@ -43,9 +43,21 @@ class Robust(Momentum):
     name = "robust"
 
     def __init__(self, solvers, samples: int = 4, steps: int = 20, **kwargs):
+        self.check_samples(samples)
         kwargs.setdefault("early_stop", False)
         super().__init__(solvers, steps=steps, **kwargs)
         self.samples = int(samples)
+
+    @classmethod
+    def check(cls, samples: int = 4, steps: int = 20, **settings) -> None:
+        """Momentum.check (with this method's default steps), and the samples."""
+        cls.check_samples(samples)
+        super().check(steps=steps, **settings)
+
+    @staticmethod
+    def check_samples(samples: int) -> None:
+        if not samples >= 1:
+            raise ValueError(f"samples: preprocessings averaged per step, must be at least 1 (got {samples})")
 
     def _loss(self, x, labels, generator):
         total, first = 0.0, None

@@ -15,15 +15,16 @@ def answers():
 
 
 @answers.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--max-bytes", default=None, type=int, help="Refuse larger files [default 32 MiB].")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path))
+@click.option("--max-bytes", default=None, type=int,
+              help="Refuse larger input, read no further than this [default 32 MiB].")
 @click.option("--max-line-bytes", default=None, type=int, help="Reject longer lines [default 4096].")
 @click.option("--max-records", default=None, type=int, help="Refuse files with more lines [default 200000].")
 @click.option("--strict", is_flag=True, help="Exit with status 1 when any line was rejected.")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report (batch, counts, every rejected line) as JSON.")
 def ingest(file, max_bytes, max_line_bytes, max_records, strict, store_url, as_json):
-    """Validate FILE.jsonl line by line and store the valid records as answers/<batch>.jsonl."""
+    """Validate FILE.jsonl (- for stdin) line by line and store the valid records as answers/<batch>.jsonl."""
     from farm.answers import Limits, ingest_file
     from farm.exceptions import FarmError
 
