@@ -87,7 +87,7 @@ class PoolSpec:
         self._check_types()
         if not 0 < self.count <= MAX_COUNT:
             raise ValueError(f"count: must be 1 to {MAX_COUNT:_} a pool (got {self.count:_}); a pool is "
-                             f"refilled as it is served (`farm refill`), so it never needs more")
+                             f"refilled as it is served (`farm pool refill`), so it never needs more")
         if not 0 < self.shard_size <= MAX_SHARD_SIZE:
             raise ValueError(f"shard-size: must be 1 to {MAX_SHARD_SIZE} (got {self.shard_size}); a shard is "
                              f"rendered and attacked in memory at once")
