@@ -293,6 +293,47 @@ def test_api_keys_and_redis_urls_never_show_in_errors(monkeypatch):
     assert "hunter2" not in repr(ServiceSettings.from_env(redis="redis://127.0.0.1:6379/0"))
 
 
+@pytest.mark.parametrize("value", [",", " ", "", " , ,"])
+def test_api_keys_set_but_empty_refuse_to_start(monkeypatch, value):
+    monkeypatch.setenv("FARM_API_KEYS", value)
+    monkeypatch.setenv("FARM_STORE", "ftp://nowhere")  # were the settings taken, start-up still stops short of serving
+    with pytest.raises(ValueError, match="FARM_API_KEYS: set but holds no key.*platform=key.*unset"):
+        ServiceSettings.from_env(redis="redis://127.0.0.1:6379/0")
+    result = CliRunner().invoke(main, ["serve", "--redis", "redis://127.0.0.1:6379/0"])
+    assert result.exit_code != 0 and "FARM_API_KEYS: set but holds no key" in result.output
+
+
+def test_an_open_service_warns_at_start_up(monkeypatch, serve, caplog):
+    monkeypatch.delenv("FARM_API_KEYS", raising=False)
+    assert ServiceSettings.from_env(redis="redis://127.0.0.1:6379/0").api_keys == {}  # absent: open
+    with caplog.at_level("WARNING", logger="farm.service.app"):
+        serve(api_keys={})
+    assert any(r.levelname == "WARNING" and "FARM_API_KEYS is not set" in r.getMessage() and "open to anyone"
+               in r.getMessage() for r in caplog.records), caplog.text
+
+
+@pytest.mark.parametrize("setting,value,message", [
+    ("ttl", 4_000_000_000, r"ttl \(--ttl / FARM_CAPTCHA_TTL\): 4000000000 seconds is out of bounds; .* at most 3600"),
+    ("ttl", 0, r"ttl \(--ttl / FARM_CAPTCHA_TTL\): 0 seconds is out of bounds"),
+    ("ttl", 1.5, r"ttl \(--ttl / FARM_CAPTCHA_TTL\): 1.5 is not a whole number"),
+    ("answer_window", 10**12, r"answer_window \(--answer-window\): .* at most 2592000"),
+    ("served_flush", float("nan"), r"served_flush .*: nan seconds is out of bounds"),
+    ("max_age", 1e9, r"max_age .* at most 3600"),
+])
+def test_service_settings_out_of_bounds_are_refused_naming_the_setting(setting, value, message):
+    with pytest.raises(ValueError, match=message):
+        ServiceSettings(redis="redis://127.0.0.1:6379/0", **{setting: value})
+
+
+def test_farm_serve_refuses_a_ttl_over_its_bound(monkeypatch):
+    monkeypatch.setenv("FARM_STORE", "ftp://nowhere")  # were the ttl taken, start-up still stops short of serving
+    result = CliRunner().invoke(main, ["serve", "--redis", "redis://127.0.0.1:6379/0", "--ttl", "4000000000"])
+    assert result.exit_code != 0 and "ttl (--ttl / FARM_CAPTCHA_TTL)" in result.output and "3600" in result.output
+    monkeypatch.setenv("FARM_CAPTCHA_TTL", "4000000000")
+    result = CliRunner().invoke(main, ["serve", "--redis", "redis://127.0.0.1:6379/0"])
+    assert result.exit_code != 0 and "at most 3600" in result.output
+
+
 def test_the_procfile_serves_the_api_on_its_port():
     line = procfile()["web"]
     assert "farm serve" in line and "--port $PORT" in line and "--host 0.0.0.0" in line

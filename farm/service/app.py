@@ -130,7 +130,10 @@ def create_app(settings: ServiceSettings, metrics: ServiceMetrics | None = None)
                                    name="served-marks", daemon=True)
         flusher.start()
         log.info("captcha service: store %s, state %s, captchas live %d s, %s", store.url, redact(settings.redis),
-                 settings.ttl, f"platforms {', '.join(sorted(keys))}" if keys else "no API keys (open to anyone)")
+                 settings.ttl, f"platforms {', '.join(sorted(keys))}" if keys else "no API keys")
+        if not keys:
+            log.warning("FARM_API_KEYS is not set: the API is open to anyone who reaches it; set "
+                        "FARM_API_KEYS=platform=key,... or keep the service behind your own network")
         try:
             yield
         finally:
