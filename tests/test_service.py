@@ -16,6 +16,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
@@ -25,6 +26,7 @@ from farm.answers import batches, read_batch
 from farm.cli import main
 from farm.pool import PoolSpec, image_key, read_keys
 from farm.served import read_served
+from farm.service.app import ANSWERS_LIMIT_BYTES
 from farm.service.settings import ServiceSettings, parse_api_keys, redact
 from farm.store import LocalStore, open_store
 from farm.study import Arm, create_study, read_responses, report, wilson_interval, write_response
@@ -234,6 +236,48 @@ def test_flagged_users_answers_are_stored_as_farm_answers_ingest_would(serve, po
     assert again.json()["duplicate"] and again.json()["added"] == 0
     for body, status in [({"answers": []}, 422), ({"records": records}, 422), ([], 400)]:
         assert requests.post(f"{service.url}/v1/answers", json=body, headers=SHOP, timeout=30).status_code == status
+
+
+def test_answers_under_the_documented_limit_are_accepted_whole(serve, pool_env):
+    """8,200 ticket records (~0.9 MB) become ~1.1 MB of store records: the service's own rewrite is no reason to refuse."""
+    service = serve()
+    store = open_store(pool_env["url"])
+    cids = [r["id"] for r in read_keys(store, "p")]
+    before = requests.post(f"{service.url}/v1/answers", headers=SHOP, timeout=30, json={"answers": [
+        {"pool": "p", "captcha_id": cids[0], "answer": "AB12", "risk": "human", "time": "2026-11-22T10:00:00Z"}]})
+    assert before.status_code == 200 and before.json()["added"] == 1, before.text
+    stored = {key: store.get(key) for key in batches(store)}
+    start = datetime(2026, 11, 23, 10, tzinfo=timezone.utc)
+    records = [{"id": service.app.state.captchas.issue("shop", "p", cids[n % len(cids)]).id, "answer": "AB12",
+                "risk": "attacker", "time": (start + timedelta(seconds=n)).isoformat().replace("+00:00", "Z")}
+               for n in range(8200)]
+    body = json.dumps({"answers": records}).encode()
+    assert len(body) < ANSWERS_LIMIT_BYTES
+    response = requests.post(f"{service.url}/v1/answers", data=body, timeout=60,
+                             headers={**SHOP, "Content-Type": "application/json"})
+    assert response.status_code == 200, response.text[:500]
+    assert response.json()["accepted"] == 8200 and response.json()["rejected"] == []
+    assert all(store.get(key) == data for key, data in stored.items())  # nothing stored before is lost
+    (new,) = set(batches(store)) - set(stored)
+    assert len(read_batch(store, new)) == 8200
+
+
+def test_answer_records_too_long_are_rejected_one_by_one(serve, pool_env):
+    service = serve()
+    cid = read_keys(open_store(pool_env["url"]), "p")[0]["id"]
+    good = {"pool": "p", "captcha_id": cid, "answer": "AB12", "risk": "attacker", "time": "2026-11-23T10:00:00Z"}
+    # numbers grow when written again (1e15 -> 1000000000000000.0): the body is under its limit, the lines are not
+    numbers = "[" + ",".join(["1e15"] * 100_000) + "]"
+    ticket = service.app.state.captchas.issue("shop", "p", cid).id
+    body = (f'{{"answers": [{json.dumps(good)}, {numbers}, {{"id": "{ticket}", "answer": "AB12", "risk": {numbers}, '
+            f'"time": "2026-11-23T10:00:00Z"}}]}}').encode()
+    assert len(body) < ANSWERS_LIMIT_BYTES
+    response = requests.post(f"{service.url}/v1/answers", data=body, timeout=30,
+                             headers={**SHOP, "Content-Type": "application/json"})
+    assert response.status_code == 200, response.text[:500]
+    report_ = response.json()
+    assert report_["accepted"] == 1 and [r["record"] for r in report_["rejected"]] == [2, 3]
+    assert "the limit is 4096" in report_["rejected"][0]["reason"]
 
 
 def test_served_marks_reach_the_store_and_counts_reach_prometheus(serve, pool_env):
