@@ -31,6 +31,7 @@ from farm.service.settings import ServiceSettings, parse_api_keys, redact
 from farm.store import LocalStore, open_store
 from farm.study import Arm, create_study, read_responses, report, wilson_interval, write_response
 from tests.farm_parts import answers, free_port, procfile, stop, wait_for
+from tests.fault_proxy import FaultProxy
 from tests.test_farm import redis_broker, redis_port  # noqa: F401 (fixtures)
 from tests.test_pools_s3 import pool_env, s3_pool  # noqa: F401 (fixtures)
 from tests.test_refill import make_pool
@@ -204,6 +205,34 @@ def test_a_body_streamed_without_a_length_is_cut_at_the_limit(serve):
 def test_draws_of_unknown_or_malformed_pools_get_a_4xx(serve, params, status, message):
     response = requests.get(f"{serve().url}/v1/captcha", params=params, headers=SHOP, timeout=30)
     assert response.status_code == status and message in response.json()["error"], response.text
+
+
+def redis_state(app) -> dict:
+    """Every key of the service's Redis database and its value (DUMP: the value, not the time to live)."""
+    redis = app.state.redis
+    return {key: redis.dump(key) for key in redis.keys("*")}
+
+
+@pytest.mark.parametrize("image", ["url", "inline"])
+def test_with_the_store_unreachable_a_draw_answers_503_soon_and_issues_nothing(serve, s3_env, monkeypatch, image):
+    proxy = FaultProxy(s3_env).__enter__()  # the store's endpoint, until the test takes it away
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        service = serve(served_flush=600)  # no flush during the test: Redis changes only by requests
+        service.draw()  # the pool's index is in memory now: a draw needs the store only for the image
+        proxy.fail_first = 10**9  # connections kept alive answer 503 from now on, and new ones are refused
+        proxy.server.shutdown()
+        proxy.server.server_close()
+        before = redis_state(service.app)
+        started = time.monotonic()
+        response = requests.get(f"{service.url}/v1/captcha", params={"pool": "p", "image": image}, headers=SHOP,
+                                timeout=60)
+        took = time.monotonic() - started
+    finally:
+        proxy.__exit__(None, None, None)
+    assert response.status_code == 503 and response.json()["error"].startswith("store:"), response.text
+    assert took < 15  # a hang guard: botocore's defaults took ~40 s
+    assert redis_state(service.app) == before  # no ticket issued, no served mark, no captcha held
 
 
 def test_flagged_users_answers_are_stored_as_farm_answers_ingest_would(serve, pool_env):

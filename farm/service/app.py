@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from farm import __version__
 from farm.answers import Limits, Rejection, ingest
-from farm.client import PoolClient
+from farm.client import Drawn, PoolClient
 from farm.config import secret
 from farm.exceptions import ExpiredTicketError, PoolError, StoreError, UnknownTicketError, UsedTicketError
 from farm.pool import MAX_ANSWER_CHARS, check_pool_name, manifest_key
@@ -190,19 +190,22 @@ def create_app(settings: ServiceSettings, metrics: ServiceMetrics | None = None)
         """Draw a captcha: an id to verify once within ttl_seconds, and its image."""
         try:
             check_pool_name(pool)
-            for _ in range(DRAW_TRIES):
-                drawn = client.draw(pool, fetch=False)
-                if state.hold(pool, drawn.id):
-                    break
-            else:  # every captcha drawn is out with someone: the pool is nearly dry, serve one again
-                log.warning("pool %s: %d draws in a row found captchas out with others; serving one again "
-                            "(refill the pool)", pool, DRAW_TRIES)
-            png = client.image(pool, drawn.id) if image == "inline" else None
+            drawn, held = _hold_one(client, state, pool)
+            try:
+                if image == "inline":
+                    png = client.image(pool, drawn.id)
+                else:  # a link only to an image the store gives now: issue nothing a browser cannot fetch
+                    client.check_image(pool, drawn.id)
+                    png = None
+                issued = state.issue(who, pool, drawn.id)
+            except Exception:  # nothing issued, nothing marked: the captcha is free for the next draw
+                if held:
+                    state.release(pool, drawn.id)
+                raise
         except ValueError as e:
             raise ApiError(400, str(e)) from None
         except PoolError as e:
             raise _pool_error(store, pool, e) from None
-        issued = state.issue(who, pool, drawn.id)
         metrics.served.labels(pool, who).inc()
         body = {"id": issued.id, "pool": pool, "ttl_seconds": settings.ttl,
                 "expires_at": datetime.fromtimestamp(issued.expires, timezone.utc).isoformat().replace("+00:00", "Z")}
@@ -270,6 +273,18 @@ def create_app(settings: ServiceSettings, metrics: ServiceMetrics | None = None)
     from farm.service.study import study_router
     app.include_router(study_router(app))
     return app
+
+
+def _hold_one(client: PoolClient, state: CaptchaState, pool: str) -> tuple[Drawn, bool]:
+    """A captcha of `pool` that no other draw holds, now held: (drawn, True); (drawn, False) when none was free."""
+    for _ in range(DRAW_TRIES):
+        drawn = client.draw(pool, fetch=False)
+        if state.hold(pool, drawn.id):
+            return drawn, True
+    # every captcha drawn is out with someone: the pool is nearly dry, serve one again
+    log.warning("pool %s: %d draws in a row found captchas out with others; serving one again (refill the pool)",
+                pool, DRAW_TRIES)
+    return drawn, False
 
 
 def _pool_error(store, pool: str, error: PoolError) -> ApiError:
