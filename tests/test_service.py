@@ -268,7 +268,7 @@ def test_flagged_users_answers_are_stored_as_farm_answers_ingest_would(serve, po
 
 
 def test_answers_under_the_documented_limit_are_accepted_whole(serve, pool_env):
-    """8,200 ticket records (~0.9 MB) become ~1.1 MB of store records: the service's own rewrite is no reason to refuse."""
+    """8,200 ticket records (~0.9 MB) become ~1.1 MB of store records: the service's rewrite is no reason to refuse."""
     service = serve()
     store = open_store(pool_env["url"])
     cids = [r["id"] for r in read_keys(store, "p")]
@@ -307,6 +307,21 @@ def test_answer_records_too_long_are_rejected_one_by_one(serve, pool_env):
     report_ = response.json()
     assert report_["accepted"] == 1 and [r["record"] for r in report_["rejected"]] == [2, 3]
     assert "the limit is 4096" in report_["rejected"][0]["reason"]
+
+
+def test_answer_records_that_are_no_text_are_rejected_one_by_one(serve, pool_env):
+    service = serve()
+    cid = read_keys(open_store(pool_env["url"]), "p")[0]["id"]
+    ticket = service.draw()["id"]
+    body = ('{"answers": [{"pool": "p", "captcha_id": "%s", "answer": "AB12", "risk": "attacker", '
+            '"time": "2026-11-23T10:00:00Z"}, {"id": "%s", "answer": "AB\\ud800", "risk": "attacker", '
+            '"time": "2026-11-23T10:00:00Z"}, {"\\udfff": 1}]}' % (cid, ticket))  # valid JSON, lone surrogates
+    response = requests.post(f"{service.url}/v1/answers", data=body.encode(), timeout=30,
+                             headers={**SHOP, "Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 1
+    assert [(r["record"], r["reason"][:16]) for r in response.json()["rejected"]] == [(2, "not UTF-8 text: "),
+                                                                                      (3, "not UTF-8 text: ")]
 
 
 def test_served_marks_reach_the_store_and_counts_reach_prometheus(serve, pool_env):

@@ -321,7 +321,11 @@ def _store_line(state: CaptchaState, platform: str, record) -> bytes:
         if "pool" in record or "captcha_id" in record:
             raise ValueError("id: give either id or pool and captcha_id, not both")
         record = {"pool": pool, "captcha_id": cid, **{k: v for k, v in record.items() if k != "id"}}
-    line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+    try:
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError as e:  # JSON's \ud800 escapes decode to no text
+        raise ValueError(f"not UTF-8 text: {e.object[e.start:e.end]!r} is half of a UTF-16 pair; send text as "
+                         f"typed") from None
     if len(line) > ANSWER_LIMITS.max_line_bytes:  # as ingest would say; kept out so the lines fit its byte limit
         raise ValueError(f"record is {len(line)} bytes as a JSON line; the limit is {ANSWER_LIMITS.max_line_bytes}")
     return line
