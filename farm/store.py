@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 DEFAULT_STORE = "file://./farm-data"
 # S3 waits, bounded: a caller (the service answering a user, a worker) learns that the store is away in
 # seconds, not in the ~40 s of botocore's defaults (60 s reads, 8 attempts with waits of up to 20 s).
-S3_CONNECT_TIMEOUT_SECONDS = 3  # a connect within a region takes milliseconds; 3 s outlasts one lost SYN (resent at 1 s)
+S3_CONNECT_TIMEOUT_SECONDS = 3  # a connect in a region takes milliseconds; 3 s outlasts one lost SYN (resent at 1 s)
 S3_READ_TIMEOUT_SECONDS = 10  # silence on an open connection; S3 answers in milliseconds and large objects stream
 S3_MAX_ATTEMPTS = 3  # standard mode waits up to 1 s, then 2 s: rides out a blip, tells an outage in ~3 s plus timeouts
 
