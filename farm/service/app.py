@@ -49,7 +49,7 @@ __all__ = ["create_app", "ApiError", "BODY_LIMIT_BYTES", "ANSWERS_LIMIT_BYTES"]
 log = logging.getLogger(__name__)
 
 BODY_LIMIT_BYTES = 8 * 1024  # a verify is ~100 bytes; a study answer form less
-ANSWERS_LIMIT_BYTES = 1024 * 1024  # ~10,000 answer records a request: send more as several requests
+ANSWERS_LIMIT_BYTES = 1024 * 1024  # ~9,000 answer records a request: send more as several requests
 ANSWERS_MAX_RECORDS = 10_000
 # What the service hands farm.answers.ingest is no longer the body: an id becomes pool and captcha_id
 # (~30% larger), numbers are written again. The body limit is the one a platform sees; ingest's own byte
