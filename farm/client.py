@@ -213,6 +213,12 @@ class PoolClient:
         except KeyError:
             raise PoolError(f"captcha id: {cid!r} is not in pool {pool!r}") from None
 
+    def check_image(self, pool: str, cid: str) -> None:
+        """PoolError unless the store holds the captcha's PNG (one HEAD, no bytes): before handing out a link to it."""
+        check_pool_name(pool)
+        if not self.store.exists(image_key(pool, _check_id(cid))):
+            raise PoolError(f"captcha id: {cid!r} is not in pool {pool!r}")
+
     def check(self, pool: str, cid: str, answer: str) -> Verdict:
         """Whether `answer` reads captcha `cid`, and why not. Unknown pools raise PoolError."""
         index = self._index(pool)

@@ -16,6 +16,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
@@ -25,10 +26,12 @@ from farm.answers import batches, read_batch
 from farm.cli import main
 from farm.pool import PoolSpec, image_key, read_keys
 from farm.served import read_served
+from farm.service.app import ANSWERS_LIMIT_BYTES
 from farm.service.settings import ServiceSettings, parse_api_keys, redact
 from farm.store import LocalStore, open_store
 from farm.study import Arm, create_study, read_responses, report, wilson_interval, write_response
 from tests.farm_parts import answers, free_port, procfile, stop, wait_for
+from tests.fault_proxy import FaultProxy
 from tests.test_farm import redis_broker, redis_port  # noqa: F401 (fixtures)
 from tests.test_pools_s3 import pool_env, s3_pool  # noqa: F401 (fixtures)
 from tests.test_refill import make_pool
@@ -204,6 +207,34 @@ def test_draws_of_unknown_or_malformed_pools_get_a_4xx(serve, params, status, me
     assert response.status_code == status and message in response.json()["error"], response.text
 
 
+def redis_state(app) -> dict:
+    """Every key of the service's Redis database and its value (DUMP: the value, not the time to live)."""
+    redis = app.state.redis
+    return {key: redis.dump(key) for key in redis.keys("*")}
+
+
+@pytest.mark.parametrize("image", ["url", "inline"])
+def test_with_the_store_unreachable_a_draw_answers_503_soon_and_issues_nothing(serve, s3_env, monkeypatch, image):
+    proxy = FaultProxy(s3_env).__enter__()  # the store's endpoint, until the test takes it away
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        service = serve(served_flush=600)  # no flush during the test: Redis changes only by requests
+        service.draw()  # the pool's index is in memory now: a draw needs the store only for the image
+        proxy.fail_first = 10**9  # connections kept alive answer 503 from now on, and new ones are refused
+        proxy.server.shutdown()
+        proxy.server.server_close()
+        before = redis_state(service.app)
+        started = time.monotonic()
+        response = requests.get(f"{service.url}/v1/captcha", params={"pool": "p", "image": image}, headers=SHOP,
+                                timeout=60)
+        took = time.monotonic() - started
+    finally:
+        proxy.__exit__(None, None, None)
+    assert response.status_code == 503 and response.json()["error"].startswith("store:"), response.text
+    assert took < 15  # a hang guard: botocore's defaults took ~40 s
+    assert redis_state(service.app) == before  # no ticket issued, no served mark, no captcha held
+
+
 def test_flagged_users_answers_are_stored_as_farm_answers_ingest_would(serve, pool_env):
     service = serve()
     shown = [service.draw() for _ in range(2)]
@@ -234,6 +265,63 @@ def test_flagged_users_answers_are_stored_as_farm_answers_ingest_would(serve, po
     assert again.json()["duplicate"] and again.json()["added"] == 0
     for body, status in [({"answers": []}, 422), ({"records": records}, 422), ([], 400)]:
         assert requests.post(f"{service.url}/v1/answers", json=body, headers=SHOP, timeout=30).status_code == status
+
+
+def test_answers_under_the_documented_limit_are_accepted_whole(serve, pool_env):
+    """8,200 ticket records (~0.9 MB) become ~1.1 MB of store records: the service's rewrite is no reason to refuse."""
+    service = serve()
+    store = open_store(pool_env["url"])
+    cids = [r["id"] for r in read_keys(store, "p")]
+    before = requests.post(f"{service.url}/v1/answers", headers=SHOP, timeout=30, json={"answers": [
+        {"pool": "p", "captcha_id": cids[0], "answer": "AB12", "risk": "human", "time": "2026-11-22T10:00:00Z"}]})
+    assert before.status_code == 200 and before.json()["added"] == 1, before.text
+    stored = {key: store.get(key) for key in batches(store)}
+    start = datetime(2026, 11, 23, 10, tzinfo=timezone.utc)
+    records = [{"id": service.app.state.captchas.issue("shop", "p", cids[n % len(cids)]).id, "answer": "AB12",
+                "risk": "attacker", "time": (start + timedelta(seconds=n)).isoformat().replace("+00:00", "Z")}
+               for n in range(8200)]
+    body = json.dumps({"answers": records}).encode()
+    assert len(body) < ANSWERS_LIMIT_BYTES
+    response = requests.post(f"{service.url}/v1/answers", data=body, timeout=60,
+                             headers={**SHOP, "Content-Type": "application/json"})
+    assert response.status_code == 200, response.text[:500]
+    assert response.json()["accepted"] == 8200 and response.json()["rejected"] == []
+    assert all(store.get(key) == data for key, data in stored.items())  # nothing stored before is lost
+    (new,) = set(batches(store)) - set(stored)
+    assert len(read_batch(store, new)) == 8200
+
+
+def test_answer_records_too_long_are_rejected_one_by_one(serve, pool_env):
+    service = serve()
+    cid = read_keys(open_store(pool_env["url"]), "p")[0]["id"]
+    good = {"pool": "p", "captcha_id": cid, "answer": "AB12", "risk": "attacker", "time": "2026-11-23T10:00:00Z"}
+    # numbers grow when written again (1e15 -> 1000000000000000.0): the body is under its limit, the lines are not
+    numbers = "[" + ",".join(["1e15"] * 100_000) + "]"
+    ticket = service.app.state.captchas.issue("shop", "p", cid).id
+    body = (f'{{"answers": [{json.dumps(good)}, {numbers}, {{"id": "{ticket}", "answer": "AB12", "risk": {numbers}, '
+            f'"time": "2026-11-23T10:00:00Z"}}]}}').encode()
+    assert len(body) < ANSWERS_LIMIT_BYTES
+    response = requests.post(f"{service.url}/v1/answers", data=body, timeout=30,
+                             headers={**SHOP, "Content-Type": "application/json"})
+    assert response.status_code == 200, response.text[:500]
+    report_ = response.json()
+    assert report_["accepted"] == 1 and [r["record"] for r in report_["rejected"]] == [2, 3]
+    assert "the limit is 4096" in report_["rejected"][0]["reason"]
+
+
+def test_answer_records_that_are_no_text_are_rejected_one_by_one(serve, pool_env):
+    service = serve()
+    cid = read_keys(open_store(pool_env["url"]), "p")[0]["id"]
+    ticket = service.draw()["id"]
+    body = ('{"answers": [{"pool": "p", "captcha_id": "%s", "answer": "AB12", "risk": "attacker", '
+            '"time": "2026-11-23T10:00:00Z"}, {"id": "%s", "answer": "AB\\ud800", "risk": "attacker", '
+            '"time": "2026-11-23T10:00:00Z"}, {"\\udfff": 1}]}' % (cid, ticket))  # valid JSON, lone surrogates
+    response = requests.post(f"{service.url}/v1/answers", data=body.encode(), timeout=30,
+                             headers={**SHOP, "Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 1
+    assert [(r["record"], r["reason"][:16]) for r in response.json()["rejected"]] == [(2, "not UTF-8 text: "),
+                                                                                      (3, "not UTF-8 text: ")]
 
 
 def test_served_marks_reach_the_store_and_counts_reach_prometheus(serve, pool_env):
@@ -291,6 +379,47 @@ def test_api_keys_and_redis_urls_never_show_in_errors(monkeypatch):
     assert "hunter2" not in str(e.value)
     monkeypatch.setenv("FARM_API_KEYS", "shop=hunter2hunter2hunter2")
     assert "hunter2" not in repr(ServiceSettings.from_env(redis="redis://127.0.0.1:6379/0"))
+
+
+@pytest.mark.parametrize("value", [",", " ", "", " , ,"])
+def test_api_keys_set_but_empty_refuse_to_start(monkeypatch, value):
+    monkeypatch.setenv("FARM_API_KEYS", value)
+    monkeypatch.setenv("FARM_STORE", "ftp://nowhere")  # were the settings taken, start-up still stops short of serving
+    with pytest.raises(ValueError, match="FARM_API_KEYS: set but holds no key.*platform=key.*unset"):
+        ServiceSettings.from_env(redis="redis://127.0.0.1:6379/0")
+    result = CliRunner().invoke(main, ["serve", "--redis", "redis://127.0.0.1:6379/0"])
+    assert result.exit_code != 0 and "FARM_API_KEYS: set but holds no key" in result.output
+
+
+def test_an_open_service_warns_at_start_up(monkeypatch, serve, caplog):
+    monkeypatch.delenv("FARM_API_KEYS", raising=False)
+    assert ServiceSettings.from_env(redis="redis://127.0.0.1:6379/0").api_keys == {}  # absent: open
+    with caplog.at_level("WARNING", logger="farm.service.app"):
+        serve(api_keys={})
+    assert any(r.levelname == "WARNING" and "FARM_API_KEYS is not set" in r.getMessage() and "open to anyone"
+               in r.getMessage() for r in caplog.records), caplog.text
+
+
+@pytest.mark.parametrize("setting,value,message", [
+    ("ttl", 4_000_000_000, r"ttl \(--ttl / FARM_CAPTCHA_TTL\): 4000000000 seconds is out of bounds; .* at most 3600"),
+    ("ttl", 0, r"ttl \(--ttl / FARM_CAPTCHA_TTL\): 0 seconds is out of bounds"),
+    ("ttl", 1.5, r"ttl \(--ttl / FARM_CAPTCHA_TTL\): 1.5 is not a whole number"),
+    ("answer_window", 10**12, r"answer_window \(--answer-window\): .* at most 2592000"),
+    ("served_flush", float("nan"), r"served_flush .*: nan seconds is out of bounds"),
+    ("max_age", 1e9, r"max_age .* at most 3600"),
+])
+def test_service_settings_out_of_bounds_are_refused_naming_the_setting(setting, value, message):
+    with pytest.raises(ValueError, match=message):
+        ServiceSettings(redis="redis://127.0.0.1:6379/0", **{setting: value})
+
+
+def test_farm_serve_refuses_a_ttl_over_its_bound(monkeypatch):
+    monkeypatch.setenv("FARM_STORE", "ftp://nowhere")  # were the ttl taken, start-up still stops short of serving
+    result = CliRunner().invoke(main, ["serve", "--redis", "redis://127.0.0.1:6379/0", "--ttl", "4000000000"])
+    assert result.exit_code != 0 and "ttl (--ttl / FARM_CAPTCHA_TTL)" in result.output and "3600" in result.output
+    monkeypatch.setenv("FARM_CAPTCHA_TTL", "4000000000")
+    result = CliRunner().invoke(main, ["serve", "--redis", "redis://127.0.0.1:6379/0"])
+    assert result.exit_code != 0 and "at most 3600" in result.output
 
 
 def test_the_procfile_serves_the_api_on_its_port():

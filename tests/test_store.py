@@ -1,6 +1,8 @@
 """The object store: the same behaviour on a folder and on S3 (real boto3 against moto's server)."""
 
+import socket
 import threading
+import time
 import urllib.request
 
 import boto3
@@ -8,7 +10,7 @@ import pytest
 from moto.core import enable_iam_authentication
 
 from farm.exceptions import ConflictError, StoreError
-from farm.store import S3Store, open_store
+from farm.store import S3_CONNECT_TIMEOUT_SECONDS, S3_MAX_ATTEMPTS, S3_READ_TIMEOUT_SECONDS, S3Store, open_store
 from tests.fault_proxy import FaultProxy
 
 
@@ -100,33 +102,48 @@ def test_missing_credentials_are_a_clear_error(bucket, monkeypatch):
         open_store(f"s3://{bucket}/farm")
 
 
-def test_an_unreachable_endpoint_is_a_clear_error(s3_env, monkeypatch):
-    import socket
+def test_an_unreachable_endpoint_is_a_clear_error_within_seconds(s3_env, monkeypatch):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # refused connections are retried too; do not wait for 8
+    started = time.monotonic()
     with pytest.raises(StoreError, match="cannot reach the endpoint.*AWS_ENDPOINT_URL"):
         open_store("s3://any-bucket/farm")
+    assert time.monotonic() - started < 15  # a hang guard: botocore's defaults took ~40 s
+
+
+def test_the_s3_client_waits_a_bounded_time(s3_store):
+    config = s3_store.client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (S3_CONNECT_TIMEOUT_SECONDS, S3_READ_TIMEOUT_SECONDS)
+    assert config.retries == {"mode": "standard", "total_max_attempts": S3_MAX_ATTEMPTS}
 
 
 def test_transient_failures_are_retried_by_botocore(bucket, monkeypatch, s3_env):
-    with FaultProxy(s3_env, fail_first=3) as proxy:
+    failing = S3_MAX_ATTEMPTS - 1
+    with FaultProxy(s3_env, fail_first=failing) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-        store = open_store(f"s3://{bucket}/farm")  # its first three requests answer 503
+        store = open_store(f"s3://{bucket}/farm")  # its first requests but the last attempt answer 503
         store.put("k", b"v", if_none_match=True)
         assert store.get("k") == b"v"
-    assert proxy.failed == 3 and proxy.requests == 3 + 3  # head_bucket 4 times, then put and get
+    assert proxy.failed == failing and proxy.requests == failing + 3  # head_bucket to success, then put and get
 
 
-def test_persistent_failure_gives_up_after_the_configured_attempts(bucket, monkeypatch, s3_env):
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")  # the standard variable; 8 by default, waits of up to 20 s
+def test_persistent_failure_gives_up_after_the_default_attempts(bucket, monkeypatch, s3_env):
     with FaultProxy(s3_env, fail_first=10**6) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         with pytest.raises(StoreError, match="ServiceUnavailable|503"):
             open_store(f"s3://{bucket}/farm")
-    assert proxy.requests == 3  # attempts in all, as AWS_MAX_ATTEMPTS means everywhere
+    assert proxy.requests == S3_MAX_ATTEMPTS
+
+
+def test_persistent_failure_gives_up_after_the_configured_attempts(bucket, monkeypatch, s3_env):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # the standard variable overrides S3_MAX_ATTEMPTS
+    with FaultProxy(s3_env, fail_first=10**6) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        with pytest.raises(StoreError, match="ServiceUnavailable|503"):
+            open_store(f"s3://{bucket}/farm")
+    assert proxy.requests == 2  # attempts in all, as AWS_MAX_ATTEMPTS means everywhere
 
 
 def test_s3_requests_carry_no_default_checksums_and_use_path_style(bucket, monkeypatch, s3_env):

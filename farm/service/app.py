@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import json
 import logging
 import threading
 import time
@@ -34,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from farm import __version__
 from farm.answers import Limits, Rejection, ingest
-from farm.client import PoolClient
+from farm.client import Drawn, PoolClient
 from farm.config import secret
 from farm.exceptions import ExpiredTicketError, PoolError, StoreError, UnknownTicketError, UsedTicketError
 from farm.pool import MAX_ANSWER_CHARS, check_pool_name, manifest_key
@@ -48,8 +49,14 @@ __all__ = ["create_app", "ApiError", "BODY_LIMIT_BYTES", "ANSWERS_LIMIT_BYTES"]
 log = logging.getLogger(__name__)
 
 BODY_LIMIT_BYTES = 8 * 1024  # a verify is ~100 bytes; a study answer form less
-ANSWERS_LIMIT_BYTES = 1024 * 1024  # ~6,000 answer records a request: send more as several requests
-ANSWER_LIMITS = Limits(max_bytes=ANSWERS_LIMIT_BYTES, max_records=10_000)
+ANSWERS_LIMIT_BYTES = 1024 * 1024  # ~9,000 answer records a request: send more as several requests
+ANSWERS_MAX_RECORDS = 10_000
+# What the service hands farm.answers.ingest is no longer the body: an id becomes pool and captcha_id
+# (~30% larger), numbers are written again. The body limit is the one a platform sees; ingest's own byte
+# limit must never refuse what passed it. Records over the line limit are rejected before ingest, so the
+# lines it gets can never add up to more than this.
+ANSWER_LIMITS = Limits(max_records=ANSWERS_MAX_RECORDS,
+                       max_bytes=ANSWERS_MAX_RECORDS * (Limits.max_line_bytes + 1))
 DRAW_TRIES = 8  # draws that find a captcha held by another draw before one is served again anyway
 ANONYMOUS = "default"  # the platform label when FARM_API_KEYS is unset
 
@@ -91,7 +98,7 @@ class AnswersRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"answers": [
         {"id": "x" * TICKET_CHARS, "answer": "7KQ2", "risk": "attacker", "time": "2026-11-23T10:00:00Z"}]}]})
     answers: list[Any] = Field(
-        min_length=1, max_length=ANSWER_LIMITS.max_records,
+        min_length=1, max_length=ANSWERS_MAX_RECORDS,
         description="Records {id, answer, risk, time}: id as GET /v1/captcha gave it (within a day of its verify), "
                     "risk one of attacker, suspicious, human, time ISO 8601 with a timezone. Each record is "
                     "checked on its own, as `farm answers ingest` checks a line.")
@@ -130,7 +137,10 @@ def create_app(settings: ServiceSettings, metrics: ServiceMetrics | None = None)
                                    name="served-marks", daemon=True)
         flusher.start()
         log.info("captcha service: store %s, state %s, captchas live %d s, %s", store.url, redact(settings.redis),
-                 settings.ttl, f"platforms {', '.join(sorted(keys))}" if keys else "no API keys (open to anyone)")
+                 settings.ttl, f"platforms {', '.join(sorted(keys))}" if keys else "no API keys")
+        if not keys:
+            log.warning("FARM_API_KEYS is not set: the API is open to anyone who reaches it; set "
+                        "FARM_API_KEYS=platform=key,... or keep the service behind your own network")
         try:
             yield
         finally:
@@ -180,19 +190,22 @@ def create_app(settings: ServiceSettings, metrics: ServiceMetrics | None = None)
         """Draw a captcha: an id to verify once within ttl_seconds, and its image."""
         try:
             check_pool_name(pool)
-            for _ in range(DRAW_TRIES):
-                drawn = client.draw(pool, fetch=False)
-                if state.hold(pool, drawn.id):
-                    break
-            else:  # every captcha drawn is out with someone: the pool is nearly dry, serve one again
-                log.warning("pool %s: %d draws in a row found captchas out with others; serving one again "
-                            "(refill the pool)", pool, DRAW_TRIES)
-            png = client.image(pool, drawn.id) if image == "inline" else None
+            drawn, held = _hold_one(client, state, pool)
+            try:
+                if image == "inline":
+                    png = client.image(pool, drawn.id)
+                else:  # a link only to an image the store gives now: issue nothing a browser cannot fetch
+                    client.check_image(pool, drawn.id)
+                    png = None
+                issued = state.issue(who, pool, drawn.id)
+            except Exception:  # nothing issued, nothing marked: the captcha is free for the next draw
+                if held:
+                    state.release(pool, drawn.id)
+                raise
         except ValueError as e:
             raise ApiError(400, str(e)) from None
         except PoolError as e:
             raise _pool_error(store, pool, e) from None
-        issued = state.issue(who, pool, drawn.id)
         metrics.served.labels(pool, who).inc()
         body = {"id": issued.id, "pool": pool, "ttl_seconds": settings.ttl,
                 "expires_at": datetime.fromtimestamp(issued.expires, timezone.utc).isoformat().replace("+00:00", "Z")}
@@ -262,6 +275,18 @@ def create_app(settings: ServiceSettings, metrics: ServiceMetrics | None = None)
     return app
 
 
+def _hold_one(client: PoolClient, state: CaptchaState, pool: str) -> tuple[Drawn, bool]:
+    """A captcha of `pool` that no other draw holds, now held: (drawn, True); (drawn, False) when none was free."""
+    for _ in range(DRAW_TRIES):
+        drawn = client.draw(pool, fetch=False)
+        if state.hold(pool, drawn.id):
+            return drawn, True
+    # every captcha drawn is out with someone: the pool is nearly dry, serve one again
+    log.warning("pool %s: %d draws in a row found captchas out with others; serving one again (refill the pool)",
+                pool, DRAW_TRIES)
+    return drawn, False
+
+
 def _pool_error(store, pool: str, error: PoolError) -> ApiError:
     if not store.exists(manifest_key(pool)):
         return ApiError(404, f"pool: {pool!r} is not a pool of this service")
@@ -270,21 +295,14 @@ def _pool_error(store, pool: str, error: PoolError) -> ApiError:
 
 def _ingest(store, state: CaptchaState, platform: str, records: list) -> dict:
     """Records with a service id become store records; all go through farm.answers.ingest's checks."""
-    import json
-
     lines, origin, rejected = [], [], []
     for number, record in enumerate(records, start=1):
-        if isinstance(record, dict) and "id" in record:
-            try:
-                pool, cid = state.resolve(platform, record["id"])
-            except (UnknownTicketError, ExpiredTicketError) as e:
-                rejected.append(Rejection(number, str(e)))
-                continue
-            if "pool" in record or "captcha_id" in record:
-                rejected.append(Rejection(number, "id: give either id or pool and captcha_id, not both"))
-                continue
-            record = {"pool": pool, "captcha_id": cid, **{k: v for k, v in record.items() if k != "id"}}
-        lines.append(json.dumps(record, ensure_ascii=False).encode())
+        try:
+            line = _store_line(state, platform, record)
+        except (ValueError, UnknownTicketError, ExpiredTicketError) as e:
+            rejected.append(Rejection(number, str(e)))
+            continue
+        lines.append(line)
         origin.append(number)
     report = ingest(store, b"\n".join(lines) + b"\n", ANSWER_LIMITS) if lines else None
     if report is not None:
@@ -294,6 +312,23 @@ def _ingest(store, state: CaptchaState, platform: str, records: list) -> dict:
             "duplicate": bool(report and report.duplicate), "batch": report.batch if report else None,
             "rejected": [{"record": r.line, "reason": r.reason} for r in sorted(rejected, key=lambda r: r.line)],
             "unreadable": unreadable}
+
+
+def _store_line(state: CaptchaState, platform: str, record) -> bytes:
+    """A record as the JSON line `farm answers ingest` reads: a service id turned into pool and captcha_id."""
+    if isinstance(record, dict) and "id" in record:
+        pool, cid = state.resolve(platform, record["id"])
+        if "pool" in record or "captcha_id" in record:
+            raise ValueError("id: give either id or pool and captcha_id, not both")
+        record = {"pool": pool, "captcha_id": cid, **{k: v for k, v in record.items() if k != "id"}}
+    try:
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError as e:  # JSON's \ud800 escapes decode to no text
+        raise ValueError(f"not UTF-8 text: {e.object[e.start:e.end]!r} is half of a UTF-16 pair; send text as "
+                         f"typed") from None
+    if len(line) > ANSWER_LIMITS.max_line_bytes:  # as ingest would say; kept out so the lines fit its byte limit
+        raise ValueError(f"record is {len(line)} bytes as a JSON line; the limit is {ANSWER_LIMITS.max_line_bytes}")
+    return line
 
 
 def _flush_served(state: CaptchaState, client: PoolClient, every: float, stop: threading.Event) -> None:

@@ -138,6 +138,10 @@ class CaptchaState:
         """Claim captcha `cid` for one draw; False when another draw holds it."""
         return bool(self.redis.set(f"{PREFIX}held:{pool}:{cid}", b"1", nx=True, ex=self.hold_seconds))
 
+    def release(self, pool: str, cid: str) -> None:
+        """Let other draws have captcha `cid` again: its draw failed before a ticket was issued."""
+        self.redis.delete(f"{PREFIX}held:{pool}:{cid}")
+
     def flush_served(self, client) -> int:
         """Write the queued served marks to the store (one batch per pool); returns how many ids were written.
 
