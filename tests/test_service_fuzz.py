@@ -115,8 +115,6 @@ def test_no_api_request_gets_a_5xx_and_none_refused_changes_what_is_stored(case,
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="finds the study page's known 500s (step=², client_ms of thousands of digits), fixed in "
-                         "farm/service/study.py on another branch: remove this mark once that is merged")
 @study.parametrize()
 def test_no_study_page_request_gets_a_5xx_and_none_refused_changes_what_is_stored(case, service):
     call_and_check(case, service)
