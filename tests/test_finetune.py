@@ -338,3 +338,30 @@ def test_farm_finetune_names_what_is_wrong_and_exits_1(args, message, tmp_path, 
     assert f"Error: {message}" in result.output
     assert not (tmp_path / "store").exists()  # a refused fine-tune writes nothing
 
+
+@pytest.mark.parametrize("batches,base,config,message", [
+    (["nope"], None, None, "answer_batches: batch 'nope' is not in"),
+    ("all", None, None, "answer_batches: must be a list"),
+    ([], "../v1", None, "base_version: '../v1' is not a version in"),
+    ([], "v7", None, "base_version: 'v7' is not a version in"),
+    ([], 1, None, "base_version: 1 is not a version in"),
+    ([], None, {"steps": "many"}, "config: a setting has the wrong type"),
+    ([], None, {"stepz": 3}, "config: unknown field"),
+])
+def test_the_finetune_task_names_a_bad_argument_and_counts_a_failure(batches, base, config, message, attacked,
+                                                                     monkeypatch):
+    from workers import tasks
+    from workers.metrics import METRICS
+
+    store, _ = attacked
+    monkeypatch.setenv("FARM_STORE", store.url)
+    monkeypatch.setattr(tasks._held, "store", None)  # the task opens FARM_STORE, as in a worker process
+    before, stored = _failed_finetunes(METRICS), store.list("")
+    with pytest.raises(ValueError) as error:
+        tasks.finetune(batches, base, config=config)  # the task's function, run here as a worker runs it
+    assert str(error.value).startswith(message), error.value
+    assert _failed_finetunes(METRICS) == before + 1 and store.list("") == stored
+
+
+def _failed_finetunes(metrics) -> float:
+    return metrics.registry.get_sample_value("farm_finetune_runs_total", {"result": "failed"}) or 0
