@@ -71,6 +71,9 @@ class PoolSpec:
     def validate(self) -> "PoolSpec":
         if self.count <= 0:
             raise ValueError(f"count: must be positive (got {self.count})")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**64:
+            raise ValueError(f"seed (--seed): must be a whole number from 0 to 2**64 - 1, a 64-bit seed for numpy's "
+                             f"SeedSequence (got {self.seed!r})")
         if self.source is None:
             get_scheme(self.scheme)
         elif self.scheme != FOLDER:

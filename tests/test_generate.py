@@ -145,6 +145,8 @@ def test_an_interrupted_generate_resumes_without_duplicates(tmp_path):
     (["--count", "0"], "count"),
     (["--mask", "/no/such/mask.png"], "mask"),
     (["--eps", "eight"], "eps"),
+    (["--seed=-1"], "--seed): must be a whole number from 0 to 2**64 - 1"),
+    (["--seed", str(2**64)], "--seed): must be a whole number from 0 to 2**64 - 1"),
 ])
 def test_bad_arguments_exit_nonzero_with_a_clear_message_and_write_nothing(tmp_path, args, message):
     base = {"--pool": "bad", "--count": "4"}
@@ -179,3 +181,10 @@ def test_preview_judges_the_substitutes_reading_as_a_typed_answer_is(store, subs
     store.put(keys_key("p", 0), lowered.encode())
     pairs = pool_pairs(store, "p", 6)
     assert [p[0]["solved"] for p in pairs] == [r in read for r in records]
+
+
+def test_a_spec_from_task_json_refuses_a_seed_numpy_cannot_take():
+    for seed in (-1, 2**64, "7", 1.5, True):
+        with pytest.raises(ValueError, match=r"seed \(--seed\): must be a whole number from 0 to 2\*\*64 - 1"):
+            PoolSpec(count=8, seed=seed).validate()
+    assert PoolSpec(count=8, seed=2**64 - 1).validate().seed == 2**64 - 1
