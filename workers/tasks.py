@@ -84,7 +84,8 @@ def parse_finetune(store: Store, answer_batches, base_version, config) -> tuple[
     from farm.finetune import resolve_batches
 
     if not isinstance(answer_batches, list) or not all(isinstance(b, str) and b for b in answer_batches):
-        raise ValueError(f"answer_batches: must be a list of batch names or keys, or [\"all\"] (got {answer_batches!r})")
+        raise ValueError(f"answer_batches: must be a list of batch names or keys, or [\"all\"] "
+                         f"(got {answer_batches!r})")
     if base_version is not None and (not isinstance(base_version, str) or base_version not in registry.versions(store)):
         raise ValueError(f"base_version: {base_version!r} is not a version in {store.url}; name one that "
                          f"`farm checkpoint list` shows, or null for CURRENT")
