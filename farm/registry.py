@@ -83,21 +83,12 @@ def _pointed_card(store: Store, pointer: dict) -> dict:
     return c
 
 
-def _read_current(store: Store) -> tuple[dict | None, str | None, dict | None]:
+def _read_current(store: Store, corrupt_ok: bool = False) -> tuple[dict | None, str | None, dict | None]:
     """CURRENT, the etag of exactly that content and the card it names ((None, None, None) in an empty store).
 
-    A corrupt CURRENT (unreadable, naming a missing version, or another sha256 than its card's) raises.
+    A corrupt CURRENT (unreadable, naming a missing version, or another sha256 than its card's)
+    raises; with `corrupt_ok` it reads as (None, its etag, None), for promote to replace it.
     """
-    try:
-        data, etag = store.get_with_etag(CURRENT)
-    except KeyError:
-        return None, None, None
-    pointer = _parse_pointer(data)
-    return pointer, etag, _pointed_card(store, pointer)
-
-
-def _read_current_to_replace(store: Store) -> tuple[dict | None, str | None, dict | None]:
-    """As _read_current, but a corrupt CURRENT reads as (None, its etag, None): promote replaces it."""
     try:
         data, etag = store.get_with_etag(CURRENT)
     except KeyError:
@@ -105,8 +96,9 @@ def _read_current_to_replace(store: Store) -> tuple[dict | None, str | None, dic
     try:
         pointer = _parse_pointer(data)
         return pointer, etag, _pointed_card(store, pointer)
-    except CheckpointError as e:
-        log.warning("replacing a corrupt CURRENT: %s", e)
+    except CheckpointError:
+        if not corrupt_ok:
+            raise
         return None, etag, None
 
 
@@ -201,7 +193,7 @@ def _switch(store: Store, version: str, digest: str, expected_etag: str | None) 
         else:
             store.put(CURRENT, body, if_match=expected_etag, content_type="application/json")
     except ConflictError as e:
-        now = _read_current_to_replace(store)[0]
+        now = _read_current(store, corrupt_ok=True)[0]
         if now == {"version": version, "sha256": digest}:
             return  # our earlier attempt landed and its answer was lost; the retry found our own write
         raise ConflictError(f"CURRENT moved to {(now or {}).get('version')} while switching to {version}: another "
@@ -237,13 +229,13 @@ def promote(store: Store, version: str, allow_charset_change: bool = False) -> N
     a conditional write against the bytes it read, so of two repairs one wins. With no sound
     CURRENT there is no running alphabet to compare the version's with.
     """
-    pointer, etag, running = _read_current_to_replace(store)
+    pointer, etag, running = _read_current(store, corrupt_ok=True)
     solver = _verify(store, version)  # never point CURRENT at something that does not load
     if pointer == {"version": version, "sha256": solver.sha256}:
         return
     _check_charset(solver.card, running, allow_charset_change)
     _switch(store, version, solver.sha256, etag)
-    log.info("promoted %s (was %s)", version, (pointer or {}).get("version"))
+    log.info("promoted %s (was %s)", version, (pointer or {}).get("version") or ("corrupt" if etag else None))
 
 
 def rollback(store: Store, version: str | None = None) -> str:
