@@ -84,6 +84,9 @@ class PoolSpec:
 
     def validate(self) -> "PoolSpec":
         """The spec, or ValueError naming the first field out of range: nothing is written before this passes."""
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**64:
+            raise ValueError(f"seed (--seed): must be a whole number from 0 to 2**64 - 1, a 64-bit seed for numpy's "
+                             f"SeedSequence (got {self.seed!r})")
         self._check_types()
         if not 0 < self.count <= MAX_COUNT:
             raise ValueError(f"count: must be 1 to {MAX_COUNT:_} a pool (got {self.count:_}); a pool is "

@@ -54,24 +54,56 @@ def versions(store: Store) -> list[str]:
     return sorted(found, key=lambda v: (_number(v) or 0, v))
 
 
-def _read_current(store: Store) -> tuple[dict | None, str | None]:
-    """CURRENT and the etag of exactly that content (None, None in an empty store)."""
-    try:
-        data, etag = store.get_with_etag(CURRENT)
-    except KeyError:
-        return None, None
+def _corrupt(reason: str) -> CheckpointError:
+    return CheckpointError(f"{CURRENT} is corrupt: {reason}; repair it with `farm checkpoint promote VERSION`, "
+                           f"VERSION one of those `farm checkpoint list` shows")
+
+
+def _parse_pointer(data: bytes) -> dict:
     try:
         pointer = json.loads(data)
         if not (isinstance(pointer, dict) and isinstance(pointer.get("version"), str)
                 and isinstance(pointer.get("sha256"), str)):
             raise ValueError("not {version, sha256}")
-    except ValueError as e:
-        raise CheckpointError(f"{CURRENT}: unreadable ({e}); repair it with `farm checkpoint promote VERSION`") from e
-    return pointer, etag
+    except ValueError as e:  # UnicodeDecodeError too
+        raise _corrupt(f"unreadable ({e})") from e
+    return pointer
+
+
+def _pointed_card(store: Store, pointer: dict) -> dict:
+    """The card of the version CURRENT names, which must hold the sha256 CURRENT names."""
+    version = pointer["version"]
+    try:
+        c = card(store, version)
+    except (CheckpointError, ValueError) as e:  # a store outage is a StoreError and passes through
+        raise _corrupt(f"it names {version!r}, which cannot be read ({e})") from e
+    if c.get("sha256") != pointer["sha256"]:
+        raise _corrupt(f"it names sha256 {pointer['sha256'][:12]}… but the card of {version} says "
+                       f"{str(c.get('sha256'))[:12]}…")
+    return c
+
+
+def _read_current(store: Store, corrupt_ok: bool = False) -> tuple[dict | None, str | None, dict | None]:
+    """CURRENT, the etag of exactly that content and the card it names ((None, None, None) in an empty store).
+
+    A corrupt CURRENT (unreadable, naming a missing version, or another sha256 than its card's)
+    raises; with `corrupt_ok` it reads as (None, its etag, None), for promote to replace it.
+    """
+    try:
+        data, etag = store.get_with_etag(CURRENT)
+    except KeyError:
+        return None, None, None
+    try:
+        pointer = _parse_pointer(data)
+        return pointer, etag, _pointed_card(store, pointer)
+    except CheckpointError:
+        if not corrupt_ok:
+            raise
+        return None, etag, None
 
 
 def current(store: Store) -> dict | None:
-    """{"version", "sha256"} of CURRENT, or None in an empty store."""
+    """{"version", "sha256"} of CURRENT, checked against the version's card; None in an empty store."""
     return _read_current(store)[0]
 
 
@@ -88,14 +120,14 @@ def card(store: Store, version: str) -> dict:
         raise CheckpointError(f"version {version}: card.json is not valid JSON ({e}); the version is corrupt") from e
 
 
-def _check_charset(new: dict, pointer: dict | None, store: Store, allow_change: bool) -> None:
-    """Refuse a model for another alphabet: pools and answers of the running farm would not fit it."""
-    if pointer is None or allow_change:
+def _check_charset(new: dict, running: dict | None, allow_change: bool) -> None:
+    """Refuse a model for another alphabet than the `running` card's: the farm's pools and answers would not fit it."""
+    if running is None or allow_change:
         return
-    ours = card(store, pointer["version"]).get("charset", {}).get("alphabet")
+    ours = running.get("charset", {}).get("alphabet")
     theirs = (new.get("charset") or {}).get("alphabet")
     if ours != theirs:
-        raise CheckpointError(f"charset: the checkpoint reads {theirs!r} but {pointer['version']} (CURRENT) reads "
+        raise CheckpointError(f"charset: the checkpoint reads {theirs!r} but {running.get('version')} (CURRENT) reads "
                               f"{ours!r}; pass allow_charset_change (--allow-charset-change) if that is intended")
 
 
@@ -130,11 +162,11 @@ def publish(store: Store, weights: bytes, card_fields: dict, parent: str | None 
     load_solver(weights, {**fields, "sha256": digest})  # refuse to publish what cannot load
     from farm.zoo import card_ensemble
     card_ensemble(fields)  # nor what no worker could generate with
-    pointer, etag = _read_current(store)
+    pointer, etag, running = _read_current(store)
     if parent is not None and (pointer or {}).get("version") != parent:
         raise ConflictError(f"CURRENT is {(pointer or {}).get('version')}, not the parent {parent}: another "
                             f"version was published meanwhile; retry on top of it")
-    _check_charset(fields, pointer, store, allow_charset_change)
+    _check_charset(fields, running, allow_charset_change)
     taken = [n for n in map(_number, store.list_dirs("checkpoints")) if n is not None]
     version = f"v{1 + max(taken, default=0)}"  # counts half-written versions too: a crashed publisher's number stays used
     try:
@@ -161,7 +193,7 @@ def _switch(store: Store, version: str, digest: str, expected_etag: str | None) 
         else:
             store.put(CURRENT, body, if_match=expected_etag, content_type="application/json")
     except ConflictError as e:
-        now = current(store)
+        now = _read_current(store, corrupt_ok=True)[0]
         if now == {"version": version, "sha256": digest}:
             return  # our earlier attempt landed and its answer was lost; the retry found our own write
         raise ConflictError(f"CURRENT moved to {(now or {}).get('version')} while switching to {version}: another "
@@ -191,14 +223,19 @@ def _verify(store: Store, version: str, device: str = "cpu") -> Solver:
 
 
 def promote(store: Store, version: str, allow_charset_change: bool = False) -> None:
-    """Make an existing, verified version CURRENT (rollback promotes an older one)."""
-    pointer, etag = _read_current(store)
+    """Make an existing, verified version CURRENT (rollback promotes an older one).
+
+    It also repairs a corrupt CURRENT, which every other use of the registry refuses: still with
+    a conditional write against the bytes it read, so of two repairs one wins. With no sound
+    CURRENT there is no running alphabet to compare the version's with.
+    """
+    pointer, etag, running = _read_current(store, corrupt_ok=True)
     solver = _verify(store, version)  # never point CURRENT at something that does not load
     if pointer == {"version": version, "sha256": solver.sha256}:
         return
-    _check_charset(solver.card, pointer, store, allow_charset_change)
+    _check_charset(solver.card, running, allow_charset_change)
     _switch(store, version, solver.sha256, etag)
-    log.info("promoted %s (was %s)", version, (pointer or {}).get("version"))
+    log.info("promoted %s (was %s)", version, (pointer or {}).get("version") or ("corrupt" if etag else None))
 
 
 def rollback(store: Store, version: str | None = None) -> str:
@@ -243,12 +280,8 @@ def load(store: Store, version: str | None = None, device: str = "cpu",
     Not by sha256 alone: two versions may share weights and differ in their cards (a fine-tune
     that kept its base's weights and named donors), and the card decides how pools are made.
     """
-    pointer = ensure_current(store) if version is None else None
-    version = version or pointer["version"]
+    version = version or ensure_current(store)["version"]  # CURRENT's sha256 checked against the card
     c = card(store, version)
-    if pointer is not None and c.get("sha256") != pointer["sha256"]:
-        raise CheckpointError(f"{CURRENT} names sha256 {pointer['sha256'][:12]}… but the card of {version} says "
-                              f"{str(c.get('sha256'))[:12]}…; the registry was altered; promote a good version")
     key = f"{version}:{c.get('sha256')}@{device}"
     if key in _CACHE and _CACHE[key].card == c:  # another store's version of that name may differ in its card
         _CACHE.move_to_end(key)

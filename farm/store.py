@@ -111,7 +111,7 @@ class LocalStore(Store):
                     raise ConflictError(f"{key} already exists")
                 if if_match is not None and current != if_match:
                     raise ConflictError(f"{key} changed since it was read (etag {current} != {if_match})")
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            fd, tmp = self._temporary(path.parent)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
@@ -120,6 +120,17 @@ class LocalStore(Store):
                 fcntl.flock(lock, fcntl.LOCK_UN)
                 lock.close()
         return hashlib.md5(data).hexdigest()
+
+    @staticmethod
+    def _temporary(folder: Path) -> tuple[int, str]:
+        """A temporary file in `folder`, made again should a delete prune the folder in between."""
+        for _ in range(3):
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                return tempfile.mkstemp(dir=folder, prefix=".tmp-")
+            except FileNotFoundError:
+                continue
+        raise StoreError(f"{folder}: removed again and again while writing into it")
 
     def list(self, prefix):
         base = self.root / prefix
@@ -141,10 +152,21 @@ class LocalStore(Store):
         return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def delete(self, key):
+        path = self._path(key)
         try:
-            self._path(key).unlink()
+            path.unlink()
         except FileNotFoundError:
-            pass
+            return
+        self._prune(path.parent)
+
+    def _prune(self, folder: Path) -> None:
+        """Remove the folders a delete left empty: a bucket has no empty folders, so list_dirs agrees on both."""
+        while folder != self.root:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, or pruned by another delete already
+                return
+            folder = folder.parent
 
 
 class S3Store(Store):

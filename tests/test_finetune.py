@@ -72,16 +72,25 @@ def test_agreement_with_the_attacker_rises_and_the_new_version_names_its_parent(
     assert card["metrics"]["resemblance"] == result["resemblance"]
 
 
-@pytest.mark.slow
-def test_the_guard_refuses_a_damaging_fine_tune_and_publishes_nothing(attacked, tmp_path):
-    base, _ = attacked
-    store = LocalStore(tmp_path / "store")
+def copy_of(base: LocalStore, folder) -> LocalStore:
+    """A copy of a store for one test: publishing changes the registry."""
+    store = LocalStore(folder)
     for k in base.list(""):
         store.put(k, base.get(k))
-    # a "bot" that always types 7777, learnt with no replay at a high rate: clean reading collapses
+    return store
+
+
+def damaging_answers(store: LocalStore) -> str:
+    """A "bot" that always types 7777 on pool p: learnt with no replay at a high rate, clean reading collapses."""
     lines = [{"pool": "p", "captcha_id": r["id"], "answer": "7777", "risk": "attacker", "time": "2026-11-24T12:00:00Z"}
              for r in read_keys(store, "p")]
-    key = ingest(store, "".join(json.dumps(r) + "\n" for r in lines).encode()).key
+    return ingest(store, "".join(json.dumps(r) + "\n" for r in lines).encode()).key
+
+
+@pytest.mark.slow
+def test_the_guard_refuses_a_damaging_fine_tune_and_publishes_nothing(attacked, tmp_path):
+    store = copy_of(attacked[0], tmp_path / "store")
+    key = damaging_answers(store)
     before = store.list("checkpoints/")
     with pytest.raises(FinetuneRefused, match="nothing was published") as refused:
         finetune(store, [key], config=FinetuneConfig(**{**SMALL, "steps": 40}, replay=0.0, lr=1e-2), progress=False)
@@ -293,3 +302,66 @@ def test_farm_finetune_tells_what_it_learned_and_which_donor_joins_the_next_pool
     assert re.fullmatch(r"pools of the new version would also be aimed at crnn-b(: it fails|, resnet-a: they fail) where "
                         r"the attacker failed \(resemblance 1\.00(, 0\.\d\d)?, the substitute's 0\.\d\d\)", donors), donors
     assert published == "dry run: nothing published" and registry.current(store)["version"] == "v1"
+
+
+@pytest.mark.slow
+def test_farm_finetune_tells_the_operator_why_the_guard_refused(attacked, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from farm.cli import main
+
+    store = copy_of(attacked[0], tmp_path / "store")
+    key = damaging_answers(store)
+    before = store.list("checkpoints/")
+    monkeypatch.setenv("FARM_STORE", store.url)
+    result = CliRunner().invoke(main, ["finetune", "--answers", key, "--steps", "40", "--replay", "0", "--lr", "1e-2",
+                                       "--donors", "0"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "Error: no gain" in result.output and "under the floor" in result.output, result.output
+    assert "nothing was published" in result.output and "Traceback" not in result.output
+    assert store.list("checkpoints/") == before
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "give --answers BATCH (attackers' answers), --data DIR (a labelled folder), or both"),
+    (["--answers", "nope"], "answers: batch 'nope' is not in"),
+    (["--answers", "nope", "--replay", "1"], "replay: must be in [0, 1) (got 1.0)"),
+])
+def test_farm_finetune_names_what_is_wrong_and_exits_1(args, message, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from farm.cli import main
+
+    monkeypatch.setenv("FARM_STORE", (tmp_path / "store").as_uri())
+    result = CliRunner().invoke(main, ["finetune", *args])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert f"Error: {message}" in result.output
+    assert not (tmp_path / "store").exists()  # a refused fine-tune writes nothing
+
+
+@pytest.mark.parametrize("batches,base,config,message", [
+    (["nope"], None, None, "answer_batches: batch 'nope' is not in"),
+    ("all", None, None, "answer_batches: must be a list"),
+    ([], "../v1", None, "base_version: '../v1' is not a version in"),
+    ([], "v7", None, "base_version: 'v7' is not a version in"),
+    ([], 1, None, "base_version: 1 is not a version in"),
+    ([], None, {"steps": "many"}, "config: a setting has the wrong type"),
+    ([], None, {"stepz": 3}, "config: unknown field"),
+])
+def test_the_finetune_task_names_a_bad_argument_and_counts_a_failure(batches, base, config, message, attacked,
+                                                                     monkeypatch):
+    from workers import tasks
+    from workers.metrics import METRICS
+
+    store, _ = attacked
+    monkeypatch.setenv("FARM_STORE", store.url)
+    monkeypatch.setattr(tasks._held, "store", None)  # the task opens FARM_STORE, as in a worker process
+    before, stored = _failed_finetunes(METRICS), store.list("")
+    with pytest.raises(ValueError) as error:
+        tasks.finetune(batches, base, config=config)  # the task's function, run here as a worker runs it
+    assert str(error.value).startswith(message), error.value
+    assert _failed_finetunes(METRICS) == before + 1 and store.list("") == stored
+
+
+def _failed_finetunes(metrics) -> float:
+    return metrics.registry.get_sample_value("farm_finetune_runs_total", {"result": "failed"}) or 0

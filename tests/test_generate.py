@@ -146,6 +146,8 @@ def test_an_interrupted_generate_resumes_without_duplicates(tmp_path):
     (["--count", "0"], "count"),
     (["--mask", "/no/such/mask.png"], "mask"),
     (["--eps", "eight"], "eps"),
+    (["--seed=-1"], "--seed): must be a whole number from 0 to 2**64 - 1"),
+    (["--seed", str(2**64)], "--seed): must be a whole number from 0 to 2**64 - 1"),
 ])
 def test_bad_arguments_exit_nonzero_with_a_clear_message_and_write_nothing(tmp_path, args, message):
     base = {"--pool": "bad", "--count": "4"}
@@ -208,3 +210,15 @@ def test_a_spec_out_of_range_is_refused_by_the_api_and_a_task_before_anything_is
     assert not store.root.exists(), "a refused generate wrote something"
     with pytest.raises(ValueError, match=message):  # a task's JSON spec
         parse_shard("p", 0, 8, json.loads(json.dumps(spec.to_dict())))
+
+
+def test_a_spec_from_task_json_refuses_a_seed_numpy_cannot_take():
+    for seed in (-1, 2**64, "7", 1.5, True):
+        with pytest.raises(ValueError, match=r"seed \(--seed\): must be a whole number from 0 to 2\*\*64 - 1"):
+            PoolSpec(count=8, seed=seed).validate()
+    assert PoolSpec(count=8, seed=2**64 - 1).validate().seed == 2**64 - 1
+
+
+def test_the_largest_seed_accepted_makes_a_pool(store, substitute):
+    make(store, substitute, count=4, method="momentum", diversity=1.0, seed=2**64 - 1)  # was an overflow in torch
+    assert read_manifest(store, "p")["complete"] == 4

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from farm import registry
 from farm.charset import DEFAULT_CHARSET, Charset
@@ -15,6 +16,7 @@ from farm.checkpoint import build_card, sha256_hex, weights_bytes
 from farm.cli import main
 from farm.exceptions import CheckpointError, ConflictError
 from farm.model import CRNN, CRNNConfig
+from farm.schemes import get_scheme
 from farm.store import LocalStore, open_store
 from tests.fault_proxy import FaultProxy
 
@@ -220,3 +222,67 @@ def test_checkpoint_commands(tmp_path, s3_store, monkeypatch):
     (tmp_path / "empty").mkdir()
     result = runner.invoke(main, ["checkpoint", "publish", str(tmp_path / "empty")])
     assert result.exit_code == 1 and "model.safetensors is missing" in result.output
+
+
+def corrupt_current(store, kind: str, w2: bytes) -> bytes:
+    """Write CURRENT behind the registry's back as a crash, a bad copy or a hand edit leaves it; returns the bytes."""
+    sound = json.dumps({"version": "v2", "sha256": sha256_hex(w2)}).encode()
+    data = {"truncated": sound[:-9],
+            "missing-version": json.dumps({"version": "v9", "sha256": sha256_hex(w2)}).encode(),
+            "wrong-sha256": json.dumps({"version": "v2", "sha256": "0" * 64}).encode()}[kind]
+    store.put(registry.CURRENT, data)
+    return data
+
+
+@pytest.mark.parametrize("kind", ["truncated", "missing-version", "wrong-sha256"])
+def test_a_corrupt_current_is_named_and_promote_repairs_it(kind, any_store, monkeypatch, tmp_path):
+    monkeypatch.setenv("FARM_STORE", any_store.url)
+    captcha = tmp_path / "captcha.png"
+    Image.fromarray(get_scheme("classic").sample(1).image).save(captcha)  # solve checks its image before the model
+    (w1, c1), (w2, c2), (w3, c3) = checkpoint(1), checkpoint(2), checkpoint(3)
+    registry.publish(any_store, w1, c1)
+    registry.publish(any_store, w2, c2)
+    registry.publish(any_store, w3, c3, make_current=False)
+    any_store.put("checkpoints/v3/model.safetensors", w3[:-1] + bytes([w3[-1] ^ 0xFF]))  # bit rot
+    broken = corrupt_current(any_store, kind, w2)
+    runner = CliRunner()
+    for args in (["checkpoint", "show"], ["checkpoint", "rollback"], ["solve", str(captcha)]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (args, result.output)
+        assert "checkpoints/CURRENT is corrupt" in result.stderr, (args, result.output)
+        assert "`farm checkpoint promote VERSION`" in result.stderr and "`farm checkpoint list`" in result.stderr
+    with pytest.raises(CheckpointError, match="CURRENT is corrupt"):
+        registry.load(any_store)
+    with pytest.raises(CheckpointError, match="CURRENT is corrupt"):
+        registry.publish(any_store, w1, c1)
+    listed = runner.invoke(main, ["checkpoint", "list", "--json"])
+    assert listed.exit_code == 0 and "CURRENT is corrupt" in listed.stderr, listed.output
+    assert [(r["version"], r["current"]) for r in json.loads(listed.stdout)] == [("v1", False), ("v2", False),
+                                                                                ("v3", False)]
+    refused = runner.invoke(main, ["checkpoint", "promote", "v3"])  # the weights are checked against the card first
+    assert refused.exit_code == 1 and "v3 refused" in refused.stderr, refused.output
+    assert any_store.get(registry.CURRENT) == broken
+    result = runner.invoke(main, ["checkpoint", "promote", "v1"])
+    assert result.exit_code == 0 and "CURRENT is v1" in result.output, result.output
+    assert registry.current(any_store) == {"version": "v1", "sha256": sha256_hex(w1)}
+    assert registry.load(any_store).version == "v1" and registry.versions(any_store) == ["v1", "v2", "v3"]
+
+
+def test_two_repairs_of_a_corrupt_current_do_not_both_win(any_store, monkeypatch):
+    (w1, c1), (w2, c2) = checkpoint(1), checkpoint(2)
+    registry.publish(any_store, w1, c1)
+    registry.publish(any_store, w2, c2)
+    corrupt_current(any_store, "truncated", w2)
+    other = open_store(any_store.url)  # the other operator: a client of its own
+    read = any_store.get_with_etag
+
+    def read_then_the_other_repairs(key):
+        seen = read(key)
+        if key == registry.CURRENT:
+            registry.promote(other, "v2")  # lands between this promoter's read and its conditional write
+        return seen
+
+    monkeypatch.setattr(any_store, "get_with_etag", read_then_the_other_repairs)
+    with pytest.raises(ConflictError, match="CURRENT moved to v2 while switching to v1"):
+        registry.promote(any_store, "v1")
+    assert registry.current(other) == {"version": "v2", "sha256": sha256_hex(w2)}

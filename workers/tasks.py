@@ -18,7 +18,8 @@ from celery import Task, shared_task
 from farm import jobs, registry
 from farm.checkpoint import Solver
 from farm.config import device, secret
-from farm.exceptions import StoreError
+from farm.defaults import FinetuneConfig
+from farm.exceptions import AnswersError, StoreError
 from farm.generate import check_keyed
 from farm.pool import PoolSpec, check_pool_name, read_manifest, shard_complete
 from farm.pool import generate_shard as write_shard  # the task shares its name
@@ -26,7 +27,7 @@ from farm.store import Store, open_store
 from workers.app import FINETUNE, GENERATE_SHARD, REFILL_POOLS
 from workers.metrics import METRICS
 
-__all__ = ["generate_shard", "finetune", "refill_pools", "parse_shard", "current_substitute"]
+__all__ = ["generate_shard", "finetune", "refill_pools", "parse_shard", "parse_finetune", "current_substitute"]
 
 log = logging.getLogger(__name__)
 STORE_RETRIES = 3  # on top of botocore's own retries: an outage of the store, not a blip, fails a shard
@@ -76,6 +77,32 @@ def parse_shard(pool: str, shard: int, count: int, spec: dict) -> PoolSpec:
     return parsed
 
 
+def parse_finetune(store: Store, answer_batches, base_version, config) -> tuple[list[str], FinetuneConfig]:
+    """The fine-tune task's JSON arguments checked against the store: (answer keys, settings).
+
+    A ValueError names the argument at fault before any model is loaded.
+    """
+    from farm.finetune import resolve_batches
+
+    if not isinstance(answer_batches, list) or not all(isinstance(b, str) and b for b in answer_batches):
+        raise ValueError(f"answer_batches: must be a list of batch names or keys, or [\"all\"] "
+                         f"(got {answer_batches!r})")
+    if base_version is not None and (not isinstance(base_version, str) or base_version not in registry.versions(store)):
+        raise ValueError(f"base_version: {base_version!r} is not a version in {store.url}; name one that "
+                         f"`farm checkpoint list` shows, or null for CURRENT")
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"config: must be a JSON object of fine-tune settings (got {type(config).__name__})")
+    try:
+        settings = FinetuneConfig.from_dict(config or {}).validate()
+    except TypeError as e:  # a setting of the wrong type, compared with its bound
+        raise ValueError(f"config: a setting has the wrong type ({e})") from None
+    try:
+        keys = resolve_batches(store, answer_batches)
+    except AnswersError as e:
+        raise ValueError(f"answer_batches: {str(e).removeprefix('answers: ')}") from None
+    return keys, settings
+
+
 class ShardTask(Task):
     """Retries a store outage with backoff; a task that gives up is counted and reported to its job."""
 
@@ -122,19 +149,17 @@ def finetune(self, answer_batches: list[str], base_version: str | None = None, c
     (refused) and returned, and nothing is published.
     """
     from farm.exceptions import ConflictError, FarmError
-    from farm.finetune import FinetuneConfig, FinetuneRefused, finetune as run, resolve_batches
+    from farm.finetune import FinetuneRefused, finetune as run
 
     started = time.perf_counter()
     try:
-        if not isinstance(answer_batches, list) or not all(isinstance(b, str) for b in answer_batches):
-            raise ValueError("answer_batches: must be a list of batch names or keys")
-        settings = FinetuneConfig.from_dict(config or {}).validate()
-    except (ValueError, TypeError) as e:
+        store = _store()
+        keys, settings = parse_finetune(store, answer_batches, base_version, config)
+    except (ValueError, FarmError):
         METRICS.finetune_runs.labels("failed").inc()
-        raise ValueError(str(e)) from None
-    store = _store()
+        raise
     try:
-        result = run(store, resolve_batches(store, answer_batches), base=base_version, config=settings, progress=False,
+        result = run(store, keys, base=base_version, config=settings, progress=False,
                      command=f"finetune task {self.request.id}", device=device())
     except (FinetuneRefused, ConflictError) as e:
         METRICS.finetune_runs.labels("refused").inc()

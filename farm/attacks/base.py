@@ -136,7 +136,7 @@ class Attack:
         out = []
         for start in range(0, len(images), self.batch_size):
             sl = slice(start, start + self.batch_size)
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + start)
+            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + start) % 2**64)  # torch takes 64 bits
             out.append(self.attack_batch(images[sl], labels[sl], mask[sl],
                                          targets[sl] if targets is not None else None, generator,
                                          budget[sl] if budget is not None else None).cpu())

@@ -21,10 +21,16 @@ def checkpoint():
 def list_(store_url, as_json):
     """Published versions, oldest first; * marks CURRENT."""
     from farm import registry
-    from farm.exceptions import FarmError
+    from farm.exceptions import CheckpointError, FarmError
 
     store = open_store_or_fail(store_url)
-    pointer = or_fail(registry.current, store) or {}
+    try:
+        pointer = registry.current(store) or {}
+    except CheckpointError as e:  # a corrupt CURRENT: the list is where the operator picks the version to promote
+        click.echo(f"warning: {e}", err=True)
+        pointer = {}
+    except FarmError as e:
+        fail(str(e))
     rows = []
     for version in or_fail(registry.versions, store):
         try:

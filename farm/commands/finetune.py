@@ -88,8 +88,8 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
     verb = "are also" if result["published"] else "would also be"
     if result["donors_named"]:
         scores, named = result["resemblance"], result["donors_named"]
-        fail = "it fails" if len(named) == 1 else "they fail"
-        click.echo(f"pools of the new version {verb} aimed at {', '.join(named)}: {fail} where the attacker failed "
+        they_fail = "it fails" if len(named) == 1 else "they fail"
+        click.echo(f"pools of the new version {verb} aimed at {', '.join(named)}: {they_fail} where the attacker failed "
                    f"(resemblance {', '.join(f'{scores[n]:.2f}' for n in named)}, the substitute's "
                    f"{scores['substitute'] or 0:.2f})")
     if result["donors_kept"]:

@@ -1,18 +1,21 @@
-"""`farm pool`: what platforms see of the pools: list, stats, draw, verify, export; and refill, for operators."""
+"""`farm pool`: what platforms see of the pools (list, stats, draw, verify, export), and operators' refill and delete."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
 
-from farm.commands.common import json_out, open_store_or_fail, or_fail, store_option
+from farm.commands.common import fail, json_out, open_store_or_fail, or_fail, store_option
 from farm.seeds import KEYED
+
+DELETE_THREADS = 8  # an object store deletes one object a request: a few in flight hide the latency
 
 
 @click.group()
 def pool():
-    """Read generated pools the way a platform does."""
+    """Read generated pools the way a platform does; refill or delete them."""
 
 
 @pool.command("list")
@@ -110,6 +113,52 @@ def export(name, folder, with_keys, store_url, as_json):
     else:
         click.echo(f"exported {result['images']} captchas of {name} to {folder}"
                    + (" with answers (keys/ is private)" if with_keys else " (no answers)"))
+
+
+@pool.command()
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Delete without asking (for scripts).")
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Print {pool, deleted, store} as JSON.")
+def delete(name, yes, store_url, as_json):
+    """Delete pool NAME: its manifest, images, keys, served marks, everything under pools/NAME/ in the store.
+
+    Any pool, complete or not (a generate that failed leaves one that blocks its name). A platform
+    serving this pool loses it: its captchas can no longer be drawn, shown or verified. Stop any
+    generate or refill of it first. Asks before deleting, unless --yes.
+    """
+    from farm.pool import check_pool_name
+
+    store = open_store_or_fail(store_url)
+    or_fail(check_pool_name, name)
+    keys = or_fail(store.list, f"pools/{name}/")
+    if not keys:
+        fail(f"pool: {name!r} does not exist in {store.url}; see `farm pool list`")
+    if not yes:
+        click.confirm(f"Delete pool {name} ({len(keys)} objects) from {store.url}? A platform serving it loses it",
+                      abort=True, err=True)
+    or_fail(_delete_pool, store, name, keys)
+    if as_json:
+        json_out({"pool": name, "deleted": len(keys), "store": store.url})
+    else:
+        click.echo(f"deleted pool {name}: {len(keys)} objects from {store.url}")
+
+
+def _delete_pool(store, name: str, keys: list[str]) -> None:
+    """The manifest first (the pool leaves the lists), then keys/ (no shard counts as complete), then the rest.
+
+    In that order a delete cut short leaves no half-pool that a later generate of the name would
+    resume from; `farm pool delete` again removes what is left.
+    """
+    from farm.pool import manifest_key
+
+    manifest, answers = manifest_key(name), f"pools/{name}/keys/"
+    first = [k for k in keys if k == manifest] + [k for k in keys if k.startswith(answers)]
+    for key in first:
+        store.delete(key)
+    rest = sorted(set(keys) - set(first))
+    with ThreadPoolExecutor(DELETE_THREADS) as threads:
+        list(threads.map(store.delete, rest))  # list(): the first failure is raised here
 
 
 @pool.command()
