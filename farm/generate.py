@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from farm.checkpoint import Solver
 from farm.exceptions import PoolError
-from farm.pool import PoolSpec, attack_shard, check_pool_name, pending_shards, read_manifest, render_shard, \
-    generate_shard, shard_complete, spec_charset, check_reads, supply, write_manifest, write_shard
+from farm.pool import PoolSpec, attack_shard, check_pool_name, merged_spec, pending_shards, read_manifest, \
+    render_shard, generate_shard, shard_complete, spec_charset, check_reads, supply, write_manifest, write_shard
 from farm.seeds import KEYED, Seeds, derivation
 from farm.store import Store, open_store
 
@@ -34,7 +34,8 @@ def check_spec_matches(store: Store, pool: str, spec: PoolSpec, grow: bool = Fal
     Growing (farm.refill) appends whole shards: captcha i stays in shard i // shard_size, so every
     stored shard keeps its captchas and its bytes. A pool whose last shard is partial cannot grow:
     that shard would have to be written again, with other captchas in it. A pool of a source
-    folder holds each of its captchas once, so never more than the folder.
+    folder holds each of its captchas once, so never more than the folder. A growth asking for
+    fewer than the pool holds was overtaken by another: it only helps finish the shards it names.
     """
     most = supply(spec, store)
     if most is not None and spec.count > most:
@@ -46,20 +47,17 @@ def check_spec_matches(store: Store, pool: str, spec: PoolSpec, grow: bool = Fal
     except PoolError:
         return
     check_keyed(pool, existing)
-    old = PoolSpec.from_dict(existing["spec"]).to_dict()  # fields added since take their defaults
-    differs = [k for k, v in spec.to_dict().items() if old.get(k) != v]
-    if grow and differs == ["count"]:
-        if spec.count < old["count"]:
-            raise PoolError(f"pool: {pool!r} holds {old['count']} captchas; a pool grows, it never shrinks "
-                            f"(asked for {spec.count})")
-        if old["count"] % spec.shard_size:
-            raise PoolError(f"pool: {pool!r} ends in a partial shard ({old['count']} captchas in shards of "
-                            f"{spec.shard_size}), which growing would rewrite; only pools whose --count is a "
-                            f"multiple of --shard-size grow")
+    merged_spec(pool, existing, spec)  # PoolError when anything but the count differs
+    old = PoolSpec.from_dict(existing["spec"]).count
+    if spec.count == old or (grow and spec.count < old):  # asking for less: a concurrent growth got there first
         return
-    if differs:
-        raise PoolError(f"pool: {pool!r} already exists with another spec (differs in {', '.join(differs)}); "
+    if not grow:
+        raise PoolError(f"pool: {pool!r} already exists with another spec (differs in count: it holds {old}); "
                         f"choose a new --pool name or repeat the original arguments")
+    if old % spec.shard_size:
+        raise PoolError(f"pool: {pool!r} ends in a partial shard ({old} captchas in shards of "
+                        f"{spec.shard_size}), which growing would rewrite; only pools whose --count is a "
+                        f"multiple of --shard-size grow")
 
 
 def check_keyed(pool: str, manifest: dict) -> None:
