@@ -3,6 +3,7 @@
 pools/<pool>/images/<id>.png   public; id = HMAC(secret, pool/shard/index), reveals nothing
 pools/<pool>/keys/<shard>.jsonl private; answers and measures; written last = shard complete
 pools/<pool>/manifest.json     spec, substitute, counts, shards; no answers; changed only by compare-and-swap
+pools/<pool>/claims/<shard>.json private; who computes the shard (farm.claims)
 
 Captcha `index` of a pool is rendered from a seed keyed by FARM_SECRET (farm.seeds), so with the
 secret every method perturbs the same clean captchas index by index and a re-run shard writes
@@ -29,6 +30,7 @@ from PIL import Image
 from farm.attacks import METHODS, make_attack
 from farm.charset import Charset
 from farm.checkpoint import Solver
+from farm.claims import CLAIM_SECONDS, claim_shard, release_claim
 from farm import config
 from farm.exceptions import ConflictError, PoolError
 from farm.measures import glyph_region, measure
@@ -37,7 +39,7 @@ from farm.seeds import KEYED, Seeds, derivation
 from farm.store import Store, jsonl_records
 
 __all__ = ["PoolSpec", "CleanShard", "captcha_id", "render_shard", "generate_shard", "shard_complete",
-           "write_manifest", "update_manifest", "read_manifest", "read_keys", "encode_png", "decode_png",
+           "write_manifest", "update_manifest", "read_manifest", "take_shard", "compute_shard", "release_shard", "read_keys", "encode_png", "decode_png",
            "image_key", "pool_names", "complete_shards", "list_pools", "pool_charset", "read_shard_keys",
            "answer_matches", "pool_stats", "export_pool", "manifest_key", "pool_images", "pending_shards",
            "AttackedShard", "attack_shard", "write_shard", "clean_captchas", "spec_charset", "check_reads", "FOLDER"]
@@ -349,14 +351,49 @@ def write_shard(store: Store, pool: str, shard: int, spec: PoolSpec, clean: Clea
             "ssim": float(np.mean([r["ssim"] for r in records])), "linf": float(np.mean([r["linf"] for r in records]))}
 
 
-def generate_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers: list[Solver], secret: bytes,
-                   clean: CleanShard | None = None, device: str = "cpu") -> dict:
-    """Write one shard (images, then keys); skip it when complete. Returns counts and stage seconds."""
+def take_shard(store: Store, pool: str, shard: int, spec: PoolSpec, claim_seconds: float = CLAIM_SECONDS) -> dict:
+    """Whether this thread computes a shard: `skipped` False when it holds the shard's claim now.
+
+    `claim`: claimed or taken_over (compute it, then release_shard), held (another process
+    does: `held_by`, `until`), or None (complete already). The keys file is checked again once
+    claimed: a holder that finished just before its claim was taken or deleted wrote it.
+    """
+    result = {"shard": shard, "skipped": True, "count": len(spec.indices(shard)), "claim": None}
     if shard_complete(store, pool, shard):
-        return {"shard": shard, "skipped": True, "count": len(spec.indices(shard))}
+        return result
+    claim = claim_shard(store, pool, shard, claim_seconds)
+    if not claim.ours:
+        return {**result, "claim": "held", "held_by": claim.holder.get("worker"), "until": claim.expires}
+    taken = {**result, "skipped": False, "claim": claim.result, "claim_etag": claim.etag}
+    if shard_complete(store, pool, shard):
+        release_shard(store, pool, taken)
+        return result
+    return taken
+
+
+def release_shard(store: Store, pool: str, taken: dict) -> None:
+    """Give up the claim take_shard made (the shard is written, or failed), unless another process took it over."""
+    release_claim(store, pool, taken["shard"], taken.get("claim_etag"))
+
+
+def compute_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers: list[Solver], secret: bytes,
+                  clean: CleanShard | None = None, device: str = "cpu") -> dict:
+    """Render, attack and write one shard whose claim the caller holds (take_shard). Returns counts and stage seconds."""
     clean = clean or render_shard(spec, shard, Seeds(secret), store)
     attacked = attack_shard(spec, clean, solvers, shard, device)
     return write_shard(store, pool, shard, spec, clean, attacked, solvers[0], secret)
+
+
+def generate_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers: list[Solver], secret: bytes,
+                   clean: CleanShard | None = None, device: str = "cpu", claim_seconds: float = CLAIM_SECONDS) -> dict:
+    """Write one shard (images, then keys) unless it is complete or another process holds it (take_shard)."""
+    taken = take_shard(store, pool, shard, spec, claim_seconds)
+    if taken["skipped"]:
+        return taken
+    try:
+        return {**compute_shard(store, pool, shard, spec, solvers, secret, clean, device), "claim": taken["claim"]}
+    finally:
+        release_shard(store, pool, taken)
 
 
 def read_manifest(store: Store, pool: str) -> dict:
