@@ -9,6 +9,7 @@ The farm (workers/) runs the same two halves, attack_shard then write_shard, in 
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
@@ -20,12 +21,16 @@ from tqdm import tqdm
 
 from farm.checkpoint import Solver
 from farm.exceptions import PoolError
-from farm.pool import PoolSpec, attack_shard, check_pool_name, pending_shards, read_manifest, render_shard, \
-    generate_shard, shard_complete, spec_charset, check_reads, supply, write_manifest, write_shard
+from farm.pool import PoolSpec, attack_shard, check_pool_name, merged_spec, pending_shards, read_manifest, \
+    release_shard, render_shard, generate_shard, spec_charset, check_reads, supply, take_shard, write_manifest, \
+    write_shard
 from farm.seeds import KEYED, Seeds, derivation
 from farm.store import Store, open_store
 
 __all__ = ["generate_pool", "check_spec_matches", "check_keyed"]
+
+log = logging.getLogger(__name__)
+HELD_POLL_SECONDS = 1.0  # shards another process holds: one HEAD each per poll until they are complete
 
 
 def check_spec_matches(store: Store, pool: str, spec: PoolSpec, grow: bool = False) -> None:
@@ -34,7 +39,8 @@ def check_spec_matches(store: Store, pool: str, spec: PoolSpec, grow: bool = Fal
     Growing (farm.refill) appends whole shards: captcha i stays in shard i // shard_size, so every
     stored shard keeps its captchas and its bytes. A pool whose last shard is partial cannot grow:
     that shard would have to be written again, with other captchas in it. A pool of a source
-    folder holds each of its captchas once, so never more than the folder.
+    folder holds each of its captchas once, so never more than the folder. A growth asking for
+    fewer than the pool holds was overtaken by another: it only helps finish the shards it names.
     """
     most = supply(spec, store)
     if most is not None and spec.count > most:
@@ -46,20 +52,18 @@ def check_spec_matches(store: Store, pool: str, spec: PoolSpec, grow: bool = Fal
     except PoolError:
         return
     check_keyed(pool, existing)
-    old = PoolSpec.from_dict(existing["spec"]).to_dict()  # fields added since take their defaults
-    differs = [k for k, v in spec.to_dict().items() if old.get(k) != v]
-    if grow and differs == ["count"]:
-        if spec.count < old["count"]:
-            raise PoolError(f"pool: {pool!r} holds {old['count']} captchas; a pool grows, it never shrinks "
-                            f"(asked for {spec.count})")
-        if old["count"] % spec.shard_size:
-            raise PoolError(f"pool: {pool!r} ends in a partial shard ({old['count']} captchas in shards of "
-                            f"{spec.shard_size}), which growing would rewrite; only pools whose --count is a "
-                            f"multiple of --shard-size grow")
+    merged_spec(pool, existing, spec)  # PoolError when anything but the count differs
+    old = PoolSpec.from_dict(existing["spec"]).count
+    if spec.count == old or (grow and spec.count < old):  # asking for less: a concurrent growth got there first
         return
-    if differs:
-        raise PoolError(f"pool: {pool!r} already exists with another spec (differs in {', '.join(differs)}); "
-                        f"choose a new --pool name or repeat the original arguments")
+    if not grow:
+        raise PoolError(f"pool: {pool!r} already exists with another spec (differs in count: it holds {old}, "
+                        f"perhaps grown by `farm pool refill`); choose a new --pool name or repeat it with "
+                        f"--count {old}")
+    if old % spec.shard_size:
+        raise PoolError(f"pool: {pool!r} ends in a partial shard ({old} captchas in shards of "
+                        f"{spec.shard_size}), which growing would rewrite; only pools whose --count is a "
+                        f"multiple of --shard-size grow")
 
 
 def check_keyed(pool: str, manifest: dict) -> None:
@@ -124,6 +128,31 @@ def _in_processes(processes: int, store: Store, pool: str, spec: PoolSpec, solve
                 future.cancel()
 
 
+def _write(taken: dict, store: Store, pool: str, *args) -> dict:
+    """write_shard's result, with the claim that let this process compute the shard (released once written)."""
+    try:
+        return {**write_shard(store, pool, *args), "claim": taken["claim"]}
+    finally:
+        release_shard(store, pool, taken)
+
+
+def _wait_for(held: list[int], store: Store, pool: str, spec: PoolSpec, solvers: list[Solver], secret: bytes,
+              device: str, collect) -> None:
+    """Until the shards other processes held are complete; one whose claim expires or whose holder ends is computed here."""
+    if held:
+        log.info("pool %s: %d shards are being computed by other processes; waiting for them", pool, len(held))
+    while held:
+        time.sleep(HELD_POLL_SECONDS)
+        still = []
+        for shard in held:
+            result = generate_shard(store, pool, shard, spec, solvers, secret, device=device)
+            if result["claim"] == "held":
+                still.append(shard)
+            else:
+                collect(result)
+        held[:] = still
+
+
 def generate_pool(store: Store, pool: str, spec: PoolSpec, solvers: list[Solver], secret: bytes,
                   device: str = "cpu", progress: bool = True, processes: int | None = None,
                   grow: bool = False) -> dict:
@@ -163,11 +192,19 @@ def generate_pool(store: Store, pool: str, spec: PoolSpec, solvers: list[Solver]
             bar.set_postfix(solved=f"{sum(r['substitute_solved'] for r in done) / n:.1%}",
                             ssim=f"{sum(r['ssim'] * r['count'] for r in done) / n:.3f}", refresh=False)
 
+    held = []  # shards another process computes: waited for at the end
+
+    def settle(result: dict) -> None:
+        if result["claim"] == "held":
+            held.append(result["shard"])
+        else:
+            collect(result)
+
     writing = None
     try:
         if processes > 1:
             for result in _in_processes(processes, store, pool, spec, solvers, secret, todo):
-                collect(result)
+                settle(result)
         here = todo if processes == 1 else []
         pending = executor.submit(_render_elsewhere, spec, here[0], seeds, store.url) if executor and here else None
         for position, shard in enumerate(here):
@@ -177,18 +214,21 @@ def generate_pool(store: Store, pool: str, spec: PoolSpec, solvers: list[Solver]
                     pending = executor.submit(_render_elsewhere, spec, here[position + 1], seeds, store.url)
             else:
                 clean = render_shard(spec, shard, seeds, store)
-            if shard_complete(store, pool, shard):  # written meanwhile by another run
-                collect({"shard": shard, "skipped": True, "count": len(clean.indices)})
+            taken = take_shard(store, pool, shard, spec)  # complete meanwhile, or claimed by another run
+            if taken["skipped"]:
+                settle(taken)
                 continue
             attacked = attack_shard(spec, clean, solvers, shard, device)
             if writing is not None:
                 collect(writing.result())  # one write in flight at most: memory stays bounded, errors surface
             args = (store, pool, shard, spec, clean, attacked, solvers[0], secret)
-            writing = writer.submit(write_shard, *args) if writer else None
+            writing = writer.submit(_write, taken, *args) if writer else None
             if writer is None:
-                collect(write_shard(*args))
+                collect(_write(taken, *args))
         if writing is not None:
             collect(writing.result())
+            writing = None
+        _wait_for(held, store, pool, spec, solvers, secret, device, collect)
     finally:
         bar.close()
         if writer:

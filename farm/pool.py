@@ -2,7 +2,8 @@
 
 pools/<pool>/images/<id>.png   public; id = HMAC(secret, pool/shard/index), reveals nothing
 pools/<pool>/keys/<shard>.jsonl private; answers and measures; written last = shard complete
-pools/<pool>/manifest.json     spec, substitute, counts, shards; no answers
+pools/<pool>/manifest.json     spec, substitute, counts, shards; no answers; changed only by compare-and-swap
+pools/<pool>/claims/<shard>.json private; who computes the shard (farm.claims)
 
 Captcha `index` of a pool is rendered from a seed keyed by FARM_SECRET (farm.seeds), so with the
 secret every method perturbs the same clean captchas index by index and a re-run shard writes
@@ -15,9 +16,11 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import math
+import random
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -27,15 +30,16 @@ from PIL import Image
 from farm.attacks import METHODS, NORMS, make_attack
 from farm.charset import Charset
 from farm.checkpoint import Solver
+from farm.claims import CLAIM_SECONDS, claim_shard, release_claim
 from farm import config
-from farm.exceptions import PoolError
+from farm.exceptions import ConflictError, PoolError
 from farm.measures import glyph_region, measure
 from farm.schemes import get_scheme
 from farm.seeds import KEYED, Seeds, derivation
 from farm.store import Store, jsonl_records
 
 __all__ = ["PoolSpec", "CleanShard", "captcha_id", "render_shard", "generate_shard", "shard_complete",
-           "write_manifest", "read_manifest", "read_keys", "encode_png", "decode_png",
+           "write_manifest", "update_manifest", "read_manifest", "take_shard", "compute_shard", "release_shard", "read_keys", "encode_png", "decode_png",
            "image_key", "pool_names", "complete_shards", "list_pools", "pool_charset", "read_shard_keys",
            "answer_matches", "pool_stats", "export_pool", "manifest_key", "pool_images", "pending_shards",
            "AttackedShard", "attack_shard", "write_shard", "clean_captchas", "spec_charset", "check_reads", "FOLDER"]
@@ -56,6 +60,12 @@ MAX_SHARDS = 10**6
 # JSON types a field of a spec accepts (a task's spec is JSON): a string where a number belongs is refused by name
 _FIELD_TYPES = {"int": ((int,), "a whole number"), "float": ((int, float), "a number"), "bool": ((bool,), "true or false"),
                 "str": ((str,), "text")}
+# each conflict means another writer's update landed, so a writer retries at most once per other
+# writer's update; 10 outlasts a burst of beat processes, operators and finishing jobs at once
+MANIFEST_ATTEMPTS = 10
+MANIFEST_BACKOFF_SECONDS = 0.05  # the first retry's longest wait; doubled each time, with jitter, up to 1 s
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -378,14 +388,49 @@ def write_shard(store: Store, pool: str, shard: int, spec: PoolSpec, clean: Clea
             "ssim": float(np.mean([r["ssim"] for r in records])), "linf": float(np.mean([r["linf"] for r in records]))}
 
 
-def generate_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers: list[Solver], secret: bytes,
-                   clean: CleanShard | None = None, device: str = "cpu") -> dict:
-    """Write one shard (images, then keys); skip it when complete. Returns counts and stage seconds."""
+def take_shard(store: Store, pool: str, shard: int, spec: PoolSpec, claim_seconds: float = CLAIM_SECONDS) -> dict:
+    """Whether this thread computes a shard: `skipped` False when it holds the shard's claim now.
+
+    `claim`: claimed or taken_over (compute it, then release_shard), held (another process
+    does: `held_by`, `until`), or None (complete already). The keys file is checked again once
+    claimed: a holder that finished just before its claim was taken or deleted wrote it.
+    """
+    result = {"shard": shard, "skipped": True, "count": len(spec.indices(shard)), "claim": None}
     if shard_complete(store, pool, shard):
-        return {"shard": shard, "skipped": True, "count": len(spec.indices(shard))}
+        return result
+    claim = claim_shard(store, pool, shard, claim_seconds)
+    if not claim.ours:
+        return {**result, "claim": "held", "held_by": claim.holder.get("worker"), "until": claim.expires}
+    taken = {**result, "skipped": False, "claim": claim.result, "claim_etag": claim.etag}
+    if shard_complete(store, pool, shard):
+        release_shard(store, pool, taken)
+        return result
+    return taken
+
+
+def release_shard(store: Store, pool: str, taken: dict) -> None:
+    """Give up the claim take_shard made (the shard is written, or failed), unless another process took it over."""
+    release_claim(store, pool, taken["shard"], taken.get("claim_etag"))
+
+
+def compute_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers: list[Solver], secret: bytes,
+                  clean: CleanShard | None = None, device: str = "cpu") -> dict:
+    """Render, attack and write one shard whose claim the caller holds (take_shard). Returns counts and stage seconds."""
     clean = clean or render_shard(spec, shard, Seeds(secret), store)
     attacked = attack_shard(spec, clean, solvers, shard, device)
     return write_shard(store, pool, shard, spec, clean, attacked, solvers[0], secret)
+
+
+def generate_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers: list[Solver], secret: bytes,
+                   clean: CleanShard | None = None, device: str = "cpu", claim_seconds: float = CLAIM_SECONDS) -> dict:
+    """Write one shard (images, then keys) unless it is complete or another process holds it (take_shard)."""
+    taken = take_shard(store, pool, shard, spec, claim_seconds)
+    if taken["skipped"]:
+        return taken
+    try:
+        return {**compute_shard(store, pool, shard, spec, solvers, secret, clean, device), "claim": taken["claim"]}
+    finally:
+        release_shard(store, pool, taken)
 
 
 def read_manifest(store: Store, pool: str) -> dict:
@@ -395,27 +440,93 @@ def read_manifest(store: Store, pool: str) -> dict:
         raise PoolError(f"pool: {pool!r} does not exist in {store.url}; see `farm pool list`") from None
 
 
+def update_manifest(store: Store, pool: str, change, attempts: int = MANIFEST_ATTEMPTS) -> dict:
+    """Apply `change(old manifest or None) -> new manifest` as a compare-and-swap; returns what was written.
+
+    The write is conditional on the version read (If-Match, or If-None-Match for a new pool), so
+    no writer overwrites an update it did not see: on a conflict the manifest is read again and
+    `change` applied to it again. `change` must therefore be a function of what it is given (and
+    of the store), never of an earlier read, and applying it twice must equal applying it once
+    (a write whose answer was lost is retried on top of itself). ConflictError after `attempts`.
+    """
+    key = manifest_key(pool)
+    for attempt in range(attempts):
+        try:
+            data, etag = store.get_with_etag(key)
+        except KeyError:
+            data, etag = None, None
+        old = _parse_manifest(data, pool) if data is not None else None
+        new = change(old)
+        body = json.dumps(new, indent=2, sort_keys=True).encode()
+        try:
+            if etag is None:
+                store.put(key, body, if_none_match=True, content_type="application/json")
+            else:
+                store.put(key, body, if_match=etag, content_type="application/json")
+            return new
+        except ConflictError:
+            log.debug("%s: changed by another writer; applying the change again (attempt %d)", key, attempt + 1)
+            time.sleep(random.uniform(0, min(1.0, MANIFEST_BACKOFF_SECONDS * 2 ** attempt)))
+    raise ConflictError(f"{key}: other writers changed it before each of {attempts} attempts to update it; nothing "
+                        f"was lost (every write is conditional): run the command again")
+
+
+def _parse_manifest(data: bytes, pool: str) -> dict:
+    try:
+        manifest = json.loads(data)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("spec"), dict):
+            raise ValueError("not an object with a spec")
+    except ValueError as e:
+        raise PoolError(f"pool: {manifest_key(pool)} is unreadable ({e}); restore it from a backup or export") from e
+    return manifest
+
+
+def merged_spec(pool: str, old: dict, spec: PoolSpec) -> PoolSpec:
+    """The spec a stored pool has after a writer asks for `spec`: the larger count; PoolError if anything else differs.
+
+    A count only grows: a writer asking for fewer (a generate finishing while a growth was
+    queued) leaves the count another writer raised.
+    """
+    stored = PoolSpec.from_dict(old["spec"])  # fields added since take their defaults
+    fields_stored = stored.to_dict()
+    differs = [k for k, v in spec.to_dict().items() if k != "count" and fields_stored.get(k) != v]
+    if differs:
+        raise PoolError(f"pool: {pool!r} already exists with another spec (differs in {', '.join(differs)}); "
+                        f"choose a new --pool name or repeat the original arguments")
+    return replace(spec, count=max(spec.count, stored.count))
+
+
 def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver, status: str,
                    shard_substitutes: dict[int, dict] | None = None, seeded: str = KEYED) -> dict:
-    """`shard_substitutes` ({shard: {version, sha256}}): the farm names the solver of each shard.
+    """Update the manifest with what a writer knows (update_manifest); returns it as written.
 
-    `seeded`: how the pool's captchas were seeded (farm.seeds); only a pool made before keying says otherwise.
+    The count is the largest any writer asked for (merged_spec); the shards and `complete` are
+    read from the store; `status` is complete only when the writer says so and every shard of
+    that count is complete. `shard_substitutes` ({shard: {version, sha256}}): the solver of each
+    shard, kept from earlier writers for the others. `seeded`: how a new pool's captchas are
+    seeded (farm.seeds); a stored pool keeps its derivation.
     """
-    shards = []
-    for shard in complete_shards(store, pool):
-        if shard < spec.shards:
-            shards.append({"shard": shard, "count": len(spec.indices(shard)), "keys": keys_key(pool, shard)})
-            if shard_substitutes and shard in shard_substitutes:
-                shards[-1]["substitute"] = shard_substitutes[shard]
-    manifest = {"pool": pool, "spec": spec.to_dict(), "status": status, "derivation": seeded,
-                "charset": spec_charset(spec, store).to_dict(),
+    charset = spec_charset(spec, store).to_dict()
+
+    def change(old: dict | None) -> dict:
+        merged = spec if old is None else merged_spec(pool, old, spec)
+        named = {s["shard"]: s["substitute"] for s in (old or {}).get("shards", []) if "substitute" in s}
+        named.update(shard_substitutes or {})
+        shards = []
+        for shard in complete_shards(store, pool):
+            if shard < merged.shards:
+                shards.append({"shard": shard, "count": len(merged.indices(shard)), "keys": keys_key(pool, shard)})
+                if shard in named:
+                    shards[-1]["substitute"] = named[shard]
+        done = status == "complete" and len(shards) == merged.shards
+        return {"pool": pool, "spec": merged.to_dict(), "status": "complete" if done else "generating",
+                "derivation": seeded if old is None else derivation(old), "charset": charset,
                 "substitute": {"version": substitute.version, "sha256": substitute.sha256},
-                "count": spec.count, "complete": sum(s["count"] for s in shards),
-                "shards": shards, "shard_count": spec.shards,
+                "count": merged.count, "complete": sum(s["count"] for s in shards),
+                "shards": shards, "shard_count": merged.shards,
                 "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    store.put(manifest_key(pool), json.dumps(manifest, indent=2, sort_keys=True).encode(),
-              content_type="application/json")
-    return manifest
+
+    return update_manifest(store, pool, change)
 
 
 def read_keys(store: Store, pool: str) -> list[dict]:

@@ -74,6 +74,11 @@ class FarmMetrics:
         self.shards_skipped = Counter(
             "farm_shards_skipped_total", "Shards found complete and skipped (redelivered or submitted again).",
             registry=r)
+        self.shards_claimed = Counter(
+            "farm_shards_claimed_total", "Claims of shards before computing them, by result: claimed (a new claim; "
+            "computed here), taken_over (the holder's claim expired or its process ended; computed here), or held "
+            "(another worker holds it; tried again later). claimed plus taken_over counts shard computations.",
+            ["result"], registry=r)
         self.worker_consuming = Gauge(
             "farm_worker_consuming",
             "Set to 1 for each queue this worker consumes; summed by queue, it counts the queue's workers.",

@@ -1,9 +1,9 @@
 """The farm's tasks, thin: parse the arguments, call farm, record metrics.
 
-`generate_shard(pool, shard, count, spec)` (the design's contract) writes one shard with
-farm.pool.generate_shard, the very function an embedded run calls, so both modes write the
-same bytes. Before each shard it reads checkpoints/CURRENT and loads a model only when the
-sha256 changed. `finetune(answer_batches, base_version)` runs farm.finetune.finetune, the
+`generate_shard(pool, shard, count, spec)` (the design's contract) claims one shard and writes
+it with farm.pool.take_shard and compute_shard, the very functions an embedded run calls, so
+both modes write the same bytes and compute a shard once between them. Before each shard it
+reads checkpoints/CURRENT and loads a model only when the sha256 changed. `finetune(answer_batches, base_version)` runs farm.finetune.finetune, the
 function `farm finetune` calls, and publishes on top of the base; the registry's conditional
 write of CURRENT decides between two fine-tunes that finish together.
 """
@@ -11,6 +11,7 @@ write of CURRENT decides between two fine-tunes that finish together.
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from celery import Task, shared_task
@@ -21,16 +22,17 @@ from farm.config import device, secret
 from farm.defaults import FinetuneConfig
 from farm.exceptions import AnswersError, StoreError
 from farm.generate import check_keyed
-from farm.pool import PoolSpec, check_pool_name, read_manifest, shard_complete
-from farm.pool import generate_shard as write_shard  # the task shares its name
+from farm.pool import PoolSpec, check_pool_name, compute_shard, read_manifest, release_shard, \
+    shard_complete, take_shard
 from farm.store import Store, open_store
-from workers.app import FINETUNE, GENERATE_SHARD, REFILL_POOLS
+from workers.app import FINETUNE, GENERATE_SHARD, REFILL_POOLS, visibility_timeout
 from workers.metrics import METRICS
 
 __all__ = ["generate_shard", "finetune", "refill_pools", "parse_shard", "parse_finetune", "current_substitute"]
 
 log = logging.getLogger(__name__)
 STORE_RETRIES = 3  # on top of botocore's own retries: an outage of the store, not a blip, fails a shard
+HELD_RETRY_SECONDS = 60  # a shard another worker holds is looked at again this often (sooner when its claim expires)
 
 
 class _Held:
@@ -123,7 +125,12 @@ class ShardTask(Task):
 
 @shared_task(name=GENERATE_SHARD, base=ShardTask, bind=True)
 def generate_shard(self, pool: str, shard: int, count: int, spec: dict, job: str | None = None) -> dict:
-    """Write shard `shard` (`count` captchas) of a pool; a complete shard is skipped. Returns no answers."""
+    """Write shard `shard` (`count` captchas) of a pool; a complete shard is skipped. Returns no answers.
+
+    The shard is claimed first (farm.claims), for the visibility timeout: a shard another worker
+    holds (queued twice by concurrent growths, or a dead worker's redelivered before its claim
+    expired) is tried again later, until it is complete or its claim can be taken over.
+    """
     started = time.perf_counter()
     parsed = parse_shard(pool, shard, count, spec)
     store = _store()
@@ -131,12 +138,25 @@ def generate_shard(self, pool: str, shard: int, count: int, spec: dict, job: str
         METRICS.shards_skipped.inc()
         return {"pool": pool, "shard": shard, "skipped": True}
     check_keyed(pool, read_manifest(store, pool))  # a shard queued for a pool made before keying is never written
-    dev = device()
-    substitute = current_substitute(store, dev)
-    result = write_shard(store, pool, shard, parsed, parsed.solvers(substitute, dev), secret(store), device=dev)
+    claim_seconds = visibility_timeout()
+    taken = take_shard(store, pool, shard, parsed, claim_seconds)
+    if taken["claim"] is None:  # completed between the two looks
+        METRICS.shards_skipped.inc()
+        return {"pool": pool, "shard": shard, "skipped": True}
+    METRICS.shards_claimed.labels(taken["claim"]).inc()
+    if taken["claim"] == "held":
+        wait = min(HELD_RETRY_SECONDS, max(1, math.ceil(taken["until"] - time.time())))
+        log.info("shard %d of pool %s is held by %s; looking again in %d s", shard, pool, taken["held_by"], wait)
+        raise self.retry(countdown=wait, max_retries=STORE_RETRIES + math.ceil(claim_seconds / HELD_RETRY_SECONDS) + 1)
+    try:
+        dev = device()
+        substitute = current_substitute(store, dev)
+        result = compute_shard(store, pool, shard, parsed, parsed.solvers(substitute, dev), secret(store), device=dev)
+    finally:  # written, or failed: another worker (or this task's retry) may take it at once
+        release_shard(store, pool, taken)
     METRICS.record_shard(parsed, result, time.perf_counter() - started)
-    return {"pool": pool, "shard": shard, "skipped": result["skipped"], "count": result["count"],
-            "substitute": substitute.version}
+    return {"pool": pool, "shard": shard, "skipped": False, "count": result["count"],
+            "substitute": substitute.version, "claim": taken["claim"]}
 
 
 @shared_task(name=FINETUNE, bind=True)
