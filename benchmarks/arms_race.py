@@ -28,13 +28,13 @@ from farm import registry
 from farm.answers import ingest
 from farm.attacker import RECIPES, adapt, answer_pool, train_attacker
 from farm.checkpoint import load_solver_dir
+from farm.config import secret
 from farm.defaults import GENERATE_DEFAULTS
 from farm.finetune import FinetuneConfig, FinetuneRefused, finetune
 from farm.generate import generate_pool
 from farm.pool import PoolSpec
 from farm.store import LocalStore
 
-SECRET = b"arms-race"
 # the pools' setting: farm generate's defaults, or a weak one that a clean-trained bot still reads
 # often (under the defaults it reads almost none of a v1 pool, which leaves nothing to win back), or the
 # defaults' method at a budget between the two, where transfer is partial and the substitute's likeness matters
@@ -93,7 +93,7 @@ def main():
         def make_pool(name, version, count, seed, ensemble=(), aimed_at=None):
             spec = PoolSpec(count=count, seed=seed, shard_size=count, ensemble=ensemble, **SETTINGS[args.setting])
             solvers = aimed_at or spec.solvers(registry.load(store, version))
-            generate_pool(store, name, spec, solvers, SECRET, progress=False)
+            generate_pool(store, name, spec, solvers, secret(store), progress=False)
             return name
 
         gains = {}

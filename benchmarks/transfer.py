@@ -12,6 +12,7 @@ import tempfile
 
 from farm import registry
 from farm.checkpoint import load_solver
+from farm.config import secret
 from farm.defaults import GENERATE_DEFAULTS
 from farm.evaluate import load_pool, pool_accuracy
 from farm.generate import generate_pool
@@ -62,7 +63,7 @@ def main():
                 continue
             spec = PoolSpec(count=args.count, shard_size=args.count, seed=7, **{"steps": args.steps, **fields}).validate()
             pool = f"t{len(table)}"
-            summary = generate_pool(store, pool, spec, spec.solvers(substitute), b"bench", progress=False)
+            summary = generate_pool(store, pool, spec, spec.solvers(substitute), secret(store), progress=False)
             records, adversarial, clean = load_pool(store, pool)
             accuracy = pool_accuracy(solvers, records, adversarial, clean, preps)
             table[name] = {"accuracy": accuracy, "ssim": summary["mean_ssim"],
