@@ -1,15 +1,17 @@
-"""How well solvers read captchas: exact-match sequence accuracy on fresh renders, per scheme."""
+"""How well solvers read captchas: exact-match accuracy on fresh renders per scheme, and on a pool after clean-ups."""
 
 from __future__ import annotations
 
 import math
 
+import torch
 from tqdm import tqdm
 
 from farm.checkpoint import Solver
 from farm.dataset import EVALUATION, CaptchaStream, batches
+from farm.preprocess import parse_chains
 
-__all__ = ["scheme_accuracy", "sequence_accuracy"]
+__all__ = ["scheme_accuracy", "sequence_accuracy", "load_pool", "pool_accuracy", "worst_chain"]
 
 
 def sequence_accuracy(readings: list[str], truths: list[str]) -> float:
@@ -44,8 +46,6 @@ def scheme_accuracy(solver: Solver, schemes: list[str], count: int, seed: int = 
 
 def load_pool(store, pool: str, limit: int | None = None):
     """(key records, adversarial images (N, 1, H, W) float, clean images of the same captchas)."""
-    import torch
-
     from farm.pool import pool_images
 
     records, clean, adversarial = pool_images(store, pool, limit)
@@ -53,20 +53,35 @@ def load_pool(store, pool: str, limit: int | None = None):
     return records, as_tensor(adversarial), as_tensor(clean)
 
 
-def pool_accuracy(solvers: dict, records: list[dict], adversarial, clean, preprocessings: list[str]) -> dict:
-    """{solver: {"clean": {prep: acc}, "adversarial": {prep: acc}}} over a pool's captchas."""
-    from farm.preprocess import apply
+def pool_accuracy(solvers: dict, records: list[dict], adversarial, clean, chains: list[str],
+                  progress: bool = False) -> dict:
+    """{solver: {"clean": {chain: acc}, "adversarial": {chain: acc}}} over a pool's captchas.
 
+    Each chain's real operations run once per image set and every solver reads the result;
+    `none` is the images as they are.
+    """
     truths = [r["answer"] for r in records]
-    results = {}
-    for name, solver in solvers.items():
-        row = {}
-        for label, images in (("clean", clean), ("adversarial", adversarial)):
-            row[label] = {}
-            for prep in preprocessings:
-                readings = []
-                for i in range(0, len(images), 200):
-                    readings += solver.read(apply(prep, images[i:i + 200]))
-                row[label][prep] = round(sequence_accuracy(readings, truths), 4)
-        results[name] = row
+    parsed = parse_chains(chains)
+    results = {name: {"clean": {}, "adversarial": {}} for name in solvers}
+    bar = tqdm(total=2 * len(parsed), desc="evaluate pool", unit="chain", disable=not progress, leave=False)
+    for label, images in (("clean", clean), ("adversarial", adversarial)):
+        for chain in parsed:
+            bar.set_postfix_str(f"{label} {chain.name}")
+            cleaned = torch.cat([chain.apply(images[i:i + 200]) for i in range(0, len(images), 200)])
+            for name, solver in solvers.items():
+                results[name][label][chain.name] = round(sequence_accuracy(solver.read(cleaned), truths), 4)
+            bar.update()
+    bar.close()
     return results
+
+
+def worst_chain(row: dict) -> dict | None:
+    """The clean-up under which a solver reads the most adversarial captchas (the first on a tie), or None.
+
+    `row` is one solver's pool_accuracy; the images as they are (`none`) are not a clean-up.
+    """
+    chains = [c for c in row["adversarial"] if c != "none"]
+    if not chains:
+        return None
+    chain = max(chains, key=lambda c: row["adversarial"][c])  # max keeps the first of equals
+    return {"chain": chain, "clean": row["clean"][chain], "adversarial": row["adversarial"][chain]}
