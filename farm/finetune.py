@@ -6,8 +6,11 @@ version transfer to the bots actually seen. Only the bot's mistakes are learned 
 pool's keys tell them apart): its right answers would teach the substitute to read through its
 own perturbations, and the next pool fooled bots less. Each batch mixes answer records with a replay of
 clean captchas of the substitute's own schemes, so it keeps reading them; part of the answers is
-held out and training stops when agreement with them stops rising; a guard refuses to publish a
-model that lost clean accuracy on the target schemes beyond a tolerance. The new card also names
+held out and training stops when agreement with them stops rising; a guard refuses to promote a
+model that lost clean accuracy on the target schemes beyond a tolerance (it is kept unpromoted,
+marked refused). A long run never throws its result away: a base that is not CURRENT is refused
+before training (unless the result is to stay unpromoted), and a run that loses the race for
+CURRENT at the end keeps its result as an unpromoted version. The new card also names
 the zoo donors that fail where the attackers failed (farm.resemblance): pools of the new version
 are aimed at them too.
 """
@@ -33,7 +36,7 @@ from farm.checkpoint import Solver, build_card, weights_bytes
 from farm.defaults import FinetuneConfig
 from farm.dataset import EVALUATION, TRAIN, VALIDATION, render_set
 from farm.evaluate import scheme_accuracy, sequence_accuracy
-from farm.exceptions import AnswersError, FarmError
+from farm.exceptions import AnswersError, ConflictError, FarmError
 from farm.charset import Charset
 from farm.folder import read_folder
 from farm.model import to_input_bytes
@@ -43,7 +46,7 @@ from farm.store import Store
 from farm.zoo import card_ensemble
 
 __all__ = ["FinetuneConfig", "Queries", "FinetuneRefused", "load_queries", "agreement", "finetune", "input_bytes",
-           "folder_queries"]
+           "folder_queries", "check_base"]
 
 log = logging.getLogger(__name__)
 _ID = re.compile(r"[0-9a-f]{32}")
@@ -51,7 +54,7 @@ MIN_QUERIES = 10  # fewer usable answers say nothing about the attacker
 
 
 class FinetuneRefused(FarmError):
-    """The fine-tuned model failed the guard: nothing was published."""
+    """The fine-tuned model failed the guard: nothing was promoted (`result["version"]`: the one kept, if any)."""
 
     def __init__(self, message: str, result: dict):
         super().__init__(message)
@@ -294,18 +297,37 @@ def fit(base: Solver, images: torch.Tensor, labels: list[str], held_images: torc
     return solver
 
 
+def check_base(store: Store, base: str | None, promote: bool = True, flag: str = "--no-promote") -> str:
+    """The version to fine-tune: `base`, or CURRENT. Checked before any training step.
+
+    A result is promoted only on top of CURRENT, so a `base` that is not CURRENT is refused at
+    once (hours of training would end in a lost race) unless the result is to stay unpromoted.
+    """
+    if base is not None and not promote:
+        return base
+    now = registry.ensure_current(store)["version"]
+    if base not in (None, now):
+        raise ValueError(f"base: {base} is not CURRENT ({now}), so its fine-tune could not be promoted; fine-tune "
+                         f"{now} (leave out the base), or pass {flag} to publish the result unpromoted and "
+                         f"`farm checkpoint promote` it later")
+    return now
+
+
 def finetune(store: Store, batch_keys: list[str], base: str | None = None, config: FinetuneConfig | None = None,
              publish: bool = True, progress: bool = True, command: str | None = None, device: str = "cpu",
-             data: str | Path | None = None) -> dict:
+             data: str | Path | None = None, promote: bool = True) -> dict:
     """Fine-tune `base` (default: CURRENT) on answer batches and/or a labelled folder; publish on top of `base`.
 
-    Returns what happened (versions, agreement and clean accuracy before and after, counts).
-    Raises FinetuneRefused when the guard fails, AnswersError when the answers cannot serve,
-    ConflictError when another version became CURRENT meanwhile (nothing is published then).
+    Returns what happened (versions, agreement and clean accuracy before and after, counts;
+    `promoted` False and `reason` when the new version is not CURRENT). Raises ValueError when
+    `base` is not CURRENT and `promote` is on (before training), FinetuneRefused when the guard
+    fails (a model that learned something is kept unpromoted, marked refused), AnswersError when
+    the answers cannot serve. When another version became CURRENT meanwhile, or without
+    `promote`, the result is published unpromoted.
     """
     config = (config or FinetuneConfig()).validate()
     started = time.perf_counter()
-    parent = base or registry.ensure_current(store)["version"]
+    parent = check_base(store, base, promote=promote and publish)
     base_solver = registry.load(store, parent, device=device)
     if not batch_keys and data is None:
         raise ValueError("finetune: give answer batches, a labelled folder (--data), or both")
@@ -336,8 +358,8 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     kept = card_ensemble(base_solver.card)  # the answers cannot judge donors their captchas were aimed at: kept
     named, resembles = choose_donors(base_solver, *queries.answered(), config.donors, device, keep=tuple(kept))
     ensemble = [*kept, *named]
-    result = {"base": parent, "version": None, "published": False, "best_step": best_step,
-              "steps_run": history[-1]["step"] if history else 0,
+    result = {"base": parent, "version": None, "published": False, "promoted": False, "reason": None,
+              "best_step": best_step, "steps_run": history[-1]["step"] if history else 0,
               "queries": {"train": len(train_answers), "holdout": len(held_answers),
                           "holdout_mistakes": len(held_mistakes[1]), "skipped": queries.skipped,
                           "solved_left_out": int((~queries.holdout & queries.learnable).sum()) - len(train_answers)},
@@ -348,39 +370,80 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
               "tolerance": config.tolerance, "guard_floor": solver.card["guard_floor"], "history": history,
               "seconds": round(time.perf_counter() - started, 1)}
     worst = max(drops, key=drops.get, default=None)
-    if best_step == 0 and not named:
+    if best_step == 0 and not named:  # nothing learned: nothing worth keeping
         closest = _closest_miss(history, before["agreement"], result["guard_floor"])
         donors = ", and no zoo donor fails where the attacker failed more than the substitute" if config.donors else ""
         raise FinetuneRefused(
             f"no gain: no weights agreed better with the held-out answers ({before['agreement']:.1%}) while keeping "
             f"clean accuracy within half the tolerance{closest}{donors}; nothing was published. More replay "
             f"(--replay), a smaller --lr or more answers may help", result)
+    weights = weights_bytes(model)
+    card = _card(model, weights, base_solver, parent, config, batch_keys, data, command, result)
     if worst is not None and drops[worst] > config.tolerance:
-        raise FinetuneRefused(
-            f"guard: clean accuracy on {worst} fell from {before['clean'][worst]:.1%} to {after['clean'][worst]:.1%} "
-            f"({drops[worst]:.1%} > tolerance {config.tolerance:.1%}); nothing was published. Use more replay "
-            f"(--replay), a smaller --lr, or more answers", result)
+        reason = (f"guard: clean accuracy on {worst} fell from {before['clean'][worst]:.1%} to "
+                  f"{after['clean'][worst]:.1%} ({drops[worst]:.1%} > tolerance {config.tolerance:.1%})")
+        if publish:
+            result.update(published=True, reason=reason, version=_keep_refused(store, weights, card, parent, reason))
+        fate = (f"kept as {result['version']}, unpromoted and marked refused (`farm checkpoint show {result['version']}`"
+                f"; `farm checkpoint promote --force {result['version']}` uses it anyway)" if publish
+                else "nothing was published")
+        raise FinetuneRefused(f"{reason}; {fate}. Use more replay (--replay), a smaller --lr, or more answers", result)
     if publish:
-        weights = weights_bytes(model)
-        card = build_card(model, base_solver.charset, weights,
-                          schemes=base_solver.card.get("schemes"), ensemble=ensemble,
-                          training={"finetune": {"config": asdict(config), "answers": list(batch_keys),
-                                                 "data": None if data is None else Path(data).name,
-                                                 "queries": result["queries"], "best_step": best_step,
-                                                 "seconds": result["seconds"]},
-                                    "command": command or f"farm finetune --base {parent}",
-                                    "torch": torch.__version__},
-                          metrics={"accuracy": after["clean"], "accuracy_count": config.guard_count,
-                                   "agreement": {"before": before["agreement"], "after": after["agreement"],
-                                                 "holdout": len(held_answers),
-                                                 "on_mistakes": {"before": before["agreement_on_mistakes"],
-                                                                 "after": after["agreement_on_mistakes"],
-                                                                 "holdout": len(held_mistakes[1])}},
-                                   "accuracy_before": before["clean"], "resemblance": resembles},
-                          created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        result["version"] = registry.publish(store, weights, card, parent=parent)
-        result["published"] = True
+        result.update(published=True, **_publish(store, weights, card, parent, promote))
     return result
+
+
+def _card(model, weights: bytes, base_solver: Solver, parent: str, config: FinetuneConfig, batch_keys: list[str],
+          data, command: str | None, result: dict) -> dict:
+    """The new version's card: how it was trained (to repeat the run) and what it measured."""
+    before, after = result["before"], result["after"]
+    return build_card(model, base_solver.charset, weights,
+                      schemes=base_solver.card.get("schemes"), ensemble=result["ensemble"],
+                      training={"finetune": {"config": asdict(config), "answers": list(batch_keys),
+                                             "data": None if data is None else Path(data).name,
+                                             "queries": result["queries"], "best_step": result["best_step"],
+                                             "seconds": result["seconds"]},
+                                "command": command or f"farm finetune --base {parent}",
+                                "torch": torch.__version__},
+                      metrics={"accuracy": after["clean"], "accuracy_count": config.guard_count,
+                               "agreement": {"before": before["agreement"], "after": after["agreement"],
+                                             "holdout": result["queries"]["holdout"],
+                                             "on_mistakes": {"before": before["agreement_on_mistakes"],
+                                                             "after": after["agreement_on_mistakes"],
+                                                             "holdout": result["queries"]["holdout_mistakes"]}},
+                               "accuracy_before": before["clean"], "resemblance": result["resemblance"]},
+                      created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def _keep_refused(store: Store, weights: bytes, card: dict, parent: str, reason: str) -> str:
+    """Store a model the guard refused, for inspection: unpromoted, its card `refused` (promoted only by force)."""
+    return registry.publish(store, weights, {**card, "refused": reason}, parent=parent, make_current=False,
+                            allow_charset_change=True, held_back="refused by the fine-tune guard")
+
+
+def _publish(store: Store, weights: bytes, card: dict, parent: str, promote: bool) -> dict:
+    """Publish on top of `parent`; a lost race for CURRENT (or `promote` off) keeps the result unpromoted.
+
+    Returns {version, promoted, reason}. The card is the base's charset, accepted when the base
+    was published: a change of CURRENT's alphabet meanwhile is checked when it is promoted.
+    """
+    if not promote:
+        reason = "published unpromoted on request (--no-promote)"
+    else:
+        try:
+            return {"version": registry.publish(store, weights, card, parent=parent), "promoted": True,
+                    "reason": None}
+        except registry.SwitchLostError as e:  # stored already: CURRENT moved between the check and the switch
+            log.warning("fine-tune kept %s unpromoted: %s", e.version, e)
+            return {"version": e.version, "promoted": False, "reason": str(e)}
+        except ConflictError as e:
+            now = (registry.current(store) or {}).get("version")
+            reason = f"CURRENT moved from {parent} to {now} during the fine-tune" if now != parent else str(e)
+    version = registry.publish(store, weights, card, parent=parent, make_current=False, allow_charset_change=True,
+                               held_back=reason)
+    if promote:
+        log.warning("fine-tune kept %s unpromoted: %s", version, reason)
+    return {"version": version, "promoted": False, "reason": reason}
 
 
 def _closest_miss(history: list[dict], before: float, floor: float | None) -> str:

@@ -4,6 +4,9 @@ Publishing claims a new version by creating its weights with a conditional creat
 publishers never write into one version), writes the card the same way, and only then switches
 `checkpoints/CURRENT` with a conditional write against the CURRENT it read: when two publishers
 race, exactly one wins and the other gets a ConflictError it may retry on top of.
+A version may also be stored unpromoted (not switched to): its card's `held_back` says why, and
+a card `refused` by the fine-tune guard is promoted only when forced. Such a version counts as
+promoted once it is CURRENT or one of its ancestors (`lineage`).
 Loading checks CURRENT, the card and the sha256 before building anything, caches by sha256, and
 never unpickles. A worker keeps the solver it holds when a newer one fails to load (`refresh`).
 """
@@ -24,13 +27,22 @@ from farm.exceptions import CheckpointError, ConflictError, FarmError
 from farm.store import Store
 
 __all__ = ["publish", "current", "versions", "card", "load", "refresh", "ensure_current", "bundled", "promote",
-           "rollback", "CURRENT"]
+           "rollback", "lineage", "SwitchLostError", "CURRENT"]
 
 log = logging.getLogger(__name__)
 CURRENT = "checkpoints/CURRENT"
 CACHE_SIZE = 4  # a worker needs the current solver and perhaps the previous one; each holds its weights
 _CACHE: OrderedDict[str, Solver] = OrderedDict()
-_PUBLISHED_FIELDS = ("version", "parent", "published", "sha256")  # set by publish, never taken from the caller
+_PUBLISHED_FIELDS = ("version", "parent", "published", "sha256", "held_back")  # set by publish, never by the caller
+CLAIM_ATTEMPTS = 8  # an unpromoted publish moves to the next number when another publisher took this one
+
+
+class SwitchLostError(ConflictError):
+    """CURRENT moved while switching to a new version: `version` is stored, unpromoted."""
+
+    def __init__(self, message: str, version: str):
+        super().__init__(message)
+        self.version = version
 
 
 def bundled() -> tuple[bytes, dict]:
@@ -145,12 +157,16 @@ def _create(store: Store, key: str, data: bytes, content_type: str) -> None:
 
 
 def publish(store: Store, weights: bytes, card_fields: dict, parent: str | None = None,
-            make_current: bool = True, allow_charset_change: bool = False) -> str:
+            make_current: bool = True, allow_charset_change: bool = False, held_back: str | None = None) -> str:
     """Publish weights with their card as a new version; returns the version.
 
     With `parent`, CURRENT must still be that version when the switch happens (a fine-tune
     publishes on top of the base it trained from); without, on top of whatever CURRENT was read.
+    Without `make_current` the version is stored unpromoted: nothing switches, so `parent` (what
+    it was made from) is recorded unchecked, and the card's `held_back` says why (`held_back`).
     """
+    if held_back is not None and make_current:
+        raise ValueError("held_back: only a version published without make_current is held back")
     digest = sha256_hex(weights)
     if card_fields.get("sha256") not in (None, digest):
         raise CheckpointError("card: its sha256 does not match the weights being published")
@@ -159,29 +175,44 @@ def publish(store: Store, weights: bytes, card_fields: dict, parent: str | None 
         raise HeldOutError(f"card: {card_fields['zoo'].get('name')} is a held-out zoo solver; it judges transfer "
                            f"and is never published as a substitute")
     fields = {k: v for k, v in card_fields.items() if k not in _PUBLISHED_FIELDS}
+    if fields.get("refused") and make_current:
+        raise CheckpointError(f"card: the fine-tune guard refused this model ({fields['refused']}); publish it "
+                              f"without switching CURRENT (--no-current), then `farm checkpoint promote --force`")
     load_solver(weights, {**fields, "sha256": digest})  # refuse to publish what cannot load
     from farm.zoo import card_ensemble
     card_ensemble(fields)  # nor what no worker could generate with
     pointer, etag, running = _read_current(store)
-    if parent is not None and (pointer or {}).get("version") != parent:
+    if make_current and parent is not None and (pointer or {}).get("version") != parent:
         raise ConflictError(f"CURRENT is {(pointer or {}).get('version')}, not the parent {parent}: another "
                             f"version was published meanwhile; retry on top of it")
+    if not make_current and parent is not None:
+        card(store, parent)  # a parent that is not in the registry is named as such
     _check_charset(fields, running, allow_charset_change)
-    taken = [n for n in map(_number, store.list_dirs("checkpoints")) if n is not None]
-    version = f"v{1 + max(taken, default=0)}"  # counts half-written versions too: a crashed publisher's number stays used
-    try:
-        _create(store, f"checkpoints/{version}/model.safetensors", weights, "application/octet-stream")
-    except ConflictError as e:
-        raise ConflictError(f"version {version} was claimed by another publisher at the same time; nothing was "
-                            f"switched; retry the publish") from e
-    full_card = {**fields, "sha256": digest, "version": version, "parent": (pointer or {}).get("version"),
+    version = _claim(store, weights, 1 if make_current else CLAIM_ATTEMPTS)
+    full_card = {**fields, "sha256": digest, "version": version, "parent": parent or (pointer or {}).get("version"),
                  "published": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if not make_current:
+        full_card["held_back"] = held_back or "published without switching CURRENT"
     _create(store, f"checkpoints/{version}/card.json", json.dumps(full_card, indent=2, sort_keys=True).encode(),
             "application/json")
     if make_current:
         _switch(store, version, digest, etag)
     log.info("published %s (sha256 %s)", version, digest[:12])
     return version
+
+
+def _claim(store: Store, weights: bytes, attempts: int) -> str:
+    """Create the weights of the next free version number; returns the version."""
+    for attempt in range(attempts):
+        taken = [n for n in map(_number, store.list_dirs("checkpoints")) if n is not None]
+        version = f"v{1 + max(taken, default=0)}"  # counts half-written versions: a crashed publisher's number stays used
+        try:
+            _create(store, f"checkpoints/{version}/model.safetensors", weights, "application/octet-stream")
+            return version
+        except ConflictError as e:
+            if attempt == attempts - 1:
+                raise ConflictError(f"version {version} was claimed by another publisher at the same time; nothing "
+                                    f"was switched; retry the publish") from e
 
 
 def _switch(store: Store, version: str, digest: str, expected_etag: str | None) -> None:
@@ -196,9 +227,9 @@ def _switch(store: Store, version: str, digest: str, expected_etag: str | None) 
         now = _read_current(store, corrupt_ok=True)[0]
         if now == {"version": version, "sha256": digest}:
             return  # our earlier attempt landed and its answer was lost; the retry found our own write
-        raise ConflictError(f"CURRENT moved to {(now or {}).get('version')} while switching to {version}: another "
-                            f"publisher won; {version} is stored but not current; retry on top of it "
-                            f"(or `farm checkpoint promote {version}`)") from e
+        raise SwitchLostError(f"CURRENT moved to {(now or {}).get('version')} while switching to {version}: another "
+                              f"publisher won; {version} is stored but not current; retry on top of it "
+                              f"(or `farm checkpoint promote {version}`)", version) from e
 
 
 def _read(store: Store, version: str) -> tuple[bytes, dict]:
@@ -222,15 +253,19 @@ def _verify(store: Store, version: str, device: str = "cpu") -> Solver:
         raise CheckpointError(f"version {version} refused: {e}") from e
 
 
-def promote(store: Store, version: str, allow_charset_change: bool = False) -> None:
+def promote(store: Store, version: str, allow_charset_change: bool = False, force: bool = False) -> None:
     """Make an existing, verified version CURRENT (rollback promotes an older one).
 
     It also repairs a corrupt CURRENT, which every other use of the registry refuses: still with
     a conditional write against the bytes it read, so of two repairs one wins. With no sound
-    CURRENT there is no running alphabet to compare the version's with.
+    CURRENT there is no running alphabet to compare the version's with. A version the fine-tune
+    guard refused is kept for inspection and promoted only with `force`: never by accident.
     """
     pointer, etag, running = _read_current(store, corrupt_ok=True)
     solver = _verify(store, version)  # never point CURRENT at something that does not load
+    if solver.card.get("refused") and not force:
+        raise CheckpointError(f"version {version}: the fine-tune guard refused it ({solver.card['refused']}); it is "
+                              f"kept for inspection (`farm checkpoint show {version}`); promote it anyway with --force")
     if pointer == {"version": version, "sha256": solver.sha256}:
         return
     _check_charset(solver.card, running, allow_charset_change)
@@ -249,6 +284,15 @@ def rollback(store: Store, version: str | None = None) -> str:
             raise CheckpointError(f"rollback: {pointer['version']} has no parent; name the version to go back to")
     promote(store, version, allow_charset_change=True)  # going back to what ran before is always allowed
     return version
+
+
+def lineage(cards: dict[str, dict], version: str | None) -> list[str]:
+    """`version` (CURRENT) and its ancestors by the cards' parents, newest first: the versions that were promoted."""
+    line = []
+    while version in cards and version not in line:  # a cycle (hand-edited cards) ends the walk
+        line.append(version)
+        version = cards[version].get("parent")
+    return line
 
 
 ENSURE_WAIT_SECONDS = 30  # another process publishing the first version writes two objects and CURRENT

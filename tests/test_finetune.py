@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
 import subprocess
+import threading
+from dataclasses import replace
+from functools import partial
 
 import pytest
 
+import farm.finetune
 from farm import registry
 from farm.answers import ingest
 from farm.attacker import answer_pool
-from farm.exceptions import AnswersError
+from farm.exceptions import AnswersError, CheckpointError
 from farm.finetune import FinetuneConfig, FinetuneRefused, finetune, load_queries
 from farm.generate import generate_pool
 from farm.pool import PoolSpec, read_keys
@@ -25,6 +28,8 @@ from tests.test_farm import farm_store_env, redis_broker, redis_port, run_farm  
 SECRET = b"test-secret-not-for-production"
 # small and quick: enough steps for the substitute to learn to read its own adversarial captchas as the bot does
 SMALL = dict(steps=60, batch_size=32, eval_every=15, patience=2, replay_count=1000, guard_count=100, workers=0)
+# quicker still, for tests of what becomes of a result rather than of what it learned: ~10 s a fine-tune
+QUICK = dict(batch_size=32, eval_every=15, patience=2, replay_count=200, guard_count=50, workers=0)
 
 
 def attacked_store(folder, count: int = 120) -> tuple[LocalStore, str]:
@@ -364,4 +369,147 @@ def test_the_finetune_task_names_a_bad_argument_and_counts_a_failure(batches, ba
 
 
 def _failed_finetunes(metrics) -> float:
-    return metrics.registry.get_sample_value("farm_finetune_runs_total", {"result": "failed"}) or 0
+    return _finetunes(metrics, "failed")
+
+
+# --- a long fine-tune never throws its result away ------------------------------------------------------
+
+def train_while_another_version_is_published(monkeypatch, store: LocalStore) -> list:
+    """While the fine-tune trains, another publisher (its own client, in a thread) makes a new version CURRENT.
+
+    Returns the list of fits run: one entry per training.
+    """
+    fit, fits = farm.finetune.fit, []
+
+    def fit_racing_a_publisher(*args, **kwargs):
+        other = threading.Thread(target=registry.publish, args=(LocalStore(store.root), *registry.bundled()))
+        other.start()
+        try:
+            return fit(*args, **kwargs)
+        finally:
+            other.join()
+            fits.append(registry.current(store)["version"])
+
+    monkeypatch.setattr(farm.finetune, "fit", fit_racing_a_publisher)
+    return fits
+
+
+def count_fits(monkeypatch) -> list:
+    """Every training run of farm.finetune, counted (it still trains)."""
+    fit, fits = farm.finetune.fit, []
+    monkeypatch.setattr(farm.finetune, "fit", lambda *args, **kwargs: fits.append(1) or fit(*args, **kwargs))
+    return fits
+
+
+def farm_cli(*args):
+    from click.testing import CliRunner
+
+    from farm.cli import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+def quick_cli_fine_tunes(monkeypatch, store: LocalStore) -> None:
+    """`farm finetune` with the QUICK sizes the CLI has no flags for, on `store`."""
+    monkeypatch.setattr(farm.finetune, "FinetuneConfig", partial(FinetuneConfig, **QUICK))
+    monkeypatch.setenv("FARM_STORE", store.url)
+
+
+def test_a_fine_tune_that_loses_the_race_for_current_keeps_its_result_unpromoted(attacked, tmp_path, monkeypatch):
+    store = copy_of(attacked[0], tmp_path / "store")
+    quick_cli_fine_tunes(monkeypatch, store)
+    fits = train_while_another_version_is_published(monkeypatch, store)
+    result = farm_cli("finetune", "--answers", attacked[1], "--steps", "15", "--all-answers", "--tolerance", "0.5")
+    assert result.exit_code == 0, result.output
+    assert fits == ["v2"]  # the other version became CURRENT while this one trained
+    assert result.output.strip().splitlines()[-1] == (
+        "kept v3 unpromoted (parent v1): CURRENT moved from v1 to v2 during the fine-tune; promote it with "
+        "`farm checkpoint promote v3`, or fine-tune again on top of CURRENT")
+    assert registry.current(store)["version"] == "v2"
+    card = registry.card(store, "v3")  # the whole card: parent, metrics, how it was trained
+    assert card["parent"] == "v1" and card["held_back"] == "CURRENT moved from v1 to v2 during the fine-tune"
+    assert card["metrics"]["agreement"]["after"] > 0 and card["training"]["finetune"]["best_step"] == 15
+    assert registry.load(store, "v3").sha256 == card["sha256"]
+
+    rows = {r["version"]: r for r in json.loads(farm_cli("checkpoint", "list", "--json").output)}
+    assert {v: (r["current"], r["status"]) for v, r in rows.items()} == {
+        "v1": (False, None), "v2": (True, None), "v3": (False, "unpromoted")}
+    assert rows["v3"]["held_back"] == card["held_back"] and rows["v3"]["refused"] is None
+    listed = farm_cli("checkpoint", "list").output.splitlines()
+    assert re.match(r"  v3     unpromoted parent v1 ", listed[2]) and re.match(r"\* v2 {16}parent v1 ", listed[1])
+    assert "`farm checkpoint promote VERSION` promotes it" in listed[-1]
+
+    assert farm_cli("checkpoint", "promote", "v3").output == "CURRENT is v3\n"
+    rows = json.loads(farm_cli("checkpoint", "list", "--json").output)
+    assert [(r["version"], r["current"], r["status"]) for r in rows] == [
+        ("v1", False, None), ("v2", False, None), ("v3", True, None)]
+
+
+def test_a_base_that_is_not_current_is_refused_before_any_training_step(attacked, tmp_path, monkeypatch):
+    store = copy_of(attacked[0], tmp_path / "store")
+    registry.publish(store, *registry.bundled())  # v2: CURRENT, so v1 no longer is
+    quick_cli_fine_tunes(monkeypatch, store)
+    fits, stored = count_fits(monkeypatch), store.list("")
+    args = ["finetune", "--answers", attacked[1], "--base", "v1", "--steps", "15", "--all-answers", "--tolerance",
+            "0.5"]
+    refused = farm_cli(*args)
+    assert refused.exit_code == 1 and isinstance(refused.exception, SystemExit), refused.output
+    assert refused.output == (
+        "Error: base: v1 is not CURRENT (v2), so its fine-tune could not be promoted; fine-tune v2 (leave out the "
+        "base), or pass --no-promote to publish the result unpromoted and `farm checkpoint promote` it later\n")
+    assert fits == [] and store.list("") == stored  # no step, no progress bar, nothing written
+
+    kept = farm_cli(*args, "--no-promote")
+    assert kept.exit_code == 0 and fits == [1], kept.output
+    assert kept.output.strip().splitlines()[-1].startswith(
+        "kept v3 unpromoted (parent v1): published unpromoted on request (--no-promote); promote it with")
+    assert registry.current(store)["version"] == "v2" and registry.card(store, "v3")["parent"] == "v1"
+
+
+def test_the_finetune_task_that_loses_the_race_returns_the_kept_version(attacked, tmp_path, monkeypatch):
+    from workers import tasks
+    from workers.metrics import METRICS
+
+    store = copy_of(attacked[0], tmp_path / "store")
+    monkeypatch.setenv("FARM_STORE", store.url)
+    monkeypatch.setattr(tasks._held, "store", None)  # the task opens FARM_STORE, as in a worker process
+    fits = train_while_another_version_is_published(monkeypatch, store)
+    kept_before, config = _finetunes(METRICS, "kept"), {**QUICK, "steps": 15, "tolerance": 0.5, "mistakes_only": False}
+    outcome = tasks.finetune([attacked[1]], "v1", config=config)
+    assert fits == ["v2"]
+    assert {k: outcome[k] for k in ("published", "promoted", "version", "base", "reason")} == {
+        "published": True, "promoted": False, "version": "v3", "base": "v1",
+        "reason": "CURRENT moved from v1 to v2 during the fine-tune"}
+    assert _finetunes(METRICS, "kept") == kept_before + 1
+    assert registry.current(store)["version"] == "v2" and registry.card(store, "v3")["parent"] == "v1"
+    # the same base again: refused before training, naming CURRENT and the task's way to keep the result
+    failed, stored = _finetunes(METRICS, "failed"), store.list("")
+    with pytest.raises(ValueError, match=r"^base_version: v1 is not CURRENT \(v2\).*pass promote=false to publish "
+                                         r"the result unpromoted"):
+        tasks.finetune([attacked[1]], "v1", config=config)
+    assert fits == ["v2"] and store.list("") == stored and _finetunes(METRICS, "failed") == failed + 1
+    with pytest.raises(ValueError, match=r"^promote: must be true or false \(got 'no'\)"):
+        tasks.finetune([attacked[1]], "v1", config=config, promote="no")
+
+
+@pytest.mark.slow
+def test_a_model_the_guard_refuses_is_kept_unpromoted_and_marked_refused(attacked, tmp_path):
+    store = copy_of(attacked[0], tmp_path / "store")
+    # no drop allowed: the best admissible weights (step 5) read one of the final check's 50 captchas less
+    config = FinetuneConfig(**{**QUICK, "eval_every": 5}, steps=15, lr=1e-3, tolerance=0.0, mistakes_only=False)
+    with pytest.raises(FinetuneRefused) as refused:
+        finetune(store, [attacked[1]], config=config, progress=False)
+    assert re.match(r"guard: clean accuracy on classic fell from [\d.]+% to [\d.]+% \([\d.]+% > tolerance 0\.0%\); "
+                    r"kept as v2, unpromoted and marked refused \(`farm checkpoint show v2`; `farm checkpoint promote "
+                    r"--force v2` uses it anyway\)", str(refused.value)), refused.value
+    assert refused.value.result["version"] == "v2" and refused.value.result["published"]
+    assert not refused.value.result["promoted"] and registry.current(store)["version"] == "v1"
+    card = registry.card(store, "v2")
+    assert card["refused"] == refused.value.result["reason"] and card["parent"] == "v1"
+    assert registry.load(store, "v2").card["metrics"]["accuracy"] == refused.value.result["after"]["clean"]
+    with pytest.raises(CheckpointError, match="guard refused it.*--force"):
+        registry.promote(store, "v2")
+
+
+def _finetunes(metrics, result: str) -> float:
+    return metrics.registry.get_sample_value("farm_finetune_runs_total", {"result": result}) or 0

@@ -286,3 +286,70 @@ def test_two_repairs_of_a_corrupt_current_do_not_both_win(any_store, monkeypatch
     with pytest.raises(ConflictError, match="CURRENT moved to v2 while switching to v1"):
         registry.promote(any_store, "v1")
     assert registry.current(other) == {"version": "v2", "sha256": sha256_hex(w2)}
+
+
+def test_a_refused_version_is_kept_for_inspection_and_promoted_only_with_force(any_store, monkeypatch):
+    monkeypatch.setenv("FARM_STORE", any_store.url)
+    (w1, c1), (w2, c2) = checkpoint(1), checkpoint(2)
+    registry.publish(any_store, w1, c1)
+    refused = {**c2, "refused": "guard: clean accuracy on classic fell from 95.0% to 60.0%"}
+    with pytest.raises(CheckpointError, match="guard refused this model.*--no-current.*promote --force"):
+        registry.publish(any_store, w2, refused)  # never CURRENT by accident
+    assert registry.versions(any_store) == ["v1"]
+    assert registry.publish(any_store, w2, refused, parent="v1", make_current=False,
+                            held_back="refused by the fine-tune guard") == "v2"
+    rows = json.loads(CliRunner().invoke(main, ["checkpoint", "list", "--json"]).output)
+    assert [(r["version"], r["current"], r["status"], r["refused"]) for r in rows] == [
+        ("v1", True, None, None), ("v2", False, "refused", refused["refused"])]
+    assert "refused    parent v1" in CliRunner().invoke(main, ["checkpoint", "list"]).output
+    result = CliRunner().invoke(main, ["checkpoint", "promote", "v2"])
+    assert result.exit_code == 1 and "the fine-tune guard refused it (guard: clean accuracy" in result.stderr
+    assert "promote it anyway with --force" in result.stderr and registry.current(any_store)["version"] == "v1"
+    with pytest.raises(CheckpointError, match="refused"):
+        registry.rollback(any_store, "v2")
+    result = CliRunner().invoke(main, ["checkpoint", "promote", "v2", "--force"])
+    assert result.exit_code == 0 and "CURRENT is v2" in result.output
+    assert registry.current(any_store) == {"version": "v2", "sha256": sha256_hex(w2)}
+
+
+def test_an_unpromoted_version_names_what_it_was_made_from_and_why_it_waits(store, monkeypatch):
+    monkeypatch.setenv("FARM_STORE", store.url)
+    (w1, c1), (w2, c2), (w3, c3) = checkpoint(1), checkpoint(2), checkpoint(3)
+    registry.publish(store, w1, c1)
+    registry.publish(store, w2, c2)
+    # made from v1 while v2 became CURRENT: stored as such, nothing switched, no race to lose
+    assert registry.publish(store, w3, c3, parent="v1", make_current=False, held_back="CURRENT moved") == "v3"
+    card = registry.card(store, "v3")
+    assert (card["parent"], card["held_back"]) == ("v1", "CURRENT moved") and registry.current(store)["version"] == "v2"
+    with pytest.raises(CheckpointError, match="'v9' is not in the registry"):
+        registry.publish(store, w3, c3, parent="v9", make_current=False)
+    with pytest.raises(ValueError, match="held_back: only a version published without make_current"):
+        registry.publish(store, w3, c3, held_back="why")
+    assert registry.publish(store, w3, {**c3, "held_back": "forged"}) == "v4"  # a copied card's is not taken
+    assert "held_back" not in registry.card(store, "v4") and registry.card(store, "v4")["parent"] == "v2"
+
+    def statuses():
+        return [(r["version"], r["status"]) for r in json.loads(CliRunner().invoke(main, ["checkpoint", "list",
+                                                                                         "--json"]).output)]
+
+    assert statuses() == [("v1", None), ("v2", None), ("v3", "unpromoted"), ("v4", None)]
+    registry.promote(store, "v3")
+    assert statuses() == [("v1", None), ("v2", None), ("v3", None), ("v4", None)]
+    registry.publish(store, *checkpoint(5))  # on top of v3: still promoted once CURRENT moved on
+    assert statuses()[2] == ("v3", None)
+
+
+def test_an_unpromoted_publish_that_loses_its_number_takes_the_next(any_store, monkeypatch):
+    (w1, c1), (w2, c2), (w3, c3) = checkpoint(1), checkpoint(2), checkpoint(3)
+    registry.publish(any_store, w1, c1)
+    other, read, raced = open_store(any_store.url), any_store.list_dirs, []
+
+    def read_then_the_other_claims(prefix):
+        seen = read(prefix)
+        if not raced:  # another publisher claims the number this one is about to take
+            raced.append(registry.publish(other, w3, c3, make_current=False))
+        return seen
+
+    monkeypatch.setattr(any_store, "list_dirs", read_then_the_other_claims)
+    assert registry.publish(any_store, w2, c2, make_current=False) == "v3" and raced == ["v2"]
+    assert registry.card(any_store, "v3")["sha256"] == sha256_hex(w2) and registry.current(any_store)["version"] == "v1"

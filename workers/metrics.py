@@ -60,7 +60,8 @@ class FarmMetrics:
             "every pool at too (comma-separated, or none): 1 for those labels.",
             ["version", "donors"], registry=r, multiprocess_mode="liveall")
         self.finetune_runs = Counter(
-            "farm_finetune_runs_total", "Fine-tune runs by result: published, refused, or failed.",
+            "farm_finetune_runs_total", "Fine-tune runs by result: published (now CURRENT), kept (published "
+            "unpromoted: CURRENT moved during the run, or promote was off), refused, or failed.",
             ["result"], registry=r)
         self.finetune_duration = Histogram(
             "farm_finetune_duration_seconds", "Wall time of a fine-tune run.",

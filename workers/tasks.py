@@ -5,7 +5,8 @@ it with farm.pool.take_shard and compute_shard, the very functions an embedded r
 both modes write the same bytes and compute a shard once between them. Before each shard it
 reads checkpoints/CURRENT and loads a model only when the sha256 changed. `finetune(answer_batches, base_version)` runs farm.finetune.finetune, the
 function `farm finetune` calls, and publishes on top of the base; the registry's conditional
-write of CURRENT decides between two fine-tunes that finish together.
+write of CURRENT decides between two fine-tunes that finish together, and the loser keeps its
+result as an unpromoted version.
 """
 
 from __future__ import annotations
@@ -79,12 +80,13 @@ def parse_shard(pool: str, shard: int, count: int, spec: dict) -> PoolSpec:
     return parsed
 
 
-def parse_finetune(store: Store, answer_batches, base_version, config) -> tuple[list[str], FinetuneConfig]:
+def parse_finetune(store: Store, answer_batches, base_version, config,
+                   promote=True) -> tuple[list[str], FinetuneConfig]:
     """The fine-tune task's JSON arguments checked against the store: (answer keys, settings).
 
     A ValueError names the argument at fault before any model is loaded.
     """
-    from farm.finetune import resolve_batches
+    from farm.finetune import check_base, resolve_batches
 
     if not isinstance(answer_batches, list) or not all(isinstance(b, str) and b for b in answer_batches):
         raise ValueError(f"answer_batches: must be a list of batch names or keys, or [\"all\"] "
@@ -92,6 +94,8 @@ def parse_finetune(store: Store, answer_batches, base_version, config) -> tuple[
     if base_version is not None and (not isinstance(base_version, str) or base_version not in registry.versions(store)):
         raise ValueError(f"base_version: {base_version!r} is not a version in {store.url}; name one that "
                          f"`farm checkpoint list` shows, or null for CURRENT")
+    if not isinstance(promote, bool):
+        raise ValueError(f"promote: must be true or false (got {promote!r})")
     if config is not None and not isinstance(config, dict):
         raise ValueError(f"config: must be a JSON object of fine-tune settings (got {type(config).__name__})")
     try:
@@ -102,6 +106,10 @@ def parse_finetune(store: Store, answer_batches, base_version, config) -> tuple[
         keys = resolve_batches(store, answer_batches)
     except AnswersError as e:
         raise ValueError(f"answer_batches: {str(e).removeprefix('answers: ')}") from None
+    try:  # last: in an empty store it publishes the bundled substitute as CURRENT
+        check_base(store, base_version, promote, flag="promote=false")
+    except ValueError as e:
+        raise ValueError(f"base_version: {str(e).removeprefix('base: ')}") from None
     return keys, settings
 
 
@@ -160,39 +168,43 @@ def generate_shard(self, pool: str, shard: int, count: int, spec: dict, job: str
 
 
 @shared_task(name=FINETUNE, bind=True)
-def finetune(self, answer_batches: list[str], base_version: str | None = None, config: dict | None = None) -> dict:
+def finetune(self, answer_batches: list[str], base_version: str | None = None, config: dict | None = None,
+             promote: bool = True) -> dict:
     """Fine-tune `base_version` (default: CURRENT) on answer batches and publish; returns the outcome.
 
     `config`: optional FinetuneConfig fields (steps, lr, tolerance...), JSON like every argument.
+    A `base_version` that is not CURRENT is refused before training unless `promote` is false.
 
-    A refusal by the guard or a lost race for CURRENT is an outcome, not a failure: it is counted
-    (refused) and returned, and nothing is published.
+    A refusal by the guard or a lost race for CURRENT is an outcome, not a failure: a refusal is
+    counted (refused; a model that learned something is kept unpromoted, marked refused), a lost
+    race (or `promote` false) is counted kept and returns the unpromoted version and the reason.
     """
-    from farm.exceptions import ConflictError, FarmError
+    from farm.exceptions import FarmError
     from farm.finetune import FinetuneRefused, finetune as run
 
     started = time.perf_counter()
     try:
         store = _store()
-        keys, settings = parse_finetune(store, answer_batches, base_version, config)
+        keys, settings = parse_finetune(store, answer_batches, base_version, config, promote)
     except (ValueError, FarmError):
         METRICS.finetune_runs.labels("failed").inc()
         raise
     try:
-        result = run(store, keys, base=base_version, config=settings, progress=False,
+        result = run(store, keys, base=base_version, config=settings, progress=False, promote=promote,
                      command=f"finetune task {self.request.id}", device=device())
-    except (FinetuneRefused, ConflictError) as e:
+    except FinetuneRefused as e:
         METRICS.finetune_runs.labels("refused").inc()
         METRICS.finetune_duration.observe(time.perf_counter() - started)
         log.warning("fine-tune refused: %s", e)
-        return {"published": False, "refused": str(e), **getattr(e, "result", {})}
-    except FarmError:
+        return {**e.result, "refused": str(e)}
+    except (ValueError, FarmError):  # ValueError: CURRENT moved between the arguments' check and the run
         METRICS.finetune_runs.labels("failed").inc()
         raise
-    METRICS.finetune_runs.labels("published").inc()
+    METRICS.finetune_runs.labels("published" if result["promoted"] else "kept").inc()
     METRICS.finetune_duration.observe(time.perf_counter() - started)
-    log.info("fine-tune published %s on top of %s", result["version"], result["base"])
-    return {k: result[k] for k in ("version", "base", "published", "before", "after", "queries")}
+    if result["promoted"]:  # a kept one is logged by farm.finetune, with the reason
+        log.info("fine-tune published %s on top of %s", result["version"], result["base"])
+    return {k: result[k] for k in ("version", "base", "published", "promoted", "reason", "before", "after", "queries")}
 
 
 class RefillTask(Task):

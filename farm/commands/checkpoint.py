@@ -19,7 +19,11 @@ def checkpoint():
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(store_url, as_json):
-    """Published versions, oldest first; * marks CURRENT."""
+    """Published versions, oldest first; * marks CURRENT, and a status those held back from it.
+
+    unpromoted: stored without becoming CURRENT (a fine-tune that lost the race for it, --no-promote,
+    --no-current) and not promoted since; refused: kept by a fine-tune the guard refused.
+    """
     from farm import registry
     from farm.exceptions import CheckpointError, FarmError
 
@@ -31,16 +35,22 @@ def list_(store_url, as_json):
         pointer = {}
     except FarmError as e:
         fail(str(e))
-    rows = []
+    rows, cards = [], {}
     for version in or_fail(registry.versions, store):
         try:
-            c = registry.card(store, version)
+            cards[version] = registry.card(store, version)
         except (FarmError, ValueError) as e:  # one unreadable card must not hide the others
             rows.append({"version": version, "current": version == pointer.get("version"), "error": str(e)})
             continue
+        c = cards[version]
         rows.append({"version": version, "current": version == pointer.get("version"), "parent": c.get("parent"),
                      "sha256": c.get("sha256"), "published": c.get("published"),
-                     "accuracy": (c.get("metrics") or {}).get("accuracy")})
+                     "accuracy": (c.get("metrics") or {}).get("accuracy"),
+                     "held_back": c.get("held_back"), "refused": c.get("refused")})
+    promoted = set(registry.lineage(cards, pointer.get("version")))
+    for r in rows:
+        if "error" not in r:
+            r["status"] = _status(r, promoted)
     if as_json:
         json_out(rows)
         return
@@ -52,7 +62,18 @@ def list_(store_url, as_json):
             click.echo(f"{mark} {r['version']:6s} unreadable: {r['error']}")
             continue
         acc = ", ".join(f"{k} {v:.1%}" for k, v in (r["accuracy"] or {}).items())
-        click.echo(f"{mark} {r['version']:6s} parent {r['parent']!s:6s} {r['sha256'][:12]}  {r['published']}  {acc}")
+        click.echo(f"{mark} {r['version']:6s} {r['status'] or '':10s} parent {r['parent']!s:6s} {r['sha256'][:12]}  "
+                   f"{r['published']}  {acc}")
+    if any(r.get("status") for r in rows):
+        click.echo("(`farm checkpoint show VERSION` says why a version is unpromoted or refused; "
+                   "`farm checkpoint promote VERSION` promotes it, --force for a refused one)")
+
+
+def _status(row: dict, promoted: set[str]) -> str | None:
+    """refused / unpromoted for a version held back from CURRENT and not promoted since (CURRENT's lineage)."""
+    if row["version"] in promoted or not (row["refused"] or row["held_back"]):
+        return None
+    return "refused" if row["refused"] else "unpromoted"
 
 
 @checkpoint.command()
@@ -73,8 +94,9 @@ def show(version, store_url):
 
 @checkpoint.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--parent", default=None, help="Publish only if CURRENT is still this version (what you trained from).")
-@click.option("--no-current", is_flag=True, help="Store the version without switching CURRENT to it.")
+@click.option("--parent", default=None, help="Publish only if CURRENT is still this version (what you trained from); "
+                                            "with --no-current, recorded as the parent.")
+@click.option("--no-current", is_flag=True, help="Store the version unpromoted, without switching CURRENT to it.")
 @click.option("--allow-charset-change", is_flag=True, help="Accept a model for another alphabet than CURRENT's.")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the new version's card as JSON.")
@@ -101,13 +123,14 @@ def publish(folder, parent, no_current, allow_charset_change, store_url, as_json
 @checkpoint.command()
 @click.argument("version")
 @click.option("--allow-charset-change", is_flag=True, help="Accept a model for another alphabet than CURRENT's.")
+@click.option("--force", is_flag=True, help="Promote a version the fine-tune guard refused (kept for inspection).")
 @store_option
-def promote(version, allow_charset_change, store_url):
-    """Make VERSION current after verifying it loads."""
+def promote(version, allow_charset_change, force, store_url):
+    """Make VERSION current after verifying it loads (a refused one only with --force)."""
     from farm import registry
 
     store = open_store_or_fail(store_url)
-    or_fail(registry.promote, store, version, allow_charset_change=allow_charset_change)
+    or_fail(registry.promote, store, version, allow_charset_change=allow_charset_change, force=force)
     click.echo(f"CURRENT is {version}")
 
 

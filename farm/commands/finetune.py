@@ -19,7 +19,8 @@ _DEFAULT = FinetuneConfig()
 @click.option("--data", type=click.Path(exists=True, file_okay=False),
               help="A folder of the platform's captchas with their true answers (as `farm train --data`), "
                    "trained on with the answers or alone.")
-@click.option("--base", default=None, help="Version to start from [default: CURRENT]; the new one publishes on top.")
+@click.option("--base", default=None, help="Version to start from [default: CURRENT]; the new one publishes on top. "
+                                          "One that is not CURRENT is refused before training, unless --no-promote.")
 @click.option("--steps", default=_DEFAULT.steps, show_default=True,
               help="At most this many steps (stops on held-out agreement).")
 @click.option("--lr", default=_DEFAULT.lr, show_default=True, help="Learning rate.")
@@ -39,15 +40,20 @@ _DEFAULT = FinetuneConfig()
               help="Risk ratings whose answers count as queries to an attack model (repeatable).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Fine-tune and report, publish nothing.")
+@click.option("--no-promote", is_flag=True,
+              help="Publish the result as a version that is not made CURRENT (`farm checkpoint promote` it later); "
+                   "any --base may be fine-tuned then.")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answers, donors, risks, seed, dry_run,
-             store_url, as_json):
+             no_promote, store_url, as_json):
     """Fine-tune the substitute on attackers' answers (model extraction) or a labelled folder; publish it.
 
     Each answer is the attacker's reading of a pool captcha: a query to its model. Training mixes
     them with clean replay, stops when agreement with held-out answers stops rising, and refuses
-    to publish a model that lost more than --tolerance clean accuracy on the answered schemes.
+    to promote a model that lost more than --tolerance clean accuracy on the answered schemes (it is
+    kept unpromoted, marked refused). When another version became CURRENT during the run, the
+    result is kept as an unpromoted version, never thrown away.
     The answers also show which captchas the attacker solved: the zoo donor that fails on the
     same ones joins every pool made with the new version (--donors).
     """
@@ -62,7 +68,7 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
                                 mistakes_only=not all_answers, donors=donors, risks=tuple(risks),
                                 seed=seed).validate()
         keys = resolve_batches(store, list(names)) if names else []
-        result = run(store, keys, base=base, config=config, publish=not dry_run, data=data,
+        result = run(store, keys, base=base, config=config, publish=not dry_run, data=data, promote=not no_promote,
                      command="farm " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     except FinetuneRefused as e:
         if as_json:
@@ -95,5 +101,15 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
     if result["donors_kept"]:
         click.echo(f"pools of the new version {verb} aimed at {', '.join(result['donors_kept'])}, as {result['base']}'s "
                    f"are")
-    click.echo(f"published {result['version']} on top of {result['base']}" if result["published"]
-               else "dry run: nothing published")
+    click.echo(_fate(result))
+
+
+def _fate(result: dict) -> str:
+    """What became of the new version: CURRENT, kept unpromoted (and how to use it), or nothing."""
+    version = result["version"]
+    if not result["published"]:
+        return "dry run: nothing published"
+    if result["promoted"]:
+        return f"published {version} on top of {result['base']}"
+    return (f"kept {version} unpromoted (parent {result['base']}): {result['reason']}; promote it with "
+            f"`farm checkpoint promote {version}`, or fine-tune again on top of CURRENT")
