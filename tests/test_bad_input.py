@@ -10,21 +10,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from farm.cli import main
-from farm.generate import generate_pool
-from farm.pool import PoolSpec, read_keys
+from farm.pool import read_keys
 from farm.store import LocalStore
 from tests.conftest import farm_env
-
-SECRET = b"test-secret-not-for-production"
-
-
-@pytest.fixture(scope="module")
-def pool_store(tmp_path_factory, substitute):
-    """A local store holding a 4-captcha pool 'p' (clean: quick to make)."""
-    store = LocalStore(tmp_path_factory.mktemp("bad-input") / "store")
-    generate_pool(store, "p", PoolSpec(count=4, shard_size=4, method="none"), [substitute], SECRET,
-                  progress=False, processes=1)
-    return store
+from tests.test_answers import pool_store  # noqa: F401 (fixture: a store with a small clean pool 'p')
 
 
 def contents(store: LocalStore) -> dict:
