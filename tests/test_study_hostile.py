@@ -188,3 +188,17 @@ def test_a_participant_is_refused_when_a_pool_has_fewer_captchas_than_the_plan(s
     assert refused.status_code == 503 and "cannot start right now" in refused.text
     assert any("tiny" in r.getMessage() and "farm pool refill" in r.getMessage() for r in caplog.records)
     assert not service.app.state.redis.keys("farm:study:shrunk:*")
+
+
+def test_an_answer_to_a_pool_deleted_meanwhile_gets_a_page_not_a_500_and_records_nothing(serve, pool_env):
+    store = open_store(pool_env["url"])
+    create_study(store, "s", [Arm("p", STEPS)], replace=True)
+    person = Participant(serve(), store, pool_env["bucket"])
+    for key in store.list("pools/p/"):  # what `farm pool delete p` does
+        store.delete(key)
+    before = person.stored()
+    other = serve()  # another service process (or this one restarted): it never read pool p
+    answered = requests.post(person.url.replace(person.service.url, other.url), allow_redirects=False, timeout=30,
+                             data={"step": "0", "answer": "AB12", "client_ms": "900"})
+    assert answered.status_code == 503 and "try again later" in answered.text
+    assert person.stored() == before and person.step() == 0

@@ -239,7 +239,11 @@ def study_router(app: FastAPI) -> APIRouter:
         # the browser's time when it is plausible (it cannot exceed the server's, which adds the network)
         measured = client_ms / 1000 if client_ms is not None and client_ms / 1000 <= server + 1 else None
         shown = session["plan"][step]
-        correct = bool(typed) and client.check(shown["pool"], shown["captcha_id"], typed).ok
+        try:
+            correct = bool(typed) and client.check(shown["pool"], shown["captcha_id"], typed).ok
+        except PoolError as e:  # the pool was deleted since the plan was drawn: nothing can be judged or recorded
+            log.error("study %s: cannot check an answer: %s", name, e)
+            return missing("This study cannot go on right now; please try again later.", 503)
         if not sessions.advance(name, participant, step):
             return RedirectResponse(back, status_code=303)
         response = {"study": name, "participant": participant, "step": step, "pool": shown["pool"],
