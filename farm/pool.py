@@ -57,6 +57,10 @@ MAX_SHARD_SIZE = 8192
 # The manifest and a job list shards, and `farm generate` the pending ones: a million entries is
 # ~80 MB of JSON. At the default shard size (256) a pool of MAX_COUNT has 390 625 shards.
 MAX_SHARDS = 10**6
+# Pixels kept clear around the glyphs (background mask, and the glyph budget's region). Measured on
+# 20 classic captchas: 77% of the image is left to perturb at 1, 38% at 8, 14.5% at 16; beyond that
+# there is next to nothing off the glyphs, and the dilation only grows slower.
+MAX_MARGIN = 16
 # JSON types a field of a spec accepts (a task's spec is JSON): a string where a number belongs is refused by name
 _FIELD_TYPES = {"int": ((int,), "a whole number"), "float": ((int, float), "a number"), "bool": ((bool,), "true or false"),
                 "str": ((str,), "text")}
@@ -108,6 +112,9 @@ class PoolSpec:
             raise ValueError(f"shard-size: {self.count:_} captchas in shards of {self.shard_size} are "
                              f"{self.shards:_} shards, over the limit of {MAX_SHARDS:_}; use --shard-size "
                              f"{math.ceil(self.count / MAX_SHARDS)} or more")
+        if not 0 <= self.margin <= MAX_MARGIN:
+            raise ValueError(f"margin: must be 0 to {MAX_MARGIN} pixels (got {self.margin}); at {MAX_MARGIN} "
+                             f"little of a captcha is left off the glyphs to perturb")
         if self.source is None:
             get_scheme(self.scheme)
         elif self.scheme != FOLDER:

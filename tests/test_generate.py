@@ -195,6 +195,8 @@ OUT_OF_RANGE = [
     ({"count": 10**8, "shard_size": 10}, "over the limit of 1_000_000; use --shard-size 100 or more"),
     ({"diversity": "5"}, "diversity: must be a number"),
     ({"steps": 2.5}, "steps: must be a whole number"),
+    ({"margin": -1}, r"margin: must be 0 to 16 pixels \(got -1\)"),
+    ({"margin": 1000}, r"margin: must be 0 to 16 pixels \(got 1000\)"),
 ]
 
 
