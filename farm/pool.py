@@ -147,7 +147,7 @@ class PoolSpec:
                 raise ValueError(f"{f.name.replace('_', '-')}: must be {what} (got {value!r})")
 
     def attack_settings(self) -> dict:
-        """What the attack of `method` takes from this spec (as perturb passes it), for its check."""
+        """The settings of this spec that the attack of `method` checks and takes (perturb and validate read them)."""
         settings = {"eps": self.eps, "norm": self.norm, "alpha": self.alpha, "steps": self.steps,
                     "smoothing": self.smoothing, "diversity": self.diversity}
         if self.method in ("momentum", "robust"):
@@ -326,13 +326,10 @@ def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int
     """The adversarial images of a shard as uint8 (N, H, W)."""
     if spec.method == "none":
         return clean.images.copy()
-    kwargs = dict(eps=spec.eps, norm=spec.norm, alpha=spec.alpha, steps=spec.steps,
-                  random_start=spec.random_start, smoothing=spec.smoothing, diversity=spec.diversity,
-                  seed=spec.seed * 1_000_003 + shard, device=device)
+    kwargs = dict(spec.attack_settings(), random_start=spec.random_start, seed=spec.seed * 1_000_003 + shard,
+                  device=device)
     if not spec.early_stop:
         kwargs["early_stop"] = False
-    if spec.method in ("momentum", "robust"):
-        kwargs["decay"] = spec.decay
     attack = make_attack(spec.method, solvers, **kwargs)
     x = torch.from_numpy(clean.images).unsqueeze(1).float() / 255
     budget = None
