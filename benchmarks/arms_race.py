@@ -7,9 +7,9 @@ bot adapts on labelled adversarial captchas, as its operator would, and the loop
 of round 1's best version. Everything runs in a temporary store; pools are made with `farm
 generate`'s defaults (--setting weak: iterative 8/255, which a clean-trained bot still reads).
 The fine-tune also names the zoo donors that fail where the bot failed; every pool of the new
-version is aimed at them too (farm.resemblance). Column `v_base+donors`: the bot on a pool of
+version is aimed at them too (farm.ops.resemblance). Column `v_base+donors`: the bot on a pool of
 v_base joined by the same donors, the control that tells the fine-tune's share from the donors'.
-Under each row: the resemblance of the substitute and of each donor to the bot (farm.resemblance).
+Under each row: the resemblance of the substitute and of each donor to the bot (farm.ops.resemblance).
 Before each round's rows: the bot on the same clean captchas perturbed against the bot itself
 (white-box), the floor no substitute can go below: what is left above it is transfer's to win.
 Column `only b/n`: captchas the bot solved only in the v_base pool / only in the new one, the
@@ -24,16 +24,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from farm import registry
-from farm.answers import ingest
-from farm.attacker import RECIPES, adapt, answer_pool, train_attacker
-from farm.checkpoint import load_solver_dir
-from farm.config import secret
-from farm.defaults import GENERATE_DEFAULTS
-from farm.finetune import FinetuneConfig, FinetuneRefused, finetune
-from farm.generate import generate_pool
-from farm.pool import PoolSpec
-from farm.store import LocalStore
+from farm.storage import registry
+from farm.storage.answers import ingest
+from farm.ops.attacker import RECIPES, adapt, answer_pool, train_attacker
+from farm.core.checkpoint import load_solver_dir
+from farm.storage.config import secret
+from farm.core.defaults import GENERATE_DEFAULTS
+from farm.ops.finetune import FinetuneConfig, FinetuneRefused, finetune
+from farm.ops.submit import generate_pool
+from farm.core.spec import PoolSpec
+from farm.storage.store import LocalStore
+from farm.ops.shard import attack_solvers
 
 # the pools' setting: farm generate's defaults, or a weak one that a clean-trained bot still reads
 # often (under the defaults it reads almost none of a v1 pool, which leaves nothing to win back), or the
@@ -92,7 +93,7 @@ def main():
 
         def make_pool(name, version, count, seed, ensemble=(), aimed_at=None):
             spec = PoolSpec(count=count, seed=seed, shard_size=count, ensemble=ensemble, **SETTINGS[args.setting])
-            solvers = aimed_at or spec.solvers(registry.load(store, version))
+            solvers = aimed_at or attack_solvers(spec, registry.load(store, version))
             generate_pool(store, name, spec, solvers, secret(store), progress=False)
             return name
 

@@ -11,12 +11,13 @@ import time
 
 import torch
 
-from farm import registry
-from farm.attacks import make_attack
-from farm.checkpoint import load_solver
-from farm.model import ctc_loss
-from farm.pool import PoolSpec, render_shard
-from farm.seeds import Seeds
+from farm.storage import registry
+from farm.core.attacks import make_attack
+from farm.core.checkpoint import load_solver
+from farm.core.model import ctc_loss
+from farm.core.spec import PoolSpec
+from farm.ops.shard import render_shard
+from farm.core.seeds import Seeds
 
 
 def timed(fn, repeat: int) -> float:

@@ -15,9 +15,9 @@ import json
 import numpy as np
 import torch
 
-from farm.measures import glyph_region
-from farm.preprocess import otsu
-from farm.schemes import get_scheme
+from farm.core.measures import glyph_region
+from farm.core.preprocess import otsu
+from farm.core.schemes import get_scheme
 
 
 def main():

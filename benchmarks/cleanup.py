@@ -2,7 +2,7 @@
 
 Generates `classic` captchas under `farm generate`'s defaults (or reads --pool from FARM_STORE),
 then every held-out zoo solver reads them, clean and adversarial, as they are and after each
-clean-up chain of the attacker's toolbox (farm.preprocess.CHAINS, or --chain). Held-out solvers
+clean-up chain of the attacker's toolbox (farm.core.preprocess.CHAINS, or --chain). Held-out solvers
 only report: no setting is chosen by looking at this table.
 Last line: `worst_heldout_after_cleanup: <the largest share of adversarial captchas any held-out
 solver reads after its worst chain>`.
@@ -13,16 +13,17 @@ import json
 import sys
 import tempfile
 
-from farm import registry
-from farm.checkpoint import load_solver
-from farm.config import secret
-from farm.defaults import GENERATE_DEFAULTS
-from farm.evaluate import load_pool, pool_accuracy, worst_chain
-from farm.generate import generate_pool
-from farm.pool import PoolSpec
-from farm.preprocess import CHAINS, parse_chains
-from farm.store import LocalStore, open_store
-from farm.zoo import HELD_OUT, load_member, members, zoo_path
+from farm.storage import registry
+from farm.core.checkpoint import load_solver
+from farm.storage.config import secret
+from farm.core.defaults import GENERATE_DEFAULTS
+from farm.ops.evaluate import load_pool, pool_accuracy, worst_chain
+from farm.ops.submit import generate_pool
+from farm.core.spec import PoolSpec
+from farm.core.preprocess import CHAINS, parse_chains
+from farm.storage.store import LocalStore, open_store
+from farm.core.zoo import HELD_OUT, load_member, members, zoo_path
+from farm.ops.shard import attack_solvers
 
 
 def held_out_solvers() -> dict:
@@ -36,7 +37,7 @@ def default_pool(store, count: int, seed: int, processes: int) -> str:
     """A pool of `count` classic captchas under farm generate's defaults, attacked by the bundled substitute."""
     spec = PoolSpec(count=count, scheme="classic", seed=seed, **GENERATE_DEFAULTS).validate()
     substitute = load_solver(*registry.bundled())
-    summary = generate_pool(store, "cleanup", spec, spec.solvers(substitute), secret(store), processes=processes)
+    summary = generate_pool(store, "cleanup", spec, attack_solvers(spec, substitute), secret(store), processes=processes)
     print(f"generated {summary['count']} captchas in {summary['seconds']:.0f} s: mean SSIM {summary['mean_ssim']:.3f}, "
           f"substitute {summary['substitute_accuracy_clean']:.1%} clean -> "
           f"{summary['substitute_accuracy_adversarial']:.1%} adversarial", flush=True)
@@ -63,7 +64,7 @@ def main():
     parser.add_argument("--pool", help="read this pool of FARM_STORE (or --store) instead of generating one")
     parser.add_argument("--store", help="with --pool: the store URL [default: FARM_STORE]")
     parser.add_argument("--chain", action="append", help="a clean-up chain, e.g. 'median3>otsu>open3' "
-                                                         "(repeatable; default: farm.preprocess.CHAINS)")
+                                                         "(repeatable; default: farm.core.preprocess.CHAINS)")
     parser.add_argument("--processes", type=int, default=1, help="generation processes (the machine is shared)")
     parser.add_argument("--json", help="write the full table here")
     args = parser.parse_args()

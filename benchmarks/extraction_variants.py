@@ -1,7 +1,7 @@
 """Which answers should the fine-tune learn from? Variants of model extraction against one bot, paired.
 
 A bot (`farm attacker train`) answers N captchas perturbed against the bundled substitute v1;
-each variant fine-tunes v1 on a different share of those answers (farm.finetune.fit, with the
+each variant fine-tunes v1 on a different share of those answers (farm.ops.finetune.fit, with the
 guard of `farm finetune`); every resulting substitute perturbs the same fresh clean captchas, and
 the bot reads them. Paired, like benchmarks/arms_race.py: `only b/n` counts the captchas the bot
 solved only against v1 / only against the variant. Everything stays in memory; one core.
@@ -36,14 +36,15 @@ import numpy as np
 import torch
 
 from benchmarks.arms_race import SETTINGS, discordant
-from farm import registry
-from farm.checkpoint import load_solver_dir
-from farm.dataset import VALIDATION, render_set
-from farm.defaults import FinetuneConfig
-from farm.finetune import agreement, fit, input_bytes
-from farm.pool import PoolSpec, perturb, render_shard
-from farm.seeds import Seeds
-from farm.store import LocalStore
+from farm.storage import registry
+from farm.core.checkpoint import load_solver_dir
+from farm.core.dataset import VALIDATION, render_set
+from farm.core.defaults import FinetuneConfig
+from farm.ops.finetune import agreement, fit, input_bytes
+from farm.core.spec import PoolSpec
+from farm.ops.shard import perturb, render_shard
+from farm.core.seeds import Seeds
+from farm.storage.store import LocalStore
 
 VARIANTS = ("mistakes", "all", "twins", "survivors", "strong", "held-mistakes", "iterated", "synthetic", "self",
             "shifted")

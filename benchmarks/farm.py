@@ -3,7 +3,7 @@
 Workers are the Procfile's `generate` line (solo pool) on a real broker (FARM_BROKER, else a
 database of its own on the local Redis) over a local folder store. Each configuration is
 measured warm (a small job loads the model first), from submission to the last keys file.
-The embedded figure is farm.pool.generate_shard called in this process on the same shards.
+The embedded figure is farm.ops.shard.generate_shard called in this process on the same shards.
 Torch threads: 1 per worker (FARM_TORCH_THREADS=1, the Procfile's default) and torch's default (all cores).
 Last line: `two_workers_speedup: <ratio>` (goal >= 1.7 on 2 cores, 1 thread per worker);
 goal for the overhead: <= 3% for 256-captcha shards.
@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 
-from farm import registry
-from farm.pool import PoolSpec, generate_shard
-from farm.store import LocalStore
+from farm.storage import registry
+from farm.core.spec import PoolSpec
+from farm.ops.shard import generate_shard
+from farm.storage.store import LocalStore
 from tests.farm_parts import Worker, answers, claim_redis_db, stop
 
 SECRET = "benchmark-secret"
@@ -71,7 +72,7 @@ def overhead(spec: PoolSpec, solver, store: LocalStore, env: dict, folder: Path,
     """One shard embedded, then the same shard as a farm job, in turns: background load hits both alike.
 
     What the farm adds is the job's wall time minus the seconds the worker spent in the stages of
-    farm.pool.generate_shard (the embedded run's own work): queueing, CURRENT, parsing, the
+    farm.ops.shard.generate_shard (the embedded run's own work): queueing, CURRENT, parsing, the
     producer's manifest and job record. Shard against shard is also printed; on a shared machine
     it swings by more than the farm's cost.
     """

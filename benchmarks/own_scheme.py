@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from farm.schemes import captcha_seed, get_scheme
+from farm.core.schemes import captcha_seed, get_scheme
 
 
 def render_folder(scheme: str, folder: Path, count: int, stream: int, names: str) -> None:

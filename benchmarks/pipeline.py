@@ -9,13 +9,15 @@ import argparse
 import tempfile
 import time
 
-from farm import registry
-from farm.checkpoint import load_solver
-from farm.generate import generate_pool
-from farm.measures import measure
-from farm.pool import PoolSpec, attack_shard, encode_png, render_shard
-from farm.seeds import Seeds
-from farm.store import LocalStore
+from farm.storage import registry
+from farm.core.checkpoint import load_solver
+from farm.ops.submit import generate_pool
+from farm.core.measures import measure
+from farm.core.spec import PoolSpec
+from farm.ops.shard import attack_shard, render_shard
+from farm.storage.layout import encode_png
+from farm.core.seeds import Seeds
+from farm.storage.store import LocalStore
 
 
 def main():

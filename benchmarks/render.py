@@ -11,7 +11,7 @@ import time
 
 from captcha.image import ImageCaptcha
 
-from farm.schemes import get_scheme, scheme_names
+from farm.core.schemes import get_scheme, scheme_names
 
 
 def rate(fn, count: int) -> float:

@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from farm.train import TrainConfig, train
+from farm.ops.train import TrainConfig, train
 
 
 def main():

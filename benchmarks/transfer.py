@@ -10,16 +10,17 @@ import argparse
 import json
 import tempfile
 
-from farm import registry
-from farm.checkpoint import load_solver
-from farm.config import secret
-from farm.defaults import GENERATE_DEFAULTS
-from farm.evaluate import load_pool, pool_accuracy
-from farm.generate import generate_pool
-from farm.pool import PoolSpec
-from farm.preprocess import PREPROCESSING
-from farm.store import LocalStore
-from farm.zoo import load_member, members, zoo_path
+from farm.storage import registry
+from farm.core.checkpoint import load_solver
+from farm.storage.config import secret
+from farm.core.defaults import GENERATE_DEFAULTS
+from farm.ops.evaluate import load_pool, pool_accuracy
+from farm.ops.submit import generate_pool
+from farm.core.spec import PoolSpec
+from farm.core.preprocess import PREPROCESSING
+from farm.storage.store import LocalStore
+from farm.core.zoo import load_member, members, zoo_path
+from farm.ops.shard import attack_solvers
 
 BUDGET = {"mask": "full", "eps": 32 / 255, "eps_glyph": 8 / 255}  # large off the glyphs, small on them
 ALL = {"method": "momentum", "diversity": 0.7, "smoothing": 2.0, "early_stop": False}
@@ -63,7 +64,7 @@ def main():
                 continue
             spec = PoolSpec(count=args.count, shard_size=args.count, seed=7, **{"steps": args.steps, **fields}).validate()
             pool = f"t{len(table)}"
-            summary = generate_pool(store, pool, spec, spec.solvers(substitute), secret(store), progress=False)
+            summary = generate_pool(store, pool, spec, attack_solvers(spec, substitute), secret(store), progress=False)
             records, adversarial, clean = load_pool(store, pool)
             accuracy = pool_accuracy(solvers, records, adversarial, clean, preps)
             table[name] = {"accuracy": accuracy, "ssim": summary["mean_ssim"],

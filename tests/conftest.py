@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
-from farm import registry
-from farm.checkpoint import load_solver
-from farm.store import LocalStore
+from farm.storage import registry
+from farm.core.checkpoint import load_solver
+from farm.storage.store import LocalStore
 
 torch.set_num_threads(2)
 
@@ -85,7 +85,7 @@ def bucket(s3_env):
 
 @pytest.fixture
 def s3_store(bucket):
-    from farm.store import open_store
+    from farm.storage.store import open_store
 
     return open_store(f"s3://{bucket}/farm")
 

@@ -7,11 +7,12 @@ import threading
 import pytest
 from click.testing import CliRunner
 
-from farm.answers import Limits, batches, ingest, ingest_file, read_batch
+from farm.storage.answers import Limits, batches, ingest, ingest_file, read_batch
 from farm.cli import main
 from farm.exceptions import AnswersError
-from farm.generate import generate_pool
-from farm.pool import PoolSpec, read_keys
+from farm.ops.submit import generate_pool
+from farm.core.spec import PoolSpec
+from farm.storage.pools import read_keys
 
 SECRET = b"test-secret-not-for-production"
 
@@ -19,7 +20,7 @@ SECRET = b"test-secret-not-for-production"
 @pytest.fixture(scope="module")
 def pool_store(tmp_path_factory, substitute):
     """A local store with an 8-captcha pool 'p' (clean: answers do not depend on the attack)."""
-    from farm.store import LocalStore
+    from farm.storage.store import LocalStore
 
     store = LocalStore(tmp_path_factory.mktemp("answers") / "store")
     generate_pool(store, "p", PoolSpec(count=8, shard_size=8, method="none"), [substitute], SECRET,

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from farm.attacks import METHODS, make_attack
-from farm.pool import PoolSpec, render_shard
-from farm.seeds import UNKEYED, Seeds
+from farm.core.attacks import METHODS, make_attack
+from farm.core.spec import PoolSpec
+from farm.ops.shard import render_shard
+from farm.core.seeds import UNKEYED, Seeds
 
 COUNT = 24
 # The batch these assertions were set on, kept as it was (seeded as pools were before FARM_SECRET keyed them):
@@ -77,8 +78,8 @@ class Louder(torch.nn.Module):
 
 
 def test_every_member_of_an_ensemble_steers_whatever_the_scale_of_its_loss(substitute, batch):
-    from farm.checkpoint import Solver
-    from farm.zoo import load_donor
+    from farm.core.checkpoint import Solver
+    from farm.core.zoo import load_donor
 
     images, texts, mask = (part[:8] for part in batch)
     donor = load_donor("crnn-b")

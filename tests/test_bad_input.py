@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from farm.cli import main
-from farm.pool import read_keys
-from farm.store import LocalStore
+from farm.storage.pools import read_keys
+from farm.storage.store import LocalStore
 from tests.conftest import farm_env
 from tests.test_answers import pool_store  # noqa: F401 (fixture: a store with a small clean pool 'p')
 
@@ -103,7 +103,7 @@ def test_solve_refuses_an_image_too_large_naming_the_file_and_the_largest_size(t
 
 
 def test_solve_still_reads_a_captcha(tmp_path, pool_store, substitute):
-    from farm.schemes import get_scheme
+    from farm.core.schemes import get_scheme
     captcha = get_scheme("classic").sample(3)
     path = tmp_path / "c.png"
     Image.fromarray(captcha.image).save(path)

@@ -21,17 +21,19 @@ from datetime import datetime, timezone
 import pytest
 import torch
 
-from farm import registry
-from farm.claims import claim_key, claim_shard
-from farm.client import PoolClient
+from farm.storage import registry
+from farm.storage.claims import claim_key, claim_shard
+from farm.ops.client import PoolClient
 from farm.exceptions import ConflictError
-from farm.generate import generate_pool
-from farm.pool import PoolSpec, export_pool, keys_key, list_pools, manifest_key, read_keys, read_manifest, \
-    update_manifest, write_manifest
-from farm.refill import pool_level, refill
-from farm.seeds import KEYED
-from farm.served import read_served
-from farm.store import LocalStore, S3Store, open_store
+from farm.ops.submit import generate_pool
+from farm.core.spec import PoolSpec
+from farm.storage.pools import export_pool, list_pools, read_keys
+from farm.storage.layout import keys_key, manifest_key
+from farm.storage.manifest import read_manifest, update_manifest, write_manifest
+from farm.ops.refill import pool_level, refill
+from farm.core.seeds import KEYED
+from farm.storage.served import read_served
+from farm.storage.store import LocalStore, S3Store, open_store
 from tests.conftest import farm_env
 
 SECRET = b"test-secret-not-for-production"
@@ -189,8 +191,8 @@ def test_a_manifest_update_keeps_the_pools_derivation_and_the_shards_substitutes
 
 
 def test_an_update_that_keeps_losing_gives_up_with_a_clear_error_and_loses_nothing(store, substitute, monkeypatch):
-    import farm.pool
-    monkeypatch.setattr(farm.pool, "MANIFEST_BACKOFF_SECONDS", 0.001)
+    import farm.storage.manifest
+    monkeypatch.setattr(farm.storage.manifest, "MANIFEST_BACKOFF_SECONDS", 0.001)
     write_manifest(store, "p", BASE, substitute, status="generating")
     other = iter(range(100))
 

@@ -20,9 +20,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from farm import jobs, registry
-from farm.pool import PoolSpec, generate_shard, read_keys, read_manifest, write_manifest
-from farm.store import LocalStore, Store, open_store
+from farm.storage import jobs, registry
+from farm.core.spec import PoolSpec
+from farm.ops.shard import generate_shard
+from farm.storage.pools import read_keys
+from farm.storage.manifest import read_manifest, write_manifest
+from farm.storage.store import LocalStore, Store, open_store
 from tests.farm_parts import Worker, answers, claim_redis_db, free_port, procfile, stop, wait_for
 
 SECRET = "test-secret-not-for-production"
@@ -74,7 +77,7 @@ def assert_complete_without_duplicates(store: Store, pool: str = POOL) -> list[d
 # --- fast: configuration, metrics, job records ----------------------------------------------------------
 
 def test_the_farm_package_never_imports_celery():
-    code = "import sys, farm.cli, farm.jobs; sys.exit('celery' in sys.modules or 'workers' in sys.modules)"
+    code = "import sys, farm.cli, farm.storage.jobs; sys.exit('celery' in sys.modules or 'workers' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
 
 

@@ -11,17 +11,19 @@ from functools import partial
 
 import pytest
 
-import farm.finetune
-from farm import registry
-from farm.answers import ingest
-from farm.attacker import answer_pool
+import farm.ops.finetune
+from farm.storage import registry
+from farm.storage.answers import ingest
+from farm.ops.attacker import answer_pool
 from farm.exceptions import AnswersError, CheckpointError
-from farm.finetune import FinetuneConfig, FinetuneRefused, finetune, load_queries
-from farm.generate import generate_pool
-from farm.pool import PoolSpec, read_keys
-from farm.resemblance import choose_donors, phi
-from farm.store import LocalStore
-from farm.zoo import load_donor
+from farm.ops.finetune import FinetuneConfig, FinetuneRefused, finetune, load_queries
+from farm.ops.submit import generate_pool
+from farm.core.spec import PoolSpec
+from farm.storage.pools import read_keys
+from farm.ops.resemblance import choose_donors, phi
+from farm.storage.store import LocalStore
+from farm.core.zoo import load_donor
+from farm.ops.shard import attack_solvers
 from tests.farm_parts import Worker, free_port, procfile, stop, wait_for
 from tests.test_farm import farm_store_env, redis_broker, redis_port, run_farm  # noqa: F401 (fixtures)
 
@@ -120,7 +122,7 @@ def test_when_no_weights_agree_better_the_base_publishes_with_the_donor_the_answ
     assert v2["sha256"] == v1["sha256"] and v2["ensemble"] == result["ensemble"] and v2["parent"] == "v1"
     # the next round: the bot answers a pool of v2, aimed at crnn-b, where crnn-b fails by construction
     spec = PoolSpec(count=60, shard_size=60, method="iterative", mask="full", eps=8 / 255, steps=5)
-    generate_pool(store, "p2", spec, spec.solvers(registry.load(store, "v2")), SECRET, progress=False)
+    generate_pool(store, "p2", spec, attack_solvers(spec, registry.load(store, "v2")), SECRET, progress=False)
     answered = answer_pool(store, "p2", load_donor("crnn-b"))
     key2 = ingest(store, "".join(json.dumps(r) + "\n" for r in answered["records"]).encode()).key
     try:
@@ -169,7 +171,7 @@ def test_malformed_foreign_and_human_answers_are_skipped_and_counted(attacked, s
 
 
 def test_the_attackers_right_answers_are_told_apart_by_the_keys_and_left_out_of_training(attacked, substitute):
-    from farm.answers import read_batch
+    from farm.storage.answers import read_batch
 
     store, key = attacked
     queries = load_queries(store, [key], substitute, FinetuneConfig())
@@ -222,7 +224,7 @@ def test_the_finetune_task_publishes_a_version_that_a_running_generation_worker_
         redis_broker, bucket, tmp_path):
     from celery import Celery
 
-    from farm.store import open_store
+    from farm.storage.store import open_store
 
     env = farm_store_env(redis_broker, bucket)
     store = open_store(env["FARM_STORE"])
@@ -257,9 +259,9 @@ def test_the_finetune_task_publishes_a_version_that_a_running_generation_worker_
 def test_a_bot_answers_a_pool_as_a_platform_reports_it(attacked, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from farm.answers import FIELDS, ingest_file
+    from farm.storage.answers import FIELDS, ingest_file
     from farm.cli import main
-    from farm.zoo import zoo_path
+    from farm.core.zoo import zoo_path
 
     store, _ = attacked
     monkeypatch.setenv("FARM_STORE", store.url)
@@ -379,7 +381,7 @@ def train_while_another_version_is_published(monkeypatch, store: LocalStore) -> 
 
     Returns the list of fits run: one entry per training.
     """
-    fit, fits = farm.finetune.fit, []
+    fit, fits = farm.ops.finetune.fit, []
 
     def fit_racing_a_publisher(*args, **kwargs):
         other = threading.Thread(target=registry.publish, args=(LocalStore(store.root), *registry.bundled()))
@@ -390,14 +392,14 @@ def train_while_another_version_is_published(monkeypatch, store: LocalStore) -> 
             other.join()
             fits.append(registry.current(store)["version"])
 
-    monkeypatch.setattr(farm.finetune, "fit", fit_racing_a_publisher)
+    monkeypatch.setattr(farm.ops.finetune, "fit", fit_racing_a_publisher)
     return fits
 
 
 def count_fits(monkeypatch) -> list:
-    """Every training run of farm.finetune, counted (it still trains)."""
-    fit, fits = farm.finetune.fit, []
-    monkeypatch.setattr(farm.finetune, "fit", lambda *args, **kwargs: fits.append(1) or fit(*args, **kwargs))
+    """Every training run of farm.ops.finetune, counted (it still trains)."""
+    fit, fits = farm.ops.finetune.fit, []
+    monkeypatch.setattr(farm.ops.finetune, "fit", lambda *args, **kwargs: fits.append(1) or fit(*args, **kwargs))
     return fits
 
 
@@ -411,7 +413,7 @@ def farm_cli(*args):
 
 def quick_cli_fine_tunes(monkeypatch, store: LocalStore) -> None:
     """`farm finetune` with the QUICK sizes the CLI has no flags for, on `store`."""
-    monkeypatch.setattr(farm.finetune, "FinetuneConfig", partial(FinetuneConfig, **QUICK))
+    monkeypatch.setattr(farm.ops.finetune, "FinetuneConfig", partial(FinetuneConfig, **QUICK))
     monkeypatch.setenv("FARM_STORE", store.url)
 
 

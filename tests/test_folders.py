@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from farm.charset import Charset, parse_alphabet
+from farm.core.charset import Charset, parse_alphabet
 from farm.exceptions import DataError, PoolError
-from farm.folder import estimate_glyphs, read_folder
-from farm.generate import generate_pool
-from farm.pool import FOLDER, PoolSpec, image_key, pool_images, read_keys, read_manifest
-from farm.schemes import captcha_seed, get_scheme
+from farm.storage.folder import estimate_glyphs, read_folder
+from farm.ops.submit import generate_pool
+from farm.core.spec import FOLDER, PoolSpec
+from farm.storage.layout import image_key
+from farm.storage.pools import pool_images, read_keys
+from farm.storage.manifest import read_manifest
+from farm.core.schemes import captcha_seed, get_scheme
 from tests.conftest import farm_env
 
 SECRET = b"test-secret-not-for-production"  # FARM_SECRET of every test (conftest)
@@ -139,7 +142,7 @@ def test_generate_source_perturbs_the_folders_captchas_in_the_pool_layout(tmp_pa
     summary = json.loads(run.stdout)
     assert summary["count"] == 10 and summary["substitute_accuracy_clean"] >= 0.8
     assert "glyph masks: 0 given, 10 estimated" in run.stderr
-    from farm.store import LocalStore
+    from farm.storage.store import LocalStore
     store = LocalStore(tmp_path / "store")
     manifest = read_manifest(store, "own")
     assert manifest["spec"]["scheme"] == FOLDER and manifest["charset"]["alphabet"] == Charset().alphabet
@@ -166,7 +169,7 @@ def test_generate_source_refuses_answers_its_substitute_cannot_read_and_writes_n
 
 
 def test_a_source_pool_is_written_through_s3_and_read_back(s3_store, substitute, tmp_path):
-    from farm.folder import import_source
+    from farm.storage.folder import import_source
 
     make_folder(tmp_path / "mine", count=6, scheme="classic", digits=False)
     data = read_folder(tmp_path / "mine", substitute.charset)
@@ -182,7 +185,7 @@ def test_a_source_pool_is_written_through_s3_and_read_back(s3_store, substitute,
 
 
 def test_a_substitute_that_cannot_read_a_schemes_alphabet_is_refused(store, tmp_path):
-    from farm.checkpoint import build_model, load_solver_dir, save_solver_dir
+    from farm.core.checkpoint import build_model, load_solver_dir, save_solver_dir
 
     model = build_model("crnn", {}, num_classes=11)
     save_solver_dir(model, Charset("0123456789", 1, 8), tmp_path / "digits", version="digits")
@@ -193,7 +196,7 @@ def test_a_substitute_that_cannot_read_a_schemes_alphabet_is_refused(store, tmp_
 
 
 def test_batches_take_the_data_weight_share_from_the_folder():
-    from farm.train import TrainConfig, _batch_indices
+    from farm.ops.train import TrainConfig, _batch_indices
 
     config = TrainConfig(batch_size=16, data="x", data_weight=0.25, samples=100)
     index = _batch_indices(3, config, 100, 50)
@@ -204,8 +207,8 @@ def test_batches_take_the_data_weight_share_from_the_folder():
 
 
 def test_a_mix_of_one_case_schemes_makes_a_case_blind_charset():
-    from farm.schemes import Scheme, register
-    from farm.train import mix_charset
+    from farm.core.schemes import Scheme, register
+    from farm.ops.train import mix_charset
 
     class Lower(Scheme):
         name, width, height, alphabet, lengths = "lowertest", 40, 20, "abc", (3, 3)
@@ -235,8 +238,8 @@ def test_a_digits_alphabet_through_train_generate_verify_answers_and_finetune(tm
     run = farm(tmp_path, "generate", "--pool", "digits", "--source", "heldout", "--checkpoint", str(out),
                "--steps", "2", "--json", "--no-progress")
     assert run.returncode == 0, run.stderr
-    from farm.client import PoolClient
-    from farm.store import LocalStore
+    from farm.ops.client import PoolClient
+    from farm.storage.store import LocalStore
     store = LocalStore(tmp_path / "store")
     assert read_manifest(store, "digits")["charset"]["alphabet"] == "0123456789"
     record = read_keys(store, "digits")[0]

@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from farm.generate import generate_pool
-from farm.pool import PoolSpec, captcha_id, decode_png, read_keys, read_manifest
-from farm.seeds import Seeds
+from farm.ops.submit import generate_pool
+from farm.core.spec import PoolSpec
+from farm.storage.layout import captcha_id, decode_png
+from farm.storage.pools import read_keys
+from farm.storage.manifest import read_manifest
+from farm.core.seeds import Seeds
 from tests.conftest import farm_env
 
 SECRET = b"test-secret-not-for-production"
@@ -68,7 +71,7 @@ def test_every_method_perturbs_the_same_clean_captchas_index_by_index(store, sub
 
 def test_mask_keeps_pixels_outside_it(store, substitute):
     make(store, substitute, pool="g", mask="glyph", count=8)
-    from farm.pool import render_shard
+    from farm.ops.shard import render_shard
     clean = render_shard(PoolSpec(count=8, shard_size=8, mask="glyph"), 0, Seeds(SECRET))
     for k, r in enumerate(read_keys(store, "g")):
         adv = decode_png(store.get(f"pools/g/images/{r['id']}.png"))
@@ -80,7 +83,7 @@ def test_a_user_png_mask_is_used_and_a_bad_one_refused(tmp_path, store, substitu
     allowed[:, :40] = 255
     Image.fromarray(allowed).save(tmp_path / "left.png")
     make(store, substitute, pool="u", mask=str(tmp_path / "left.png"), count=8, method="direct")
-    from farm.pool import render_shard
+    from farm.ops.shard import render_shard
     clean = render_shard(PoolSpec(count=8, shard_size=8, mask="full"), 0, Seeds(SECRET))
     for k, r in enumerate(read_keys(store, "u")):
         adv = decode_png(store.get(f"pools/u/images/{r['id']}.png"))
@@ -91,7 +94,7 @@ def test_a_user_png_mask_is_used_and_a_bad_one_refused(tmp_path, store, substitu
 
 
 def test_same_arguments_same_bytes(tmp_path, substitute):
-    from farm.store import LocalStore
+    from farm.storage.store import LocalStore
     a, b = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
     make(a, substitute, count=12)
     make(b, substitute, count=12)
@@ -162,7 +165,7 @@ def test_bad_arguments_exit_nonzero_with_a_clear_message_and_write_nothing(tmp_p
 
 
 def test_preview_writes_a_contact_sheet(tmp_path, store, substitute):
-    from farm.preview import contact_sheet, pool_pairs
+    from farm.ops.preview import contact_sheet, pool_pairs
     make(store, substitute, count=6)
     sheet = contact_sheet(pool_pairs(store, "p", 4))
     assert sheet.size[0] > 3 * 160 and sheet.size[1] > 4 * 60
@@ -171,8 +174,10 @@ def test_preview_writes_a_contact_sheet(tmp_path, store, substitute):
 
 
 def test_preview_judges_the_substitutes_reading_as_a_typed_answer_is(store, substitute):
-    from farm.pool import answer_matches, keys_key, read_keys
-    from farm.preview import pool_pairs
+    from farm.core.charset import answer_matches
+    from farm.storage.layout import keys_key
+    from farm.storage.pools import read_keys
+    from farm.ops.preview import pool_pairs
     make(store, substitute, count=6, method="none")  # unperturbed: the substitute reads most
     records = read_keys(store, "p")
     read = [r for r in records if answer_matches(substitute.charset, r["answer"], r["reading"])]

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from farm.charset import Charset
-from farm.checkpoint import load_solver_dir, save_solver_dir
+from farm.core.charset import Charset
+from farm.core.checkpoint import load_solver_dir, save_solver_dir
 from farm.exceptions import CheckpointError
-from farm.model import CRNN, CRNNConfig, greedy_decode
+from farm.core.model import CRNN, CRNNConfig, greedy_decode
 
 
 def test_any_input_size_gives_one_column_distribution_per_time_step():
@@ -30,7 +30,7 @@ def test_greedy_decoding_collapses_repeats_and_drops_blanks():
 
 @pytest.mark.slow
 def test_a_small_training_run_really_learns(tmp_path):
-    from farm.train import TrainConfig, train
+    from farm.ops.train import TrainConfig, train
     config = TrainConfig(mix={"lines": 1.0}, samples=512, steps=250, batch_size=32, warmup=30, eval_every=250,
                          val_count=50, workers=0)
     card = train(config, tmp_path / "ck", progress=False, final_count=20)
@@ -59,7 +59,7 @@ def test_truncated_weights_are_refused(checkpoint):
 
 
 def test_truncated_weights_with_a_matching_card_are_refused_as_unreadable(checkpoint):
-    from farm.checkpoint import sha256_hex
+    from farm.core.checkpoint import sha256_hex
     weights = (checkpoint / "model.safetensors").read_bytes()[:1000]
     (checkpoint / "model.safetensors").write_bytes(weights)
     card = json.loads((checkpoint / "card.json").read_text())
@@ -98,7 +98,7 @@ def test_missing_card_says_what_a_checkpoint_holds(tmp_path):
 
 
 def test_resuming_a_run_with_other_settings_is_refused(tmp_path):
-    from farm.train import TrainConfig, train
+    from farm.ops.train import TrainConfig, train
     config = TrainConfig(mix={"lines": 1.0}, samples=64, steps=2, batch_size=8, warmup=1, eval_every=1,
                          val_count=4, workers=0)
     train(config, tmp_path / "ck", progress=False, final_count=4)

@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 from scipy.ndimage import binary_dilation
 
-from farm.charset import DEFAULT_ALPHABET
+from farm.core.charset import DEFAULT_ALPHABET
 from farm.exceptions import SchemeError
-from farm.schemes import Scheme, captcha_seed, check_scheme
+from farm.core.schemes import Scheme, captcha_seed, check_scheme
 from tests.conftest import farm_env
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "captchafarm-dotted"
@@ -73,7 +73,7 @@ def test_installed_plugin_is_listed_with_its_alphabet_size_and_source(plugin_sit
 
 
 def test_plugin_renders_identical_bytes_in_another_process(plugin_site, dotted, tmp_path):
-    code = ("import hashlib; from farm.schemes import get_scheme; s = get_scheme('dotted');"
+    code = ("import hashlib; from farm.core.schemes import get_scheme; s = get_scheme('dotted');"
             "print(hashlib.sha256(b''.join(s.sample(i).image.tobytes() + s.sample(i).mask.tobytes() "
             "for i in range(20))).hexdigest())")
     there = run(tmp_path, "python", "-c", code, site=plugin_site)
@@ -105,9 +105,9 @@ def _checkpoint(folder: Path, alphabet: str) -> Path:
     """An untrained substitute reading `alphabet`: enough to drive an attack end to end."""
     import torch
 
-    from farm.charset import Charset
-    from farm.checkpoint import save_solver_dir
-    from farm.model import CRNN, CRNNConfig
+    from farm.core.charset import Charset
+    from farm.core.checkpoint import save_solver_dir
+    from farm.core.model import CRNN, CRNNConfig
 
     torch.manual_seed(0)
     save_solver_dir(CRNN(CRNNConfig(num_classes=len(alphabet) + 1)), Charset(alphabet, 4, 6), folder)
@@ -138,8 +138,8 @@ def test_generate_refuses_a_substitute_that_cannot_read_the_plugin_alphabet(plug
 
 BROKEN_MODULE = '''
 import numpy as np
-from farm.schemes import Scheme
-from farm.schemes.classic import ClassicScheme
+from farm.core.schemes import Scheme
+from farm.core.schemes.classic import ClassicScheme
 
 class Clone(ClassicScheme):
     """Takes the name of a built-in."""
@@ -186,7 +186,7 @@ def test_broken_plugins_are_listed_with_their_error_and_built_ins_still_work(bro
     errors = {r["name"]: r["error"] for r in rows if r["error"]}
     assert set(errors) == {"missing", "notascheme", "classic", "misnamed", "nowidth"}
     assert "ModuleNotFoundError" in errors["missing"] and "no_such_module_for_farm" in errors["missing"]
-    assert "not a subclass of farm.schemes.Scheme" in errors["notascheme"]
+    assert "not a subclass of farm.core.schemes.Scheme" in errors["notascheme"]
     assert "'classic' already exists (built-in)" in errors["classic"]
     assert "named 'misnamed' but Misnamed.name is 'other'; make them equal" in errors["misnamed"]
     assert "width" in errors["nowidth"]
@@ -200,7 +200,7 @@ def test_broken_plugins_are_listed_with_their_error_and_built_ins_still_work(bro
     text = run(tmp_path, "farm", "schemes", site=broken_site).stdout
     assert "missing    NOT LOADED (broken-schemes 1.0, no_such_module_for_farm:Scheme)" in text
 
-    code = ("from farm.schemes import get_scheme\n"
+    code = ("from farm.core.schemes import get_scheme\n"
             "print(get_scheme('classic').sample(1).text)\n"
             "try:\n    get_scheme('missing')\nexcept ValueError as e:\n    print(e)\n")
     result = run(tmp_path, "python", "-c", code, site=broken_site)
@@ -211,7 +211,7 @@ def test_broken_plugins_are_listed_with_their_error_and_built_ins_still_work(bro
 
 
 def test_plugin_drawing_the_wrong_size_gets_an_error_naming_it(broken_site, tmp_path):
-    code = ("from farm.schemes import get_scheme\nfrom farm.exceptions import SchemeError\n"
+    code = ("from farm.core.schemes import get_scheme\nfrom farm.exceptions import SchemeError\n"
             "try:\n    get_scheme('wrongsize').sample(1)\nexcept SchemeError as e:\n    print(e)\n")
     result = run(tmp_path, "python", "-c", code, site=broken_site)
     assert result.returncode == 0, result.stderr

@@ -5,11 +5,13 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from farm import registry
+from farm.storage import registry
 from farm.cli import main
-from farm.generate import generate_pool
-from farm.pool import PoolSpec, read_keys, write_manifest
-from farm.served import mark_served
+from farm.ops.submit import generate_pool
+from farm.core.spec import PoolSpec
+from farm.storage.pools import read_keys
+from farm.storage.manifest import write_manifest
+from farm.storage.served import mark_served
 
 SECRET = b"test-secret-not-for-production"
 TINY = PoolSpec(count=4, shard_size=2, steps=1)

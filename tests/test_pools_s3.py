@@ -9,11 +9,13 @@ import pytest
 from click.testing import CliRunner
 
 from farm.cli import main
-from farm.client import PoolClient
+from farm.ops.client import PoolClient
 from farm.exceptions import PoolError
-from farm.generate import generate_pool
-from farm.pool import PoolSpec, captcha_id, decode_png, read_keys
-from farm.store import LocalStore, open_store
+from farm.ops.submit import generate_pool
+from farm.core.spec import PoolSpec
+from farm.storage.layout import captcha_id, decode_png
+from farm.storage.pools import read_keys
+from farm.storage.store import LocalStore, open_store
 from tests.fault_proxy import FaultProxy
 
 SECRET = "test-secret-not-for-production"

@@ -15,14 +15,16 @@ from dataclasses import replace
 import pytest
 from click.testing import CliRunner
 
-from farm.client import PoolClient
+from farm.ops.client import PoolClient
 from farm.exceptions import PoolError
-from farm.generate import check_spec_matches, generate_pool
-from farm.folder import import_source, read_folder
-from farm.pool import FOLDER, PoolSpec, pool_names, read_keys, read_manifest
-from farm.refill import refill, refill_floor
-from farm.served import compact_served, mark_served, read_served, served_batches
-from farm.store import Store, open_store
+from farm.ops.submit import check_spec_matches, generate_pool
+from farm.storage.folder import import_source, read_folder
+from farm.core.spec import FOLDER, PoolSpec
+from farm.storage.pools import pool_names, read_keys
+from farm.storage.manifest import read_manifest
+from farm.ops.refill import refill, refill_floor
+from farm.storage.served import compact_served, mark_served, read_served, served_batches
+from farm.storage.store import Store, open_store
 from tests.farm_parts import Worker, free_port, procfile, stop, wait_for
 from tests.test_folders import make_folder
 from tests.test_farm import farm_store_env, redis_broker, redis_port  # noqa: F401 (fixtures)
@@ -86,7 +88,7 @@ def test_a_draw_skips_served_captchas_and_other_clients_see_the_marks(store, sub
     assert other.draw("p", mark=True).id in every[6:] and other.unused("p") == 1
     other.draw("p", mark=True)
     assert other.unused("p") == 0 and platform.unused("p") == 0
-    with caplog.at_level(logging.WARNING, logger="farm.client"):
+    with caplog.at_level(logging.WARNING, logger="farm.ops.client"):
         assert other.draw("p").id in every  # ran dry: served ones again rather than failing
     assert "every captcha has been served" in caplog.text
     with pytest.raises(ValueError, match="not a captcha of pool"):

@@ -10,14 +10,14 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from farm import registry
-from farm.charset import DEFAULT_CHARSET, Charset
-from farm.checkpoint import build_card, sha256_hex, weights_bytes
+from farm.storage import registry
+from farm.core.charset import DEFAULT_CHARSET, Charset
+from farm.core.checkpoint import build_card, sha256_hex, weights_bytes
 from farm.cli import main
 from farm.exceptions import CheckpointError, ConflictError
-from farm.model import CRNN, CRNNConfig
-from farm.schemes import get_scheme
-from farm.store import LocalStore, open_store
+from farm.core.model import CRNN, CRNNConfig
+from farm.core.schemes import get_scheme
+from farm.storage.store import LocalStore, open_store
 from tests.fault_proxy import FaultProxy
 
 SMALL = CRNNConfig(channels=(4, 8, 8, 8), hidden=8)  # registry tests need valid weights, not good ones

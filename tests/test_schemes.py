@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_dilation
 
-from farm.charset import Charset
-from farm.schemes import BUILT_IN, captcha_seed, get_scheme, scheme_names, scheme_source
+from farm.core.charset import Charset
+from farm.core.schemes import BUILT_IN, captcha_seed, get_scheme, scheme_names, scheme_source
 
 SCHEMES = [n for n in scheme_names() if scheme_source(n) == BUILT_IN]  # plugins: tests/test_plugins.py
 
@@ -28,7 +28,7 @@ def test_same_seed_gives_identical_bytes_and_other_seed_another_image(name):
 
 
 def test_renders_are_identical_in_another_process():
-    code = ("import hashlib; from farm.schemes import get_scheme;"
+    code = ("import hashlib; from farm.core.schemes import get_scheme;"
             "print(hashlib.sha256(b''.join(get_scheme(n).sample(s).image.tobytes() "
             f"for n in {SCHEMES!r} for s in range(5))).hexdigest())")
     import hashlib

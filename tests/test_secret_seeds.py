@@ -13,13 +13,16 @@ from click.testing import CliRunner
 
 from farm.cli import main
 from farm.exceptions import PoolError
-from farm.generate import generate_pool
-from farm.pool import PoolSpec, attack_shard, decode_png, image_key, manifest_key, pool_images, read_keys, \
-    read_manifest, render_shard, write_manifest, write_shard
-from farm.refill import refill
-from farm.schemes import captcha_seed, get_scheme
-from farm.seeds import KEYED, POOL_STREAM, UNKEYED, Seeds
-from farm.served import mark_served
+from farm.ops.submit import generate_pool
+from farm.core.spec import PoolSpec
+from farm.ops.shard import attack_shard, render_shard, write_shard
+from farm.storage.layout import decode_png, image_key, manifest_key
+from farm.storage.pools import pool_images, read_keys
+from farm.storage.manifest import read_manifest, write_manifest
+from farm.ops.refill import refill
+from farm.core.schemes import captcha_seed, get_scheme
+from farm.core.seeds import KEYED, POOL_STREAM, UNKEYED, Seeds
+from farm.storage.served import mark_served
 from workers import tasks
 
 SECRET = b"test-secret-not-for-production"

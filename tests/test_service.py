@@ -22,14 +22,16 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from farm.answers import batches, read_batch
+from farm.storage.answers import batches, read_batch
 from farm.cli import main
-from farm.pool import PoolSpec, image_key, read_keys
-from farm.served import read_served
+from farm.core.spec import PoolSpec
+from farm.storage.layout import image_key
+from farm.storage.pools import read_keys
+from farm.storage.served import read_served
 from farm.service.app import ANSWERS_LIMIT_BYTES
 from farm.service.settings import ServiceSettings, parse_api_keys, redact
-from farm.store import LocalStore, open_store
-from farm.study import Arm, create_study, read_responses, report, wilson_interval, write_response
+from farm.storage.store import LocalStore, open_store
+from farm.ops.studies import Arm, create_study, read_responses, report, wilson_interval, write_response
 from tests.farm_parts import answers, free_port, procfile, stop, wait_for
 from tests.fault_proxy import FaultProxy
 from tests.test_farm import redis_broker, redis_port  # noqa: F401 (fixtures)
@@ -507,7 +509,7 @@ def test_a_participant_answers_three_captchas_in_chromium_and_the_report_counts_
     from selenium.webdriver.support import expected_conditions as seen
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from farm.service.study import StudySessions
+    from farm.service.study_page import StudySessions
 
     store = open_store(pool_env["url"])
     make_pool(store, substitute, "clean")

@@ -11,7 +11,7 @@ import requests
 import schemathesis
 from schemathesis.checks import not_a_server_error
 
-from farm.study import Arm, create_study
+from farm.ops.studies import Arm, create_study
 from tests.test_farm import redis_broker, redis_port  # noqa: F401 (fixtures)
 from tests.test_pools_s3 import pool_env, s3_pool  # noqa: F401 (fixtures)
 from tests.test_service import KEYS, redis_state, serve  # noqa: F401 (fixtures)

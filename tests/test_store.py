@@ -10,7 +10,8 @@ import pytest
 from moto.core import enable_iam_authentication
 
 from farm.exceptions import ConflictError, StoreError
-from farm.store import S3_CONNECT_TIMEOUT_SECONDS, S3_MAX_ATTEMPTS, S3_READ_TIMEOUT_SECONDS, S3Store, open_store
+from farm.storage.store import S3_CONNECT_TIMEOUT_SECONDS, S3_MAX_ATTEMPTS, S3_READ_TIMEOUT_SECONDS, S3Store, \
+    open_store
 from tests.fault_proxy import FaultProxy
 
 

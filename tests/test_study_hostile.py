@@ -14,11 +14,12 @@ import requests
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from farm.client import PoolClient
-from farm.pool import MAX_ANSWER_CHARS, read_keys
-from farm.service.study import MAX_CLIENT_MS, StudySessions
-from farm.store import open_store
-from farm.study import Arm, create_study, read_responses, study_key
+from farm.ops.client import PoolClient
+from farm.core.charset import MAX_ANSWER_CHARS
+from farm.storage.pools import read_keys
+from farm.service.study_page import MAX_CLIENT_MS, StudySessions
+from farm.storage.store import open_store
+from farm.ops.studies import Arm, create_study, read_responses, study_key
 from tests.test_farm import redis_broker, redis_port  # noqa: F401 (fixtures)
 from tests.test_pools_s3 import pool_env, s3_pool  # noqa: F401 (fixtures)
 from tests.test_refill import make_pool
@@ -183,7 +184,7 @@ def test_a_participant_is_refused_when_a_pool_has_fewer_captchas_than_the_plan(s
     study = store.get(study_key("shrunk")).replace(b'"count": 4', b'"count": 9')  # written before the check
     store.put(study_key("shrunk"), study)
     service = serve()
-    with caplog.at_level(logging.ERROR, logger="farm.service.study"):
+    with caplog.at_level(logging.ERROR, logger="farm.service.study_page"):
         refused = requests.post(f"{service.url}/study/shrunk", allow_redirects=False, timeout=30)
     assert refused.status_code == 503 and "cannot start right now" in refused.text
     assert any("tiny" in r.getMessage() and "farm pool refill" in r.getMessage() for r in caplog.records)

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from farm.cli import main
-from farm.generate import generate_pool
-from farm.pool import PoolSpec
-from farm.preprocess import CHAINS, FAMILIES, PREPROCESSING, apply, binarize, parse_chain, parse_chains
-from farm.schemes import get_scheme
+from farm.ops.submit import generate_pool
+from farm.core.spec import PoolSpec
+from farm.core.preprocess import CHAINS, FAMILIES, PREPROCESSING, apply, binarize, parse_chain, parse_chains
+from farm.core.schemes import get_scheme
 
 THRESHOLDS = ["otsu", "thr100", "thr128", "thr160", "thr200", "adaptive", "sauvola"]
 

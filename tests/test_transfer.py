@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from farm.exceptions import CheckpointError
-from farm.pool import PoolSpec, perturb, render_shard
-from farm.seeds import Seeds
-from farm.zoo import HELD_OUT, HeldOutError, load_donor, members
+from farm.core.spec import PoolSpec
+from farm.ops.shard import attack_solvers, perturb, render_shard
+from farm.core.seeds import Seeds
+from farm.core.zoo import HELD_OUT, HeldOutError, load_donor, members
 
 SEEDS = Seeds(b"test-secret-not-for-production")
 
@@ -36,7 +37,7 @@ def test_each_technique_changes_the_perturbation_and_keeps_budget_and_mask(subst
     if technique.get("mask", "background") == "background":
         assert (delta[~shard.allowed] == 0).all()
     if "eps_glyph" in technique:
-        from farm.measures import glyph_region
+        from farm.core.measures import glyph_region
         import numpy as np
         region = np.stack([glyph_region(g, 1) for g in shard.glyphs])
         assert abs(delta[region]).max() <= 2 and abs(delta[~region]).max() > 2
@@ -61,30 +62,30 @@ def test_held_out_solvers_are_never_loaded_as_substitutes(substitute):
             load_donor(name)
         spec = PoolSpec(count=4, ensemble=(name,)).validate()
         with pytest.raises(HeldOutError):
-            spec.solvers(substitute)
+            attack_solvers(spec, substitute)
 
 
 def test_donors_a_versions_card_names_join_every_pool_of_it_once(substitute, tmp_path):
     import dataclasses
     named = dataclasses.replace(substitute, card={**substitute.card, "ensemble": ["resnet-a"]})
-    solvers = PoolSpec(count=4, ensemble=("crnn-b", "resnet-a")).validate().solvers(named)
+    solvers = attack_solvers(PoolSpec(count=4, ensemble=("crnn-b", "resnet-a")).validate(), named)
     assert [s.card["zoo"]["name"] for s in solvers[1:]] == ["crnn-b", "resnet-a"] and solvers[0] is named
-    assert len(PoolSpec(count=4).solvers(named)) == 2
-    from farm.generate import generate_pool
-    from farm.store import LocalStore
+    assert len(attack_solvers(PoolSpec(count=4), named)) == 2
+    from farm.ops.submit import generate_pool
+    from farm.storage.store import LocalStore
     spec = PoolSpec(count=2, shard_size=2, steps=2).validate()
-    summary = generate_pool(LocalStore(tmp_path), "named", spec, spec.solvers(named), b"s", progress=False)
+    summary = generate_pool(LocalStore(tmp_path), "named", spec, attack_solvers(spec, named), b"s", progress=False)
     assert summary["donors"] == ["resnet-a"] and summary["generated"] == 2
     for bad in ("resnet-a", [3], ["resnet-z"]):  # a foreign card: a string, not names, an unknown name
         with pytest.raises(CheckpointError, match="ensemble"):
-            PoolSpec(count=4).solvers(dataclasses.replace(substitute, card={**substitute.card, "ensemble": bad}))
+            attack_solvers(PoolSpec(count=4), dataclasses.replace(substitute, card={**substitute.card, "ensemble": bad}))
     with pytest.raises(HeldOutError):
-        PoolSpec(count=4).solvers(dataclasses.replace(substitute, card={**substitute.card, "ensemble": ["crnn-aug"]}))
+        attack_solvers(PoolSpec(count=4), dataclasses.replace(substitute, card={**substitute.card, "ensemble": ["crnn-aug"]}))
 
 
 def test_a_card_naming_donors_no_worker_could_load_is_never_published(store, substitute):
-    from farm import registry
-    from farm.checkpoint import build_card, weights_bytes
+    from farm.storage import registry
+    from farm.core.checkpoint import build_card, weights_bytes
     weights = weights_bytes(substitute.model)
     for bad, error in ((["resnet-z"], CheckpointError), (["transformer-a"], HeldOutError)):
         with pytest.raises(error, match="ensemble"):
@@ -96,8 +97,8 @@ def test_a_card_naming_donors_no_worker_could_load_is_never_published(store, sub
 
 
 def test_held_out_cards_cannot_be_published_as_checkpoints(store, substitute):
-    from farm import registry
-    from farm.checkpoint import build_card, weights_bytes
+    from farm.storage import registry
+    from farm.core.checkpoint import build_card, weights_bytes
     weights = weights_bytes(substitute.model)
     card = build_card(substitute.model, substitute.charset, weights, zoo={"name": "position-a", "role": HELD_OUT})
     with pytest.raises(HeldOutError):
@@ -111,8 +112,8 @@ def test_pool_evaluation_agrees_with_the_pool_keys(store, substitute, monkeypatc
     from click.testing import CliRunner
 
     from farm.cli import main
-    from farm.generate import generate_pool
-    from farm.pool import read_keys
+    from farm.ops.submit import generate_pool
+    from farm.storage.pools import read_keys
 
     spec = PoolSpec(count=24, shard_size=12, steps=3, mask="full")
     generate_pool(store, "e", spec, [substitute], SEEDS.secret, progress=False)
@@ -133,8 +134,8 @@ def test_farm_generate_defaults_to_the_measured_transfer_setting(tmp_path, monke
     from click.testing import CliRunner
 
     from farm.cli import main
-    from farm.defaults import GENERATE_DEFAULTS
-    from farm.store import LocalStore
+    from farm.core.defaults import GENERATE_DEFAULTS
+    from farm.storage.store import LocalStore
 
     monkeypatch.setenv("FARM_STORE", f"file://{tmp_path / 'store'}")
     result = CliRunner().invoke(main, ["generate", "--pool", "d", "--count", "4", "--steps", "2", "--json"])

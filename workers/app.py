@@ -3,7 +3,7 @@
 Start a worker per GPU with the solo pool (see the Procfile):
     celery -A workers.app worker --pool=solo -Q generate
 and one `beat` process for the farm: a solo worker on the `refill` queue that embeds Celery beat,
-which sends it `refill_pools` every FARM_REFILL_SECONDS (farm.refill keeps each pool platforms
+which sends it `refill_pools` every FARM_REFILL_SECONDS (farm.ops.refill keeps each pool platforms
 draw from above FARM_REFILL_MIN unused captchas). Refill has a queue of its own so that it never
 waits behind hundreds of shards, and one process so that the pool gauges come from one place.
 The solo pool runs tasks in the worker's own process: nothing forks, so CUDA is only ever

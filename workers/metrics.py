@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 SHARD_DURATION_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200)
 # A fine-tune replays the original data: minutes on a GPU, hours on a CPU.
 FINETUNE_DURATION_BUCKETS = (60, 300, 600, 1800, 3600, 7200, 14400, 28800)
-STAGES = ("render", "attack", "encode", "store")  # farm.pool.generate_shard times these
+STAGES = ("render", "attack", "encode", "store")  # farm.ops.shard.generate_shard times these
 
 
 class FarmMetrics:
@@ -84,7 +84,7 @@ class FarmMetrics:
             "farm_worker_consuming",
             "Set to 1 for each queue this worker consumes; summed by queue, it counts the queue's workers.",
             ["queue"], registry=r, multiprocess_mode="livemax")
-        # pool levels: set by the refill task at each run (farm.refill), for the pools it looks after
+        # pool levels: set by the refill task at each run (farm.ops.refill), for the pools it looks after
         self.pool_complete = Gauge(
             "farm_pool_complete_captchas",
             "Captchas of a pool in complete shards, as the last refill run counted them.",
@@ -102,7 +102,7 @@ class FarmMetrics:
         r.register(self.queue_length)
 
     def record_shard(self, spec, result: dict, seconds: float) -> None:
-        """Count what farm.pool.generate_shard returned for one shard."""
+        """Count what farm.ops.shard.generate_shard returned for one shard."""
         if result["skipped"]:
             self.shards_skipped.inc()
             return
@@ -122,7 +122,7 @@ class FarmMetrics:
             self.checkpoint_version.labels(version, ",".join(donors) or "none").set(1)
 
     def record_refill(self, results: list[dict]) -> None:
-        """Pool levels and growth from one refill run (farm.refill.refill's rows)."""
+        """Pool levels and growth from one refill run (farm.ops.refill.refill's rows)."""
         for row in results:
             if row.get("complete") is None:  # the pool could not be read: its last level stands
                 continue

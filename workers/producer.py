@@ -16,13 +16,15 @@ from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 from tqdm import tqdm
 
-from farm import jobs, registry
-from farm.checkpoint import Solver
-from farm.config import secret
+from farm.storage import jobs, registry
+from farm.core.checkpoint import Solver
+from farm.storage.config import secret
 from farm.exceptions import JobError
-from farm.generate import check_spec_matches
-from farm.pool import PoolSpec, check_pool_name, pending_shards, write_manifest
-from farm.store import Store
+from farm.ops.submit import check_spec_matches
+from farm.core.spec import PoolSpec
+from farm.storage.layout import check_pool_name
+from farm.storage.manifest import pending_shards, write_manifest
+from farm.storage.store import Store
 
 __all__ = ["generate_on_farm", "follow", "refill_on_farm"]
 
@@ -38,7 +40,7 @@ def generate_on_farm(store: Store, pool: str, spec: PoolSpec, solver: Solver | j
 
     `solver` is what `farm generate` resolved (or just its version and sha256: the refill has no
     model); the workers use checkpoints/CURRENT, so it must be that. `grow`: `spec` may hold more
-    captchas than the pool's manifest (farm.generate.check_spec_matches).
+    captchas than the pool's manifest (farm.ops.submit.check_spec_matches).
     """
     check_pool_name(pool)
     spec.validate()
@@ -62,12 +64,12 @@ def generate_on_farm(store: Store, pool: str, spec: PoolSpec, solver: Solver | j
 
 
 def refill_on_farm(store: Store, floor: int, pools: list[str] | None = None) -> list[dict]:
-    """farm.refill.refill with the farm generating: each grown pool's new shards are queued as a job (no wait).
+    """farm.ops.refill.refill with the farm generating: each grown pool's new shards are queued as a job (no wait).
 
     The refill loads no model: the workers generate with CURRENT, whose version and sha256 the
     manifest names (the bundled substitute is published as v1 on a store without one).
     """
-    from farm.refill import refill
+    from farm.ops.refill import refill
 
     pointer = registry.ensure_current(store)
     substitute = jobs.Substitute(pointer["version"], pointer["sha256"])

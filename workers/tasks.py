@@ -1,9 +1,9 @@
 """The farm's tasks, thin: parse the arguments, call farm, record metrics.
 
 `generate_shard(pool, shard, count, spec)` (the design's contract) claims one shard and writes
-it with farm.pool.take_shard and compute_shard, the very functions an embedded run calls, so
+it with farm.ops.shard.take_shard and compute_shard, the very functions an embedded run calls, so
 both modes write the same bytes and compute a shard once between them. Before each shard it
-reads checkpoints/CURRENT and loads a model only when the sha256 changed. `finetune(answer_batches, base_version)` runs farm.finetune.finetune, the
+reads checkpoints/CURRENT and loads a model only when the sha256 changed. `finetune(answer_batches, base_version)` runs farm.ops.finetune.finetune, the
 function `farm finetune` calls, and publishes on top of the base; the registry's conditional
 write of CURRENT decides between two fine-tunes that finish together, and the loser keeps its
 result as an unpromoted version.
@@ -17,15 +17,17 @@ import time
 
 from celery import Task, shared_task
 
-from farm import jobs, registry
-from farm.checkpoint import Solver
-from farm.config import device, secret
-from farm.defaults import FinetuneConfig
+from farm.storage import jobs, registry
+from farm.core.checkpoint import Solver
+from farm.storage.config import device, secret
+from farm.core.defaults import FinetuneConfig
 from farm.exceptions import AnswersError, StoreError
-from farm.generate import check_keyed
-from farm.pool import PoolSpec, check_pool_name, compute_shard, read_manifest, release_shard, \
-    shard_complete, take_shard
-from farm.store import Store, open_store
+from farm.ops.submit import check_keyed
+from farm.core.spec import PoolSpec
+from farm.storage.layout import check_pool_name, shard_complete
+from farm.ops.shard import attack_solvers, compute_shard, release_shard, take_shard
+from farm.storage.manifest import read_manifest
+from farm.storage.store import Store, open_store
 from workers.app import FINETUNE, GENERATE_SHARD, REFILL_POOLS, visibility_timeout
 from workers.metrics import METRICS
 
@@ -86,7 +88,7 @@ def parse_finetune(store: Store, answer_batches, base_version, config,
 
     A ValueError names the argument at fault before any model is loaded.
     """
-    from farm.finetune import check_base, resolve_batches
+    from farm.ops.finetune import check_base, resolve_batches
 
     if not isinstance(answer_batches, list) or not all(isinstance(b, str) and b for b in answer_batches):
         raise ValueError(f"answer_batches: must be a list of batch names or keys, or [\"all\"] "
@@ -135,7 +137,7 @@ class ShardTask(Task):
 def generate_shard(self, pool: str, shard: int, count: int, spec: dict, job: str | None = None) -> dict:
     """Write shard `shard` (`count` captchas) of a pool; a complete shard is skipped. Returns no answers.
 
-    The shard is claimed first (farm.claims), for the visibility timeout: a shard another worker
+    The shard is claimed first (farm.storage.claims), for the visibility timeout: a shard another worker
     holds (queued twice by concurrent growths, or a dead worker's redelivered before its claim
     expired) is tried again later, until it is complete or its claim can be taken over.
     """
@@ -159,7 +161,7 @@ def generate_shard(self, pool: str, shard: int, count: int, spec: dict, job: str
     try:
         dev = device()
         substitute = current_substitute(store, dev)
-        result = compute_shard(store, pool, shard, parsed, parsed.solvers(substitute, dev), secret(store), device=dev)
+        result = compute_shard(store, pool, shard, parsed, attack_solvers(parsed, substitute, dev), secret(store), device=dev)
     finally:  # written, or failed: another worker (or this task's retry) may take it at once
         release_shard(store, pool, taken)
     METRICS.record_shard(parsed, result, time.perf_counter() - started)
@@ -180,7 +182,7 @@ def finetune(self, answer_batches: list[str], base_version: str | None = None, c
     race (or `promote` false) is counted kept and returns the unpromoted version and the reason.
     """
     from farm.exceptions import FarmError
-    from farm.finetune import FinetuneRefused, finetune as run
+    from farm.ops.finetune import FinetuneRefused, finetune as run
 
     started = time.perf_counter()
     try:
@@ -202,7 +204,7 @@ def finetune(self, answer_batches: list[str], base_version: str | None = None, c
         raise
     METRICS.finetune_runs.labels("published" if result["promoted"] else "kept").inc()
     METRICS.finetune_duration.observe(time.perf_counter() - started)
-    if result["promoted"]:  # a kept one is logged by farm.finetune, with the reason
+    if result["promoted"]:  # a kept one is logged by farm.ops.finetune, with the reason
         log.info("fine-tune published %s on top of %s", result["version"], result["base"])
     return {k: result[k] for k in ("version", "base", "published", "promoted", "reason", "before", "after", "queries")}
 
@@ -222,7 +224,7 @@ def refill_pools(floor: int | None = None, pools: list[str] | None = None) -> li
     (workers.producer.refill_on_farm) and sets the pool gauges. Returns one row per pool.
     """
     from farm.exceptions import JobError
-    from farm.refill import refill_floor, refill_pools_setting
+    from farm.ops.refill import refill_floor, refill_pools_setting
     from workers.producer import refill_on_farm
 
     rows = refill_on_farm(_store(), refill_floor(floor), pools if pools is not None else refill_pools_setting())

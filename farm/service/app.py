@@ -4,7 +4,7 @@
     GET  /v1/captcha/<id>.png                  -> the image, for the user's browser (no key: the id is the secret)
     POST /v1/verify  {"id", "answer"}          -> {"id", "result": "pass" | "fail"}; a captcha verifies once
     POST /v1/answers {"answers": [...]}        -> what `farm answers ingest` reports, for flagged users' answers
-    GET  /docs (OpenAPI), /metrics (Prometheus), /healthz; /study/<study> (farm.service.study)
+    GET  /docs (OpenAPI), /metrics (Prometheus), /healthz; /study/<study> (farm.service.study_page)
 
 Platforms never see a pool's captcha ids or answers: the id they get is a ticket kept in Redis
 (farm.service.state), the image comes through the service, and answers stay in the pool
@@ -34,15 +34,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from farm import __version__
-from farm.answers import Limits, Rejection, ingest
-from farm.client import Drawn, PoolClient
-from farm.config import secret
+from farm.storage.answers import Limits, Rejection, ingest
+from farm.ops.client import Drawn, PoolClient
+from farm.storage.config import secret
 from farm.exceptions import ExpiredTicketError, PoolError, StoreError, UnknownTicketError, UsedTicketError
-from farm.pool import MAX_ANSWER_CHARS, check_pool_name, manifest_key
+from farm.core.charset import MAX_ANSWER_CHARS
+from farm.storage.layout import check_pool_name, manifest_key
 from farm.service.metrics import ServiceMetrics
 from farm.service.settings import ServiceSettings, redact
 from farm.service.state import TICKET_CHARS, CaptchaState
-from farm.store import open_store
+from farm.storage.store import open_store
 
 __all__ = ["create_app", "ApiError", "BODY_LIMIT_BYTES", "ANSWERS_LIMIT_BYTES"]
 
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 BODY_LIMIT_BYTES = 8 * 1024  # a verify is ~100 bytes; a study answer form less
 ANSWERS_LIMIT_BYTES = 1024 * 1024  # ~9,000 answer records a request: send more as several requests
 ANSWERS_MAX_RECORDS = 10_000
-# What the service hands farm.answers.ingest is no longer the body: an id becomes pool and captcha_id
+# What the service hands farm.storage.answers.ingest is no longer the body: an id becomes pool and captcha_id
 # (~30% larger), numbers are written again. The body limit is the one a platform sees; ingest's own byte
 # limit must never refuse what passed it. Records over the line limit are rejected before ingest, so the
 # lines it gets can never add up to more than this.
@@ -270,7 +271,7 @@ def create_app(settings: ServiceSettings, metrics: ServiceMetrics | None = None)
         redis.ping()
         return {"status": "ok"}
 
-    from farm.service.study import study_router
+    from farm.service.study_page import study_router
     app.include_router(study_router(app))
     return app
 
@@ -294,7 +295,7 @@ def _pool_error(store, pool: str, error: PoolError) -> ApiError:
 
 
 def _ingest(store, state: CaptchaState, platform: str, records: list) -> dict:
-    """Records with a service id become store records; all go through farm.answers.ingest's checks."""
+    """Records with a service id become store records; all go through farm.storage.answers.ingest's checks."""
     lines, origin, rejected = [], [], []
     for number, record in enumerate(records, start=1):
         try:

@@ -12,7 +12,7 @@ issued, and a verify is atomic (GETDEL in a script): of two racing verifies of o
 gets the captcha and the other is told it was used. The id a platform sees is not the pool's
 captcha id but a ticket: its expiry time, random bytes, and an HMAC (under FARM_SECRET, bound to
 the platform) that tells garbage and another platform's ids from expired ones without a lookup.
-Answers are not kept here: the pool client holds them in memory (farm.client).
+Answers are not kept here: the pool client holds them in memory (farm.ops.client).
 """
 
 from __future__ import annotations

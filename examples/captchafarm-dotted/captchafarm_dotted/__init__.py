@@ -12,8 +12,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from farm.schemes import Scheme
-from farm.schemes.draw import composite, font, glyph, texture
+from farm.core.schemes import Scheme
+from farm.core.schemes.draw import composite, font, glyph, texture
 
 __all__ = ["DottedScheme"]
 

@@ -1,0 +1,146 @@
+"""`farm checkpoint`: the registry of substitute versions and the CURRENT one workers load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from farm.cli.common import fail, json_out, open_store_or_fail, or_fail, store_option
+
+
+@click.group()
+def checkpoint():
+    """List, inspect, publish and switch substitute checkpoints in the store."""
+
+
+@checkpoint.command("list")
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_(store_url, as_json):
+    """Published versions, oldest first; * marks CURRENT, and a status those held back from it.
+
+    unpromoted: stored without becoming CURRENT (a fine-tune that lost the race for it, --no-promote,
+    --no-current) and not promoted since; refused: kept by a fine-tune the guard refused.
+    """
+    from farm.storage import registry
+    from farm.exceptions import CheckpointError, FarmError
+
+    store = open_store_or_fail(store_url)
+    try:
+        pointer = registry.current(store) or {}
+    except CheckpointError as e:  # a corrupt CURRENT: the list is where the operator picks the version to promote
+        click.echo(f"warning: {e}", err=True)
+        pointer = {}
+    except FarmError as e:
+        fail(str(e))
+    rows, cards = [], {}
+    for version in or_fail(registry.versions, store):
+        try:
+            cards[version] = registry.card(store, version)
+        except (FarmError, ValueError) as e:  # one unreadable card must not hide the others
+            rows.append({"version": version, "current": version == pointer.get("version"), "error": str(e)})
+            continue
+        c = cards[version]
+        rows.append({"version": version, "current": version == pointer.get("version"), "parent": c.get("parent"),
+                     "sha256": c.get("sha256"), "published": c.get("published"),
+                     "accuracy": (c.get("metrics") or {}).get("accuracy"),
+                     "held_back": c.get("held_back"), "refused": c.get("refused")})
+    promoted = set(registry.lineage(cards, pointer.get("version")))
+    for r in rows:
+        if "error" not in r:
+            r["status"] = _status(r, promoted)
+    if as_json:
+        json_out(rows)
+        return
+    if not rows:
+        click.echo("no versions yet (the first `farm generate` publishes the bundled substitute)")
+    for r in rows:
+        mark = "*" if r["current"] else " "
+        if "error" in r:
+            click.echo(f"{mark} {r['version']:6s} unreadable: {r['error']}")
+            continue
+        acc = ", ".join(f"{k} {v:.1%}" for k, v in (r["accuracy"] or {}).items())
+        click.echo(f"{mark} {r['version']:6s} {r['status'] or '':10s} parent {r['parent']!s:6s} {r['sha256'][:12]}  "
+                   f"{r['published']}  {acc}")
+    if any(r.get("status") for r in rows):
+        click.echo("(`farm checkpoint show VERSION` says why a version is unpromoted or refused; "
+                   "`farm checkpoint promote VERSION` promotes it, --force for a refused one)")
+
+
+def _status(row: dict, promoted: set[str]) -> str | None:
+    """refused / unpromoted for a version held back from CURRENT and not promoted since (CURRENT's lineage)."""
+    if row["version"] in promoted or not (row["refused"] or row["held_back"]):
+        return None
+    return "refused" if row["refused"] else "unpromoted"
+
+
+@checkpoint.command()
+@click.argument("version", required=False)
+@store_option
+def show(version, store_url):
+    """Print the card of VERSION (default: CURRENT) as JSON."""
+    from farm.storage import registry
+
+    store = open_store_or_fail(store_url)
+    if version is None:
+        pointer = or_fail(registry.current, store)
+        if pointer is None:
+            fail("the registry is empty; publish a version with `farm checkpoint publish FOLDER`")
+        version = pointer["version"]
+    json_out(or_fail(registry.card, store, version))
+
+
+@checkpoint.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--parent", default=None, help="Publish only if CURRENT is still this version (what you trained from); "
+                                            "with --no-current, recorded as the parent.")
+@click.option("--no-current", is_flag=True, help="Store the version unpromoted, without switching CURRENT to it.")
+@click.option("--allow-charset-change", is_flag=True, help="Accept a model for another alphabet than CURRENT's.")
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Print the new version's card as JSON.")
+def publish(folder, parent, no_current, allow_charset_change, store_url, as_json):
+    """Publish a checkpoint FOLDER (model.safetensors + card.json) as a new version and make it CURRENT."""
+    from farm.storage import registry
+
+    try:
+        weights = (folder / "model.safetensors").read_bytes()
+        card = json.loads((folder / "card.json").read_text())
+    except FileNotFoundError as e:
+        fail(f"checkpoint: {e.filename} is missing; a checkpoint folder holds model.safetensors and card.json")
+    except ValueError as e:
+        fail(f"card: {folder / 'card.json'} is not valid JSON ({e})")
+    store = open_store_or_fail(store_url)
+    version = or_fail(registry.publish, store, weights, card, parent=parent, make_current=not no_current,
+                             allow_charset_change=allow_charset_change)
+    if as_json:
+        json_out(registry.card(store, version))
+    else:
+        click.echo(f"published {version}" + ("" if no_current else " (now CURRENT)"))
+
+
+@checkpoint.command()
+@click.argument("version")
+@click.option("--allow-charset-change", is_flag=True, help="Accept a model for another alphabet than CURRENT's.")
+@click.option("--force", is_flag=True, help="Promote a version the fine-tune guard refused (kept for inspection).")
+@store_option
+def promote(version, allow_charset_change, force, store_url):
+    """Make VERSION current after verifying it loads (a refused one only with --force)."""
+    from farm.storage import registry
+
+    store = open_store_or_fail(store_url)
+    or_fail(registry.promote, store, version, allow_charset_change=allow_charset_change, force=force)
+    click.echo(f"CURRENT is {version}")
+
+
+@checkpoint.command()
+@click.argument("version", required=False)
+@store_option
+def rollback(version, store_url):
+    """Make the parent of CURRENT (or VERSION) current again."""
+    from farm.storage import registry
+
+    store = open_store_or_fail(store_url)
+    now = or_fail(registry.rollback, store, version)
+    click.echo(f"CURRENT is {now}")

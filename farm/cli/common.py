@@ -1,0 +1,87 @@
+"""Helpers every `farm` command shares: errors, JSON output, the store, the substitute, common options."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+__all__ = ["fail", "or_fail", "json_out", "Fraction", "open_store_or_fail", "substitute", "store_option",
+           "checkpoint_option", "version_option"]
+
+
+def json_out(data) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def fail(message: str):
+    """Exit non-zero with a message on stderr (click prints 'Error: ...')."""
+    raise click.ClickException(message)
+
+
+def _fraction(value: str) -> float:
+    """'8/255' or '0.03' -> float."""
+    try:
+        if "/" in value:
+            top, bottom = value.split("/", 1)
+            return float(top) / float(bottom)
+        return float(value)
+    except (ValueError, ZeroDivisionError):
+        raise click.BadParameter(f"{value!r} is not a number or a fraction like 8/255") from None
+
+
+class Fraction(click.ParamType):
+    name = "NUMBER"
+
+    def convert(self, value, param, ctx):
+        return value if isinstance(value, float) else _fraction(str(value))
+
+
+def open_store_or_fail(url: str | None):
+    from farm.storage.store import open_store
+    return or_fail(open_store, url)
+
+
+def substitute(store_url: str | None, checkpoint: Path | None, version: str | None, publish: bool = False):
+    """The solver to use: a checkpoint folder, a registry version, the store's CURRENT, or the bundled one."""
+    from farm.storage import registry
+    from farm.core.checkpoint import load_solver, load_solver_dir
+    from farm.storage.config import device
+    from farm.exceptions import FarmError
+
+    try:
+        if checkpoint:
+            return load_solver_dir(checkpoint, device=device())
+        store = open_store_or_fail(store_url) if (version or publish or store_url or _has_store()) else None
+        if store is not None and (version or publish or registry.current(store)):
+            return registry.load(store, version, device=device())
+        weights, card = registry.bundled()
+        return load_solver(weights, card, device=device())
+    except FarmError as e:
+        fail(str(e))
+
+
+def _has_store() -> bool:
+    from farm.storage.store import DEFAULT_STORE
+    url = os.environ.get("FARM_STORE", DEFAULT_STORE)
+    return url.startswith("s3://") or Path(url.removeprefix("file://")).exists()
+
+
+store_option = click.option("--store", "store_url", envvar="FARM_STORE", default=None,
+                            help="Object store: file:///path or s3://bucket/prefix [env FARM_STORE; default ./farm-data].")
+checkpoint_option = click.option("--checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                                 help="Read with this checkpoint folder instead of the store's CURRENT.")
+version_option = click.option("--version", "version", default=None, help="Read with this registry version.")
+
+
+
+
+def or_fail(function, *args, **kwargs):
+    """Call a farm function; its FarmError or ValueError becomes the command's error message."""
+    from farm.exceptions import FarmError
+    try:
+        return function(*args, **kwargs)
+    except (FarmError, ValueError) as e:
+        fail(str(e))

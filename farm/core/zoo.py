@@ -1,0 +1,118 @@
+"""The solver zoo: solvers trained here independently of the substitute, to judge transfer honestly.
+
+Donors may serve as substitutes (ensembles) or guide tuning. Held-out solvers never do: they
+stand for the bots we have not seen, so no setting is chosen by looking at them, and the
+loader refuses to hand one out as a substitute.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from farm.core.checkpoint import Solver, load_solver_dir
+from farm.exceptions import CheckpointError
+
+__all__ = ["Member", "ZOO", "member", "members", "load_member", "load_donor", "zoo_path", "HeldOutError",
+           "card_ensemble", "train_member"]
+
+DONOR, HELD_OUT = "donor", "held-out"
+
+
+class HeldOutError(CheckpointError):
+    """A held-out solver was asked for as a substitute."""
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    role: str
+    architecture: str
+    description: str
+    mix: dict = field(default_factory=lambda: {"classic": 1.0})
+    steps: int = 4000  # zoo solvers are judges, not products: enough to read clean classic >= 90%
+    samples: int = 64_000
+    seed: int = 1
+    lr: float = 2e-3
+    augment: tuple[str, ...] = ()
+    model: dict = field(default_factory=dict)
+
+    def command(self) -> str:
+        return f"farm zoo train {self.name}"
+
+
+ZOO: dict[str, Member] = {m.name: m for m in (
+    Member("crnn-b", DONOR, "crnn", "the substitute's architecture, another seed and scheme mix",
+           mix={"classic": 0.7, "lines": 0.15, "wave": 0.15}, seed=11),
+    Member("resnet-a", DONOR, "resnet_ctc", "residual CTC reader at 48x128", seed=12,
+           model={"input_height": 48, "input_width": 128}),
+    Member("position-a", HELD_OUT, "position_cnn", "plain CNN, one classifier head per character", seed=21,
+           steps=7000, samples=96_000, lr=2e-3,
+           model={"input_height": 32, "input_width": 96, "channels": [32, 64, 128, 192], "hidden": 512}),
+    Member("transformer-a", HELD_OUT, "transformer_ctc", "conv stem + self-attention over columns, CTC",
+           seed=22, lr=1e-3),
+    Member("crnn-aug", HELD_OUT, "crnn", "deeper CRNN at 48x128 trained on noisy, blurred and binarised inputs",
+           seed=23, augment=("noise", "blur", "binarize", "median3"),
+           model={"input_height": 48, "input_width": 128, "channels": [16, 32, 64, 128, 128]}),
+)}
+
+
+def zoo_path() -> Path:
+    """Where zoo checkpoints live: shipped inside the package, beside the bundled substitute."""
+    return Path(str(resources.files("farm") / "bundled" / "zoo"))
+
+
+def member(name: str) -> Member:
+    if name not in ZOO:
+        raise ValueError(f"zoo: unknown solver {name!r}; known: {', '.join(ZOO)}")
+    return ZOO[name]
+
+
+def members(role: str | None = None) -> list[Member]:
+    return [m for m in ZOO.values() if role in (None, m.role)]
+
+
+_LOADED: dict[tuple[str, str], Solver] = {}  # (weights sha256, device): workers ask for donors every shard
+
+
+def load_member(name: str, device: str = "cpu") -> Solver:
+    """Load any zoo solver for evaluation (once per weights and device: only the small card is re-read)."""
+    m = member(name)
+    folder = zoo_path() / name
+    if not (folder / "card.json").exists():
+        raise CheckpointError(f"zoo: {name} is not trained here; run `{m.command()}`")
+    try:
+        key = (json.loads((folder / "card.json").read_text())["sha256"], device)
+    except (ValueError, KeyError, TypeError):
+        key = None  # a broken card: load_solver_dir says what is wrong
+    if key in _LOADED:
+        return _LOADED[key]
+    solver = load_solver_dir(folder, device=device)
+    solver.card.setdefault("zoo", {"name": name, "role": m.role})
+    _LOADED[solver.sha256, device] = solver
+    return solver
+
+
+def load_donor(name: str, device: str = "cpu") -> Solver:
+    """Load a zoo solver to use as a substitute: donors only."""
+    if member(name).role != DONOR:
+        raise HeldOutError(f"zoo: {name} is held out; it judges transfer and may never serve as a substitute")
+    return load_member(name, device)
+
+
+def card_ensemble(card: dict) -> list[str]:
+    """The donors a substitute's card names to attack with it (a fine-tune's choice, farm.ops.resemblance).
+
+    Raises CheckpointError for anything but a list of zoo names, HeldOutError for a held-out one.
+    """
+    names = card.get("ensemble") or []
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise CheckpointError(f"card: ensemble must list zoo donors (got {names!r})")
+    for name in names:
+        if name not in ZOO:
+            raise CheckpointError(f"card: ensemble names {name!r}, not a zoo solver; known: {', '.join(ZOO)}")
+        if ZOO[name].role != DONOR:
+            raise HeldOutError(f"card: ensemble names {name}, a held-out zoo solver; only donors may join a substitute")
+    return names

@@ -1,0 +1,51 @@
+"""Contact sheets: clean | adversarial | amplified perturbation, with the answer and the substitute's reading."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from farm.core.charset import answer_matches
+from farm.storage.pools import pool_charset, pool_images
+from farm.storage.manifest import read_manifest
+from farm.core.schemes.draw import font
+from farm.storage.store import Store
+
+__all__ = ["contact_sheet", "pool_pairs"]
+
+GAIN = 8  # perturbations of a few /255 are invisible at 1x; 8x shows their shape
+
+
+def pool_pairs(store: Store, pool: str, n: int) -> list[tuple[dict, np.ndarray, np.ndarray]]:
+    """The first n captchas of a pool: (key record with `solved`, clean image, adversarial image).
+
+    `solved`: the substitute read it, judged as a typed answer is (the pool's charset decides case).
+    """
+    manifest = read_manifest(store, pool)
+    records, clean, adversarial = pool_images(store, pool, n, manifest)
+    charset = pool_charset(manifest)
+    records = [{**r, "solved": answer_matches(charset, r["answer"], r["reading"])} for r in records]
+    return list(zip(records, clean, adversarial))
+
+
+def contact_sheet(pairs: list[tuple[dict, np.ndarray, np.ndarray]], title: str = "") -> Image.Image:
+    """One row per captcha; a caption line under each row."""
+    if not pairs:
+        raise ValueError("preview: the pool has no complete shard yet")
+    h, w = pairs[0][1].shape
+    pad, caption, header = 6, 16, 22
+    sheet = Image.new("L", (3 * w + 4 * pad, header + len(pairs) * (h + caption + pad) + pad), 255)
+    draw = ImageDraw.Draw(sheet)
+    small = font("DejaVuSansMono-Bold.ttf", 11)
+    draw.text((pad, 4), title or "clean | adversarial | perturbation x8", fill=0, font=small)
+    for row, (record, clean, adversarial) in enumerate(pairs):
+        y = header + row * (h + caption + pad)
+        diff = adversarial.astype(np.int16) - clean.astype(np.int16)
+        amplified = np.clip(128 + GAIN * diff, 0, 255).astype(np.uint8)
+        for col, image in enumerate((clean, adversarial, amplified)):
+            sheet.paste(Image.fromarray(image), (pad + col * (w + pad), y))
+        verdict = "solved" if record["solved"] else "fooled"
+        text = (f"answer {record['answer']}  substitute: {record['reading_clean']} -> {record['reading']} ({verdict})"
+                f"  ssim {record['ssim']:.2f}")
+        draw.text((pad, y + h + 2), text, fill=0, font=small)
+    return sheet

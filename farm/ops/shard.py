@@ -1,0 +1,176 @@
+"""One shard of a pool: render its clean captchas, perturb them, write images and then keys.
+
+Captcha `index` of a pool is rendered from a seed keyed by FARM_SECRET (farm.core.seeds), so with
+the secret every method perturbs the same clean captchas index by index and a re-run shard writes
+identical bytes, and without it nobody can render them again. The keys file is written last: its
+existence marks the shard complete, whoever wrote it and however often it was tried.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from farm.core import masks
+from farm.core.attacks import make_attack
+from farm.core.charset import Charset, answer_matches
+from farm.core.checkpoint import Solver
+from farm.core.measures import measure
+from farm.core.seeds import Seeds
+from farm.core.spec import PoolSpec
+from farm.core.zoo import card_ensemble, load_donor
+from farm.exceptions import PoolError
+from farm.storage.claims import CLAIM_SECONDS, claim_shard, release_claim
+from farm.storage.layout import captcha_id, encode_png, image_key, keys_key, shard_complete
+from farm.storage.pools import clean_captchas
+from farm.storage.store import Store
+
+__all__ = ["CleanShard", "AttackedShard", "attack_solvers", "render_shard", "check_reads", "perturb",
+           "attack_shard", "write_shard", "take_shard", "release_shard", "compute_shard", "generate_shard"]
+
+
+def attack_solvers(spec: PoolSpec, substitute: Solver, device: str = "cpu") -> list[Solver]:
+    """The substitute first, then the spec's donors and those its card names (held-out solvers are refused).
+
+    A fine-tune names the donors whose failures match the attackers' (farm.ops.resemblance), so
+    every pool made with that version is aimed at them too.
+    """
+    names = dict.fromkeys([*spec.ensemble, *card_ensemble(substitute.card)])
+    return [substitute] + [load_donor(name, device) for name in names]
+
+
+@dataclass
+class CleanShard:
+    """Clean captchas of a shard. Shape: images and glyphs (N, H, W), allowed (N, H, W) bool."""
+
+    indices: list[int]
+    texts: list[str]
+    images: np.ndarray
+    glyphs: np.ndarray
+    allowed: np.ndarray
+    seconds: float = 0.0
+
+def render_shard(spec: PoolSpec, shard: int, seeds: Seeds, store: Store | None = None) -> CleanShard:
+    """Render (or, for a source pool, read from `store`) a shard's clean captchas and where the attack may act."""
+    started = time.perf_counter()
+    indices = list(spec.indices(shard))
+    images, glyphs, texts = clean_captchas(spec, indices, seeds, store)
+    return CleanShard(indices, texts, images, glyphs, masks.allowed(spec, glyphs, indices, seeds),
+                      time.perf_counter() - started)
+
+def check_reads(solver: Solver, charset: Charset, what: str) -> None:
+    """A substitute must read every character of a pool's answers: PoolError naming those it cannot."""
+    missing = solver.charset.covers(charset.alphabet)
+    if missing:
+        raise PoolError(f"charset: {what} uses {missing!r}, which substitute {solver.version or '?'} cannot read "
+                        f"(its alphabet is {solver.charset.alphabet!r}); train or choose a substitute for this "
+                        f"alphabet (`farm train --alphabet ...`)")
+
+def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int, device: str = "cpu") -> np.ndarray:
+    """The adversarial images of a shard as uint8 (N, H, W)."""
+    if spec.method == "none":
+        return clean.images.copy()
+    kwargs = dict(spec.attack_settings(), random_start=spec.random_start, seed=spec.seed * 1_000_003 + shard,
+                  device=device)
+    if not spec.early_stop:
+        kwargs["early_stop"] = False
+    attack = make_attack(spec.method, solvers, **kwargs)
+    x = torch.from_numpy(clean.images).unsqueeze(1).float() / 255
+    budget = masks.glyph_budget(spec, clean.glyphs)
+    budget = None if budget is None else torch.from_numpy(budget).unsqueeze(1).float()
+    adv = attack(x, clean.texts, torch.from_numpy(clean.allowed).unsqueeze(1), budget=budget)
+    # round to the 8-bit grid a PNG holds; k/255 budgets stay within eps after rounding
+    return adv.squeeze(1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
+
+@dataclass
+class AttackedShard:
+    """A shard's adversarial images (uint8 (N, H, W)) and the substitute's readings before and after."""
+
+    adversarial: np.ndarray
+    readings: list[str]
+    clean_readings: list[str]
+    seconds: float
+
+def attack_shard(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int,
+                 device: str = "cpu") -> AttackedShard:
+    """The compute-bound half of a shard: perturb, then read clean and adversarial captchas."""
+    started = time.perf_counter()
+    adversarial = perturb(spec, clean, solvers, shard, device)
+    readings = solvers[0].read(list(adversarial))
+    clean_readings = solvers[0].read(list(clean.images))
+    return AttackedShard(adversarial, readings, clean_readings, time.perf_counter() - started)
+
+def write_shard(store: Store, pool: str, shard: int, spec: PoolSpec, clean: CleanShard, attacked: AttackedShard,
+                substitute: Solver, secret: bytes) -> dict:
+    """The I/O half of a shard: encode and measure, write images, then keys (last: the shard is complete)."""
+    stages = {"render": clean.seconds, "attack": attacked.seconds}
+    started = time.perf_counter()
+    records, blobs = [], []
+    for k, index in enumerate(clean.indices):
+        cid = captcha_id(secret, pool, shard, index)
+        blobs.append((image_key(pool, cid), encode_png(attacked.adversarial[k])))
+        records.append({"id": cid, "shard": shard, "index": index, "answer": clean.texts[k], "scheme": spec.scheme,
+                        "method": spec.method, "substitute": substitute.version,
+                        "substitute_sha256": substitute.sha256, "reading_clean": attacked.clean_readings[k],
+                        "reading": attacked.readings[k],
+                        **measure(clean.images[k], attacked.adversarial[k], clean.glyphs[k])})
+    stages["encode"] = time.perf_counter() - started
+    started = time.perf_counter()
+    written = 0
+    for key, data in blobs:
+        store.put(key, data, content_type="image/png")
+        written += len(data)
+    keys = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
+    store.put(keys_key(pool, shard), keys, content_type="application/x-ndjson")  # last: marks the shard complete
+    stages["store"] = time.perf_counter() - started
+    return {"shard": shard, "skipped": False, "count": len(records), "bytes": written + len(keys),
+            "stages": stages,
+            "substitute_solved": sum(answer_matches(substitute.charset, r["answer"], r["reading"]) for r in records),
+            "substitute_solved_clean": sum(answer_matches(substitute.charset, r["answer"], r["reading_clean"])
+                                           for r in records),
+            "ssim": float(np.mean([r["ssim"] for r in records])), "linf": float(np.mean([r["linf"] for r in records]))}
+
+def take_shard(store: Store, pool: str, shard: int, spec: PoolSpec, claim_seconds: float = CLAIM_SECONDS) -> dict:
+    """Whether this thread computes a shard: `skipped` False when it holds the shard's claim now.
+
+    `claim`: claimed or taken_over (compute it, then release_shard), held (another process
+    does: `held_by`, `until`), or None (complete already). The keys file is checked again once
+    claimed: a holder that finished just before its claim was taken or deleted wrote it.
+    """
+    result = {"shard": shard, "skipped": True, "count": len(spec.indices(shard)), "claim": None}
+    if shard_complete(store, pool, shard):
+        return result
+    claim = claim_shard(store, pool, shard, claim_seconds)
+    if not claim.ours:
+        return {**result, "claim": "held", "held_by": claim.holder.get("worker"), "until": claim.expires}
+    taken = {**result, "skipped": False, "claim": claim.result, "claim_etag": claim.etag}
+    if shard_complete(store, pool, shard):
+        release_shard(store, pool, taken)
+        return result
+    return taken
+
+def release_shard(store: Store, pool: str, taken: dict) -> None:
+    """Give up the claim take_shard made (the shard is written, or failed), unless another process took it over."""
+    release_claim(store, pool, taken["shard"], taken.get("claim_etag"))
+
+def compute_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers: list[Solver], secret: bytes,
+                  clean: CleanShard | None = None, device: str = "cpu") -> dict:
+    """Render, attack and write one shard whose claim the caller holds (take_shard). Returns counts and stage seconds."""
+    clean = clean or render_shard(spec, shard, Seeds(secret), store)
+    attacked = attack_shard(spec, clean, solvers, shard, device)
+    return write_shard(store, pool, shard, spec, clean, attacked, solvers[0], secret)
+
+def generate_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers: list[Solver], secret: bytes,
+                   clean: CleanShard | None = None, device: str = "cpu", claim_seconds: float = CLAIM_SECONDS) -> dict:
+    """Write one shard (images, then keys) unless it is complete or another process holds it (take_shard)."""
+    taken = take_shard(store, pool, shard, spec, claim_seconds)
+    if taken["skipped"]:
+        return taken
+    try:
+        return {**compute_shard(store, pool, shard, spec, solvers, secret, clean, device), "claim": taken["claim"]}
+    finally:
+        release_shard(store, pool, taken)

@@ -1,0 +1,154 @@
+"""Reading pools back: their captchas, clean and adversarial, their keys, stats, and copies elsewhere.
+
+Answers come from keys/ only and never leave the functions that compare them (verify) or that a
+back end calls knowingly (read_keys, export with keys).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+
+import numpy as np
+
+from farm.core.charset import Charset, answer_matches
+from farm.core.schemes import get_scheme
+from farm.core.seeds import Seeds, derivation
+from farm.core.spec import PoolSpec
+from farm.exceptions import PoolError
+from farm.storage import config
+from farm.storage.layout import captcha_id, decode_png, image_key, keys_key, manifest_key
+from farm.storage.store import Store, jsonl_records
+
+__all__ = ["clean_captchas", "spec_charset", "supply", "read_keys", "pool_images", "pool_names", "list_pools",
+           "pool_charset", "read_shard_keys", "pool_stats", "export_pool"]
+
+def clean_captchas(spec: PoolSpec, indices: list[int], seeds: Seeds, store: Store | None = None):
+    """(images uint8 (N, H, W), glyph masks (N, H, W), answers) of a pool's clean captchas `indices`."""
+    if spec.source is not None:
+        if store is None:
+            raise ValueError("store: a pool of a source folder reads its captchas from the store")
+        from farm.storage.folder import source_chunk
+        return source_chunk(store, spec.source, indices)
+    scheme = get_scheme(spec.scheme)
+    captchas = [scheme.sample(seeds.captcha(spec.seed, i)) for i in indices]
+    return np.stack([c.image for c in captchas]), np.stack([c.mask for c in captchas]), [c.text for c in captchas]
+
+def spec_charset(spec: PoolSpec, store: Store | None = None) -> Charset:
+    """The alphabet and lengths of a pool's answers: its scheme's, or its source folder's."""
+    if spec.source is not None:
+        from farm.storage.folder import read_source
+        return Charset.from_dict(read_source(store, spec.source)["charset"])
+    return get_scheme(spec.scheme).charset
+
+def supply(spec: PoolSpec, store: Store | None = None) -> int | None:
+    """The most captchas a pool can hold: its source folder's count; None for a scheme, which never runs out."""
+    if spec.source is None:
+        return None
+    from farm.storage.folder import read_source
+    return read_source(store, spec.source)["count"]
+
+def read_keys(store: Store, pool: str) -> list[dict]:
+    """Every key record of the complete shards, in index order (private: answers inside)."""
+    records = []
+    for key in store.list(f"pools/{pool}/keys/"):
+        records += jsonl_records(store.get(key))
+    return sorted(records, key=lambda r: r["index"])
+
+def pool_images(store: Store, pool: str, limit: int | None = None,
+                manifest: dict | None = None) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """(key records, clean images, adversarial images) of a pool's first captchas; images uint8 (N, H, W).
+
+    Clean captchas are not stored: they are rendered again from the spec's seed under FARM_SECRET,
+    index by index, as the manifest says they were seeded (or read from the pool's source folder).
+    `manifest`: the pool's, when the caller already read it.
+    """
+    manifest = manifest or read_manifest(store, pool)
+    spec = PoolSpec.from_dict(manifest["spec"])
+    records = read_keys(store, pool)[:limit]
+    if not records:
+        raise PoolError(f"pool: {pool!r} has no complete shard yet")
+    key = config.secret(store)
+    first = records[0]
+    if not hmac.compare_digest(first["id"], captcha_id(key, pool, first["shard"], first["index"])):
+        raise PoolError(f"FARM_SECRET: not the secret pool {pool!r} was made with (its captcha ids disagree), so "
+                        f"its clean captchas cannot be rendered again; set the farm's FARM_SECRET")
+    clean = clean_captchas(spec, [r["index"] for r in records], Seeds(key, derivation(manifest)), store)[0]
+    adversarial = np.stack([decode_png(store.get(image_key(pool, r["id"]))) for r in records])
+    return records, clean, adversarial
+
+def pool_names(store: Store) -> list[str]:
+    return [name for name in store.list_dirs("pools") if not name.startswith(".")]
+
+def list_pools(store: Store) -> list[dict]:
+    """Every pool with its spec summary and how many captchas are ready (no answers)."""
+    rows = []
+    for name in pool_names(store):
+        try:
+            manifest = read_manifest(store, name)
+        except PoolError:
+            continue  # a folder without a manifest is not a pool (yet)
+        spec = PoolSpec.from_dict(manifest["spec"])
+        ready = sum(len(spec.indices(s)) for s in complete_shards(store, name) if s < spec.shards)
+        rows.append({"pool": name, "status": manifest.get("status"), "count": spec.count, "complete": ready,
+                     "scheme": spec.scheme, "method": spec.method, "norm": spec.norm, "eps": spec.eps,
+                     "substitute": manifest.get("substitute", {}).get("version"), "updated": manifest.get("updated"),
+                     "derivation": derivation(manifest)})
+    return rows
+
+def pool_charset(manifest: dict) -> Charset:
+    """The charset answers of a pool are checked against (manifests before charsets: the scheme's)."""
+    if "charset" in manifest:
+        return Charset.from_dict(manifest["charset"])
+    return get_scheme(manifest["spec"]["scheme"]).charset
+
+def read_shard_keys(store: Store, key: str) -> list[dict]:
+    return jsonl_records(store.get(key))
+
+def pool_stats(store: Store, pool: str) -> dict:
+    """Aggregate measures of a pool's complete shards: how well it fools the substitute, at what cost."""
+    manifest = read_manifest(store, pool)
+    spec = PoolSpec.from_dict(manifest["spec"])
+    records = read_keys(store, pool)
+    n = len(records)
+    charset = pool_charset(manifest)
+
+    def solved(reading: str) -> float | None:
+        return round(sum(answer_matches(charset, r["answer"], r[reading]) for r in records) / n, 4) if n else None
+
+    def mean(name):  # None rather than Infinity, which JSON cannot hold
+        value = float(np.mean([r[name] for r in records])) if n else math.nan
+        return round(value, 5) if math.isfinite(value) else None
+    return {"pool": pool, "status": manifest.get("status"), "spec": spec.to_dict(), "count": spec.count,
+            "complete": n, "shards_complete": len({r["shard"] for r in records}), "shards": spec.shards,
+            "substitutes": sorted({r["substitute"] for r in records}),
+            "substitute_accuracy_clean": solved("reading_clean"), "substitute_accuracy_adversarial": solved("reading"),
+            "mean_ssim": mean("ssim"), "min_ssim": round(min(r["ssim"] for r in records), 5) if n else None,
+            "mean_psnr": mean("psnr"), "mean_linf": mean("linf"), "mean_l2": mean("l2"),
+            "mean_changed": mean("changed"), "mean_glyph_changed": mean("glyph_changed")}
+
+EXPORT_THREADS = 8  # object stores answer one GET at a time per connection; a few in flight hide the latency
+
+def export_pool(store: Store, pool: str, dest: Store, with_keys: bool = False) -> dict:
+    """Copy a pool's complete shards into another store in the same layout (images, manifest; keys on request)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    manifest = read_manifest(store, pool)
+    shard_keys = [keys_key(pool, s) for s in complete_shards(store, pool)]
+    keys_data = {key: store.get(key) for key in shard_keys}
+    ids = [record["id"] for data in keys_data.values() for record in jsonl_records(data)]
+
+    def copy(cid: str) -> int:
+        data = store.get(image_key(pool, cid))
+        dest.put(image_key(pool, cid), data, content_type="image/png")
+        return len(data)
+
+    with ThreadPoolExecutor(EXPORT_THREADS) as pool_threads:
+        written = sum(pool_threads.map(copy, ids))
+    if with_keys:
+        for key, data in keys_data.items():
+            dest.put(key, data, content_type="application/x-ndjson")
+    dest.put(manifest_key(pool), json.dumps(manifest, indent=2, sort_keys=True).encode(),
+             content_type="application/json")
+    return {"pool": pool, "to": dest.url, "images": len(ids), "bytes": written, "keys": with_keys}

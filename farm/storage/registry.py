@@ -1,0 +1,359 @@
+"""The checkpoint registry: immutable versions under checkpoints/, and CURRENT naming the one in use.
+
+Publishing claims a new version by creating its weights with a conditional create (so two
+publishers never write into one version), writes the card the same way, and only then switches
+`checkpoints/CURRENT` with a conditional write against the CURRENT it read: when two publishers
+race, exactly one wins and the other gets a ConflictError it may retry on top of.
+A version may also be stored unpromoted (not switched to): its card's `held_back` says why, and
+a card `refused` by the fine-tune guard is promoted only when forced. Such a version counts as
+promoted once it is CURRENT or one of its ancestors (`lineage`).
+Loading checks CURRENT, the card and the sha256 before building anything, caches by sha256, and
+never unpickles. A worker keeps the solver it holds when a newer one fails to load (`refresh`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections import OrderedDict
+from datetime import datetime, timezone
+from importlib import resources
+
+from farm.core.charset import Charset
+from farm.core.checkpoint import Solver, load_solver, sha256_hex
+from farm.exceptions import CheckpointError, ConflictError, FarmError
+from farm.storage.store import Store
+
+__all__ = ["publish", "current", "versions", "card", "load", "refresh", "ensure_current", "bundled", "promote",
+           "rollback", "lineage", "SwitchLostError", "CURRENT"]
+
+log = logging.getLogger(__name__)
+CURRENT = "checkpoints/CURRENT"
+CACHE_SIZE = 4  # a worker needs the current solver and perhaps the previous one; each holds its weights
+_CACHE: OrderedDict[str, Solver] = OrderedDict()
+_PUBLISHED_FIELDS = ("version", "parent", "published", "sha256", "held_back")  # set by publish, never by the caller
+CLAIM_ATTEMPTS = 8  # an unpromoted publish moves to the next number when another publisher took this one
+
+
+class SwitchLostError(ConflictError):
+    """CURRENT moved while switching to a new version: `version` is stored, unpromoted."""
+
+    def __init__(self, message: str, version: str):
+        super().__init__(message)
+        self.version = version
+
+
+def bundled() -> tuple[bytes, dict]:
+    """The substitute shipped in the package: (weights, card)."""
+    folder = resources.files("farm") / "bundled"
+    try:
+        return (folder / "model.safetensors").read_bytes(), json.loads((folder / "card.json").read_text())
+    except FileNotFoundError as e:
+        raise CheckpointError(f"bundled substitute: {e.filename} is missing; reinstall captchafarm or train one "
+                              f"with `farm train --out farm/bundled`") from e
+
+
+def _number(version: str) -> int | None:
+    m = re.fullmatch(r"v(\d+)", version)
+    return int(m.group(1)) if m else None
+
+
+def versions(store: Store) -> list[str]:
+    """Complete versions (those with a card), oldest first."""
+    found = {k.split("/")[1] for k in store.list("checkpoints/") if k.endswith("/card.json")}
+    return sorted(found, key=lambda v: (_number(v) or 0, v))
+
+
+def _corrupt(reason: str) -> CheckpointError:
+    return CheckpointError(f"{CURRENT} is corrupt: {reason}; repair it with `farm checkpoint promote VERSION`, "
+                           f"VERSION one of those `farm checkpoint list` shows")
+
+
+def _parse_pointer(data: bytes) -> dict:
+    try:
+        pointer = json.loads(data)
+        if not (isinstance(pointer, dict) and isinstance(pointer.get("version"), str)
+                and isinstance(pointer.get("sha256"), str)):
+            raise ValueError("not {version, sha256}")
+    except ValueError as e:  # UnicodeDecodeError too
+        raise _corrupt(f"unreadable ({e})") from e
+    return pointer
+
+
+def _pointed_card(store: Store, pointer: dict) -> dict:
+    """The card of the version CURRENT names, which must hold the sha256 CURRENT names."""
+    version = pointer["version"]
+    try:
+        c = card(store, version)
+    except (CheckpointError, ValueError) as e:  # a store outage is a StoreError and passes through
+        raise _corrupt(f"it names {version!r}, which cannot be read ({e})") from e
+    if c.get("sha256") != pointer["sha256"]:
+        raise _corrupt(f"it names sha256 {pointer['sha256'][:12]}… but the card of {version} says "
+                       f"{str(c.get('sha256'))[:12]}…")
+    return c
+
+
+def _read_current(store: Store, corrupt_ok: bool = False) -> tuple[dict | None, str | None, dict | None]:
+    """CURRENT, the etag of exactly that content and the card it names ((None, None, None) in an empty store).
+
+    A corrupt CURRENT (unreadable, naming a missing version, or another sha256 than its card's)
+    raises; with `corrupt_ok` it reads as (None, its etag, None), for promote to replace it.
+    """
+    try:
+        data, etag = store.get_with_etag(CURRENT)
+    except KeyError:
+        return None, None, None
+    try:
+        pointer = _parse_pointer(data)
+        return pointer, etag, _pointed_card(store, pointer)
+    except CheckpointError:
+        if not corrupt_ok:
+            raise
+        return None, etag, None
+
+
+def current(store: Store) -> dict | None:
+    """{"version", "sha256"} of CURRENT, checked against the version's card; None in an empty store."""
+    return _read_current(store)[0]
+
+
+def card(store: Store, version: str) -> dict:
+    if not isinstance(version, str) or not version or "/" in version:
+        raise ValueError(f"version: {version!r} is not a version name like v3")
+    try:
+        data = store.get(f"checkpoints/{version}/card.json")
+    except KeyError:
+        raise CheckpointError(f"version: {version!r} is not in the registry; see `farm checkpoint list`") from None
+    try:
+        return json.loads(data)
+    except ValueError as e:
+        raise CheckpointError(f"version {version}: card.json is not valid JSON ({e}); the version is corrupt") from e
+
+
+def _check_charset(new: dict, running: dict | None, allow_change: bool) -> None:
+    """Refuse a model for another alphabet than the `running` card's: the farm's pools and answers would not fit it."""
+    if running is None or allow_change:
+        return
+    ours = running.get("charset", {}).get("alphabet")
+    theirs = (new.get("charset") or {}).get("alphabet")
+    if ours != theirs:
+        raise CheckpointError(f"charset: the checkpoint reads {theirs!r} but {running.get('version')} (CURRENT) reads "
+                              f"{ours!r}; pass allow_charset_change (--allow-charset-change) if that is intended")
+
+
+def _create(store: Store, key: str, data: bytes, content_type: str) -> None:
+    """Create an object that must not exist. A retried create whose first try landed is ours, not a conflict."""
+    try:
+        store.put(key, data, if_none_match=True, content_type=content_type)
+    except ConflictError:
+        try:
+            if store.get(key) == data:
+                return
+        except KeyError:
+            pass
+        raise
+
+
+def publish(store: Store, weights: bytes, card_fields: dict, parent: str | None = None,
+            make_current: bool = True, allow_charset_change: bool = False, held_back: str | None = None) -> str:
+    """Publish weights with their card as a new version; returns the version.
+
+    With `parent`, CURRENT must still be that version when the switch happens (a fine-tune
+    publishes on top of the base it trained from); without, on top of whatever CURRENT was read.
+    Without `make_current` the version is stored unpromoted: nothing switches, so `parent` (what
+    it was made from) is recorded unchecked, and the card's `held_back` says why (`held_back`).
+    """
+    if held_back is not None and make_current:
+        raise ValueError("held_back: only a version published without make_current is held back")
+    digest = sha256_hex(weights)
+    if card_fields.get("sha256") not in (None, digest):
+        raise CheckpointError("card: its sha256 does not match the weights being published")
+    if (card_fields.get("zoo") or {}).get("role") == "held-out":
+        from farm.core.zoo import HeldOutError
+        raise HeldOutError(f"card: {card_fields['zoo'].get('name')} is a held-out zoo solver; it judges transfer "
+                           f"and is never published as a substitute")
+    fields = {k: v for k, v in card_fields.items() if k not in _PUBLISHED_FIELDS}
+    if fields.get("refused") and make_current:
+        raise CheckpointError(f"card: the fine-tune guard refused this model ({fields['refused']}); publish it "
+                              f"without switching CURRENT (--no-current), then `farm checkpoint promote --force`")
+    load_solver(weights, {**fields, "sha256": digest})  # refuse to publish what cannot load
+    from farm.core.zoo import card_ensemble
+    card_ensemble(fields)  # nor what no worker could generate with
+    pointer, etag, running = _read_current(store)
+    if make_current and parent is not None and (pointer or {}).get("version") != parent:
+        raise ConflictError(f"CURRENT is {(pointer or {}).get('version')}, not the parent {parent}: another "
+                            f"version was published meanwhile; retry on top of it")
+    if not make_current and parent is not None:
+        card(store, parent)  # a parent that is not in the registry is named as such
+    _check_charset(fields, running, allow_charset_change)
+    version = _claim(store, weights, 1 if make_current else CLAIM_ATTEMPTS)
+    full_card = {**fields, "sha256": digest, "version": version, "parent": parent or (pointer or {}).get("version"),
+                 "published": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if not make_current:
+        full_card["held_back"] = held_back or "published without switching CURRENT"
+    _create(store, f"checkpoints/{version}/card.json", json.dumps(full_card, indent=2, sort_keys=True).encode(),
+            "application/json")
+    if make_current:
+        _switch(store, version, digest, etag)
+    log.info("published %s (sha256 %s)", version, digest[:12])
+    return version
+
+
+def _claim(store: Store, weights: bytes, attempts: int) -> str:
+    """Create the weights of the next free version number; returns the version."""
+    for attempt in range(attempts):
+        taken = [n for n in map(_number, store.list_dirs("checkpoints")) if n is not None]
+        version = f"v{1 + max(taken, default=0)}"  # counts half-written versions: a crashed publisher's number stays used
+        try:
+            _create(store, f"checkpoints/{version}/model.safetensors", weights, "application/octet-stream")
+            return version
+        except ConflictError as e:
+            if attempt == attempts - 1:
+                raise ConflictError(f"version {version} was claimed by another publisher at the same time; nothing "
+                                    f"was switched; retry the publish") from e
+
+
+def _switch(store: Store, version: str, digest: str, expected_etag: str | None) -> None:
+    """Point CURRENT at a version if it is still what the caller read."""
+    body = json.dumps({"version": version, "sha256": digest}).encode()
+    try:
+        if expected_etag is None:
+            store.put(CURRENT, body, if_none_match=True, content_type="application/json")
+        else:
+            store.put(CURRENT, body, if_match=expected_etag, content_type="application/json")
+    except ConflictError as e:
+        now = _read_current(store, corrupt_ok=True)[0]
+        if now == {"version": version, "sha256": digest}:
+            return  # our earlier attempt landed and its answer was lost; the retry found our own write
+        raise SwitchLostError(f"CURRENT moved to {(now or {}).get('version')} while switching to {version}: another "
+                              f"publisher won; {version} is stored but not current; retry on top of it "
+                              f"(or `farm checkpoint promote {version}`)", version) from e
+
+
+def _read(store: Store, version: str) -> tuple[bytes, dict]:
+    c = card(store, version)
+    try:
+        weights = store.get(f"checkpoints/{version}/model.safetensors")
+    except KeyError:
+        raise CheckpointError(f"version {version}: model.safetensors is missing") from None
+    return weights, c
+
+
+def _verify(store: Store, version: str, device: str = "cpu") -> Solver:
+    """Load a version from the store, refusing it with the reason when anything does not check out."""
+    weights, c = _read(store, version)
+    if c.get("version") != version:
+        raise CheckpointError(f"version {version}: its card names version {c.get('version')!r}; it was copied "
+                              f"from elsewhere, publish it instead")
+    try:
+        return load_solver(weights, c, device=device)
+    except CheckpointError as e:
+        raise CheckpointError(f"version {version} refused: {e}") from e
+
+
+def promote(store: Store, version: str, allow_charset_change: bool = False, force: bool = False) -> None:
+    """Make an existing, verified version CURRENT (rollback promotes an older one).
+
+    It also repairs a corrupt CURRENT, which every other use of the registry refuses: still with
+    a conditional write against the bytes it read, so of two repairs one wins. With no sound
+    CURRENT there is no running alphabet to compare the version's with. A version the fine-tune
+    guard refused is kept for inspection and promoted only with `force`: never by accident.
+    """
+    pointer, etag, running = _read_current(store, corrupt_ok=True)
+    solver = _verify(store, version)  # never point CURRENT at something that does not load
+    if solver.card.get("refused") and not force:
+        raise CheckpointError(f"version {version}: the fine-tune guard refused it ({solver.card['refused']}); it is "
+                              f"kept for inspection (`farm checkpoint show {version}`); promote it anyway with --force")
+    if pointer == {"version": version, "sha256": solver.sha256}:
+        return
+    _check_charset(solver.card, running, allow_charset_change)
+    _switch(store, version, solver.sha256, etag)
+    log.info("promoted %s (was %s)", version, (pointer or {}).get("version") or ("corrupt" if etag else None))
+
+
+def rollback(store: Store, version: str | None = None) -> str:
+    """Promote the parent of CURRENT, or a named older version; returns the version now current."""
+    if version is None:
+        pointer = current(store)
+        if pointer is None:
+            raise CheckpointError("rollback: the registry is empty; nothing to roll back")
+        version = card(store, pointer["version"]).get("parent")
+        if not version:
+            raise CheckpointError(f"rollback: {pointer['version']} has no parent; name the version to go back to")
+    promote(store, version, allow_charset_change=True)  # going back to what ran before is always allowed
+    return version
+
+
+def lineage(cards: dict[str, dict], version: str | None) -> list[str]:
+    """`version` (CURRENT) and its ancestors by the cards' parents, newest first: the versions that were promoted."""
+    line = []
+    while version in cards and version not in line:  # a cycle (hand-edited cards) ends the walk
+        line.append(version)
+        version = cards[version].get("parent")
+    return line
+
+
+ENSURE_WAIT_SECONDS = 30  # another process publishing the first version writes two objects and CURRENT
+
+
+def ensure_current(store: Store) -> dict:
+    """CURRENT, publishing the bundled substitute first in an empty store."""
+    now = current(store)
+    if now is not None:
+        return now
+    weights, c = bundled()
+    try:
+        publish(store, weights, c)
+    except ConflictError:
+        deadline = time.monotonic() + ENSURE_WAIT_SECONDS
+        while (now := current(store)) is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the winner is between claiming v1 and switching CURRENT
+    now = current(store)
+    if now is None:
+        raise CheckpointError(f"{CURRENT}: still missing after another process began publishing the first version; "
+                              f"run `farm checkpoint list` and promote a version")
+    return now
+
+
+def load(store: Store, version: str | None = None, device: str = "cpu",
+         expect_charset: Charset | None = None) -> Solver:
+    """A verified solver for a version (default: CURRENT), cached by version and sha256.
+
+    Not by sha256 alone: two versions may share weights and differ in their cards (a fine-tune
+    that kept its base's weights and named donors), and the card decides how pools are made.
+    """
+    version = version or ensure_current(store)["version"]  # CURRENT's sha256 checked against the card
+    c = card(store, version)
+    key = f"{version}:{c.get('sha256')}@{device}"
+    if key in _CACHE and _CACHE[key].card == c:  # another store's version of that name may differ in its card
+        _CACHE.move_to_end(key)
+        solver = _CACHE[key]
+    else:
+        solver = _verify(store, version, device)
+        _CACHE[key] = solver
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    if expect_charset is not None and solver.charset.alphabet != expect_charset.alphabet:
+        raise CheckpointError(f"charset: {version} reads {solver.charset.alphabet!r}, expected "
+                              f"{expect_charset.alphabet!r}")
+    return solver
+
+
+def refresh(store: Store, held: Solver | None, device: str = "cpu") -> tuple[Solver, FarmError | None]:
+    """The solver a worker should use now: CURRENT when it loads, else the one it holds, and why.
+
+    A corrupt or foreign CURRENT (or an unreachable store) must not stop a worker that already
+    serves a good model: it keeps `held` and gets the error to report. With nothing held, it raises.
+    """
+    try:
+        pointer = ensure_current(store)
+        if held is not None and (pointer["version"], pointer["sha256"]) == (held.version, held.sha256):
+            return held, None
+        return load(store, None, device, expect_charset=held.charset if held is not None else None), None
+    except FarmError as e:
+        if held is None:
+            raise
+        log.warning("keeping substitute %s: the current checkpoint cannot be used: %s", held.version, e)
+        return held, e
