@@ -40,7 +40,8 @@ from farm.storage import registry
 from farm.core.checkpoint import load_solver_dir
 from farm.core.dataset import VALIDATION, render_set
 from farm.core.defaults import FinetuneConfig
-from farm.ops.finetune import agreement, fit, input_bytes
+from farm.core.checkpoint import input_bytes
+from farm.ops.finetune import agreement, fit
 from farm.core.spec import PoolSpec
 from farm.ops.shard import perturb, render_shard
 from farm.core.seeds import Seeds

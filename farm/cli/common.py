@@ -76,8 +76,6 @@ checkpoint_option = click.option("--checkpoint", type=click.Path(exists=True, fi
 version_option = click.option("--version", "version", default=None, help="Read with this registry version.")
 
 
-
-
 def or_fail(function, *args, **kwargs):
     """Call a farm function; its FarmError or ValueError becomes the command's error message."""
     from farm.exceptions import FarmError

@@ -18,9 +18,9 @@ from safetensors.torch import save as save_safetensors
 
 from farm.core.charset import Charset
 from farm.exceptions import CheckpointError
-from farm.core.model import CRNN, CRNNConfig, resize_input, to_tensor
+from farm.core.model import CRNN, CRNNConfig, resize_input, to_input_bytes, to_tensor
 
-__all__ = ["Solver", "build_model", "architecture_name", "weights_bytes", "build_card", "load_solver", "load_solver_dir", "save_solver_dir",
+__all__ = ["Solver", "build_model", "architecture_name", "weights_bytes", "build_card", "load_solver", "load_solver_dir", "save_solver_dir", "input_bytes",
            "sha256_hex", "CARD_FORMAT"]
 
 CARD_FORMAT = "captchafarm-card/1"
@@ -171,3 +171,8 @@ def load_solver_dir(directory: Path, expect_charset: Charset | None = None, devi
     except json.JSONDecodeError as e:
         raise CheckpointError(f"card: {directory / 'card.json'} is not valid JSON ({e})") from e
     return load_solver(weights, card, expect_charset, device)
+
+
+def input_bytes(solver: Solver, images) -> torch.Tensor:
+    """uint8 (H, W) arrays of one size as uint8 (N, 1, H, W) at the solver's input size: compact to keep."""
+    return to_input_bytes(images, (solver.model.config.input_height, solver.model.config.input_width))

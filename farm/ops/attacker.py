@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from farm.core.checkpoint import Solver, save_solver_dir
+from farm.core.checkpoint import Solver, input_bytes, save_solver_dir
 from farm.exceptions import PoolError
 from farm.storage.pools import pool_images
 
@@ -50,7 +50,6 @@ def train_attacker(out: Path, recipe: AttackerRecipe = AttackerRecipe(), progres
 
 def pool_batch(store, pool: str, solver: Solver, limit: int | None = None):
     """(key records, adversarial images as uint8 (N, 1, H, W) at the solver's input size)."""
-    from farm.ops.finetune import input_bytes
 
     records, _, adversarial = pool_images(store, pool, limit)
     return records, input_bytes(solver, adversarial)

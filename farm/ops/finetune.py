@@ -32,21 +32,20 @@ from tqdm import tqdm
 
 from farm.storage import registry
 from farm.storage.answers import read_batch
-from farm.core.checkpoint import Solver, build_card, weights_bytes
+from farm.core.checkpoint import Solver, build_card, input_bytes, weights_bytes
 from farm.core.defaults import FinetuneConfig
 from farm.core.dataset import EVALUATION, TRAIN, VALIDATION, render_set
 from farm.ops.evaluate import scheme_accuracy, sequence_accuracy
 from farm.exceptions import AnswersError, ConflictError, FarmError
 from farm.core.charset import Charset
 from farm.storage.folder import read_folder
-from farm.core.model import to_input_bytes
 from farm.core.charset import MAX_ANSWER_CHARS
 from farm.storage.layout import check_pool_name, decode_png, image_key
 from farm.ops.resemblance import choose_donors
 from farm.storage.store import Store
 from farm.core.zoo import card_ensemble
 
-__all__ = ["FinetuneConfig", "Queries", "FinetuneRefused", "load_queries", "agreement", "finetune", "input_bytes",
+__all__ = ["FinetuneConfig", "Queries", "FinetuneRefused", "load_queries", "agreement", "finetune",
            "folder_queries", "check_base"]
 
 log = logging.getLogger(__name__)
@@ -96,11 +95,6 @@ class Queries:
         rows = [i for i, truth in enumerate(self.truths) if truth is not None]
         return ([self.pictures[i] for i in rows], [self.truths[i] for i in rows],
                 [bool(self.solved[i]) for i in rows], [self.aims[i] for i in rows])
-
-
-def input_bytes(solver: Solver, images) -> torch.Tensor:
-    """uint8 (H, W) arrays of one size as uint8 (N, 1, H, W) at the solver's input size: compact to keep."""
-    return to_input_bytes(images, (solver.model.config.input_height, solver.model.config.input_width))
 
 
 def _held_out(record: dict, share: float, seed: int) -> bool:

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from farm.core.checkpoint import Solver
+from farm.core.checkpoint import Solver, input_bytes
 
 __all__ = ["phi", "resemblance", "choose_donors"]
 
@@ -30,7 +30,6 @@ def phi(first: list[bool], second: list[bool]) -> float | None:
 
 def resemblance(solver: Solver, pictures: list[np.ndarray], truths: list[str], solved: list[bool]) -> float | None:
     """Phi between the solver reading each picture right and the attacker having answered it right."""
-    from farm.ops.finetune import input_bytes  # farm.ops.finetune imports this module
 
     if not pictures:
         return None
