@@ -2,6 +2,10 @@
 dashboard and rules name only metrics the farm exports, and the compose file, the Kubernetes manifests and
 the images run the Procfile's processes with settings and ports the project really has.
 
+Beside that, every manifest is checked against its schema, offline: the Kubernetes manifests with
+kubernetes-validate (tests/kubernetes_schemas.py), the compose file with the compose specification's schema that
+check-jsonschema vendors; each check is shown to refuse a broken copy.
+
 promtool comes with Debian's `prometheus` package (scripts/setup --test installs it): missing, the tests fail.
 """
 
@@ -11,12 +15,14 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.farm_parts import ROOT, procfile
+from tests.kubernetes_schemas import CUSTOM_RESOURCES, problems
 
 DEPLOY = ROOT / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"
@@ -228,7 +234,73 @@ def test_compose_mounts_files_that_exist():
                 assert (DEPLOY / source).exists(), f"{name}: {source}"
 
 
+def check_compose_file(path: Path) -> subprocess.CompletedProcess:
+    """check-jsonschema with the compose specification's schema it vendors (nothing fetched)."""
+    return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+                           str(path)], capture_output=True, text=True, timeout=120)
+
+
+def broken_copy(tmp_path: Path, source: Path, old: str, new: str) -> Path:
+    """A copy of a deploy/ file with one change: the check must refuse it, or it would not catch that mistake."""
+    text = source.read_text()
+    assert text.count(old) == 1, f"{source.name}: {old!r} is not there once; update this test's broken copies"
+    copy = tmp_path / source.name
+    copy.write_text(text.replace(old, new))
+    return copy
+
+
+def test_compose_matches_the_compose_specification():
+    result = check_compose_file(DEPLOY / "compose.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("old, new, complaint", [
+    ("stop_grace_period: 1m", "stop_grace_perod: 1m", "'stop_grace_perod' was unexpected"),  # a typo'd key
+    ("condition: service_healthy", "condition: healthy", "services.generate.depends_on.redis.condition"),
+])
+def test_the_compose_check_refuses_a_broken_compose_file(tmp_path, old, new, complaint):
+    result = check_compose_file(broken_copy(tmp_path, DEPLOY / "compose.yaml", old, new))
+    assert result.returncode == 1 and complaint in result.stdout, result.stdout + result.stderr
+
+
 # --- Kubernetes --------------------------------------------------------------------------------------------
+
+def kubernetes_objects() -> list[tuple[str, dict]]:
+    """Every object of deploy/k8s with its file. kustomization.yaml is not one: it is kustomize's build file,
+    and kustomize, which refuses its unknown fields, checks it in test_kustomize_renders_the_manifests."""
+    return [(path.name, document) for path in sorted(K8S.glob("*.yaml")) if path.name != "kustomization.yaml"
+            for document in yaml.safe_load_all(path.read_text()) if document]
+
+
+@pytest.mark.parametrize("manifest, document", kubernetes_objects(),
+                         ids=[f"{f}:{d['kind']}/{d['metadata']['name']}" for f, d in kubernetes_objects()])
+def test_every_kubernetes_object_matches_its_schema(manifest, document):
+    found = problems(document)
+    assert found is None, f"{manifest}: {found}"
+
+
+def test_every_custom_resource_schema_is_used():
+    used = {(d["apiVersion"], d["kind"]) for _, d in kubernetes_objects()}
+    assert set(CUSTOM_RESOURCES) <= used, "a schema in tests/kubernetes_schemas.py checks nothing: remove it"
+
+
+@pytest.mark.parametrize("manifest, old, new, complaint", [
+    ("generate.yaml", "terminationGracePeriodSeconds:", "terminationGracePeriodSecond:",
+     "spec.template.spec: Additional properties are not allowed ('terminationGracePeriodSecond' was unexpected)"),
+    ("beat.yaml", "containerPort: 5200", 'containerPort: "5200"', "'5200' is not of type 'integer'"),
+    ("beat.yaml", "kind: Deployment", "kind: Deploymnet", "Couldn't find schema for kind Deploymnet"),
+    ("keda.yaml", "cooldownPeriod: 600", "cooldownPeriods: 600", "'cooldownPeriods' was unexpected"),
+    ("keda.yaml", 'listLength: "4"', "listLength: 4", "spec.triggers.0.metadata.listLength: 4 is not of type"),
+    ("keda.yaml", "  scaleTargetRef:\n    name: farm-finetune\n", "", "'scaleTargetRef' is a required property"),
+    ("keda.yaml", "stabilizationWindowSeconds", "stabilisationWindowSeconds", "'stabilisationWindowSeconds'"),
+    ("monitoring.yaml", "targetLabel: process", "targetLable: process", "'targetLable' was unexpected"),
+])
+def test_the_kubernetes_check_refuses_a_broken_manifest(tmp_path, manifest, old, new, complaint):
+    copy = broken_copy(tmp_path, K8S / manifest, old, new)
+    found = [problems(d) for d in yaml.safe_load_all(copy.read_text()) if d]
+    assert any(complaint in (p or "") for p in found), found
+
+
 
 def test_kubernetes_manifests_run_the_procfile_processes_with_the_project_settings():
     documents, variables = manifests(), project_variables()
@@ -298,8 +370,11 @@ def test_kustomize_renders_the_manifests(tmp_path):
         shutil.copy(example, example.with_suffix(""))
     result = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    kinds = [d["kind"] for d in yaml.safe_load_all(result.stdout) if d]
+    rendered = [d for d in yaml.safe_load_all(result.stdout) if d]
+    kinds = [d["kind"] for d in rendered]
     assert kinds.count("Deployment") == 3 and kinds.count("Secret") == 2 and "ScaledObject" in kinds
+    found = {f"{d['kind']}/{d['metadata']['name']}": problems(d) for d in rendered}  # the generated Secrets too
+    assert not any(found.values()), found
 
 
 def test_every_farm_setting_is_documented():
