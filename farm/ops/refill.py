@@ -25,7 +25,8 @@ from farm.exceptions import FarmError
 from farm.core.spec import PoolSpec
 from farm.storage.layout import check_pool_name
 from farm.storage.manifest import complete_shards, pending_shards, read_manifest
-from farm.storage.pools import pool_names, supply
+from farm.storage.pools import pool_names
+from farm.storage.sources import supply
 from farm.core.seeds import derivation
 from farm.storage.served import COMPACT_AFTER, compact_served, read_served, served_batches
 from farm.storage.store import Store
