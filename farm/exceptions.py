@@ -1,4 +1,25 @@
-"""The named errors of captchafarm; every one ends in ...Error and says what to do."""
+"""The named errors of captchafarm, every one here: each says what is wrong and what to do.
+
+    FarmError                      what a user can fix; `farm` prints it as `Error: <message>`, exit 1
+    ├── CheckpointError            a checkpoint missing, corrupt, or for another model or charset
+    │   └── HeldOutError           a held-out zoo solver asked to serve as a substitute
+    ├── StoreError                 the object store unreachable or refusing
+    │   └── ConflictError          a conditional write lost a race
+    │       └── SwitchLostError    CURRENT moved while switching to a new version (it stays stored)
+    ├── SchemeError                a scheme plugin that does not load or fit
+    ├── PoolError                  a pool missing, incomplete, or arguments that do not fit it
+    ├── AnswersError               an answers file that cannot be ingested as a whole
+    ├── JobError                   a farm job that cannot be submitted or followed
+    ├── DataError (ValueError)     a labelled folder that cannot be used
+    ├── StudyError                 a usability study missing, existing, or over pools that cannot serve it
+    ├── FinetuneRefused            the fine-tune guard refused the model (a verdict: carries the result)
+    └── TicketError                a captcha id the service cannot verify
+        ├── UnknownTicketError
+        ├── ExpiredTicketError
+        └── UsedTicketError
+
+Anything else that escapes is a bug, and `farm` shows its traceback.
+"""
 
 
 class FarmError(Exception):
@@ -9,12 +30,24 @@ class CheckpointError(FarmError):
     """A checkpoint is missing, corrupt, or was made for another model or charset."""
 
 
+class HeldOutError(CheckpointError):
+    """A held-out solver was asked for as a substitute."""
+
+
 class StoreError(FarmError):
     """The object store could not be reached or refused an operation."""
 
 
 class ConflictError(StoreError):
     """A conditional write lost a race: somebody else wrote first."""
+
+
+class SwitchLostError(ConflictError):
+    """CURRENT moved while switching to a new version: `version` is stored, unpromoted."""
+
+    def __init__(self, message: str, version: str):
+        super().__init__(message)
+        self.version = version
 
 
 class SchemeError(FarmError):
@@ -39,6 +72,17 @@ class DataError(FarmError, ValueError):
 
 class StudyError(FarmError):
     """A usability study is missing, already exists, or names pools that cannot serve it."""
+
+
+class FinetuneRefused(FarmError):
+    """The fine-tuned model failed the guard: nothing was promoted (`result["version"]`: the one kept, if any).
+
+    Named for the verdict, not ...Error: the result it carries is the fine-tune's report.
+    """
+
+    def __init__(self, message: str, result: dict):
+        super().__init__(message)
+        self.result = result
 
 
 class TicketError(FarmError):

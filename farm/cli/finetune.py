@@ -57,8 +57,8 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
     The answers also show which captchas the attacker solved: the zoo donor that fails on the
     same ones joins every pool made with the new version (--donors).
     """
-    from farm.exceptions import FarmError
-    from farm.ops.finetune import FinetuneConfig, FinetuneRefused, finetune as run, resolve_batches
+    from farm.exceptions import FarmError, FinetuneRefused
+    from farm.ops.finetune import FinetuneConfig, finetune as run, resolve_batches
 
     if not names and not data:
         fail("give --answers BATCH (attackers' answers), --data DIR (a labelled folder), or both")

@@ -13,16 +13,12 @@ from importlib import resources
 from pathlib import Path
 
 from farm.core.checkpoint import Solver, load_solver_dir
-from farm.exceptions import CheckpointError
+from farm.exceptions import CheckpointError, HeldOutError
 
-__all__ = ["Member", "ZOO", "member", "members", "load_member", "load_donor", "zoo_path", "HeldOutError",
+__all__ = ["Member", "ZOO", "member", "members", "load_member", "load_donor", "zoo_path",
            "card_ensemble", "train_member"]
 
 DONOR, HELD_OUT = "donor", "held-out"
-
-
-class HeldOutError(CheckpointError):
-    """A held-out solver was asked for as a substitute."""
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from farm.core.checkpoint import Solver, build_card, input_bytes, weights_bytes
 from farm.core.defaults import FinetuneConfig
 from farm.core.dataset import EVALUATION, TRAIN, VALIDATION, render_set
 from farm.ops.evaluate import scheme_accuracy, sequence_accuracy
-from farm.exceptions import AnswersError, ConflictError, FarmError
+from farm.exceptions import AnswersError, ConflictError, FarmError, FinetuneRefused
 from farm.core.charset import Charset
 from farm.storage.folder import read_folder
 from farm.core.charset import MAX_ANSWER_CHARS
@@ -45,20 +45,12 @@ from farm.ops.resemblance import choose_donors
 from farm.storage.store import Store
 from farm.core.zoo import card_ensemble
 
-__all__ = ["FinetuneConfig", "Queries", "FinetuneRefused", "load_queries", "agreement", "finetune",
+__all__ = ["FinetuneConfig", "Queries", "load_queries", "agreement", "finetune",
            "folder_queries", "check_base"]
 
 log = logging.getLogger(__name__)
 _ID = re.compile(r"[0-9a-f]{32}")
 MIN_QUERIES = 10  # fewer usable answers say nothing about the attacker
-
-
-class FinetuneRefused(FarmError):
-    """The fine-tuned model failed the guard: nothing was promoted (`result["version"]`: the one kept, if any)."""
-
-    def __init__(self, message: str, result: dict):
-        super().__init__(message)
-        self.result = result
 
 
 @dataclass

@@ -23,11 +23,11 @@ from importlib import resources
 
 from farm.core.charset import Charset
 from farm.core.checkpoint import Solver, load_solver, sha256_hex
-from farm.exceptions import CheckpointError, ConflictError, FarmError
+from farm.exceptions import CheckpointError, ConflictError, FarmError, HeldOutError, SwitchLostError
 from farm.storage.store import Store
 
 __all__ = ["publish", "current", "versions", "card", "load", "refresh", "ensure_current", "bundled", "promote",
-           "rollback", "lineage", "SwitchLostError", "CURRENT"]
+           "rollback", "lineage", "CURRENT"]
 
 log = logging.getLogger(__name__)
 CURRENT = "checkpoints/CURRENT"
@@ -35,14 +35,6 @@ CACHE_SIZE = 4  # a worker needs the current solver and perhaps the previous one
 _CACHE: OrderedDict[str, Solver] = OrderedDict()
 _PUBLISHED_FIELDS = ("version", "parent", "published", "sha256", "held_back")  # set by publish, never by the caller
 CLAIM_ATTEMPTS = 8  # an unpromoted publish moves to the next number when another publisher took this one
-
-
-class SwitchLostError(ConflictError):
-    """CURRENT moved while switching to a new version: `version` is stored, unpromoted."""
-
-    def __init__(self, message: str, version: str):
-        super().__init__(message)
-        self.version = version
 
 
 def bundled() -> tuple[bytes, dict]:
@@ -171,7 +163,6 @@ def publish(store: Store, weights: bytes, card_fields: dict, parent: str | None 
     if card_fields.get("sha256") not in (None, digest):
         raise CheckpointError("card: its sha256 does not match the weights being published")
     if (card_fields.get("zoo") or {}).get("role") == "held-out":
-        from farm.core.zoo import HeldOutError
         raise HeldOutError(f"card: {card_fields['zoo'].get('name')} is a held-out zoo solver; it judges transfer "
                            f"and is never published as a substitute")
     fields = {k: v for k, v in card_fields.items() if k not in _PUBLISHED_FIELDS}
