@@ -1,6 +1,7 @@
 """The named errors of captchafarm, every one here: each says what is wrong and what to do.
 
     FarmError                      what a user can fix; `farm` prints it as `Error: <message>`, exit 1
+    ├── SettingError (ValueError)  a value given is malformed or out of range; the message names it first
     ├── CheckpointError            a checkpoint missing, corrupt, or for another model or charset
     │   └── HeldOutError           a held-out zoo solver asked to serve as a substitute
     ├── StoreError                 the object store unreachable or refusing
@@ -18,12 +19,21 @@
         ├── ExpiredTicketError
         └── UsedTicketError
 
-Anything else that escapes is a bug, and `farm` shows its traceback.
+Anything else that escapes is a bug, and `farm` shows its traceback; that is why validation raises
+SettingError, never a bare ValueError (which a bug raises too). SettingError and DataError are
+also ValueErrors, so code that checks values with `except ValueError` (the service's 400s, the
+workers' task arguments) catches them as before.
 """
 
 
 class FarmError(Exception):
     """Base of every captchafarm error."""
+
+
+class SettingError(FarmError, ValueError):
+    """A value given to captchafarm is malformed or out of range: an option or argument, an environment
+    variable, a field of a config, a task or a request. The message starts with its name (`count: must
+    be ...`, `FARM_SECRET: not set; ...`) and says what fits."""
 
 
 class CheckpointError(FarmError):

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from farm.core.model import resize_input, to_tensor
 from farm.core.schemes import captcha_seed, get_scheme
+from farm.exceptions import SettingError
 
 __all__ = ["TRAIN", "VALIDATION", "EVALUATION", "Batch", "render_batch", "CaptchaStream", "batches", "render_set"]
 
@@ -49,7 +50,7 @@ class CaptchaStream(IterableDataset):
         names = list(mix)
         weights = np.array([mix[n] for n in names], dtype=float)
         if not names or (weights <= 0).any():
-            raise ValueError(f"mix: every scheme needs a positive weight, got {mix}")
+            raise SettingError(f"mix: every scheme needs a positive weight, got {mix}")
         for name in names:
             get_scheme(name)
         self.names, self.weights = names, weights / weights.sum()

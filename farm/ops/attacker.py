@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from farm.core.checkpoint import Solver, input_bytes, save_solver_dir
-from farm.exceptions import PoolError
+from farm.exceptions import PoolError, SettingError
 from farm.storage.pools import pool_images
 
 __all__ = ["AttackerRecipe", "RECIPES", "train_attacker", "answer_pool", "adapt", "pool_batch"]
@@ -63,7 +63,7 @@ def answer_pool(store, pool: str, attacker: Solver, count: int | None = None, ri
     come from the pool's keys, which only a simulation may look at.
     """
     if count is not None and count <= 0:
-        raise ValueError(f"count: must be positive (got {count})")
+        raise SettingError(f"count: must be positive (got {count})")
     records, images = pool_batch(store, pool, attacker, count)
     if count is not None and len(records) < count:
         raise PoolError(f"pool: {pool!r} holds {len(records)} complete captchas, fewer than the {count} asked for")

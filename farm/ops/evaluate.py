@@ -10,6 +10,7 @@ from tqdm import tqdm
 from farm.core.checkpoint import Solver
 from farm.core.dataset import EVALUATION, CaptchaStream, batches
 from farm.core.preprocess import parse_chains
+from farm.exceptions import SettingError
 
 __all__ = ["scheme_accuracy", "sequence_accuracy", "load_pool", "pool_accuracy", "worst_chain"]
 
@@ -25,7 +26,7 @@ def scheme_accuracy(solver: Solver, schemes: list[str], count: int, seed: int = 
                     batch_size: int = 100, progress: bool = False, purpose: int = EVALUATION) -> dict:
     """{"<scheme>": {"count", "accuracy"}} on `count` fresh captchas of each scheme."""
     if count <= 0:
-        raise ValueError(f"count: must be positive, got {count}")
+        raise SettingError(f"count: must be positive, got {count}")
     size = (solver.model.config.input_height, solver.model.config.input_width)
     results = {}
     for name in schemes:

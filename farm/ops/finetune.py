@@ -36,7 +36,7 @@ from farm.core.checkpoint import Solver, build_card, input_bytes, weights_bytes
 from farm.core.defaults import FinetuneConfig
 from farm.core.dataset import EVALUATION, TRAIN, VALIDATION, render_set
 from farm.ops.evaluate import scheme_accuracy, sequence_accuracy
-from farm.exceptions import AnswersError, ConflictError, FarmError, FinetuneRefused
+from farm.exceptions import AnswersError, ConflictError, FarmError, FinetuneRefused, SettingError
 from farm.core.charset import Charset
 from farm.storage.folder import read_folder
 from farm.core.charset import MAX_ANSWER_CHARS
@@ -296,9 +296,9 @@ def check_base(store: Store, base: str | None, promote: bool = True, flag: str =
         return base
     now = registry.ensure_current(store)["version"]
     if base not in (None, now):
-        raise ValueError(f"base: {base} is not CURRENT ({now}), so its fine-tune could not be promoted; fine-tune "
-                         f"{now} (leave out the base), or pass {flag} to publish the result unpromoted and "
-                         f"`farm checkpoint promote` it later")
+        raise SettingError(f"base: {base} is not CURRENT ({now}), so its fine-tune could not be promoted; fine-tune "
+                           f"{now} (leave out the base), or pass {flag} to publish the result unpromoted and "
+                           f"`farm checkpoint promote` it later")
     return now
 
 
@@ -308,7 +308,7 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     """Fine-tune `base` (default: CURRENT) on answer batches and/or a labelled folder; publish on top of `base`.
 
     Returns what happened (versions, agreement and clean accuracy before and after, counts;
-    `promoted` False and `reason` when the new version is not CURRENT). Raises ValueError when
+    `promoted` False and `reason` when the new version is not CURRENT). Raises SettingError when
     `base` is not CURRENT and `promote` is on (before training), FinetuneRefused when the guard
     fails (a model that learned something is kept unpromoted, marked refused), AnswersError when
     the answers cannot serve. When another version became CURRENT meanwhile, or without
@@ -319,7 +319,7 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     parent = check_base(store, base, promote=promote and publish)
     base_solver = registry.load(store, parent, device=device)
     if not batch_keys and data is None:
-        raise ValueError("finetune: give answer batches, a labelled folder (--data), or both")
+        raise SettingError("finetune: give answer batches, a labelled folder (--data), or both")
     queries = load_queries(store, batch_keys, base_solver, config) if batch_keys else None
     if data is not None:
         labelled = folder_queries(data, base_solver, config)

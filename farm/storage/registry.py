@@ -23,7 +23,7 @@ from importlib import resources
 
 from farm.core.charset import Charset
 from farm.core.checkpoint import Solver, load_solver, sha256_hex
-from farm.exceptions import CheckpointError, ConflictError, FarmError, HeldOutError, SwitchLostError
+from farm.exceptions import CheckpointError, ConflictError, FarmError, HeldOutError, SettingError, SwitchLostError
 from farm.storage.store import Store
 
 __all__ = ["publish", "current", "versions", "card", "load", "refresh", "ensure_current", "bundled", "promote",
@@ -113,7 +113,7 @@ def current(store: Store) -> dict | None:
 
 def card(store: Store, version: str) -> dict:
     if not isinstance(version, str) or not version or "/" in version:
-        raise ValueError(f"version: {version!r} is not a version name like v3")
+        raise SettingError(f"version: {version!r} is not a version name like v3")
     try:
         data = store.get(f"checkpoints/{version}/card.json")
     except KeyError:
