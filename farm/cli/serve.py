@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from farm.cli.common import fail, store_option
+from farm.cli.common import store_option
 
 
 @click.command()
@@ -30,13 +30,9 @@ def serve(host, port, store_url, redis_url, ttl, answer_window, log_level):
 
     import uvicorn
 
-    from farm.exceptions import FarmError
     from farm.service import ServiceSettings, create_app
 
     logging.getLogger().setLevel(getattr(logging, log_level.upper()))
-    try:
-        settings = ServiceSettings.from_env(store=store_url, redis=redis_url, ttl=ttl, answer_window=answer_window)
-        app = create_app(settings)
-    except (FarmError, ValueError) as e:
-        fail(str(e))
+    settings = ServiceSettings.from_env(store=store_url, redis=redis_url, ttl=ttl, answer_window=answer_window)
+    app = create_app(settings)
     uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=True, server_header=False)
