@@ -93,6 +93,9 @@ def test_a_bug_in_a_command_keeps_its_traceback(tmp_path, kind, last_line):
     (["evaluate", "--pool", "p", "--chain", "otsu", "--no-preprocess"],
      "--chain: --no-preprocess reads the pool as it is only; drop one of the two"),
     (["answers", "ingest", "-", "--max-records", "0"], "max-records: must be positive (got 0)"),
+    (["serve", "--redis", "redis://127.0.0.1:no/0"],  # the Redis client's own ValueError, named after the setting
+     "FARM_REDIS: 'redis://127.0.0.1:no/0' is not a URL the Redis client reads (Port could not be cast to integer "
+     "value as 'no')"),
 ])
 def test_each_command_names_what_is_wrong_and_exits_1(tmp_path, monkeypatch, args, message):
     store = (tmp_path / "store").as_uri()

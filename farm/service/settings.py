@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
+from redis.connection import parse_url
+
 from farm.exceptions import SettingError
 
 __all__ = ["ServiceSettings", "parse_api_keys", "redis_url", "redact", "DEFAULT_TTL", "MIN_KEY_CHARS", "BOUNDS"]
@@ -55,6 +57,10 @@ class ServiceSettings:
                                "service processes agree: set FARM_REDIS=redis://host:6379/0 (or a Redis FARM_BROKER)")
         if not self.redis.startswith(("redis://", "rediss://", "unix://")):
             raise SettingError(f"FARM_REDIS: {redact(self.redis)!r} is not a redis:// or rediss:// URL")
+        try:
+            parse_url(self.redis)  # what the client reads: a port or a db that is no number
+        except ValueError as e:
+            raise SettingError(f"FARM_REDIS: {redact(self.redis)!r} is not a URL the Redis client reads ({e})") from None
         for name in BOUNDS:
             _check_bound(name, getattr(self, name))
 
