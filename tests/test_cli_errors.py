@@ -111,3 +111,12 @@ def test_a_store_url_that_is_no_store_is_named(monkeypatch):
     result = CliRunner().invoke(main, ["pool", "list"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert result.stderr == "Error: store: unsupported URL 'ftp://x'; use file:///path or s3://bucket/prefix\n"
+
+
+def test_a_study_plot_in_a_format_matplotlib_does_not_write_is_a_setting_error_before_drawing(tmp_path):
+    from farm.exceptions import SettingError
+    from farm.ops.studies import plot_report
+
+    with pytest.raises(SettingError, match=r"^plot: report\.xyz needs an extension matplotlib writes, such as \.png"):
+        plot_report({}, tmp_path / "report.xyz")  # {}: nothing is read before the check
+    assert list(tmp_path.iterdir()) == []

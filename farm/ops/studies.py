@@ -242,7 +242,13 @@ def plot_report(summary: dict, path: str | Path) -> Path:
         raise StudyError("plot: matplotlib is not installed; pip install 'captchafarm[study]'") from None
     matplotlib.use("Agg")  # files only: no display on a server
     import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import FigureCanvasBase
 
+    path = Path(path)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix and path.suffix.lower().removeprefix(".") not in formats:  # checked before anything is drawn
+        raise SettingError(f"plot: {path.name} needs an extension matplotlib writes, such as .png "
+                           f"({', '.join(sorted(formats))})")
     rows = summary["pools"]
     names = [r["pool"] if r.get("label") in (None, r["pool"]) else f"{r['pool']}\n{r['label']}" for r in rows]
     x = np.arange(len(rows))
@@ -268,7 +274,10 @@ def plot_report(summary: dict, path: str | Path) -> Path:
     left.set_ylim(0, 105)
     bars(right, "median_seconds", "median_seconds_ci", 1, f"median solve time, s ({level} bootstrap)")
     figure.suptitle(f"study {summary['study']}: {summary['participants']} participants, {summary['answers']} answers")
-    path = Path(path)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    try:
+        figure.savefig(path, dpi=120)
+    except OSError as e:
+        raise SettingError(f"plot: cannot write {path} ({e.strerror or e})") from e
+    finally:
+        plt.close(figure)
     return path
