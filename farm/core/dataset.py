@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm import tqdm
 
 from farm.core.model import resize_input, to_tensor
 from farm.core.schemes import captcha_seed, get_scheme
@@ -89,7 +90,6 @@ def render_set(mix: dict[str, float], count: int, seed: int, size: tuple[int, in
     Rendering costs about as much CPU as a training step, so training makes several passes
     over a set rendered once instead of rendering every sample afresh.
     """
-    from tqdm import tqdm
 
     stream = CaptchaStream(mix, chunk, seed, size, purpose, stop=-(-count // chunk))
     images, texts, schemes = [], [], []

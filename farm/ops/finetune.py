@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from farm.storage import registry
-from farm.storage.answers import read_batch
+from farm.storage.answers import batches, read_batch
 from farm.core.checkpoint import Solver, build_card, input_bytes, weights_bytes
 from farm.core.defaults import FinetuneConfig
 from farm.core.dataset import EVALUATION, TRAIN, VALIDATION, render_set
@@ -44,6 +44,9 @@ from farm.storage.layout import check_pool_name, decode_png, image_key
 from farm.ops.resemblance import choose_donors
 from farm.storage.store import Store
 from farm.core.zoo import card_ensemble
+from farm.core.spec import PoolSpec
+from farm.storage.manifest import read_manifest
+from farm.storage.pools import read_keys
 
 __all__ = ["FinetuneConfig", "Queries", "load_queries", "agreement", "finetune",
            "folder_queries", "check_base"]
@@ -97,10 +100,6 @@ def _held_out(record: dict, share: float, seed: int) -> bool:
 
 def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: FinetuneConfig) -> Queries:
     """Resolve answer batches to (image, answer) pairs; records that cannot serve are counted by reason."""
-    from farm.core.spec import PoolSpec
-    from farm.storage.pools import read_keys
-    from farm.storage.manifest import read_manifest
-
     skipped: Counter = Counter()
     seen, images, answers, held, solved, schemes, truths = set(), [], [], [], [], {}, {}
     pictures, true_texts, aims, pool_aims = [], [], [], {}
@@ -446,8 +445,6 @@ def _closest_miss(history: list[dict], before: float, floor: float | None) -> st
 
 def resolve_batches(store: Store, names: list[str]) -> list[str]:
     """Batch names or keys (or `all`) -> answer keys, each checked to exist."""
-    from farm.storage.answers import batches
-
     stored = batches(store)
     if names == ["all"] or not names:
         if not stored:

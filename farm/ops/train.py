@@ -30,6 +30,7 @@ from farm.core.charset import MAX_ANSWER_CHARS
 from farm.ops.evaluate import scheme_accuracy, sequence_accuracy
 from farm.core.schemes import get_scheme
 from farm.core.zoo import member, zoo_path
+from farm.core.preprocess import apply
 from farm.exceptions import SettingError
 
 __all__ = ["TrainConfig", "train", "mix_charset", "train_charset", "parse_mix", "FOLDER_METRIC", "train_member"]
@@ -278,7 +279,6 @@ def train(config: TrainConfig, out: Path, resume: bool = True,
 
 def augment(images: torch.Tensor, kinds: tuple[str, ...], generator: torch.Generator) -> torch.Tensor:
     """Half of a batch gets one attacker-style change, so the solver reads both kinds."""
-    from farm.core.preprocess import apply
     kind = kinds[int(torch.randint(len(kinds), (1,), generator=generator))]
     half = images[: len(images) // 2]
     if kind == "noise":

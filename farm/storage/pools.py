@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -110,8 +111,6 @@ EXPORT_THREADS = 8  # object stores answer one GET at a time per connection; a f
 
 def export_pool(store: Store, pool: str, dest: Store, with_keys: bool = False) -> dict:
     """Copy a pool's complete shards into another store in the same layout (images, manifest; keys on request)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     manifest = read_manifest(store, pool)
     shard_keys = [keys_key(pool, s) for s in complete_shards(store, pool)]
     keys_data = {key: store.get(key) for key in shard_keys}

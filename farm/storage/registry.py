@@ -23,6 +23,7 @@ from importlib import resources
 
 from farm.core.charset import Charset
 from farm.core.checkpoint import Solver, load_solver, sha256_hex
+from farm.core.zoo import card_ensemble
 from farm.exceptions import CheckpointError, ConflictError, FarmError, HeldOutError, SettingError, SwitchLostError
 from farm.storage.store import Store
 
@@ -170,7 +171,6 @@ def publish(store: Store, weights: bytes, card_fields: dict, parent: str | None 
         raise CheckpointError(f"card: the fine-tune guard refused this model ({fields['refused']}); publish it "
                               f"without switching CURRENT (--no-current), then `farm checkpoint promote --force`")
     load_solver(weights, {**fields, "sha256": digest})  # refuse to publish what cannot load
-    from farm.core.zoo import card_ensemble
     card_ensemble(fields)  # nor what no worker could generate with
     pointer, etag, running = _read_current(store)
     if make_current and parent is not None and (pointer or {}).get("version") != parent:

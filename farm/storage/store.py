@@ -179,7 +179,7 @@ class S3Store(Store):
     """
 
     def __init__(self, bucket: str, prefix: str = "", client=None):
-        import boto3
+        import boto3  # here, and botocore in the S3 methods: ~0.4 s to import that a local store never needs
         from botocore.config import Config
 
         self.bucket, self.prefix = bucket, prefix.strip("/")
