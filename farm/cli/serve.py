@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from farm.cli.common import store_option
@@ -26,8 +28,6 @@ def serve(host, port, store_url, redis_url, ttl, answer_window, log_level):
     Platforms' API keys come from FARM_API_KEYS (platform=key,platform=key), never from a flag
     (flags show in the process list). One process; run several behind a load balancer for more.
     """
-    import logging
-
     import uvicorn
 
     from farm.service import ServiceSettings, create_app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from farm.cli.common import json_out
@@ -17,8 +19,6 @@ def zoo():
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(as_json):
     """List zoo solvers, their role, architecture and clean accuracy (when trained)."""
-    import json
-
     from farm.core.zoo import members, zoo_path
 
     rows = []
