@@ -16,7 +16,7 @@ from farm.core.checkpoint import Solver, load_solver_dir
 from farm.exceptions import CheckpointError, HeldOutError, SettingError
 
 __all__ = ["Member", "ZOO", "member", "members", "load_member", "load_donor", "zoo_path",
-           "card_ensemble", "train_member"]
+           "card_ensemble"]
 
 DONOR, HELD_OUT = "donor", "held-out"
 
