@@ -30,7 +30,8 @@ from farm.ops.attacker import RECIPES, adapt, answer_pool, train_attacker
 from farm.core.checkpoint import load_solver_dir
 from farm.storage.config import secret
 from farm.core.defaults import GENERATE_DEFAULTS
-from farm.ops.finetune import FinetuneConfig, FinetuneRefused, finetune
+from farm.exceptions import FinetuneRefused
+from farm.ops.finetune import FinetuneConfig, finetune
 from farm.ops.submit import generate_pool
 from farm.core.spec import PoolSpec
 from farm.storage.store import LocalStore

@@ -15,8 +15,8 @@ import farm.ops.finetune
 from farm.storage import registry
 from farm.storage.answers import ingest
 from farm.ops.attacker import answer_pool
-from farm.exceptions import AnswersError, CheckpointError
-from farm.ops.finetune import FinetuneConfig, FinetuneRefused, finetune, load_queries
+from farm.exceptions import AnswersError, CheckpointError, FinetuneRefused
+from farm.ops.finetune import FinetuneConfig, finetune, load_queries
 from farm.ops.submit import generate_pool
 from farm.core.spec import PoolSpec
 from farm.storage.pools import read_keys

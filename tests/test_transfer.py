@@ -5,11 +5,11 @@ import copy
 import pytest
 import torch
 
-from farm.exceptions import CheckpointError
+from farm.exceptions import CheckpointError, HeldOutError
 from farm.core.spec import PoolSpec
 from farm.ops.shard import attack_solvers, perturb, render_shard
 from farm.core.seeds import Seeds
-from farm.core.zoo import HELD_OUT, HeldOutError, load_donor, members
+from farm.core.zoo import HELD_OUT, load_donor, members
 
 SEEDS = Seeds(b"test-secret-not-for-production")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from farm.cli.common import fail, json_out, open_store_or_fail, store_option
+from farm.cli.common import json_out, open_store, store_option
 
 
 @click.group()
@@ -26,14 +26,10 @@ def answers():
 def ingest(file, max_bytes, max_line_bytes, max_records, strict, store_url, as_json):
     """Validate FILE.jsonl (- for stdin) line by line and store the valid records as answers/<batch>.jsonl."""
     from farm.storage.answers import Limits, ingest_file
-    from farm.exceptions import FarmError
 
-    try:
-        given = {"max_bytes": max_bytes, "max_line_bytes": max_line_bytes, "max_records": max_records}
-        limits = Limits(**{k: v for k, v in given.items() if v is not None})
-        report = ingest_file(open_store_or_fail(store_url), file, limits)
-    except (FarmError, ValueError) as e:
-        fail(str(e))
+    given = {"max_bytes": max_bytes, "max_line_bytes": max_line_bytes, "max_records": max_records}
+    limits = Limits(**{k: v for k, v in given.items() if v is not None})
+    report = ingest_file(open_store(store_url), file, limits)
     if as_json:
         json_out(report.to_dict())
     else:
@@ -57,13 +53,9 @@ def ingest(file, max_bytes, max_line_bytes, max_records, strict, store_url, as_j
 def list_(store_url, as_json):
     """Stored answer batches with their record counts."""
     from farm.storage.answers import batches, read_batch
-    from farm.exceptions import FarmError
 
-    store = open_store_or_fail(store_url)
-    try:
-        rows = [{"key": key, "records": len(read_batch(store, key))} for key in batches(store)]
-    except FarmError as e:
-        fail(str(e))
+    store = open_store(store_url)
+    rows = [{"key": key, "records": len(read_batch(store, key))} for key in batches(store)]
     if as_json:
         json_out(rows)
         return

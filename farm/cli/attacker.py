@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from farm.cli.common import json_out, open_store_or_fail, or_fail, store_option
+from farm.cli.common import json_out, open_store, store_option
 
 _folder = click.Path(file_okay=False, path_type=Path)
 
@@ -45,8 +45,8 @@ def answer(folder, pool, count, risk, out, store_url, as_json):
     from farm.ops.attacker import answer_pool, write_answers
     from farm.core.checkpoint import load_solver_dir
 
-    bot = or_fail(load_solver_dir, folder)
-    result = or_fail(answer_pool, open_store_or_fail(store_url), pool, bot, count, risk)
+    bot = load_solver_dir(folder)
+    result = answer_pool(open_store(store_url), pool, bot, count, risk)
     write_answers(out, result["records"])
     summary = {"out": str(out), "count": result["count"], "accuracy": round(result["accuracy"], 4)}
     if as_json:
@@ -67,6 +67,6 @@ def adapt(folder, pools, count, steps, out, store_url):
     from farm.ops.attacker import adapt as run
     from farm.core.checkpoint import load_solver_dir
 
-    bot = or_fail(load_solver_dir, folder)
-    card = or_fail(run, bot, open_store_or_fail(store_url), list(pools), count, out, steps)
+    bot = load_solver_dir(folder)
+    card = run(bot, open_store(store_url), list(pools), count, out, steps)
     click.echo(f"wrote {out} (best step {card['adapted']['best_step']})")

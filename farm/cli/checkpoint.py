@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from farm.cli.common import fail, json_out, open_store_or_fail, or_fail, store_option
+from farm.cli.common import json_out, open_store, store_option
 
 
 @click.group()
@@ -24,22 +24,20 @@ def list_(store_url, as_json):
     unpromoted: stored without becoming CURRENT (a fine-tune that lost the race for it, --no-promote,
     --no-current) and not promoted since; refused: kept by a fine-tune the guard refused.
     """
-    from farm.storage import registry
     from farm.exceptions import CheckpointError, FarmError
+    from farm.storage import registry
 
-    store = open_store_or_fail(store_url)
+    store = open_store(store_url)
     try:
         pointer = registry.current(store) or {}
     except CheckpointError as e:  # a corrupt CURRENT: the list is where the operator picks the version to promote
         click.echo(f"warning: {e}", err=True)
         pointer = {}
-    except FarmError as e:
-        fail(str(e))
     rows, cards = [], {}
-    for version in or_fail(registry.versions, store):
+    for version in registry.versions(store):
         try:
             cards[version] = registry.card(store, version)
-        except (FarmError, ValueError) as e:  # one unreadable card must not hide the others
+        except FarmError as e:  # one unreadable card must not hide the others
             rows.append({"version": version, "current": version == pointer.get("version"), "error": str(e)})
             continue
         c = cards[version]
@@ -81,15 +79,16 @@ def _status(row: dict, promoted: set[str]) -> str | None:
 @store_option
 def show(version, store_url):
     """Print the card of VERSION (default: CURRENT) as JSON."""
+    from farm.exceptions import CheckpointError
     from farm.storage import registry
 
-    store = open_store_or_fail(store_url)
+    store = open_store(store_url)
     if version is None:
-        pointer = or_fail(registry.current, store)
+        pointer = registry.current(store)
         if pointer is None:
-            fail("the registry is empty; publish a version with `farm checkpoint publish FOLDER`")
+            raise CheckpointError("the registry is empty; publish a version with `farm checkpoint publish FOLDER`")
         version = pointer["version"]
-    json_out(or_fail(registry.card, store, version))
+    json_out(registry.card(store, version))
 
 
 @checkpoint.command()
@@ -102,18 +101,20 @@ def show(version, store_url):
 @click.option("--json", "as_json", is_flag=True, help="Print the new version's card as JSON.")
 def publish(folder, parent, no_current, allow_charset_change, store_url, as_json):
     """Publish a checkpoint FOLDER (model.safetensors + card.json) as a new version and make it CURRENT."""
+    from farm.exceptions import CheckpointError
     from farm.storage import registry
 
     try:
         weights = (folder / "model.safetensors").read_bytes()
         card = json.loads((folder / "card.json").read_text())
     except FileNotFoundError as e:
-        fail(f"checkpoint: {e.filename} is missing; a checkpoint folder holds model.safetensors and card.json")
-    except ValueError as e:
-        fail(f"card: {folder / 'card.json'} is not valid JSON ({e})")
-    store = open_store_or_fail(store_url)
-    version = or_fail(registry.publish, store, weights, card, parent=parent, make_current=not no_current,
-                             allow_charset_change=allow_charset_change)
+        raise CheckpointError(f"checkpoint: {e.filename} is missing; a checkpoint folder holds model.safetensors "
+                              f"and card.json") from e
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise CheckpointError(f"card: {folder / 'card.json'} is not valid JSON ({e})") from e
+    store = open_store(store_url)
+    version = registry.publish(store, weights, card, parent=parent, make_current=not no_current,
+                               allow_charset_change=allow_charset_change)
     if as_json:
         json_out(registry.card(store, version))
     else:
@@ -129,8 +130,7 @@ def promote(version, allow_charset_change, force, store_url):
     """Make VERSION current after verifying it loads (a refused one only with --force)."""
     from farm.storage import registry
 
-    store = open_store_or_fail(store_url)
-    or_fail(registry.promote, store, version, allow_charset_change=allow_charset_change, force=force)
+    registry.promote(open_store(store_url), version, allow_charset_change=allow_charset_change, force=force)
     click.echo(f"CURRENT is {version}")
 
 
@@ -141,6 +141,5 @@ def rollback(version, store_url):
     """Make the parent of CURRENT (or VERSION) current again."""
     from farm.storage import registry
 
-    store = open_store_or_fail(store_url)
-    now = or_fail(registry.rollback, store, version)
+    now = registry.rollback(open_store(store_url), version)
     click.echo(f"CURRENT is {now}")

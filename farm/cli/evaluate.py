@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import click
 
-from farm.cli.common import checkpoint_option, fail, json_out, open_store_or_fail, store_option, \
-    substitute, version_option
+from farm.cli.common import checkpoint_option, json_out, open_store, store_option, substitute, version_option
+from farm.exceptions import SettingError
 
 DEFAULT_SEED = 2026  # fresh evaluation captchas: a seed no training run uses
 
@@ -36,23 +36,20 @@ def evaluate(schemes, count, seed, pool, limit, with_zoo, with_preprocess, chain
     farm evaluate --pool P                                   every zoo solver, every chain of CHAINS
     farm evaluate --pool P --chain otsu --chain 'tv>sauvola' chosen chains (quoted: > is the shell's too)
     """
-    from farm.ops.evaluate import scheme_accuracy
     from farm.core.schemes import scheme_names
+    from farm.ops.evaluate import scheme_accuracy
 
     if pool:
         chains = _pool_chains(chains, with_preprocess)  # before the models load: a typo fails fast
         solver = substitute(store_url, checkpoint, version)
-        _evaluate_pool(solver, open_store_or_fail(store_url), pool, limit, with_zoo, chains, as_json)
+        _evaluate_pool(solver, open_store(store_url), pool, limit, with_zoo, chains, as_json)
         return
     if chains:
-        fail("--chain: clean-up chains apply to a pool; add --pool P")
+        raise SettingError("--chain: clean-up chains apply to a pool; add --pool P")
     solver = substitute(store_url, checkpoint, version)
-    try:
-        names = list(schemes) or scheme_names()
-        result = {"substitute": solver.version, "seed": seed,
-                  "schemes": scheme_accuracy(solver, names, count, seed=seed, progress=not as_json)}
-    except ValueError as e:
-        fail(str(e))
+    names = list(schemes) or scheme_names()
+    result = {"substitute": solver.version, "seed": seed,
+              "schemes": scheme_accuracy(solver, names, count, seed=seed, progress=not as_json)}
     if as_json:
         json_out(result)
     else:
@@ -66,22 +63,18 @@ def _pool_chains(chains: tuple[str, ...], with_preprocess: bool) -> list[str]:
     from farm.core.preprocess import CHAINS, parse_chains
 
     if chains and not with_preprocess:
-        fail("--chain: --no-preprocess reads the pool as it is only; drop one of the two")
+        raise SettingError("--chain: --no-preprocess reads the pool as it is only; drop one of the two")
     try:
         return [c.name for c in parse_chains(["none", *(chains or (CHAINS if with_preprocess else ()))])]
-    except ValueError as e:
-        fail(f"--chain: {str(e).removeprefix('chain: ')}")
+    except SettingError as e:  # named after the flag
+        raise SettingError(f"--chain: {str(e).removeprefix('chain: ')}") from e
 
 
 def _evaluate_pool(solver, store, pool, limit, with_zoo, chains, as_json):
-    from farm.ops.evaluate import load_pool, pool_accuracy, worst_chain
-    from farm.exceptions import FarmError
     from farm.core.zoo import load_member, members, zoo_path
+    from farm.ops.evaluate import load_pool, pool_accuracy, worst_chain
 
-    try:
-        records, adversarial, clean = load_pool(store, pool, limit)
-    except (FarmError, ValueError) as e:
-        fail(str(e))
+    records, adversarial, clean = load_pool(store, pool, limit)
     solvers, roles = {"substitute": solver}, {"substitute": "substitute"}
     if with_zoo:
         for m in members():

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from farm.cli.common import fail, json_out, open_store_or_fail, store_option
+from farm.cli.common import json_out, open_store, store_option
 from farm.core.defaults import FinetuneConfig
 
 _DEFAULT = FinetuneConfig()
@@ -57,25 +57,22 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
     The answers also show which captchas the attacker solved: the zoo donor that fails on the
     same ones joins every pool made with the new version (--donors).
     """
-    from farm.exceptions import FarmError
-    from farm.ops.finetune import FinetuneConfig, FinetuneRefused, finetune as run, resolve_batches
+    from farm.exceptions import FinetuneRefused, SettingError
+    from farm.ops.finetune import FinetuneConfig, finetune as run, resolve_batches
 
     if not names and not data:
-        fail("give --answers BATCH (attackers' answers), --data DIR (a labelled folder), or both")
-    store = open_store_or_fail(store_url)
+        raise SettingError("give --answers BATCH (attackers' answers), --data DIR (a labelled folder), or both")
+    store = open_store(store_url)
+    config = FinetuneConfig(steps=steps, lr=lr, replay=replay, holdout=holdout, tolerance=tolerance,
+                            mistakes_only=not all_answers, donors=donors, risks=tuple(risks), seed=seed).validate()
+    keys = resolve_batches(store, list(names)) if names else []
     try:
-        config = FinetuneConfig(steps=steps, lr=lr, replay=replay, holdout=holdout, tolerance=tolerance,
-                                mistakes_only=not all_answers, donors=donors, risks=tuple(risks),
-                                seed=seed).validate()
-        keys = resolve_batches(store, list(names)) if names else []
         result = run(store, keys, base=base, config=config, publish=not dry_run, data=data, promote=not no_promote,
                      command="farm " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     except FinetuneRefused as e:
-        if as_json:
+        if as_json:  # the report still goes out, then the refusal as the error
             json_out({**e.result, "refused": str(e)})
-        fail(str(e))
-    except (FarmError, ValueError) as e:
-        fail(str(e))
+        raise
     if as_json:
         json_out(result)
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from farm.cli.common import json_out, open_store_or_fail, or_fail, store_option
+from farm.cli.common import json_out, open_store, store_option
 
 
 @click.group()
@@ -25,11 +25,11 @@ def status(job_id, store_url, as_json):
     from farm.storage import jobs
     from farm.storage.manifest import read_manifest
 
-    store = open_store_or_fail(store_url)
-    record = or_fail(jobs.load, store, job_id)
-    state = or_fail(jobs.progress, store, record)
-    if state["state"] == "complete" and or_fail(read_manifest, store, record["pool"]).get("status") != "complete":
-        or_fail(jobs.finish, store, record)
+    store = open_store(store_url)
+    record = jobs.load(store, job_id)
+    state = jobs.progress(store, record)
+    if state["state"] == "complete" and read_manifest(store, record["pool"]).get("status") != "complete":
+        jobs.finish(store, record)
     if as_json:
         json_out(state)
         return

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from farm.cli.common import fail, json_out, open_store_or_fail, or_fail, store_option
-from farm.core.seeds import KEYED
+from farm.cli.common import json_out, open_store, open_store_or_fail, or_fail, store_option
 
 DELETE_THREADS = 8  # an object store deletes one object a request: a few in flight hide the latency
 
@@ -23,9 +22,10 @@ def pool():
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(store_url, as_json):
     """Pools with how many captchas are ready."""
+    from farm.core.seeds import KEYED
     from farm.storage.pools import list_pools
 
-    rows = or_fail(list_pools, open_store_or_fail(store_url))
+    rows = list_pools(open_store(store_url))
     if as_json:
         json_out(rows)
         return
@@ -45,7 +45,7 @@ def stats(name, store_url, as_json):
     """How a pool fools the substitute and what it costs in image quality (no answers)."""
     from farm.storage.pools import pool_stats
 
-    s = or_fail(pool_stats, open_store_or_fail(store_url), name)
+    s = pool_stats(open_store(store_url), name)
     if as_json:
         json_out(s)
         return
@@ -68,8 +68,7 @@ def draw(name, output, mark_served, store_url, as_json):
     """Draw a random captcha not served yet: print its id and URL (presigned on S3), optionally save the PNG."""
     from farm.ops.client import PoolClient
 
-    client = PoolClient(open_store_or_fail(store_url))
-    shown = or_fail(client.draw, name, fetch=output is not None, mark=mark_served)
+    shown = PoolClient(open_store(store_url)).draw(name, fetch=output is not None, mark=mark_served)
     if output is not None:
         output.write_bytes(shown.png)
     if as_json:
@@ -88,7 +87,7 @@ def verify(name, captcha_id, answer, store_url, as_json):
     """Check ANSWER for CAPTCHA_ID; exit status 0 when right, 1 when wrong or unknown."""
     from farm.ops.client import PoolClient
 
-    verdict = or_fail(PoolClient(open_store_or_fail(store_url)).check, name, captcha_id, answer)
+    verdict = PoolClient(open_store(store_url)).check(name, captcha_id, answer)
     if as_json:
         json_out({"pool": name, "id": captcha_id, "ok": verdict.ok, "reason": verdict.reason})
     else:
@@ -107,7 +106,7 @@ def export(name, folder, with_keys, store_url, as_json):
     from farm.storage.pools import export_pool
     from farm.storage.store import LocalStore
 
-    result = or_fail(export_pool, open_store_or_fail(store_url), name, LocalStore(folder), with_keys=with_keys)
+    result = export_pool(open_store(store_url), name, LocalStore(folder), with_keys=with_keys)
     if as_json:
         json_out(result)
     else:
@@ -127,17 +126,18 @@ def delete(name, yes, store_url, as_json):
     serving this pool loses it: its captchas can no longer be drawn, shown or verified. Stop any
     generate or refill of it first. Asks before deleting, unless --yes.
     """
+    from farm.exceptions import PoolError
     from farm.storage.layout import check_pool_name
 
-    store = open_store_or_fail(store_url)
-    or_fail(check_pool_name, name)
-    keys = or_fail(store.list, f"pools/{name}/")
+    store = open_store(store_url)
+    check_pool_name(name)
+    keys = store.list(f"pools/{name}/")
     if not keys:
-        fail(f"pool: {name!r} does not exist in {store.url}; see `farm pool list`")
+        raise PoolError(f"pool: {name!r} does not exist in {store.url}; see `farm pool list`")
     if not yes:
         click.confirm(f"Delete pool {name} ({len(keys)} objects) from {store.url}? A platform serving it loses it",
                       abort=True, err=True)
-    or_fail(_delete_pool, store, name, keys)
+    _delete_pool(store, name, keys)
     if as_json:
         json_out({"pool": name, "deleted": len(keys), "store": store.url})
     else:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from farm.cli.common import fail, open_store_or_fail, store_option
+from farm.cli.common import open_store, store_option
+from farm.exceptions import SettingError
 
 
 @click.command()
@@ -19,19 +20,17 @@ def preview(pool, count, output, store_url):
     """Write a contact sheet: clean | adversarial | amplified perturbation, with answer and reading."""
     from PIL import Image
 
-    from farm.exceptions import FarmError
     from farm.ops.preview import contact_sheet, pool_pairs
 
     if not output.parent.is_dir():  # checked before the pool is read
-        fail(f"--output: the directory {output.parent} does not exist; create it or write the sheet elsewhere")
+        raise SettingError(f"--output: the directory {output.parent} does not exist; create it or write the sheet "
+                           f"elsewhere")
     if output.suffix.lower() not in Image.registered_extensions():
-        fail(f"--output: {output.name} needs an image extension such as .png")
-    try:
-        sheet = contact_sheet(pool_pairs(open_store_or_fail(store_url), pool, count), title=f"{pool}: clean | adversarial | perturbation x8")
-    except (FarmError, ValueError) as e:
-        fail(str(e))
+        raise SettingError(f"--output: {output.name} needs an image extension such as .png")
+    sheet = contact_sheet(pool_pairs(open_store(store_url), pool, count),
+                          title=f"{pool}: clean | adversarial | perturbation x8")
     try:
         sheet.save(output)
     except OSError as e:
-        fail(f"--output: cannot write {output} ({e.strerror or e})")
+        raise SettingError(f"--output: cannot write {output} ({e.strerror or e})") from e
     click.echo(f"wrote {output} ({count} captchas of {pool})")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
-from farm.cli.common import fail, store_option
+from farm.cli.common import store_option
 
 
 @click.command()
@@ -26,17 +28,11 @@ def serve(host, port, store_url, redis_url, ttl, answer_window, log_level):
     Platforms' API keys come from FARM_API_KEYS (platform=key,platform=key), never from a flag
     (flags show in the process list). One process; run several behind a load balancer for more.
     """
-    import logging
-
     import uvicorn
 
-    from farm.exceptions import FarmError
     from farm.service import ServiceSettings, create_app
 
     logging.getLogger().setLevel(getattr(logging, log_level.upper()))
-    try:
-        settings = ServiceSettings.from_env(store=store_url, redis=redis_url, ttl=ttl, answer_window=answer_window)
-        app = create_app(settings)
-    except (FarmError, ValueError) as e:
-        fail(str(e))
+    settings = ServiceSettings.from_env(store=store_url, redis=redis_url, ttl=ttl, answer_window=answer_window)
+    app = create_app(settings)
     uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=True, server_header=False)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from farm.cli.common import checkpoint_option, fail, json_out, store_option, \
-    substitute, version_option
+from farm.cli.common import checkpoint_option, json_out, store_option, substitute, version_option
+from farm.exceptions import SettingError
 
 
 @click.command()
@@ -45,9 +45,9 @@ def _grey_image(path: Path):
         with Image.open(path) as image:  # reads the header only
             width, height = image.size
             if width * height > MAX_SOLVE_PIXELS:
-                fail(f"{path}: {width}x{height} pixels is {too_large}")
+                raise SettingError(f"{path}: {width}x{height} pixels is {too_large}")
             return np.asarray(image.convert("L"), dtype=np.uint8)
-    except Image.DecompressionBombError:  # PIL refuses the largest before we see the size
-        fail(f"{path}: {too_large}")
+    except Image.DecompressionBombError as e:  # PIL refuses the largest before we see the size
+        raise SettingError(f"{path}: {too_large}") from e
     except (UnidentifiedImageError, OSError) as e:
-        fail(f"{path}: not a readable image ({e})")
+        raise SettingError(f"{path}: not a readable image ({e})") from e

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from farm.cli.common import fail, json_out, open_store_or_fail, or_fail, store_option
+from farm.cli.common import json_out, open_store, store_option
+from farm.exceptions import SettingError
 
 
 @click.group()
@@ -36,15 +37,15 @@ def create(name, pools, per_pool, config, title, replace, store_url, as_json):
 
     values = list(pools)
     if config:
-        data = or_fail(read_config, config)
+        data = read_config(config)
         per_pool = data.get("per_pool", per_pool)
         listed = data["pools"]
         values += [f"{p}={n}" for p, n in listed.items()] if isinstance(listed, dict) else [str(p) for p in listed]
         title = title or data.get("title")
     if not values:
-        fail("pools: name at least one with --pool NAME[=N] or --config FILE")
-    arms = or_fail(parse_arms, values, per_pool)
-    made = or_fail(create_study, open_store_or_fail(store_url), name, arms, title, replace)
+        raise SettingError("pools: name at least one with --pool NAME[=N] or --config FILE")
+    arms = parse_arms(values, per_pool)
+    made = create_study(open_store(store_url), name, arms, title, replace)
     if as_json:
         json_out(made.to_dict())
         return
@@ -59,8 +60,8 @@ def list_(store_url, as_json):
     """Studies of the store with their pools."""
     from farm.ops.studies import list_studies, read_study
 
-    store = open_store_or_fail(store_url)
-    rows = [or_fail(read_study, store, name).to_dict() for name in or_fail(list_studies, store)]
+    store = open_store(store_url)
+    rows = [read_study(store, name).to_dict() for name in list_studies(store)]
     if as_json:
         json_out(rows)
         return
@@ -82,9 +83,9 @@ def report(name, plot, confidence, store_url, as_json):
     """Pass rate (Wilson interval) and median solve time (bootstrap interval) per pool of study NAME."""
     from farm.ops.studies import plot_report, report as summarise
 
-    summary = or_fail(summarise, open_store_or_fail(store_url), name, confidence)
+    summary = summarise(open_store(store_url), name, confidence)
     if plot:
-        or_fail(plot_report, summary, plot)
+        plot_report(summary, plot)
     if as_json:
         json_out({**summary, **({"plot": str(plot)} if plot else {})})
         return

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from farm.cli.common import fail, json_out
+from farm.cli.common import json_out
 
 
 @click.command()
@@ -43,20 +43,12 @@ def train(out, mix, samples, steps, batch_size, lr, seed, workers, eval_every, r
     farm train --out sub                                     the bundled recipe (25 min on 2 cores)
     farm train --out sub --data mine/ --data-weight 1 --alphabet lower+digits --steps 4000
     """
-    from farm.exceptions import FarmError
     from farm.ops.train import TrainConfig, parse_mix, train as run
 
-    try:
-        config = TrainConfig(mix=parse_mix(mix), samples=samples, steps=steps, batch_size=batch_size, lr=lr,
-                             seed=seed, workers=workers, eval_every=eval_every, data=data, data_weight=data_weight,
-                             alphabet=alphabet).validate()
-    except ValueError as e:
-        fail(str(e))
-    command = "farm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    try:
-        card = run(config, out, resume=resume, command=command)
-    except (FarmError, ValueError) as e:
-        fail(str(e))
+    config = TrainConfig(mix=parse_mix(mix), samples=samples, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                         workers=workers, eval_every=eval_every, data=data, data_weight=data_weight,
+                         alphabet=alphabet).validate()
+    card = run(config, out, resume=resume, command="farm " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     if as_json:
         json_out(card)
     else:

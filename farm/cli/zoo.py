@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
-from farm.cli.common import fail, json_out
+from farm.cli.common import json_out
+from farm.exceptions import SettingError
 
 
 @click.group()
@@ -17,7 +20,6 @@ def zoo():
 def list_(as_json):
     """List zoo solvers, their role, architecture and clean accuracy (when trained)."""
     from farm.core.zoo import members, zoo_path
-    import json
 
     rows = []
     for m in members():
@@ -39,17 +41,14 @@ def list_(as_json):
 @click.option("--all", "all_", is_flag=True, help="Train every zoo solver that is not trained yet.")
 def train(names, all_):
     """Train zoo solvers by name (the exact recipes that made the shipped ones)."""
-    from farm.core.zoo import members, member, zoo_path
+    from farm.core.zoo import member, members, zoo_path
     from farm.ops.train import train_member
 
-    try:
-        chosen = [member(n) for n in names] if names else []
-    except ValueError as e:
-        fail(str(e))
+    chosen = [member(n) for n in names]
     if all_:
         chosen += [m for m in members() if not (zoo_path() / m.name / "card.json").exists()]
     if not chosen:
-        fail("name zoo solvers to train, or use --all (see `farm zoo list`)")
+        raise SettingError("name zoo solvers to train, or use --all (see `farm zoo list`)")
     for m in chosen:
         card = train_member(m.name)
         acc = ", ".join(f"{k} {v:.1%}" for k, v in card["metrics"]["accuracy"].items())

@@ -6,6 +6,8 @@ import hmac
 import string
 from dataclasses import dataclass
 
+from farm.exceptions import SettingError
+
 __all__ = ["Charset", "DEFAULT_ALPHABET", "DEFAULT_CHARSET", "ALPHABETS", "parse_alphabet", "answer_matches",
            "MAX_ANSWER_CHARS"]
 
@@ -23,14 +25,14 @@ ALPHABETS = {
 
 
 def parse_alphabet(text: str) -> str:
-    """A named alphabet (see ALPHABETS) or the literal characters; ValueError when empty or repeated."""
+    """A named alphabet (see ALPHABETS) or the literal characters; SettingError when empty or repeated."""
     alphabet = ALPHABETS.get(text, text)
     if not alphabet or any(c.isspace() for c in alphabet):
-        raise ValueError(f"alphabet: {text!r} is neither a name ({', '.join(ALPHABETS)}) nor a string of "
-                         f"characters without spaces")
+        raise SettingError(f"alphabet: {text!r} is neither a name ({', '.join(ALPHABETS)}) nor a string of "
+                           f"characters without spaces")
     repeated = sorted({c for c in alphabet if alphabet.count(c) > 1})
     if repeated:
-        raise ValueError(f"alphabet: {text!r} repeats {''.join(repeated)!r}")
+        raise SettingError(f"alphabet: {text!r} repeats {''.join(repeated)!r}")
     return alphabet
 
 

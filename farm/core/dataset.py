@@ -12,9 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm import tqdm
 
 from farm.core.model import resize_input, to_tensor
 from farm.core.schemes import captcha_seed, get_scheme
+from farm.exceptions import SettingError
 
 __all__ = ["TRAIN", "VALIDATION", "EVALUATION", "Batch", "render_batch", "CaptchaStream", "batches", "render_set"]
 
@@ -49,7 +51,7 @@ class CaptchaStream(IterableDataset):
         names = list(mix)
         weights = np.array([mix[n] for n in names], dtype=float)
         if not names or (weights <= 0).any():
-            raise ValueError(f"mix: every scheme needs a positive weight, got {mix}")
+            raise SettingError(f"mix: every scheme needs a positive weight, got {mix}")
         for name in names:
             get_scheme(name)
         self.names, self.weights = names, weights / weights.sum()
@@ -88,7 +90,6 @@ def render_set(mix: dict[str, float], count: int, seed: int, size: tuple[int, in
     Rendering costs about as much CPU as a training step, so training makes several passes
     over a set rendered once instead of rendering every sample afresh.
     """
-    from tqdm import tqdm
 
     stream = CaptchaStream(mix, chunk, seed, size, purpose, stop=-(-count // chunk))
     images, texts, schemes = [], [], []

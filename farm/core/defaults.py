@@ -10,6 +10,8 @@ method of the paper. The fine-tune's: FinetuneConfig, which farm.ops.finetune ru
 
 from dataclasses import dataclass
 
+from farm.exceptions import SettingError
+
 GENERATE_DEFAULTS = {"method": "momentum", "mask": "full", "eps": 32 / 255, "eps_glyph": 8 / 255, "steps": 20,
                      "diversity": 0.7, "smoothing": 2.0, "early_stop": False}
 
@@ -42,21 +44,21 @@ class FinetuneConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "FinetuneConfig":
-        """Fields from JSON (a task argument); an unknown name is a ValueError naming it."""
+        """Fields from JSON (a task argument); an unknown name is a SettingError naming it."""
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
-            raise ValueError(f"config: unknown field(s) {', '.join(unknown)}; known: {', '.join(cls.__dataclass_fields__)}")
+            raise SettingError(f"config: unknown field(s) {', '.join(unknown)}; known: {', '.join(cls.__dataclass_fields__)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     def validate(self) -> "FinetuneConfig":
         if self.steps < 1 or self.batch_size < 2:
-            raise ValueError("steps and batch-size: need steps >= 1 and batch-size >= 2")
+            raise SettingError("steps and batch-size: need steps >= 1 and batch-size >= 2")
         if not 0 <= self.replay < 1:
-            raise ValueError(f"replay: must be in [0, 1) (got {self.replay})")
+            raise SettingError(f"replay: must be in [0, 1) (got {self.replay})")
         if not 0 < self.holdout < 1:
-            raise ValueError(f"holdout: must be in (0, 1) (got {self.holdout})")
+            raise SettingError(f"holdout: must be in (0, 1) (got {self.holdout})")
         if self.donors < 0:
-            raise ValueError(f"donors: must be >= 0 (got {self.donors})")
+            raise SettingError(f"donors: must be >= 0 (got {self.donors})")
         if self.tolerance < 0:
-            raise ValueError(f"tolerance: must be >= 0 (got {self.tolerance})")
+            raise SettingError(f"tolerance: must be >= 0 (got {self.tolerance})")
         return self

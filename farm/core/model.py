@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -119,5 +120,4 @@ def to_input_bytes(images, size: tuple[int, int]) -> torch.Tensor:
 
 def to_tensor(images) -> torch.Tensor:
     """uint8 (H, W) arrays of one size -> (B, 1, H, W) float in [0, 1]."""
-    import numpy as np
     return torch.from_numpy(np.stack(images)).unsqueeze(1).float().div_(255.0)

@@ -20,6 +20,7 @@ import hmac
 from dataclasses import dataclass, field
 
 from farm.core.schemes import captcha_seed
+from farm.exceptions import SettingError
 
 __all__ = ["KEYED", "UNKEYED", "Seeds", "derivation"]
 
@@ -39,7 +40,7 @@ class Seeds:
         if self.derivation not in (KEYED, UNKEYED):
             raise ValueError(f"derivation: {self.derivation!r} is neither {KEYED!r} nor {UNKEYED!r}")
         if self.derivation == KEYED and not self.secret:
-            raise ValueError("FARM_SECRET: empty; captchas keyed by an empty secret can be rendered by anyone")
+            raise SettingError("FARM_SECRET: empty; captchas keyed by an empty secret can be rendered by anyone")
 
     def captcha(self, seed: int, index: int) -> int:
         """The seed captcha `index` of a pool of seed `seed` is drawn from."""

@@ -13,16 +13,12 @@ from importlib import resources
 from pathlib import Path
 
 from farm.core.checkpoint import Solver, load_solver_dir
-from farm.exceptions import CheckpointError
+from farm.exceptions import CheckpointError, HeldOutError, SettingError
 
-__all__ = ["Member", "ZOO", "member", "members", "load_member", "load_donor", "zoo_path", "HeldOutError",
-           "card_ensemble", "train_member"]
+__all__ = ["Member", "ZOO", "member", "members", "load_member", "load_donor", "zoo_path",
+           "card_ensemble"]
 
 DONOR, HELD_OUT = "donor", "held-out"
-
-
-class HeldOutError(CheckpointError):
-    """A held-out solver was asked for as a substitute."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +62,7 @@ def zoo_path() -> Path:
 
 def member(name: str) -> Member:
     if name not in ZOO:
-        raise ValueError(f"zoo: unknown solver {name!r}; known: {', '.join(ZOO)}")
+        raise SettingError(f"zoo: unknown solver {name!r}; known: {', '.join(ZOO)}")
     return ZOO[name]
 
 

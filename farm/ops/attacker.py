@@ -16,7 +16,9 @@ from pathlib import Path
 import torch
 
 from farm.core.checkpoint import Solver, input_bytes, save_solver_dir
-from farm.exceptions import PoolError
+from farm.exceptions import PoolError, SettingError
+from farm.ops.finetune import FinetuneConfig, fit
+from farm.ops.train import TrainConfig, train
 from farm.storage.pools import pool_images
 
 __all__ = ["AttackerRecipe", "RECIPES", "train_attacker", "answer_pool", "adapt", "pool_batch"]
@@ -39,8 +41,6 @@ RECIPES = {"full": AttackerRecipe(), "quick": AttackerRecipe(steps=1500, samples
 
 def train_attacker(out: Path, recipe: AttackerRecipe = AttackerRecipe(), progress: bool = True) -> dict:
     """Train a bot into `out` (model.safetensors, card.json); returns its card."""
-    from farm.ops.train import TrainConfig, train
-
     config = TrainConfig(mix={"classic": 1.0}, samples=recipe.samples, steps=recipe.steps, seed=recipe.seed,
                          lr=recipe.lr, architecture=recipe.architecture, model=dict(recipe.model),
                          eval_every=max(500, recipe.steps // 4), val_count=200)
@@ -63,7 +63,7 @@ def answer_pool(store, pool: str, attacker: Solver, count: int | None = None, ri
     come from the pool's keys, which only a simulation may look at.
     """
     if count is not None and count <= 0:
-        raise ValueError(f"count: must be positive (got {count})")
+        raise SettingError(f"count: must be positive (got {count})")
     records, images = pool_batch(store, pool, attacker, count)
     if count is not None and len(records) < count:
         raise PoolError(f"pool: {pool!r} holds {len(records)} complete captchas, fewer than the {count} asked for")
@@ -82,8 +82,6 @@ def write_answers(path: Path, records: list[dict]) -> None:
 def adapt(attacker: Solver, store, pools: list[str], count: int, out: Path, steps: int = 600,
           progress: bool = True) -> dict:
     """Retrain the bot on `count` labelled adversarial captchas of `pools` (mixed with clean replay)."""
-    from farm.ops.finetune import FinetuneConfig, fit
-
     images, labels = [], []
     for pool in pools:
         need = count - len(labels)

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from farm.exceptions import PoolError
+from farm.exceptions import PoolError, SettingError
 from farm.core.charset import answer_matches
 from farm.storage.layout import check_pool_name, image_key, keys_key
 from farm.storage.manifest import complete_shards, read_manifest
@@ -183,10 +183,10 @@ class PoolClient:
 
         Mark what you drew, each id once, e.g. every few seconds or every hundred draws: the
         refill counts a pool's unused captchas from these marks. Returns the batch's key (None for
-        no ids); ValueError when an id is not one of the pool's complete captchas.
+        no ids); SettingError when an id is not one of the pool's complete captchas.
         """
         if isinstance(ids, str):
-            raise ValueError("ids: a list of captcha ids, not one string")
+            raise SettingError("ids: a list of captcha ids, not one string")
         ids = list(ids)
         index = self._index(pool)
         unknown = [cid for cid in ids if not isinstance(cid, str) or cid not in index.answers]
@@ -194,7 +194,7 @@ class PoolClient:
             index = self._index(pool, force=True)
             unknown = [cid for cid in unknown if not isinstance(cid, str) or cid not in index.answers]
         if unknown:
-            raise ValueError(f"ids: {str(unknown[0])[:40]!r} is not a captcha of pool {pool!r}")
+            raise SettingError(f"ids: {str(unknown[0])[:40]!r} is not a captcha of pool {pool!r}")
         key = mark_served(self.store, pool, ids)
         with self._lock:
             for cid in ids:
@@ -245,5 +245,5 @@ def _valid_id(cid: str) -> bool:
 
 def _check_id(cid: str) -> str:
     if not isinstance(cid, str) or not _valid_id(cid):
-        raise ValueError(f"captcha id: {str(cid)[:40]!r} is not a captcha id (32 hex characters)")
+        raise SettingError(f"captcha id: {str(cid)[:40]!r} is not a captcha id (32 hex characters)")
     return cid

@@ -10,6 +10,8 @@ from tqdm import tqdm
 from farm.core.checkpoint import Solver
 from farm.core.dataset import EVALUATION, CaptchaStream, batches
 from farm.core.preprocess import parse_chains
+from farm.exceptions import SettingError
+from farm.storage.pools import pool_images
 
 __all__ = ["scheme_accuracy", "sequence_accuracy", "load_pool", "pool_accuracy", "worst_chain"]
 
@@ -25,7 +27,7 @@ def scheme_accuracy(solver: Solver, schemes: list[str], count: int, seed: int = 
                     batch_size: int = 100, progress: bool = False, purpose: int = EVALUATION) -> dict:
     """{"<scheme>": {"count", "accuracy"}} on `count` fresh captchas of each scheme."""
     if count <= 0:
-        raise ValueError(f"count: must be positive, got {count}")
+        raise SettingError(f"count: must be positive, got {count}")
     size = (solver.model.config.input_height, solver.model.config.input_width)
     results = {}
     for name in schemes:
@@ -46,8 +48,6 @@ def scheme_accuracy(solver: Solver, schemes: list[str], count: int, seed: int = 
 
 def load_pool(store, pool: str, limit: int | None = None):
     """(key records, adversarial images (N, 1, H, W) float, clean images of the same captchas)."""
-    from farm.storage.pools import pool_images
-
     records, clean, adversarial = pool_images(store, pool, limit)
     as_tensor = lambda a: torch.from_numpy(a).unsqueeze(1).float() / 255  # noqa: E731
     return records, as_tensor(adversarial), as_tensor(clean)

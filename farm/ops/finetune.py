@@ -31,12 +31,12 @@ import torch
 from tqdm import tqdm
 
 from farm.storage import registry
-from farm.storage.answers import read_batch
+from farm.storage.answers import batches, read_batch
 from farm.core.checkpoint import Solver, build_card, input_bytes, weights_bytes
 from farm.core.defaults import FinetuneConfig
 from farm.core.dataset import EVALUATION, TRAIN, VALIDATION, render_set
 from farm.ops.evaluate import scheme_accuracy, sequence_accuracy
-from farm.exceptions import AnswersError, ConflictError, FarmError
+from farm.exceptions import AnswersError, ConflictError, FarmError, FinetuneRefused, SettingError
 from farm.core.charset import Charset
 from farm.storage.folder import read_folder
 from farm.core.charset import MAX_ANSWER_CHARS
@@ -44,21 +44,16 @@ from farm.storage.layout import check_pool_name, decode_png, image_key
 from farm.ops.resemblance import choose_donors
 from farm.storage.store import Store
 from farm.core.zoo import card_ensemble
+from farm.core.spec import PoolSpec
+from farm.storage.manifest import read_manifest
+from farm.storage.pools import read_keys
 
-__all__ = ["FinetuneConfig", "Queries", "FinetuneRefused", "load_queries", "agreement", "finetune",
+__all__ = ["FinetuneConfig", "Queries", "load_queries", "agreement", "finetune",
            "folder_queries", "check_base"]
 
 log = logging.getLogger(__name__)
 _ID = re.compile(r"[0-9a-f]{32}")
 MIN_QUERIES = 10  # fewer usable answers say nothing about the attacker
-
-
-class FinetuneRefused(FarmError):
-    """The fine-tuned model failed the guard: nothing was promoted (`result["version"]`: the one kept, if any)."""
-
-    def __init__(self, message: str, result: dict):
-        super().__init__(message)
-        self.result = result
 
 
 @dataclass
@@ -105,10 +100,6 @@ def _held_out(record: dict, share: float, seed: int) -> bool:
 
 def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: FinetuneConfig) -> Queries:
     """Resolve answer batches to (image, answer) pairs; records that cannot serve are counted by reason."""
-    from farm.core.spec import PoolSpec
-    from farm.storage.pools import read_keys
-    from farm.storage.manifest import read_manifest
-
     skipped: Counter = Counter()
     seen, images, answers, held, solved, schemes, truths = set(), [], [], [], [], {}, {}
     pictures, true_texts, aims, pool_aims = [], [], [], {}
@@ -304,9 +295,9 @@ def check_base(store: Store, base: str | None, promote: bool = True, flag: str =
         return base
     now = registry.ensure_current(store)["version"]
     if base not in (None, now):
-        raise ValueError(f"base: {base} is not CURRENT ({now}), so its fine-tune could not be promoted; fine-tune "
-                         f"{now} (leave out the base), or pass {flag} to publish the result unpromoted and "
-                         f"`farm checkpoint promote` it later")
+        raise SettingError(f"base: {base} is not CURRENT ({now}), so its fine-tune could not be promoted; fine-tune "
+                           f"{now} (leave out the base), or pass {flag} to publish the result unpromoted and "
+                           f"`farm checkpoint promote` it later")
     return now
 
 
@@ -316,7 +307,7 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     """Fine-tune `base` (default: CURRENT) on answer batches and/or a labelled folder; publish on top of `base`.
 
     Returns what happened (versions, agreement and clean accuracy before and after, counts;
-    `promoted` False and `reason` when the new version is not CURRENT). Raises ValueError when
+    `promoted` False and `reason` when the new version is not CURRENT). Raises SettingError when
     `base` is not CURRENT and `promote` is on (before training), FinetuneRefused when the guard
     fails (a model that learned something is kept unpromoted, marked refused), AnswersError when
     the answers cannot serve. When another version became CURRENT meanwhile, or without
@@ -327,7 +318,7 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     parent = check_base(store, base, promote=promote and publish)
     base_solver = registry.load(store, parent, device=device)
     if not batch_keys and data is None:
-        raise ValueError("finetune: give answer batches, a labelled folder (--data), or both")
+        raise SettingError("finetune: give answer batches, a labelled folder (--data), or both")
     queries = load_queries(store, batch_keys, base_solver, config) if batch_keys else None
     if data is not None:
         labelled = folder_queries(data, base_solver, config)
@@ -454,8 +445,6 @@ def _closest_miss(history: list[dict], before: float, floor: float | None) -> st
 
 def resolve_batches(store: Store, names: list[str]) -> list[str]:
     """Batch names or keys (or `all`) -> answer keys, each checked to exist."""
-    from farm.storage.answers import batches
-
     stored = batches(store)
     if names == ["all"] or not names:
         if not stored:

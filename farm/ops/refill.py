@@ -21,11 +21,12 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from farm.storage import jobs
-from farm.exceptions import FarmError
+from farm.exceptions import FarmError, SettingError
 from farm.core.spec import PoolSpec
 from farm.storage.layout import check_pool_name
 from farm.storage.manifest import complete_shards, pending_shards, read_manifest
-from farm.storage.pools import pool_names, supply
+from farm.storage.pools import pool_names
+from farm.storage.sources import supply
 from farm.core.seeds import derivation
 from farm.storage.served import COMPACT_AFTER, compact_served, read_served, served_batches
 from farm.storage.store import Store
@@ -36,12 +37,12 @@ log = logging.getLogger(__name__)
 
 
 def refill_floor(value: int | str | None = None) -> int:
-    """The floor: `value`, else FARM_REFILL_MIN; ValueError naming the setting when missing or not a count."""
+    """The floor: `value`, else FARM_REFILL_MIN; SettingError naming the setting when missing or not a count."""
     value = os.environ.get("FARM_REFILL_MIN") if value is None else value
     if value is None or value == "":
-        raise ValueError("FARM_REFILL_MIN: not set; how many unused captchas each pool keeps (or pass --min N)")
+        raise SettingError("FARM_REFILL_MIN: not set; how many unused captchas each pool keeps (or pass --min N)")
     if not str(value).isdigit():
-        raise ValueError(f"FARM_REFILL_MIN: {value!r} is not a whole number of captchas")
+        raise SettingError(f"FARM_REFILL_MIN: {value!r} is not a whole number of captchas")
     return int(value)
 
 
@@ -116,7 +117,7 @@ def refill(store: Store, floor: int, generate: Callable[[str, PoolSpec], dict] |
     or generated), job (the farm's job id), skipped, error.
     """
     if floor < 0:
-        raise ValueError(f"floor: must be at least 0 (got {floor})")
+        raise SettingError(f"floor: must be at least 0 (got {floor})")
     rows = []
     for pool in (active_pools(store) if pools is None else pools):
         row = {"pool": pool, "count": None, "complete": None, "served": None, "unused": None, "floor": floor,

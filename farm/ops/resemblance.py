@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from farm.core.checkpoint import Solver, input_bytes
+from farm.core.zoo import DONOR, load_donor, members
 
 __all__ = ["phi", "resemblance", "choose_donors"]
 
@@ -47,8 +48,6 @@ def choose_donors(substitute: Solver, pictures: list[np.ndarray], truths: list[s
     perturbed against); None when those tell nothing. Returns (names, resemblance of the
     substitute and of every donor that reads its alphabet).
     """
-    from farm.core.zoo import DONOR, load_donor, members
-
     if limit < 1 or not pictures:
         return [], {}
     scores = {"substitute": resemblance(substitute, pictures, truths, solved)}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from farm.exceptions import ConflictError, PoolError, StudyError
+from farm.exceptions import ConflictError, PoolError, SettingError, StudyError
 from farm.core.spec import PoolSpec
 from farm.storage.layout import check_pool_name
 from farm.storage.manifest import complete_shards, read_manifest
@@ -70,8 +70,8 @@ class Study:
 
 def check_study_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"study: {str(name)[:70]!r} must be 1-64 letters, digits, '-', '_' or '.', "
-                         f"starting with a letter or digit")
+        raise SettingError(f"study: {str(name)[:70]!r} must be 1-64 letters, digits, '-', '_' or '.', "
+                           f"starting with a letter or digit")
     return name
 
 
@@ -89,7 +89,7 @@ def parse_arms(values: list[str], per_pool: int = 1) -> list[Arm]:
     for value in values:
         pool, _, count = value.partition("=")
         if count and not count.isdigit():
-            raise ValueError(f"pool: {value!r}: the count after '=' must be a whole number, like {pool}=3")
+            raise SettingError(f"pool: {value!r}: the count after '=' must be a whole number, like {pool}=3")
         arms.append(Arm(pool.strip(), int(count) if count else per_pool))
     return arms
 
@@ -122,15 +122,15 @@ def create_study(store, name: str, arms: list[Arm], title: str | None = None, re
     """Define a study over pools of the store (each with a complete shard); refuses to overwrite one unless `replace`."""
     check_study_name(name)
     if not arms:
-        raise ValueError("pools: a study needs at least one pool (clean vs adversarial needs two)")
+        raise SettingError("pools: a study needs at least one pool (clean vs adversarial needs two)")
     seen, pools = set(), {}
     for arm in arms:
         check_pool_name(arm.pool)
         if arm.pool in seen:
-            raise ValueError(f"pools: {arm.pool!r} is named twice; give it one count")
+            raise SettingError(f"pools: {arm.pool!r} is named twice; give it one count")
         seen.add(arm.pool)
         if not 1 <= arm.count <= MAX_STEPS:
-            raise ValueError(f"pools: {arm.pool}={arm.count}: a count must be 1 to {MAX_STEPS}")
+            raise SettingError(f"pools: {arm.pool}={arm.count}: a count must be 1 to {MAX_STEPS}")
         try:
             manifest = read_manifest(store, arm.pool)
         except PoolError as e:
@@ -141,13 +141,13 @@ def create_study(store, name: str, arms: list[Arm], title: str | None = None, re
         spec = PoolSpec.from_dict(manifest["spec"])
         ready = sum(len(spec.indices(s)) for s in shards if s < spec.shards)
         if ready < arm.count:  # a participant sees each captcha once
-            raise ValueError(f"pools: {arm.pool}={arm.count}: pool {arm.pool!r} holds {ready} complete captchas and "
-                             f"a participant sees different ones; lower the count, or grow the pool "
-                             f"(`farm pool refill --pool {arm.pool} --min {arm.count}`) and wait for its shards")
+            raise SettingError(f"pools: {arm.pool}={arm.count}: pool {arm.pool!r} holds {ready} complete captchas and "
+                               f"a participant sees different ones; lower the count, or grow the pool "
+                               f"(`farm pool refill --pool {arm.pool} --min {arm.count}`) and wait for its shards")
         pools[arm.pool] = _describe(manifest)
     total = sum(a.count for a in arms)
     if total > MAX_STEPS:
-        raise ValueError(f"pools: {total} captchas per participant is over {MAX_STEPS}; lower the counts")
+        raise SettingError(f"pools: {total} captchas per participant is over {MAX_STEPS}; lower the counts")
     study = Study(name, tuple(arms), title or Study.title,
                   datetime.now(timezone.utc).isoformat(timespec="seconds"), pools)
     body = json.dumps(study.to_dict(), indent=2, sort_keys=True).encode()
@@ -195,7 +195,7 @@ def wilson_interval(passed: int, total: int, confidence: float = 0.95) -> tuple[
     """Wilson score interval of a pass rate: honest at 0 and 1 and for a handful of answers, unlike p ± z·se."""
     if total == 0:
         return None
-    from scipy.stats import binomtest
+    from scipy.stats import binomtest  # here: ~1.5 s to import, which the study pages need not wait for
 
     ci = binomtest(passed, total).proportion_ci(confidence_level=confidence, method="wilson")
     return float(ci.low), float(ci.high)
@@ -242,7 +242,13 @@ def plot_report(summary: dict, path: str | Path) -> Path:
         raise StudyError("plot: matplotlib is not installed; pip install 'captchafarm[study]'") from None
     matplotlib.use("Agg")  # files only: no display on a server
     import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import FigureCanvasBase
 
+    path = Path(path)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix and path.suffix.lower().removeprefix(".") not in formats:  # checked before anything is drawn
+        raise SettingError(f"plot: {path.name} needs an extension matplotlib writes, such as .png "
+                           f"({', '.join(sorted(formats))})")
     rows = summary["pools"]
     names = [r["pool"] if r.get("label") in (None, r["pool"]) else f"{r['pool']}\n{r['label']}" for r in rows]
     x = np.arange(len(rows))
@@ -268,7 +274,10 @@ def plot_report(summary: dict, path: str | Path) -> Path:
     left.set_ylim(0, 105)
     bars(right, "median_seconds", "median_seconds_ci", 1, f"median solve time, s ({level} bootstrap)")
     figure.suptitle(f"study {summary['study']}: {summary['participants']} participants, {summary['answers']} answers")
-    path = Path(path)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    try:
+        figure.savefig(path, dpi=120)
+    except OSError as e:
+        raise SettingError(f"plot: cannot write {path} ({e.strerror or e})") from e
+    finally:
+        plt.close(figure)
     return path

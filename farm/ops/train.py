@@ -30,6 +30,8 @@ from farm.core.charset import MAX_ANSWER_CHARS
 from farm.ops.evaluate import scheme_accuracy, sequence_accuracy
 from farm.core.schemes import get_scheme
 from farm.core.zoo import member, zoo_path
+from farm.core.preprocess import apply
+from farm.exceptions import SettingError
 
 __all__ = ["TrainConfig", "train", "mix_charset", "train_charset", "parse_mix", "FOLDER_METRIC", "train_member"]
 
@@ -63,9 +65,9 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         if self.data is None and not self.mix:
-            raise ValueError("mix: name at least one scheme, or train on a folder with --data")
+            raise SettingError("mix: name at least one scheme, or train on a folder with --data")
         if self.data is not None and not 0 < self.data_weight <= 1:
-            raise ValueError(f"data-weight: must be in (0, 1] (got {self.data_weight})")
+            raise SettingError(f"data-weight: must be in (0, 1] (got {self.data_weight})")
         if self.alphabet is not None:
             self.alphabet = parse_alphabet(self.alphabet)
         return self
@@ -84,11 +86,11 @@ def parse_mix(text: str) -> dict[str, float]:
         try:
             mix[name.strip()] = float(weight) if weight else 1.0
         except ValueError as e:
-            raise ValueError(f"mix: weight of {name!r} is not a number: {weight!r}") from e
+            raise SettingError(f"mix: weight of {name!r} is not a number: {weight!r}") from e
     for name in mix:
         get_scheme(name)
     if not mix:
-        raise ValueError("mix: name at least one scheme, e.g. classic=0.5,lines=0.25,wave=0.25")
+        raise SettingError("mix: name at least one scheme, e.g. classic=0.5,lines=0.25,wave=0.25")
     return mix
 
 
@@ -118,8 +120,8 @@ def train_charset(config: TrainConfig, folder_texts: list[str] = ()) -> Charset:
     for name in config.schemes:
         missing = charset.covers(get_scheme(name).alphabet)
         if missing:
-            raise ValueError(f"alphabet: scheme {name} of the mix draws {missing!r}, outside {config.alphabet!r}; "
-                             f"widen --alphabet or leave {name} out of --mix")
+            raise SettingError(f"alphabet: scheme {name} of the mix draws {missing!r}, outside {config.alphabet!r}; "
+                               f"widen --alphabet or leave {name} out of --mix")
     return charset
 
 
@@ -159,12 +161,12 @@ def _check_same_run(path: Path, config: TrainConfig) -> None:
     try:
         saved = json.loads((path / "state.json").read_text())["config"]
     except (ValueError, KeyError, OSError) as e:
-        raise ValueError(f"resume: {path / 'state.json'} is unreadable ({e}); remove {path} or use --no-resume") from e
+        raise SettingError(f"resume: {path / 'state.json'} is unreadable ({e}); remove {path} or use --no-resume") from e
     now = json.loads(json.dumps(asdict(config)))  # tuples as lists, like the saved JSON
     differs = [k for k in now if k not in _RESUME_FREE and saved.get(k) != now[k]]
     if differs:
-        raise ValueError(f"resume: {path} holds a run with other settings (differs in {', '.join(differs)}); "
-                         f"repeat them, choose another --out, or pass --no-resume to start over")
+        raise SettingError(f"resume: {path} holds a run with other settings (differs in {', '.join(differs)}); "
+                           f"repeat them, choose another --out, or pass --no-resume to start over")
 
 
 def _load_state(path: Path, model, optimizer) -> tuple[int, float]:
@@ -277,7 +279,6 @@ def train(config: TrainConfig, out: Path, resume: bool = True,
 
 def augment(images: torch.Tensor, kinds: tuple[str, ...], generator: torch.Generator) -> torch.Tensor:
     """Half of a batch gets one attacker-style change, so the solver reads both kinds."""
-    from farm.core.preprocess import apply
     kind = kinds[int(torch.randint(len(kinds), (1,), generator=generator))]
     half = images[: len(images) // 2]
     if kind == "noise":

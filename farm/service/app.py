@@ -43,6 +43,7 @@ from farm.storage.layout import check_pool_name, manifest_key
 from farm.service.metrics import ServiceMetrics
 from farm.service.settings import ServiceSettings, redact
 from farm.service.state import TICKET_CHARS, CaptchaState
+from farm.service.study_page import study_router
 from farm.storage.store import open_store
 
 __all__ = ["create_app", "ApiError", "BODY_LIMIT_BYTES", "ANSWERS_LIMIT_BYTES"]
@@ -271,7 +272,6 @@ def create_app(settings: ServiceSettings, metrics: ServiceMetrics | None = None)
         redis.ping()
         return {"status": "ok"}
 
-    from farm.service.study_page import study_router
     app.include_router(study_router(app))
     return app
 

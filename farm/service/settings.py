@@ -16,6 +16,10 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
+from redis.connection import parse_url
+
+from farm.exceptions import SettingError
+
 __all__ = ["ServiceSettings", "parse_api_keys", "redis_url", "redact", "DEFAULT_TTL", "MIN_KEY_CHARS", "BOUNDS"]
 
 DEFAULT_TTL = 300  # a person reads and types a captcha in seconds; five minutes covers a slow form
@@ -49,10 +53,14 @@ class ServiceSettings:
 
     def __post_init__(self):
         if not self.redis:
-            raise ValueError("FARM_REDIS: not set; the service keeps issued captchas in Redis so that several "
-                             "service processes agree: set FARM_REDIS=redis://host:6379/0 (or a Redis FARM_BROKER)")
+            raise SettingError("FARM_REDIS: not set; the service keeps issued captchas in Redis so that several "
+                               "service processes agree: set FARM_REDIS=redis://host:6379/0 (or a Redis FARM_BROKER)")
         if not self.redis.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"FARM_REDIS: {redact(self.redis)!r} is not a redis:// or rediss:// URL")
+            raise SettingError(f"FARM_REDIS: {redact(self.redis)!r} is not a redis:// or rediss:// URL")
+        try:
+            parse_url(self.redis)  # what the client reads: a port or a db that is no number
+        except ValueError as e:
+            raise SettingError(f"FARM_REDIS: {redact(self.redis)!r} is not a URL the Redis client reads ({e})") from None
         for name in BOUNDS:
             _check_bound(name, getattr(self, name))
 
@@ -78,14 +86,14 @@ def redis_url(value: str | None = None) -> str:
 
 
 def _check_bound(name: str, value) -> None:
-    """ValueError naming the setting, where it is set and its bound, for a value out of (0, highest]."""
+    """SettingError naming the setting, where it is set and its bound, for a value out of (0, highest]."""
     highest, where, why = BOUNDS[name]
     whole = name in _WHOLE
     if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
-        raise ValueError(f"{name} ({where}): {value!r} is not a {'whole ' if whole else ''}number of seconds")
+        raise SettingError(f"{name} ({where}): {value!r} is not a {'whole ' if whole else ''}number of seconds")
     if not (math.isfinite(value) and 0 < value <= highest):
-        raise ValueError(f"{name} ({where}): {value} seconds is out of bounds; give more than 0 and at most "
-                         f"{highest} ({why})")
+        raise SettingError(f"{name} ({where}): {value} seconds is out of bounds; give more than 0 and at most "
+                           f"{highest} ({why})")
 
 
 def _seconds(name: str, default: int) -> int:
@@ -93,7 +101,7 @@ def _seconds(name: str, default: int) -> int:
     if not value:
         return default
     if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"{name}: {value!r} is not a positive whole number of seconds")
+        raise SettingError(f"{name}: {value!r} is not a positive whole number of seconds")
     return int(value)
 
 
@@ -106,19 +114,19 @@ def parse_api_keys(value: str) -> dict[str, str]:
         platform, sep, key = item.partition("=")
         platform, key = platform.strip(), key.strip()
         if not sep or not _PLATFORM.match(platform):
-            raise ValueError(f"FARM_API_KEYS: entry {number} is not platform=key with a platform name of "
-                             f"lower-case letters, digits, '-' or '_' (like shop=...)")
+            raise SettingError(f"FARM_API_KEYS: entry {number} is not platform=key with a platform name of "
+                               f"lower-case letters, digits, '-' or '_' (like shop=...)")
         if platform in keys:
-            raise ValueError(f"FARM_API_KEYS: platform {platform!r} is given twice")
+            raise SettingError(f"FARM_API_KEYS: platform {platform!r} is given twice")
         if len(key) < MIN_KEY_CHARS:
-            raise ValueError(f"FARM_API_KEYS: the key of {platform!r} is shorter than {MIN_KEY_CHARS} characters; "
-                             f"make one with `openssl rand -hex 16`")
+            raise SettingError(f"FARM_API_KEYS: the key of {platform!r} is shorter than {MIN_KEY_CHARS} characters; "
+                               f"make one with `openssl rand -hex 16`")
         if key in keys.values():
-            raise ValueError(f"FARM_API_KEYS: the key of {platform!r} is another platform's too; give each its own")
+            raise SettingError(f"FARM_API_KEYS: the key of {platform!r} is another platform's too; give each its own")
         keys[platform] = key
     if not keys:  # "," or blanks: a typo or an empty secret must not open the API to anyone
-        raise ValueError("FARM_API_KEYS: set but holds no key; give platform=key entries (like "
-                         "shop=$(openssl rand -hex 16)), or unset FARM_API_KEYS to run the API open to anyone")
+        raise SettingError("FARM_API_KEYS: set but holds no key; give platform=key entries (like "
+                           "shop=$(openssl rand -hex 16)), or unset FARM_API_KEYS to run the API open to anyone")
     return keys
 
 

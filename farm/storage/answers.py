@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from farm.exceptions import AnswersError, ConflictError, PoolError
+from farm.exceptions import AnswersError, ConflictError, PoolError, SettingError
 from farm.core.charset import MAX_ANSWER_CHARS
 from farm.storage.layout import check_pool_name, keys_key
 from farm.storage.manifest import complete_shards, read_manifest
@@ -50,7 +50,7 @@ class Limits:
     def __post_init__(self):
         for name, value in asdict(self).items():
             if value <= 0:
-                raise ValueError(f"{name.replace('_', '-')}: must be positive (got {value})")
+                raise SettingError(f"{name.replace('_', '-')}: must be positive (got {value})")
 
 
 @dataclass(frozen=True)

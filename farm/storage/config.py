@@ -8,6 +8,7 @@ import secrets as _secrets
 import torch
 
 from farm.storage.store import LocalStore, Store
+from farm.exceptions import SettingError
 
 __all__ = ["secret", "device"]
 
@@ -25,7 +26,7 @@ def secret(store: Store) -> bytes:
             with os.fdopen(fd, "w") as f:
                 f.write(_secrets.token_hex(32))
         return path.read_text().strip().encode()
-    raise ValueError("FARM_SECRET: not set; captcha ids on a shared store need a secret every worker knows")
+    raise SettingError("FARM_SECRET: not set; captcha ids on a shared store need a secret every worker knows")
 
 
 def device(name: str | None = None) -> str:
@@ -34,5 +35,5 @@ def device(name: str | None = None) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ValueError(f"FARM_DEVICE: {name!r} is not auto, cpu or cuda")
+        raise SettingError(f"FARM_DEVICE: {name!r} is not auto, cpu or cuda")
     return name

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from farm.exceptions import JobError
+from farm.exceptions import JobError, SettingError
 from farm.core.spec import PoolSpec
 from farm.storage.manifest import complete_shards, write_manifest
 from farm.storage.layout import keys_key
@@ -46,7 +46,7 @@ def _now() -> str:
 
 def _key(job_id: str, name: str = "job.json") -> str:
     if not isinstance(job_id, str) or not _ID.fullmatch(job_id):
-        raise ValueError(f"job: {job_id!r} is not a job id (12 hex digits, as `farm generate --no-wait` prints)")
+        raise SettingError(f"job: {job_id!r} is not a job id (12 hex digits, as `farm generate --no-wait` prints)")
     return f"jobs/{job_id}/{name}"
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from farm.storage.store import Store
+from farm.exceptions import SettingError
 
 __all__ = ["check_pool_name", "captcha_id", "keys_key", "image_key", "manifest_key", "encode_png", "decode_png",
            "shard_complete"]
@@ -24,7 +25,7 @@ _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345678
 
 def check_pool_name(pool: str) -> str:
     if not pool or not set(pool) <= _NAME_CHARS or pool.startswith("."):
-        raise ValueError(f"pool: {pool!r} must be letters, digits, '-', '_' or '.', not starting with '.'")
+        raise SettingError(f"pool: {pool!r} must be letters, digits, '-', '_' or '.', not starting with '.'")
     return pool
 
 def captcha_id(secret: bytes, pool: str, shard: int, index: int) -> str:

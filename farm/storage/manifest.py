@@ -18,7 +18,7 @@ from farm.core.seeds import KEYED, derivation
 from farm.core.spec import PoolSpec
 from farm.exceptions import ConflictError, PoolError
 from farm.storage.layout import keys_key, manifest_key
-from farm.storage.pools import spec_charset
+from farm.storage.sources import spec_charset
 from farm.storage.store import Store
 
 __all__ = ["read_manifest", "update_manifest", "merged_spec", "write_manifest", "complete_shards", "pending_shards"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -19,35 +20,13 @@ from farm.core.spec import PoolSpec
 from farm.exceptions import PoolError
 from farm.storage import config
 from farm.storage.layout import captcha_id, decode_png, image_key, keys_key, manifest_key
+from farm.storage.manifest import complete_shards, read_manifest
+from farm.storage.sources import clean_captchas
+from farm.storage.sources import spec_charset, supply  # noqa: F401  farm.ops.submit imports them from here still
 from farm.storage.store import Store, jsonl_records
 
-__all__ = ["clean_captchas", "spec_charset", "supply", "read_keys", "pool_images", "pool_names", "list_pools",
+__all__ = ["read_keys", "pool_images", "pool_names", "list_pools",
            "pool_charset", "read_shard_keys", "pool_stats", "export_pool"]
-
-def clean_captchas(spec: PoolSpec, indices: list[int], seeds: Seeds, store: Store | None = None):
-    """(images uint8 (N, H, W), glyph masks (N, H, W), answers) of a pool's clean captchas `indices`."""
-    if spec.source is not None:
-        if store is None:
-            raise ValueError("store: a pool of a source folder reads its captchas from the store")
-        from farm.storage.folder import source_chunk
-        return source_chunk(store, spec.source, indices)
-    scheme = get_scheme(spec.scheme)
-    captchas = [scheme.sample(seeds.captcha(spec.seed, i)) for i in indices]
-    return np.stack([c.image for c in captchas]), np.stack([c.mask for c in captchas]), [c.text for c in captchas]
-
-def spec_charset(spec: PoolSpec, store: Store | None = None) -> Charset:
-    """The alphabet and lengths of a pool's answers: its scheme's, or its source folder's."""
-    if spec.source is not None:
-        from farm.storage.folder import read_source
-        return Charset.from_dict(read_source(store, spec.source)["charset"])
-    return get_scheme(spec.scheme).charset
-
-def supply(spec: PoolSpec, store: Store | None = None) -> int | None:
-    """The most captchas a pool can hold: its source folder's count; None for a scheme, which never runs out."""
-    if spec.source is None:
-        return None
-    from farm.storage.folder import read_source
-    return read_source(store, spec.source)["count"]
 
 def read_keys(store: Store, pool: str) -> list[dict]:
     """Every key record of the complete shards, in index order (private: answers inside)."""
@@ -132,8 +111,6 @@ EXPORT_THREADS = 8  # object stores answer one GET at a time per connection; a f
 
 def export_pool(store: Store, pool: str, dest: Store, with_keys: bool = False) -> dict:
     """Copy a pool's complete shards into another store in the same layout (images, manifest; keys on request)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     manifest = read_manifest(store, pool)
     shard_keys = [keys_key(pool, s) for s in complete_shards(store, pool)]
     keys_data = {key: store.get(key) for key in shard_keys}

@@ -23,11 +23,12 @@ from importlib import resources
 
 from farm.core.charset import Charset
 from farm.core.checkpoint import Solver, load_solver, sha256_hex
-from farm.exceptions import CheckpointError, ConflictError, FarmError
+from farm.core.zoo import card_ensemble
+from farm.exceptions import CheckpointError, ConflictError, FarmError, HeldOutError, SettingError, SwitchLostError
 from farm.storage.store import Store
 
 __all__ = ["publish", "current", "versions", "card", "load", "refresh", "ensure_current", "bundled", "promote",
-           "rollback", "lineage", "SwitchLostError", "CURRENT"]
+           "rollback", "lineage", "CURRENT"]
 
 log = logging.getLogger(__name__)
 CURRENT = "checkpoints/CURRENT"
@@ -35,14 +36,6 @@ CACHE_SIZE = 4  # a worker needs the current solver and perhaps the previous one
 _CACHE: OrderedDict[str, Solver] = OrderedDict()
 _PUBLISHED_FIELDS = ("version", "parent", "published", "sha256", "held_back")  # set by publish, never by the caller
 CLAIM_ATTEMPTS = 8  # an unpromoted publish moves to the next number when another publisher took this one
-
-
-class SwitchLostError(ConflictError):
-    """CURRENT moved while switching to a new version: `version` is stored, unpromoted."""
-
-    def __init__(self, message: str, version: str):
-        super().__init__(message)
-        self.version = version
 
 
 def bundled() -> tuple[bytes, dict]:
@@ -121,7 +114,7 @@ def current(store: Store) -> dict | None:
 
 def card(store: Store, version: str) -> dict:
     if not isinstance(version, str) or not version or "/" in version:
-        raise ValueError(f"version: {version!r} is not a version name like v3")
+        raise SettingError(f"version: {version!r} is not a version name like v3")
     try:
         data = store.get(f"checkpoints/{version}/card.json")
     except KeyError:
@@ -171,7 +164,6 @@ def publish(store: Store, weights: bytes, card_fields: dict, parent: str | None 
     if card_fields.get("sha256") not in (None, digest):
         raise CheckpointError("card: its sha256 does not match the weights being published")
     if (card_fields.get("zoo") or {}).get("role") == "held-out":
-        from farm.core.zoo import HeldOutError
         raise HeldOutError(f"card: {card_fields['zoo'].get('name')} is a held-out zoo solver; it judges transfer "
                            f"and is never published as a substitute")
     fields = {k: v for k, v in card_fields.items() if k not in _PUBLISHED_FIELDS}
@@ -179,7 +171,6 @@ def publish(store: Store, weights: bytes, card_fields: dict, parent: str | None 
         raise CheckpointError(f"card: the fine-tune guard refused this model ({fields['refused']}); publish it "
                               f"without switching CURRENT (--no-current), then `farm checkpoint promote --force`")
     load_solver(weights, {**fields, "sha256": digest})  # refuse to publish what cannot load
-    from farm.core.zoo import card_ensemble
     card_ensemble(fields)  # nor what no worker could generate with
     pointer, etag, running = _read_current(store)
     if make_current and parent is not None and (pointer or {}).get("version") != parent:

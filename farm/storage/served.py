@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from farm.storage.layout import check_pool_name
 from farm.storage.store import Store
+from farm.exceptions import SettingError
 
 __all__ = ["served_prefix", "mark_served", "served_batches", "read_served", "compact_served", "COMPACT_AFTER"]
 
@@ -37,11 +38,11 @@ def served_prefix(pool: str) -> str:
 
 def _check_ids(ids) -> list[str]:
     if isinstance(ids, str):
-        raise ValueError("ids: a list of captcha ids, not one string")
+        raise SettingError("ids: a list of captcha ids, not one string")
     ids = sorted(set(ids))
     bad = [i for i in ids if not isinstance(i, str) or len(i) != 32 or not set(i) <= _HEX]
     if bad:
-        raise ValueError(f"ids: {str(bad[0])[:40]!r} is not a captcha id (32 hex characters)")
+        raise SettingError(f"ids: {str(bad[0])[:40]!r} is not a captcha id (32 hex characters)")
     return ids
 
 

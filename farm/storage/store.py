@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from urllib.parse import urlparse
 
-from farm.exceptions import ConflictError, StoreError
+from farm.exceptions import ConflictError, SettingError, StoreError
 
 __all__ = ["Store", "LocalStore", "S3Store", "open_store", "jsonl_records", "DEFAULT_STORE"]
 
@@ -179,7 +179,7 @@ class S3Store(Store):
     """
 
     def __init__(self, bucket: str, prefix: str = "", client=None):
-        import boto3
+        import boto3  # here, and botocore in the S3 methods: ~0.4 s to import that a local store never needs
         from botocore.config import Config
 
         self.bucket, self.prefix = bucket, prefix.strip("/")
@@ -191,7 +191,7 @@ class S3Store(Store):
         # mishandle the CRC trailers boto3 >= 1.36 sends by default.
         attempts = os.environ.get("AWS_MAX_ATTEMPTS") or str(S3_MAX_ATTEMPTS)
         if not attempts.isdigit() or int(attempts) < 1:
-            raise ValueError(f"AWS_MAX_ATTEMPTS: {attempts!r} is not a positive whole number")
+            raise SettingError(f"AWS_MAX_ATTEMPTS: {attempts!r} is not a positive whole number")
         retries = {"mode": os.environ.get("AWS_RETRY_MODE") or "standard", "total_max_attempts": int(attempts)}
         config = Config(retries=retries,
                         request_checksum_calculation="when_required",
@@ -316,9 +316,9 @@ def open_store(url: str | None = None) -> Store:
     parsed = urlparse(url)
     if parsed.scheme == "s3":
         if not parsed.netloc:
-            raise ValueError(f"store: {url!r} names no bucket; use s3://bucket/prefix")
+            raise SettingError(f"store: {url!r} names no bucket; use s3://bucket/prefix")
         return S3Store(parsed.netloc, parsed.path)
     if parsed.scheme in ("file", ""):
         path = url[len("file://"):] if url.startswith("file://") else url
         return LocalStore(path)
-    raise ValueError(f"store: unsupported URL {url!r}; use file:///path or s3://bucket/prefix")
+    raise SettingError(f"store: unsupported URL {url!r}; use file:///path or s3://bucket/prefix")

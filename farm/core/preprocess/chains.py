@@ -16,6 +16,7 @@ from functools import partial
 import torch
 
 from farm.core.preprocess import ops
+from farm.exceptions import SettingError
 
 __all__ = ["Step", "Chain", "Family", "FAMILIES", "CHAINS", "parse_step", "parse_chain", "parse_chains", "apply"]
 
@@ -127,20 +128,20 @@ def known_steps() -> str:
 
 
 def parse_step(text: str, chain: str | None = None) -> Step:
-    """A step from its name, e.g. `jpeg50`; ValueError names it and lists the known steps."""
+    """A step from its name, e.g. `jpeg50`; SettingError names it and lists the known steps."""
     where = f" in {chain!r}" if chain is not None and chain != text else ""
     match = _STEP.fullmatch(text)
     family = FAMILIES.get(match.group(1)) if match else None
     if family is None:
-        raise ValueError(f"chain: unknown step {text!r}{where}; known: {known_steps()} "
-                         f"(join steps with '>', e.g. median3>otsu>open3)")
+        raise SettingError(f"chain: unknown step {text!r}{where}; known: {known_steps()} "
+                           f"(join steps with '>', e.g. median3>otsu>open3)")
     name, written = match.groups()
     if written is not None and not family.number:
-        raise ValueError(f"chain: {text!r}{where}: {name} takes no number; write {name}")
+        raise SettingError(f"chain: {text!r}{where}: {name} takes no number; write {name}")
     value = family.default if written is None else written
     value = None if value is None else float(value)
     if value is not None and not family.valid(value):
-        raise ValueError(f"chain: {text!r}{where}: out of range; write {family.usage(name)}")
+        raise SettingError(f"chain: {text!r}{where}: out of range; write {family.usage(name)}")
     return Step(text, partial(_bound, family.real, value), partial(_bound, family.differentiable, value))
 
 
@@ -151,7 +152,7 @@ def _bound(operation, value: float | None, x: torch.Tensor) -> torch.Tensor:
 def parse_chain(text: str) -> Chain:
     """A chain from `step>step>step` (spaces and case ignored); `none` is the image as it is."""
     if not isinstance(text, str) or not text.strip():
-        raise ValueError("chain: empty; give steps joined by '>', e.g. median3>otsu>open3, or none")
+        raise SettingError("chain: empty; give steps joined by '>', e.g. median3>otsu>open3, or none")
     name = text.replace(" ", "").lower()
     if name == "none":
         return Chain(name, ())

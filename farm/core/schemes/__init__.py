@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
 from farm.core.charset import Charset
-from farm.exceptions import SchemeError
+from farm.exceptions import SchemeError, SettingError
 from farm.core.schemes.base import Captcha, Scheme, captcha_seed
 from farm.core.schemes.classic import ClassicScheme
 from farm.core.schemes.lines import LinesScheme
@@ -133,14 +133,14 @@ def scheme_source(name: str) -> str:
 
 
 def get_scheme(name: str) -> Scheme:
-    """The shared instance of a scheme; ValueError lists the known names, or says why a plugin was skipped."""
+    """The shared instance of a scheme; SettingError lists the known names, or says why a plugin was skipped."""
     _discover()
     if name not in _SCHEMES:
         skipped = next((p for p in _PLUGINS if p.name == name and p.error), None)
         if skipped:
-            raise ValueError(f"scheme: {name!r} is a plugin ({skipped.target} from {skipped.distribution}) "
-                             f"that failed to load: {skipped.error}")
-        raise ValueError(f"scheme: unknown scheme {name!r}; known: {', '.join(_SCHEMES)}")
+            raise SettingError(f"scheme: {name!r} is a plugin ({skipped.target} from {skipped.distribution}) "
+                               f"that failed to load: {skipped.error}")
+        raise SettingError(f"scheme: unknown scheme {name!r}; known: {', '.join(_SCHEMES)}")
     if name not in _INSTANCES:
         _INSTANCES[name] = _SCHEMES[name]()
     return _INSTANCES[name]
