@@ -145,3 +145,29 @@ def test_farm_generate_defaults_to_the_measured_transfer_setting(tmp_path, monke
     l2 = CliRunner().invoke(main, ["generate", "--pool", "e", "--count", "4", "--steps", "1", "--norm", "l2",
                                    "--eps", "2", "--json"])
     assert l2.exit_code == 0, l2.output  # no glyph budget is implied for L2
+
+
+def test_another_method_takes_its_own_defaults_not_the_transfer_switches_of_the_preset(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from farm.cli import main
+    from farm.storage.store import LocalStore
+
+    monkeypatch.setenv("FARM_STORE", f"file://{tmp_path / 'store'}")
+    store = LocalStore(tmp_path / "store")
+
+    def stored(pool: str, *args: str) -> dict:
+        result = CliRunner().invoke(main, ["generate", "--pool", pool, "--count", "2", "--shard-size", "2",
+                                           "--method", "iterative", "--steps", "1", "--no-progress", *args])
+        assert result.exit_code == 0, result.output
+        return json.loads(store.get(f"pools/{pool}/manifest.json"))["spec"]
+
+    plain = stored("plain")
+    assert {k: plain[k] for k in ("eps", "diversity", "smoothing", "early_stop", "decay", "eps_glyph")} == \
+        {"eps": 8 / 255, "diversity": 0.0, "smoothing": 0.0, "early_stop": True, "decay": None, "eps_glyph": None}
+    assert plain == PoolSpec(count=2, shard_size=2, method="iterative", steps=1).to_dict()  # the API agrees
+    asked = stored("asked", "--diversity", "0.5", "--eps", "16/255")
+    assert (asked["diversity"], asked["smoothing"], asked["eps"]) == (0.5, 0.0, 16 / 255)
+    assert asked["eps_glyph"] == 8 / 255  # the preset's glyph budget stays with any method, under a larger eps
