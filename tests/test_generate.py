@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from farm.core.attacks.settings import declaration
 from farm.ops.submit import generate_pool
 from farm.core.spec import PoolSpec
 from farm.storage.layout import captcha_id, decode_png
@@ -20,7 +21,9 @@ SECRET = b"test-secret-not-for-production"
 
 
 def make(store, substitute, pool="p", **spec):
-    spec = PoolSpec(**{"count": 20, "shard_size": 8, "steps": 5, **spec})
+    """A pool of the paper's plain setting, in 5 steps where the method takes steps."""
+    short = {"steps": 5} if "steps" in declaration(spec.get("method", "iterative")) else {}
+    spec = PoolSpec.from_preset("paper", **{"count": 20, "shard_size": 8, **short, **spec})
     return generate_pool(store, pool, spec, [substitute], SECRET, progress=False, processes=1)
 
 
@@ -303,3 +306,23 @@ def test_a_stored_spec_without_the_fields_added_since_reads_as_its_pool_was_made
     assert spec.early_stop is True and spec.source is None and spec.diversity == 0.7
     robust = PoolSpec.from_dict({**first, "method": "robust"})
     assert robust.samples == 4 and robust.early_stop is None  # robust never stopped early
+
+
+def test_farm_generate_has_an_option_for_every_declared_setting_showing_the_presets_value():
+    from dataclasses import fields
+
+    import click
+    from click.testing import CliRunner
+
+    from farm.cli import main
+    from farm.cli.generate import generate
+    from farm.core.attacks.settings import SETTINGS
+
+    assert set(SETTINGS) <= {p.name for p in generate.params} and set(SETTINGS) <= {f.name for f in fields(PoolSpec)}
+    context = click.Context(generate)
+    shown = {p.name: p.get_help_record(context)[1] for p in generate.params if p.get_help_record(context)}
+    for name, default in (("method", "momentum"), ("eps", "32/255"), ("steps", "20"), ("diversity", "0.7"),
+                          ("early_stop", "no-early-stop"), ("mask", "full")):
+        assert shown[name].endswith(f"[default: {default}]"), shown[name]
+    assert shown["samples"].endswith("(robust only).  [default: 4]")  # one method's setting, its own default
+    assert "--decay" in CliRunner().invoke(main, ["generate", "--help"]).output

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from farm.core.attacks.settings import DECLARED, SETTINGS, Declaration, declaration, not_taken
 
-__all__ = ["PRESETS", "DEFAULT_PRESET", "PRESET_FIELDS", "expand", "preset_value", "describe"]
+__all__ = ["PRESETS", "DEFAULT_PRESET", "PRESET_FIELDS", "expand", "preset_value", "describe", "shown"]
 
 PRESETS: dict[str, dict] = {
     # The setting that transferred best to the zoo's donors, chosen with benchmarks/transfer.py on donor
@@ -78,12 +78,12 @@ def preset_value(name: str, field: str):
 def describe(name: str) -> str:
     """One line: the preset's method and what it changes from that method's defaults."""
     preset = _preset(name)
-    parts = [preset["method"]] + [f"{k.replace('_', '-')} {_show(v)}" for k, v in preset.items() if k != "method"]
+    parts = [preset["method"]] + [f"{k.replace('_', '-')} {shown(v)}" for k, v in preset.items() if k != "method"]
     return ", ".join(parts)
 
 
-def _show(value) -> str:
-    """8/255 for a budget on the 8-bit grid, as the CLI takes it; otherwise the value."""
+def shown(value) -> str:
+    """A value as the CLI takes it: 8/255 for a budget on the 8-bit grid, on/off for a switch."""
     if isinstance(value, float) and 0 < value < 1 and abs(value * 255 - round(value * 255)) < 1e-9:
         return f"{round(value * 255)}/255"
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)

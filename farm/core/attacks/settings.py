@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 __all__ = ["Setting", "Declaration", "NORMS", "MAX_L2_EPS", "MAX_SMOOTHING", "MAX_DECAY", "DIRECT", "ITERATIVE",
-           "MOMENTUM", "ROBUST", "DECLARED", "METHOD_NAMES", "SETTINGS", "declaration", "takers", "not_taken"]
+           "MOMENTUM", "ROBUST", "DECLARED", "METHOD_NAMES", "SETTINGS", "declaration", "takers", "not_taken", "listed"]
 
 NORMS = ("linf", "l2")
 # The largest L2 budget that keeps a captcha readable. Measured with the bundled substitute on 32
@@ -150,7 +150,7 @@ ITERATIVE = Declaration((
     Setting("norm", "linf", str, "Budget norm.", choices=NORMS),
     Setting("eps", 8 / 255, float, "Budget: radius of the ball around the clean captcha, pixel values in [0, 1] "
                                    "(off the glyphs when --eps-glyph is smaller), e.g. 8/255.", _eps),
-    Setting("alpha", None, float, "Step size [none: 2.5 eps / steps].", _alpha),
+    Setting("alpha", None, float, "Step size.", _alpha),
     Setting("steps", 10, int, "Gradient steps.", _steps),
     Setting("random_start", False, bool, "Start from a random point of the budget ball."),
     Setting("early_stop", True, bool, "Stop a captcha once the substitute misreads it (least change) or spend "
@@ -200,5 +200,9 @@ def not_taken(name: str, method: str) -> str:
     who = takers(name)
     if not who:
         return f"{_flag(name)}: no method takes it (settings: {', '.join(map(_flag, SETTINGS))})"
-    listed = who[0] if len(who) == 1 else f"{', '.join(who[:-1])} and {who[-1]}"
-    return f"{_flag(name)}: only {listed} take{'s' if len(who) == 1 else ''} it, not {method}; leave it out"
+    return f"{_flag(name)}: only {listed(who)} take{'s' if len(who) == 1 else ''} it, not {method}; leave it out"
+
+
+def listed(names: list[str]) -> str:
+    """a, b and c."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
