@@ -326,3 +326,17 @@ def test_farm_generate_has_an_option_for_every_declared_setting_showing_the_pres
         assert shown[name].endswith(f"[default: {default}]"), shown[name]
     assert shown["samples"].endswith("(robust only).  [default: 4]")  # one method's setting, its own default
     assert "--decay" in CliRunner().invoke(main, ["generate", "--help"]).output
+
+
+def test_the_readme_lists_each_methods_settings_as_they_are_declared():
+    from pathlib import Path
+
+    from farm.core.attacks.settings import DECLARED, SETTINGS
+    from farm.core.presets import shown
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "| setting | " + " | ".join(DECLARED) + " |" in readme
+    for name in SETTINGS:
+        cells = ["–" if name not in declared else "2.5 eps / steps" if declared[name].default is None
+                 else shown(declared[name].default) for declared in DECLARED.values()]
+        assert f"| `--{name.replace('_', '-')}` | " + " | ".join(cells) + " |" in readme, name
