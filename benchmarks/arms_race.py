@@ -36,9 +36,10 @@ from farm.core.spec import PoolSpec
 from farm.storage.store import LocalStore
 from farm.ops.shard import attack_solvers
 
-# the pools' setting (each names every change from the paper preset): farm generate's defaults, or a weak one that a clean-trained bot still reads
-# often (under the defaults it reads almost none of a v1 pool, which leaves nothing to win back), or the
-# defaults' method at a budget between the two, where transfer is partial and the substitute's likeness matters
+# the pools' setting, each as its changes from the paper preset: farm generate's defaults, or a weak one that a
+# clean-trained bot still reads often (under the defaults it reads almost none of a v1 pool, which leaves nothing to
+# win back), or the defaults' method at a budget between the two, where transfer is partial and the substitute's
+# likeness matters
 SETTINGS = {"default": PRESETS["recommended"],
             "weak": {"method": "iterative", "mask": "full", "eps": 8 / 255, "steps": 20},
             "middle": {**PRESETS["recommended"], "eps": 12 / 255, "eps_glyph": 4 / 255}}

@@ -34,7 +34,7 @@ Check = Callable[[object, dict], None]  # (value, every setting of the method) -
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting: its default, the type of a value (None only where the default is None), its check, a line of help."""
+    """One setting: its default, the type of a value (None only where the default is None), its check, its help."""
 
     name: str
     default: object
