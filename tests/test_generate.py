@@ -340,3 +340,17 @@ def test_the_readme_lists_each_methods_settings_as_they_are_declared():
         cells = ["–" if name not in declared else "2.5 eps / steps" if declared[name].default is None
                  else shown(declared[name].default) for declared in DECLARED.values()]
         assert f"| `--{name.replace('_', '-')}` | " + " | ".join(cells) + " |" in readme, name
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"preset": ["paper"], "count": 8}, r"preset: unknown preset \['paper'\]"),
+    ({"preset": "paper"}, "spec: count is missing"),
+    ({"preset": "paper", "count": 8, "colour": "red"}, r"spec: unknown field\(s\) colour"),
+    ({"preset": "paper", "count": 8, "method": ["iterative"]}, "method: unknown method"),
+    ({"preset": "paper", "count": 8, "eps": "8/255"}, "eps: must be a number"),
+    ({"count": 8, "eps": "8/255"}, "eps: must be a number"),
+])
+def test_a_hostile_task_spec_is_refused_by_name(spec, message):
+    from workers.tasks import parse_shard
+    with pytest.raises(ValueError, match=message):
+        parse_shard("p", 0, 8, spec)

@@ -30,7 +30,7 @@ _POOL_DEFAULTS = {"mask": "background", "eps_glyph": None}  # a preset that leav
 
 
 def _preset(name: str) -> dict:
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:
         raise ValueError(f"preset: unknown preset {name!r}; known: {', '.join(PRESETS)}")
     return PRESETS[name]
 
@@ -65,8 +65,9 @@ def expand(name: str, given: dict, strict: bool = True) -> dict:
         fields["eps_glyph"] = given["eps_glyph"]
     else:
         glyph, eps = preset.get("eps_glyph"), fields["eps"]
-        fields["eps_glyph"] = glyph if glyph is not None and fields["norm"] == "linf" and eps is not None \
-            and eps > glyph else None
+        number = isinstance(eps, (int, float)) and not isinstance(eps, bool)  # else PoolSpec.validate names it
+        fields["eps_glyph"] = glyph if glyph is not None and fields["norm"] == "linf" and number and eps > glyph \
+            else None
     return fields
 
 

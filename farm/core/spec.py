@@ -189,6 +189,8 @@ class PoolSpec:
         from_preset. Unknown fields are ignored (a newer writer's), except beside a preset.
         """
         names = {f.name for f in fields(cls)}
+        if "count" not in data:
+            raise ValueError("spec: count is missing: how many captchas the pool holds")
         if "preset" in data:
             unknown = sorted(set(data) - names - {"preset"})
             if unknown:

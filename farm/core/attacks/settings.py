@@ -185,7 +185,7 @@ def declaration(method: str) -> Declaration:
     """The settings `method` takes ("none" takes none); ValueError lists the known methods."""
     if method == "none":
         return Declaration(())
-    if method not in DECLARED:
+    if not isinstance(method, str) or method not in DECLARED:
         raise ValueError(f"method: unknown method {method!r}; known: {', '.join(METHOD_NAMES)}")
     return DECLARED[method]
 
