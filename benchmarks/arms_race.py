@@ -29,7 +29,7 @@ from farm.storage.answers import ingest
 from farm.ops.attacker import RECIPES, adapt, answer_pool, train_attacker
 from farm.core.checkpoint import load_solver_dir
 from farm.storage.config import secret
-from farm.core.defaults import GENERATE_DEFAULTS
+from farm.core.presets import PRESETS
 from farm.exceptions import FinetuneRefused
 from farm.ops.finetune import FinetuneConfig, finetune
 from farm.ops.submit import generate_pool
@@ -37,12 +37,13 @@ from farm.core.spec import PoolSpec
 from farm.storage.store import LocalStore
 from farm.ops.shard import attack_solvers
 
-# the pools' setting: farm generate's defaults, or a weak one that a clean-trained bot still reads
-# often (under the defaults it reads almost none of a v1 pool, which leaves nothing to win back), or the
-# defaults' method at a budget between the two, where transfer is partial and the substitute's likeness matters
-SETTINGS = {"default": GENERATE_DEFAULTS,
+# the pools' setting, each as its changes from the paper preset: farm generate's defaults, or a weak one that a
+# clean-trained bot still reads often (under the defaults it reads almost none of a v1 pool, which leaves nothing to
+# win back), or the defaults' method at a budget between the two, where transfer is partial and the substitute's
+# likeness matters
+SETTINGS = {"default": PRESETS["recommended"],
             "weak": {"method": "iterative", "mask": "full", "eps": 8 / 255, "steps": 20},
-            "middle": {**GENERATE_DEFAULTS, "eps": 12 / 255, "eps_glyph": 4 / 255}}
+            "middle": {**PRESETS["recommended"], "eps": 12 / 255, "eps_glyph": 4 / 255}}
 
 
 def discordant(on_base: list[bool], on_new: list[bool]) -> str:
@@ -93,7 +94,8 @@ def main():
               f"({time.perf_counter() - started:.0f} s)", flush=True)
 
         def make_pool(name, version, count, seed, ensemble=(), aimed_at=None):
-            spec = PoolSpec(count=count, seed=seed, shard_size=count, ensemble=ensemble, **SETTINGS[args.setting])
+            spec = PoolSpec.from_preset("paper", count=count, seed=seed, shard_size=count, ensemble=ensemble,
+                                        **SETTINGS[args.setting])
             solvers = aimed_at or attack_solvers(spec, registry.load(store, version))
             generate_pool(store, name, spec, solvers, secret(store), progress=False)
             return name

@@ -12,7 +12,7 @@ import time
 import torch
 
 from farm.storage import registry
-from farm.core.attacks import make_attack
+from farm.core.attacks.methods import make_attack
 from farm.core.checkpoint import load_solver
 from farm.core.model import ctc_loss
 from farm.core.spec import PoolSpec

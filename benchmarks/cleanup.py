@@ -16,7 +16,6 @@ import tempfile
 from farm.storage import registry
 from farm.core.checkpoint import load_solver
 from farm.storage.config import secret
-from farm.core.defaults import GENERATE_DEFAULTS
 from farm.ops.evaluate import load_pool, pool_accuracy, worst_chain
 from farm.ops.submit import generate_pool
 from farm.core.spec import PoolSpec
@@ -35,7 +34,7 @@ def held_out_solvers() -> dict:
 
 def default_pool(store, count: int, seed: int, processes: int) -> str:
     """A pool of `count` classic captchas under farm generate's defaults, attacked by the bundled substitute."""
-    spec = PoolSpec(count=count, scheme="classic", seed=seed, **GENERATE_DEFAULTS).validate()
+    spec = PoolSpec.from_preset("recommended", count=count, scheme="classic", seed=seed).validate()
     substitute = load_solver(*registry.bundled())
     summary = generate_pool(store, "cleanup", spec, attack_solvers(spec, substitute), secret(store), processes=processes)
     print(f"generated {summary['count']} captchas in {summary['seconds']:.0f} s: mean SSIM {summary['mean_ssim']:.3f}, "

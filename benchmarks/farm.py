@@ -59,7 +59,7 @@ class Farm:
     def warm(self, store: LocalStore, solver) -> None:
         """Every worker loads the model before anything is timed."""
         n = len(self.workers)
-        self.job(store, f"warm-{self.tag}", PoolSpec(count=8 * n, shard_size=8, steps=1), solver)
+        self.job(store, f"warm-{self.tag}", PoolSpec.from_preset("paper", count=8 * n, shard_size=8, steps=1), solver)
 
     def metric(self, name: str) -> float:
         """A metric summed over its labels and over the workers' /metrics."""
@@ -81,7 +81,7 @@ def overhead(spec: PoolSpec, solver, store: LocalStore, env: dict, folder: Path,
     rows = []
     with Farm(env, folder, 1, 1) as farm:
         farm.warm(store, solver)
-        generate_shard(LocalStore(folder / "warm"), "warm", 0, PoolSpec(count=8, shard_size=8, steps=1), [solver],
+        generate_shard(LocalStore(folder / "warm"), "warm", 0, PoolSpec.from_preset("paper", count=8, shard_size=8, steps=1), [solver],
                        SECRET.encode())
         for r in range(repeat):
             started = time.perf_counter()
@@ -116,7 +116,7 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3, help="Shards measured for the overhead.")
     args = parser.parse_args()
-    spec = PoolSpec(count=args.count, shard_size=args.shard_size, steps=args.steps).validate()
+    spec = PoolSpec.from_preset("paper", count=args.count, shard_size=args.shard_size, steps=args.steps).validate()
     cores = torch.get_num_threads()
     claimed = None
     if not os.environ.get("FARM_BROKER"):

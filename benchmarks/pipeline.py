@@ -27,7 +27,7 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
     solver = load_solver(*registry.bundled())
-    spec = PoolSpec(count=args.count, shard_size=args.shard_size, steps=args.steps)
+    spec = PoolSpec.from_preset("paper", count=args.count, shard_size=args.shard_size, steps=args.steps)
     secret = b"benchmark"
     rates = {}
     started = time.perf_counter()

@@ -13,17 +13,21 @@ import tempfile
 from farm.storage import registry
 from farm.core.checkpoint import load_solver
 from farm.storage.config import secret
-from farm.core.defaults import GENERATE_DEFAULTS
 from farm.ops.evaluate import load_pool, pool_accuracy
 from farm.ops.submit import generate_pool
+from farm.core.attacks.settings import declaration
+from farm.core.presets import PRESETS
 from farm.core.spec import PoolSpec
 from farm.core.preprocess import PREPROCESSING
 from farm.storage.store import LocalStore
 from farm.core.zoo import load_member, members, zoo_path
 from farm.ops.shard import attack_solvers
 
+# Each setting changes the paper preset (plain iterative, 8/255, mask background); every method takes --steps's
 BUDGET = {"mask": "full", "eps": 32 / 255, "eps_glyph": 8 / 255}  # large off the glyphs, small on them
-ALL = {"method": "momentum", "diversity": 0.7, "smoothing": 2.0, "early_stop": False}
+SWITCHES = {"diversity": 0.7, "smoothing": 2.0}
+ALL = {"method": "momentum", **SWITCHES, "early_stop": False}
+RECOMMENDED = PRESETS["recommended"]
 SETTINGS = {
     "clean": {"method": "none"},
     "iterative 8/255 full": {"method": "iterative", "mask": "full", "eps": 8 / 255},
@@ -37,10 +41,18 @@ SETTINGS = {
     "+ensemble": {"method": "iterative", "ensemble": ("crnn-b", "resnet-a"), "early_stop": False, **BUDGET},
     "+all": {**ALL, "ensemble": ("crnn-b", "resnet-a"), **BUDGET},
     "+all glyph 16/255": {**ALL, "ensemble": ("crnn-b", "resnet-a"), **BUDGET, "eps_glyph": 16 / 255},
-    "farm generate default": GENERATE_DEFAULTS,  # + momentum + DI + TI, the row that chose it
-    "default robust": {**GENERATE_DEFAULTS, "method": "robust"},  # gradients through attacker preprocessing
-    "+all robust": {**ALL, "method": "robust", "ensemble": ("crnn-b", "resnet-a"), **BUDGET},
+    "farm generate default": RECOMMENDED,  # + momentum + DI + TI, the row that chose it (its own 20 steps)
+    "default robust": {**{k: v for k, v in RECOMMENDED.items() if k != "early_stop"}, "method": "robust"},  # gradients
+    # through attacker preprocessing (robust spends every step)
+    "+all robust": {**SWITCHES, "method": "robust", "ensemble": ("crnn-b", "resnet-a"), **BUDGET},
 }
+
+
+def spec_of(fields: dict, count: int, steps: int) -> PoolSpec:
+    """A setting's spec: the paper preset with the setting's changes, and `steps` where the method takes steps."""
+    if "steps" in declaration(fields.get("method", PRESETS["paper"]["method"])):
+        fields = {"steps": steps, **fields}
+    return PoolSpec.from_preset("paper", count=count, shard_size=count, seed=7, **fields).validate()
 
 
 def main():
@@ -62,7 +74,7 @@ def main():
         for name, fields in SETTINGS.items():
             if args.only and name not in args.only:
                 continue
-            spec = PoolSpec(count=args.count, shard_size=args.count, seed=7, **{"steps": args.steps, **fields}).validate()
+            spec = spec_of(fields, args.count, args.steps)
             pool = f"t{len(table)}"
             summary = generate_pool(store, pool, spec, attack_solvers(spec, substitute), secret(store), progress=False)
             records, adversarial, clean = load_pool(store, pool)

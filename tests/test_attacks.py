@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from farm.core.attacks import METHODS, make_attack
+from farm.core.attacks import DECLARED
+from farm.core.attacks.methods import METHODS, make_attack
 from farm.core.spec import PoolSpec
 from farm.ops.shard import render_shard
 from farm.core.seeds import UNKEYED, Seeds
@@ -132,3 +133,17 @@ def test_the_edges_of_each_range_are_accepted(substitute):
                      {"norm": "l2", "eps": 8.0}, {"eps": 1.0}):
         METHODS["momentum"].check(**settings)
         assert make_attack("momentum", substitute, **settings)
+
+
+def test_each_method_takes_the_settings_it_declares_and_refuses_others_by_name(substitute):
+    for name, cls in METHODS.items():
+        assert cls.settings is DECLARED[name]
+        declared = cls.settings.defaults()
+        attack = make_attack(name, substitute, **declared)
+        assert all(getattr(attack, setting) == value for setting, value in declared.items() if value is not None)
+    with pytest.raises(ValueError, match="steps: only iterative, momentum and robust take it, not direct"):
+        make_attack("direct", substitute, steps=3)
+    with pytest.raises(ValueError, match="early-stop: only iterative and momentum take it, not robust"):
+        make_attack("robust", substitute, early_stop=True)
+    with pytest.raises(ValueError, match="decay: only momentum and robust take it, not iterative"):
+        METHODS["iterative"].check(decay=0.5)

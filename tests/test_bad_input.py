@@ -48,6 +48,19 @@ def test_generate_refuses_settings_out_of_range_and_writes_nothing(pool_store, a
     assert contents(pool_store) == before
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--method", "iterative", "--decay", "0.5"], "decay: only momentum and robust take it, not iterative"),
+    (["--method", "direct", "--steps", "3"], "steps: only iterative, momentum and robust take it, not direct"),
+    (["--method", "robust", "--no-early-stop"], "early-stop: only iterative and momentum take it, not robust"),
+    (["--samples", "2"], "samples: only robust takes it, not momentum"),
+    (["--method", "none", "--eps", "8/255"], "eps: only direct, iterative, momentum and robust take it, not none"),
+])
+def test_generate_refuses_a_setting_the_method_does_not_take_by_name_and_writes_nothing(pool_store, args, message):
+    before = contents(pool_store)
+    assert refused(farm(pool_store, "generate", "--pool", "q", "--count", "4", "--no-progress", *args), message)
+    assert contents(pool_store) == before
+
+
 def test_a_huge_count_is_refused_by_the_real_command_before_the_store_is_touched(tmp_path):
     result = subprocess.run(["farm", "generate", "--pool", "huge", "--count", "100000000000"], capture_output=True,
                             text=True, env=farm_env(tmp_path), timeout=300, check=False)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from farm.core.attacks.settings import declaration
 from farm.ops.submit import generate_pool
 from farm.core.spec import PoolSpec
 from farm.storage.layout import captcha_id, decode_png
@@ -20,7 +21,9 @@ SECRET = b"test-secret-not-for-production"
 
 
 def make(store, substitute, pool="p", **spec):
-    spec = PoolSpec(**{"count": 20, "shard_size": 8, "steps": 5, **spec})
+    """A pool of the paper's plain setting, in 5 steps where the method takes steps."""
+    short = {"steps": 5} if "steps" in declaration(spec.get("method", "iterative")) else {}
+    spec = PoolSpec.from_preset("paper", **{"count": 20, "shard_size": 8, **short, **spec})
     return generate_pool(store, pool, spec, [substitute], SECRET, progress=False, processes=1)
 
 
@@ -229,3 +232,125 @@ def test_a_spec_from_task_json_refuses_a_seed_numpy_cannot_take():
 def test_the_largest_seed_accepted_makes_a_pool(store, substitute):
     make(store, substitute, count=4, method="momentum", diversity=1.0, seed=2**64 - 1)  # was an overflow in torch
     assert read_manifest(store, "p")["complete"] == 4
+
+
+def test_the_cli_the_python_api_and_a_task_make_the_same_default_pool(tmp_path, substitute, monkeypatch):
+    from click.testing import CliRunner
+
+    from farm.cli import main
+    from farm.ops.shard import generate_shard
+    from farm.storage.store import LocalStore
+    from workers.tasks import parse_shard
+
+    monkeypatch.setenv("FARM_STORE", f"file://{tmp_path / 'cli'}")
+    result = CliRunner().invoke(main, ["generate", "--pool", "p", "--count", "4", "--shard-size", "4", "--steps", "2",
+                                       "--no-progress"])  # the defaults, but for two steps
+    assert result.exit_code == 0, result.output
+    cli = LocalStore(tmp_path / "cli")
+    stored = read_manifest(cli, "p")["spec"]
+    api = PoolSpec(count=4, shard_size=4, steps=2)
+    assert api.to_dict() == stored
+    task = parse_shard("p", 0, 4, json.loads(json.dumps(stored)))
+    named = parse_shard("p", 0, 4, {"preset": "recommended", "count": 4, "shard_size": 4, "steps": 2})
+    assert task == named == api
+    stores = {"api": LocalStore(tmp_path / "api"), "task": LocalStore(tmp_path / "task")}
+    generate_pool(stores["api"], "p", api, [substitute], SECRET, progress=False, processes=1)
+    generate_shard(stores["task"], "p", 0, task, [substitute], SECRET)
+    images = cli.list("pools/p/images/")
+    assert len(images) == 4
+    for name, store in stores.items():
+        assert store.list("pools/p/images/") == images, name
+        assert all(store.get(key) == cli.get(key) for key in images), f"the {name}'s pool differs from the CLI's"
+
+
+def test_a_setting_the_method_does_not_take_is_refused_by_the_api_and_a_task_naming_a_preset():
+    from workers.tasks import parse_shard
+    with pytest.raises(ValueError, match="decay: only momentum and robust take it, not iterative"):
+        PoolSpec.from_preset("recommended", count=8, method="iterative", decay=0.5)
+    with pytest.raises(ValueError, match="steps: only iterative, momentum and robust take it, not direct"):
+        parse_shard("p", 0, 8, {"preset": "paper", "count": 8, "method": "direct", "steps": 3})
+    with pytest.raises(ValueError, match="preset: unknown preset 'best'; known: recommended, paper"):
+        parse_shard("p", 0, 8, {"preset": "best", "count": 8})
+
+
+# Specs as manifests written before settings were declared hold them: every field, the unused ones too
+STORED = {
+    "farm generate's defaults": {"alpha": None, "count": 4, "decay": 1.0, "diversity": 0.7, "early_stop": False,
+                                 "ensemble": [], "eps": 32 / 255, "eps_glyph": 8 / 255, "margin": 1, "mask": "full",
+                                 "method": "momentum", "norm": "linf", "random_start": False, "scheme": "classic",
+                                 "seed": 0, "shard_size": 4, "smoothing": 2.0, "source": None, "steps": 2},
+    "iterative carrying the defaults' switches": {
+        "alpha": None, "count": 4, "decay": 1.0, "diversity": 0.7, "early_stop": False, "ensemble": [],
+        "eps": 8 / 255, "eps_glyph": None, "margin": 1, "mask": "full", "method": "iterative", "norm": "linf",
+        "random_start": False, "scheme": "classic", "seed": 0, "shard_size": 4, "smoothing": 2.0, "source": None,
+        "steps": 3},
+    "clean control": {"alpha": None, "count": 4, "decay": 1.0, "diversity": 0.7, "early_stop": False, "ensemble": [],
+                      "eps": 32 / 255, "eps_glyph": 8 / 255, "margin": 1, "mask": "full", "method": "none",
+                      "norm": "linf", "random_start": False, "scheme": "classic", "seed": 0, "shard_size": 4,
+                      "smoothing": 2.0, "source": None, "steps": 20},
+}
+
+
+@pytest.mark.parametrize("name", STORED)
+def test_a_stored_spec_reads_back_as_it_was_written(name):
+    stored = STORED[name]
+    spec = PoolSpec.from_dict(json.loads(json.dumps(stored))).validate()
+    assert {k: v for k, v in spec.to_dict().items() if k in stored} == stored
+    assert PoolSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_a_stored_spec_without_the_fields_added_since_reads_as_its_pool_was_made():
+    first = {k: v for k, v in STORED["iterative carrying the defaults' switches"].items()
+             if k not in ("early_stop", "source")}  # written before either existed
+    spec = PoolSpec.from_dict(first)
+    assert spec.early_stop is True and spec.source is None and spec.diversity == 0.7
+    robust = PoolSpec.from_dict({**first, "method": "robust"})
+    assert robust.samples == 4 and robust.early_stop is None  # robust never stopped early
+
+
+def test_farm_generate_has_an_option_for_every_declared_setting_showing_the_presets_value():
+    from dataclasses import fields
+
+    import click
+    from click.testing import CliRunner
+
+    from farm.cli import main
+    from farm.cli.generate import generate
+    from farm.core.attacks.settings import SETTINGS
+
+    assert set(SETTINGS) <= {p.name for p in generate.params} and set(SETTINGS) <= {f.name for f in fields(PoolSpec)}
+    context = click.Context(generate)
+    shown = {p.name: p.get_help_record(context)[1] for p in generate.params if p.get_help_record(context)}
+    for name, default in (("method", "momentum"), ("eps", "32/255"), ("steps", "20"), ("diversity", "0.7"),
+                          ("early_stop", "no-early-stop"), ("mask", "full")):
+        assert shown[name].endswith(f"[default: {default}]"), shown[name]
+    assert shown["samples"].endswith("(robust only).  [default: 4]")  # one method's setting, its own default
+    assert "--decay" in CliRunner().invoke(main, ["generate", "--help"]).output
+
+
+def test_the_readme_lists_each_methods_settings_as_they_are_declared():
+    from pathlib import Path
+
+    from farm.core.attacks.settings import DECLARED, SETTINGS
+    from farm.core.presets import shown
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "| setting | " + " | ".join(DECLARED) + " |" in readme
+    for name in SETTINGS:
+        cells = ["–" if name not in declared else "2.5 eps / steps" if declared[name].default is None
+                 else shown(declared[name].default) for declared in DECLARED.values()]
+        assert f"| `--{name.replace('_', '-')}` | " + " | ".join(cells) + " |" in readme, name
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"preset": ["paper"], "count": 8}, r"preset: unknown preset \['paper'\]"),
+    ({"preset": "paper"}, "spec: count is missing"),
+    ({"preset": "paper", "count": 8, "colour": "red"}, r"spec: unknown field\(s\) colour"),
+    ({"preset": "paper", "count": 8, "method": ["iterative"]}, "method: unknown method"),
+    ({"preset": "paper", "count": 8, "eps": "8/255"}, "eps: must be a number"),
+    ({"count": 8, "eps": "8/255"}, "eps: must be a number"),
+])
+def test_a_hostile_task_spec_is_refused_by_name(spec, message):
+    from workers.tasks import parse_shard
+    with pytest.raises(ValueError, match=message):
+        parse_shard("p", 0, 8, spec)

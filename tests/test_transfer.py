@@ -20,8 +20,8 @@ def shard():
 
 
 def run(spec_fields, shard, solvers):
-    spec = PoolSpec(**{"count": 8, "shard_size": 8, "mask": "background", "seed": 5, "steps": 5,
-                       "method": "iterative", **spec_fields})
+    spec = PoolSpec.from_preset("paper", **{"count": 8, "shard_size": 8, "mask": "background", "seed": 5,
+                                            "steps": 5, "method": "iterative", **spec_fields})
     return perturb(spec, render_shard(spec, 0, SEEDS), solvers, 0)
 
 
@@ -115,7 +115,7 @@ def test_pool_evaluation_agrees_with_the_pool_keys(store, substitute, monkeypatc
     from farm.ops.submit import generate_pool
     from farm.storage.pools import read_keys
 
-    spec = PoolSpec(count=24, shard_size=12, steps=3, mask="full")
+    spec = PoolSpec.from_preset("paper", count=24, shard_size=12, steps=3, mask="full")
     generate_pool(store, "e", spec, [substitute], SEEDS.secret, progress=False)
     monkeypatch.setenv("FARM_STORE", store.url)
     result = CliRunner().invoke(main, ["evaluate", "--pool", "e", "--json", "--chain", "otsu"])  # CHAINS: 2 min
@@ -134,14 +134,40 @@ def test_farm_generate_defaults_to_the_measured_transfer_setting(tmp_path, monke
     from click.testing import CliRunner
 
     from farm.cli import main
-    from farm.core.defaults import GENERATE_DEFAULTS
+    from farm.core.presets import PRESETS
     from farm.storage.store import LocalStore
 
     monkeypatch.setenv("FARM_STORE", f"file://{tmp_path / 'store'}")
     result = CliRunner().invoke(main, ["generate", "--pool", "d", "--count", "4", "--steps", "2", "--json"])
     assert result.exit_code == 0, result.output
     spec = json.loads(LocalStore(tmp_path / "store").get("pools/d/manifest.json"))["spec"]
-    assert {k: spec[k] for k in GENERATE_DEFAULTS} == {**GENERATE_DEFAULTS, "steps": 2}
+    assert {k: spec[k] for k in PRESETS["recommended"]} == {**PRESETS["recommended"], "steps": 2}
     l2 = CliRunner().invoke(main, ["generate", "--pool", "e", "--count", "4", "--steps", "1", "--norm", "l2",
                                    "--eps", "2", "--json"])
     assert l2.exit_code == 0, l2.output  # no glyph budget is implied for L2
+
+
+def test_another_method_takes_its_own_defaults_not_the_transfer_switches_of_the_preset(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from farm.cli import main
+    from farm.storage.store import LocalStore
+
+    monkeypatch.setenv("FARM_STORE", f"file://{tmp_path / 'store'}")
+    store = LocalStore(tmp_path / "store")
+
+    def stored(pool: str, *args: str) -> dict:
+        result = CliRunner().invoke(main, ["generate", "--pool", pool, "--count", "2", "--shard-size", "2",
+                                           "--method", "iterative", "--steps", "1", "--no-progress", *args])
+        assert result.exit_code == 0, result.output
+        return json.loads(store.get(f"pools/{pool}/manifest.json"))["spec"]
+
+    plain = stored("plain")
+    assert {k: plain[k] for k in ("eps", "diversity", "smoothing", "early_stop", "decay", "eps_glyph")} == \
+        {"eps": 8 / 255, "diversity": 0.0, "smoothing": 0.0, "early_stop": True, "decay": None, "eps_glyph": None}
+    assert plain == PoolSpec(count=2, shard_size=2, method="iterative", steps=1).to_dict()  # the API agrees
+    asked = stored("asked", "--diversity", "0.5", "--eps", "16/255")
+    assert (asked["diversity"], asked["smoothing"], asked["eps"]) == (0.5, 0.0, 16 / 255)
+    assert asked["eps_glyph"] == 8 / 255  # the preset's glyph budget stays with any method, under a larger eps

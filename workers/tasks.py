@@ -70,7 +70,11 @@ def current_substitute(store: Store, dev: str) -> Solver:
 
 
 def parse_shard(pool: str, shard: int, count: int, spec: dict) -> PoolSpec:
-    """The task's JSON arguments as a validated spec; ValueError names what does not fit."""
+    """The task's JSON arguments as a validated spec; ValueError names what does not fit.
+
+    `spec` is a stored spec (PoolSpec.to_dict(), as the producer sends), or names a preset and the
+    fields that differ ({"preset": "recommended", "count": ...}), expanded as `farm generate` does.
+    """
     check_pool_name(pool)
     if not isinstance(spec, dict):
         raise ValueError(f"spec: must be a JSON object of PoolSpec fields, not {type(spec).__name__}")

@@ -1,15 +1,76 @@
-"""`farm generate`: a pool of adversarial captchas, embedded or on the farm."""
+"""`farm generate`: a pool of adversarial captchas, embedded or on the farm.
+
+Its attack options are built from the settings each method declares (farm.core.attacks.settings)
+and default to a preset's (farm.core.presets), as PoolSpec and a task's spec do.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
-from farm.core.defaults import GENERATE_DEFAULTS
 from farm.cli.common import Fraction, checkpoint_option, fail, json_out, open_store_or_fail, store_option, \
     substitute
+from farm.core.attacks.settings import DECLARED, METHOD_NAMES, SETTINGS, Setting, listed, takers
+from farm.core.presets import DEFAULT_PRESET, PRESETS, describe, preset_value, shown
+
+
+def _setting_option(setting: Setting):
+    """The option of one declared setting, showing the default preset's value (or its first taker's own)."""
+    flag = "--" + setting.name.replace("_", "-")
+    who = takers(setting.name)
+    text = setting.help if len(who) == len(DECLARED) else f"{setting.help.rstrip('.')} ({listed(who)} only)."
+    default = preset_value(DEFAULT_PRESET, setting.name)
+    if default is None and setting.default is not None:  # the preset's method does not take it
+        default = DECLARED[who[0]][setting.name].default
+    shown_default = {"show_default": "2.5 eps / steps"} if default is None else \
+        {"default": shown(default) if setting.kind is float else default, "show_default": True}
+    if setting.kind is bool:
+        return click.option(f"{flag}/--no-{flag[2:]}", setting.name, help=text, **shown_default)
+    kind = click.Choice(setting.choices) if setting.choices else Fraction() if setting.kind is float else setting.kind
+    return click.option(flag, setting.name, type=kind, help=text, **shown_default)
+
+
+_GATHERED = ("preset", "method", *SETTINGS, "mask", "eps_glyph")
+
+
+def preset_options(command):
+    """--preset, --method, an option per declared setting, --mask and --eps-glyph, gathered into `settings`.
+
+    `settings` holds the preset's name and only the options given on the command line (their
+    defaults are for --help), for PoolSpec.from_preset: a setting left out takes the preset's
+    value, or another method's own default.
+    """
+    @functools.wraps(command)
+    def gathered(*args, **kwargs):
+        source = click.get_current_context().get_parameter_source
+        given = {name: kwargs.pop(name) for name in _GATHERED}
+        settings = {k: v for k, v in given.items() if k == "preset" or source(k) is not ParameterSource.DEFAULT}
+        return command(*args, settings=settings, **kwargs)
+
+    options = [
+        click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
+                     help="Named setting the options below default to: "
+                          + "; ".join(f"{name} ({describe(name)})" for name in PRESETS)
+                          + ". Options given override it; another --method than the preset's takes its own defaults."),
+        click.option("--method", type=click.Choice(METHOD_NAMES), default=preset_value(DEFAULT_PRESET, "method"),
+                     show_default=True, help="none (clean control), direct, iterative, momentum or robust."),
+        *(_setting_option(setting) for setting in SETTINGS.values()),
+        click.option("--mask", default=preset_value(DEFAULT_PRESET, "mask"), show_default=True,
+                     help="full, background, glyph, strokes (random curves off the glyphs), or a PNG of the "
+                          "scheme's size (white = may change)."),
+        click.option("--eps-glyph", "eps_glyph", type=Fraction(),
+                     show_default=f"{shown(preset_value(DEFAULT_PRESET, 'eps_glyph'))} when --norm linf and --eps is "
+                                  f"larger; else none",
+                     help="L-inf budget on the glyphs (dilated by --margin), smaller than --eps off them."),
+    ]
+    for option in reversed(options):
+        gathered = option(gathered)
+    return gathered
 
 
 @click.command()
@@ -20,30 +81,8 @@ from farm.cli.common import Fraction, checkpoint_option, fail, json_out, open_st
               help="Perturb a platform's own captchas instead of rendering a scheme: a folder of images with "
                    "their answers (labels.jsonl, labels.csv or the file names; see docs/schemes.md). It is "
                    "copied into the store so farm workers read it too.")
-@click.option("--method", default=GENERATE_DEFAULTS["method"], show_default=True,
-              help="none (clean control), direct, iterative, momentum or robust.")
-@click.option("--norm", default="linf", show_default=True, type=click.Choice(["linf", "l2"]))
-@click.option("--eps", default=f"{round(GENERATE_DEFAULTS['eps'] * 255)}/255", show_default=True, type=Fraction(),
-              help="Budget (off the glyphs when --eps-glyph is smaller), e.g. 8/255.")
-@click.option("--alpha", default=None, type=Fraction(), help="Step size [default: 2.5 eps / steps].")
-@click.option("--steps", default=GENERATE_DEFAULTS["steps"], show_default=True, help="Steps of the iterative methods.")
-@click.option("--mask", default=GENERATE_DEFAULTS["mask"], show_default=True,
-              help="full, background, glyph, strokes (random curves off the glyphs), or a PNG of the "
-                   "scheme's size (white = may change).")
+@preset_options
 @click.option("--margin", default=1, show_default=True, help="Background mask: pixels kept clear around glyphs.")
-@click.option("--random-start", is_flag=True, help="Start from a random point of the budget ball.")
-@click.option("--smoothing", default=GENERATE_DEFAULTS["smoothing"], show_default=True,
-              help="Gaussian sigma over the gradient (TI); 0: off.")
-@click.option("--diversity", default=GENERATE_DEFAULTS["diversity"], show_default=True,
-              help="Probability of random resize-and-pad at each step (DI); 0: off.")
-@click.option("--early-stop/--no-early-stop", default=GENERATE_DEFAULTS["early_stop"], show_default=True,
-              help="Stop a captcha once the substitute misreads it (least change) or spend every step "
-                   "(transfers to other solvers).")
-@click.option("--decay", default=1.0, show_default=True, help="Momentum decay (momentum, robust).")
-@click.option("--eps-glyph", default=None, type=Fraction(),
-              help="L-inf budget on the glyphs (dilated by --margin), smaller than --eps off them "
-                   f"[default: {round(GENERATE_DEFAULTS['eps_glyph'] * 255)}/255 when --norm linf and --eps is larger; "
-                   "else none].")
 @click.option("--ensemble", multiple=True, help="Zoo donor attacked together with the substitute (repeatable).")
 @click.option("--shard-size", default=256, show_default=True, help="Captchas per shard (unit of work and of resume).")
 @click.option("--seed", default=0, show_default=True, help="Same seed, scheme and count: same clean captchas.")
@@ -52,29 +91,29 @@ from farm.cli.common import Fraction, checkpoint_option, fail, json_out, open_st
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the closing summary as JSON.")
 @click.option("--no-wait", is_flag=True, help="Farm only (FARM_BROKER): queue the shards, print the job id, return.")
-def generate(pool, count, scheme, source, method, norm, eps, alpha, steps, mask, margin, random_start, smoothing,
-             diversity, early_stop, decay, eps_glyph, ensemble, shard_size, seed, checkpoint, store_url, no_progress, as_json,
-             no_wait):
-    """Generate a pool of adversarial captchas (re-run with the same arguments to complete it)."""
+def generate(pool, count, scheme, source, settings, margin, ensemble, shard_size, seed, checkpoint, store_url,
+             no_progress, as_json, no_wait):
+    """Generate a pool of adversarial captchas (re-run with the same arguments to complete it).
+
+    Settings default to the --preset's; an option a method does not take is refused.
+    """
     from farm.storage.config import device, secret
     from farm.exceptions import FarmError
     from farm.ops.submit import generate_pool
     from farm.core.spec import MASKS, PoolSpec
     from farm.storage.layout import check_pool_name
 
-    if eps_glyph is None and norm == "linf" and eps > GENERATE_DEFAULTS["eps_glyph"]:
-        eps_glyph = GENERATE_DEFAULTS["eps_glyph"]
     if count is None and source is None:
         fail("--count: how many captchas the pool holds (only --source pools default to the whole folder)")
-    if source is not None and mask not in MASKS:
-        fail("--mask: a --source pool takes full, background, glyph or strokes; give glyph masks as "
-             "<image>.mask.png in the folder")
     try:
         check_pool_name(pool)
-        spec = PoolSpec(count=1 if count is None else count, scheme=scheme, method=method, norm=norm, eps=eps, alpha=alpha, steps=steps,
-                        mask=mask, margin=margin, seed=seed, shard_size=shard_size, random_start=random_start,
-                        smoothing=smoothing, diversity=diversity, decay=decay, eps_glyph=eps_glyph, early_stop=early_stop,
-                        ensemble=tuple(ensemble)).validate()
+        spec = PoolSpec.from_preset(settings.pop("preset"), count=1 if count is None else count, scheme=scheme,
+                                    margin=margin, seed=seed, shard_size=shard_size, ensemble=tuple(ensemble),
+                                    **settings)
+        if source is not None and spec.mask not in MASKS:
+            fail("--mask: a --source pool takes full, background, glyph or strokes; give glyph masks as "
+                 "<image>.mask.png in the folder")
+        spec.validate()
     except ValueError as e:
         fail(str(e))
     farm = os.environ.get("FARM_BROKER")

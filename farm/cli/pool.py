@@ -33,8 +33,13 @@ def list_(store_url, as_json):
         click.echo("no pools yet; make one with `farm generate --pool NAME --count N`")
     for r in rows:
         click.echo(f"{r['pool']:20s} {r['complete']:>7d}/{r['count']:<7d} {r['status']:10s} {r['scheme']:8s} "
-                   f"{r['method']:9s} {r['norm']} eps {r['eps'] * 255:.1f}/255  substitute {r['substitute']}"
+                   f"{r['method']:9s} {_budget(r)}  substitute {r['substitute']}"
                    + ("" if r["derivation"] == KEYED else "  UNKEYED: anyone can render it again; replace it"))
+
+
+def _budget(row: dict) -> str:
+    """linf eps 32.0/255; none for a clean pool (its method takes no budget)."""
+    return "none" if row["eps"] is None else f"{row['norm']} eps {row['eps'] * 255:.1f}/255"
 
 
 @pool.command()

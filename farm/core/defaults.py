@@ -1,19 +1,11 @@
-"""Defaults the CLI shows without importing torch: `farm generate`'s setting and the fine-tune's.
+"""The fine-tune's defaults, which the CLI shows without importing torch: FinetuneConfig, run by farm.ops.finetune.
 
-`farm generate`: the setting that transferred best to the zoo's donors.
-
-Chosen with benchmarks/transfer.py on donor solvers only (held-out solvers report it, never
-choose it): momentum with input diversity and smoothed (translation-invariant) gradients, every
-step spent, 32/255 off the glyphs and 8/255 on them. PoolSpec's own defaults stay the plain
-method of the paper. The fine-tune's: FinetuneConfig, which farm.ops.finetune runs.
+`farm generate`'s setting is a preset: farm.core.presets.
 """
 
 from dataclasses import dataclass
 
 from farm.exceptions import SettingError
-
-GENERATE_DEFAULTS = {"method": "momentum", "mask": "full", "eps": 32 / 255, "eps_glyph": 8 / 255, "steps": 20,
-                     "diversity": 0.7, "smoothing": 2.0, "early_stop": False}
 
 
 @dataclass

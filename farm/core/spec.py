@@ -1,6 +1,8 @@
 """A pool's spec: what it holds and how it is perturbed, checked before anything is written.
 
-Stored in the manifest and sent to workers as JSON, so equal specs give byte-equal pools.
+Stored in the manifest and sent to workers as JSON, so equal specs give byte-equal pools. Its
+method's settings are those the method declares (farm.core.attacks.settings); a spec left to
+defaults takes a preset's (farm.core.presets), as `farm generate` does.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 from PIL import Image
 
-from farm.core.attacks import METHODS, NORMS
+from farm.core.attacks.settings import DECLARED, declaration
+from farm.core.presets import DEFAULT_PRESET, PRESET_FIELDS, expand
 from farm.core.schemes import get_scheme
 from farm.core.zoo import member
 
-__all__ = ["PoolSpec", "MASKS", "FOLDER", "MAX_COUNT", "MAX_SHARD_SIZE", "MAX_SHARDS", "MAX_MARGIN"]
+__all__ = ["PoolSpec", "FROM_PRESET", "MASKS", "FOLDER", "MAX_COUNT", "MAX_SHARD_SIZE", "MAX_SHARDS", "MAX_MARGIN"]
 
 MASKS = ("full", "background", "glyph", "strokes")
 
@@ -42,29 +45,67 @@ MAX_MARGIN = 16
 _FIELD_TYPES = {"int": ((int,), "a whole number"), "float": ((int, float), "a number"), "bool": ((bool,), "true or false"),
                 "str": ((str,), "text")}
 
+
+class _FromPreset:
+    """The default of a field a preset fills: PoolSpec(...) replaces it when the spec is made."""
+
+    def __repr__(self) -> str:
+        return "<from the preset>"
+
+
+FROM_PRESET = _FromPreset()
+
+# The fields of the first manifests: a dict holding them all is a stored spec. A field added since (_ADDED_LATER)
+# reads as what its pool was made with: the method's own default for a setting, None for the source.
+_FIRST_FIELDS = frozenset({"count", "scheme", "method", "norm", "eps", "alpha", "steps", "mask", "margin", "seed",
+                           "shard_size", "random_start", "smoothing", "diversity", "decay", "eps_glyph", "ensemble"})
+_ADDED_LATER = ("early_stop", "source", "samples")
+
+
 @dataclass(frozen=True)
 class PoolSpec:
-    """What a pool holds and how it was perturbed. Stored in the manifest; equal specs give equal bytes."""
+    """What a pool holds and how it was perturbed. Stored in the manifest; equal specs give equal bytes.
+
+    A field left out takes the recommended preset's value (farm.core.presets), as `farm generate`
+    does, or, under another method, that method's own default: PoolSpec(count=n) is
+    `farm generate --count n`. PoolSpec.from_preset names another preset and refuses a setting the
+    method does not take; the constructor keeps one unused (so every stored spec reads back as it was).
+    A setting the method does not take is None.
+    """
 
     count: int
     scheme: str = "classic"
-    method: str = "iterative"
-    norm: str = "linf"
-    eps: float = 8 / 255
-    alpha: float | None = None
-    steps: int = 10
-    mask: str = "background"  # full, background, glyph, strokes, or the path of a PNG (white = may change)
+    method: str = FROM_PRESET  # none, direct, iterative, momentum or robust
+    norm: str | None = FROM_PRESET
+    eps: float | None = FROM_PRESET
+    alpha: float | None = FROM_PRESET  # None: the method picks (2.5 eps / steps)
+    steps: int | None = FROM_PRESET
+    mask: str = FROM_PRESET  # full, background, glyph, strokes, or the path of a PNG (white = may change)
     margin: int = 1  # background mask: pixels this close to a glyph stay untouched
     seed: int = 0
     shard_size: int = 256
-    random_start: bool = False
-    smoothing: float = 0.0  # transfer switches, see farm.core.attacks.base.Attack
-    diversity: float = 0.0
-    decay: float = 1.0  # momentum and robust only
-    eps_glyph: float | None = None  # linf: a smaller budget on the glyphs (dilated by margin) than off them
+    random_start: bool | None = FROM_PRESET
+    smoothing: float | None = FROM_PRESET  # transfer switches, see farm.core.attacks.settings
+    diversity: float | None = FROM_PRESET
+    decay: float | None = FROM_PRESET  # momentum and robust only
+    eps_glyph: float | None = FROM_PRESET  # linf: a smaller budget on the glyphs (dilated by margin) than off them
     ensemble: tuple[str, ...] = ()  # zoo donors attacked together with the substitute
-    early_stop: bool = True  # stop a captcha once the substitute misreads it; off: spend every step (transfers)
+    early_stop: bool | None = FROM_PRESET  # stop a captcha once the substitute misreads it; off: spend every step
     source: str | None = None  # a platform's own captchas (farm.storage.folder) instead of a scheme; scheme is then "folder"
+    samples: int | None = FROM_PRESET  # robust only
+
+    def __post_init__(self):
+        unset = {f.name for f in fields(self) if getattr(self, f.name) is FROM_PRESET}
+        if unset:
+            given = {name: getattr(self, name) for name in PRESET_FIELDS if name not in unset}
+            for name, value in expand(DEFAULT_PRESET, given, strict=False).items():
+                if name in unset:
+                    object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_preset(cls, name: str = DEFAULT_PRESET, **given) -> "PoolSpec":
+        """The spec of preset `name` with `given` fields over it; ValueError for a setting the method does not take."""
+        return cls(**{**given, **expand(name, given)})
 
     def validate(self) -> "PoolSpec":
         """The spec, or ValueError naming the first field out of range: nothing is written before this passes."""
@@ -92,12 +133,7 @@ class PoolSpec:
         elif self.mask not in MASKS:
             raise ValueError("mask: a pool of a source folder takes full, background, glyph or strokes "
                              "(give glyph masks as <image>.mask.png in the folder)")
-        if self.method != "none" and self.method not in METHODS:
-            raise ValueError(f"method: unknown method {self.method!r}; known: none, {', '.join(METHODS)}")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm: must be one of {', '.join(NORMS)} (got {self.norm!r})")
-        if self.method != "none":
-            METHODS[self.method].check(**self.attack_settings())  # the attack owns its settings' ranges
+        declaration(self.method).check(self.attack_settings(), self.method)  # the attack owns its settings' ranges
         if self.mask not in MASKS:
             self.user_mask()  # raises when unreadable or of the wrong size
         if self.eps_glyph is not None and (self.norm != "linf" or not 0 <= self.eps_glyph <= self.eps):
@@ -116,12 +152,8 @@ class PoolSpec:
                 raise ValueError(f"{f.name.replace('_', '-')}: must be {what} (got {value!r})")
 
     def attack_settings(self) -> dict:
-        """The settings of this spec that the attack of `method` checks and takes (perturb and validate read them)."""
-        settings = {"eps": self.eps, "norm": self.norm, "alpha": self.alpha, "steps": self.steps,
-                    "smoothing": self.smoothing, "diversity": self.diversity}
-        if self.method in ("momentum", "robust"):
-            settings["decay"] = self.decay
-        return settings
+        """The settings the attack of `method` takes, as it declares them (perturb and validate read them)."""
+        return {name: getattr(self, name) for name in declaration(self.method).names}
 
     @property
     def shards(self) -> int:
@@ -149,8 +181,31 @@ class PoolSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> "PoolSpec":
+        """A spec from JSON: a stored one (manifest, job) reads back as written; a task's may leave fields out.
+
+        A dict holding every field of the first manifests is a stored spec: a field added since
+        reads as what its pool was made with (_ADDED_LATER). Fields left out of any other take the
+        recommended preset's values, as PoolSpec(...) does; a dict naming a "preset" expands as
+        from_preset. Unknown fields are ignored (a newer writer's), except beside a preset.
+        """
         names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}
-        if "ensemble" in values:
-            values["ensemble"] = tuple(values["ensemble"])
+        if "count" not in data:
+            raise ValueError("spec: count is missing: how many captchas the pool holds")
+        if "preset" in data:
+            unknown = sorted(set(data) - names - {"preset"})
+            if unknown:
+                raise ValueError(f"spec: unknown field(s) {', '.join(unknown)}; known: preset, {', '.join(sorted(names))}")
+            return cls.from_preset(data["preset"], **{k: _json(k, v) for k, v in data.items() if k != "preset"})
+        values = {k: _json(k, v) for k, v in data.items() if k in names}
+        if _FIRST_FIELDS <= values.keys():
+            method = values["method"]
+            declared = DECLARED.get(method) if isinstance(method, str) else None
+            for name in _ADDED_LATER:
+                if name not in values:
+                    values[name] = declared[name].default if declared and name in declared else None
         return cls(**values)
+
+
+def _json(name: str, value):
+    """A field as PoolSpec holds it: the ensemble is a tuple (JSON has lists)."""
+    return tuple(value) if name == "ensemble" and isinstance(value, list) else value

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from farm.core import masks
-from farm.core.attacks import make_attack
+from farm.core.attacks.methods import make_attack
 from farm.core.charset import Charset, answer_matches
 from farm.core.checkpoint import Solver
 from farm.core.measures import measure
@@ -74,11 +74,8 @@ def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int
     """The adversarial images of a shard as uint8 (N, H, W)."""
     if spec.method == "none":
         return clean.images.copy()
-    kwargs = dict(spec.attack_settings(), random_start=spec.random_start, seed=spec.seed * 1_000_003 + shard,
-                  device=device)
-    if not spec.early_stop:
-        kwargs["early_stop"] = False
-    attack = make_attack(spec.method, solvers, **kwargs)
+    attack = make_attack(spec.method, solvers, **spec.attack_settings(), seed=spec.seed * 1_000_003 + shard,
+                         device=device)
     x = torch.from_numpy(clean.images).unsqueeze(1).float() / 255
     budget = masks.glyph_budget(spec, clean.glyphs)
     budget = None if budget is None else torch.from_numpy(budget).unsqueeze(1).float()

@@ -1,18 +1,10 @@
-"""Perturbation methods by name: one class per module on one base (see base.Attack)."""
+"""Perturbation methods by name: one class per module on one base (see base.Attack).
 
-from farm.core.attacks.base import NORMS, Attack
-from farm.core.attacks.direct import Direct
-from farm.core.attacks.iterative import Iterative
-from farm.core.attacks.momentum import Momentum
-from farm.core.attacks.robust import Robust
+What each method takes is declared in settings.py, which imports without torch: `farm generate`
+builds its options from it and a spec is checked by it before a model loads. The classes, and
+make_attack that builds one by name, are in methods.py (they import torch).
+"""
 
-__all__ = ["Attack", "NORMS", "METHODS", "make_attack"]
+from farm.core.attacks.settings import DECLARED, METHOD_NAMES, NORMS, SETTINGS, Declaration, Setting, declaration
 
-METHODS: dict[str, type[Attack]] = {cls.name: cls for cls in (Direct, Iterative, Momentum, Robust)}
-
-
-def make_attack(method: str, solvers, **kwargs) -> Attack:
-    """An attack by name; ValueError lists the known methods."""
-    if method not in METHODS:
-        raise ValueError(f"method: unknown method {method!r}; known: none, {', '.join(METHODS)}")
-    return METHODS[method](solvers, **kwargs)
+__all__ = ["DECLARED", "METHOD_NAMES", "NORMS", "SETTINGS", "Declaration", "Setting", "declaration"]

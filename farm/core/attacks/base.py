@@ -16,20 +16,11 @@ from typing import Callable, ClassVar, Sequence
 import torch
 import torch.nn.functional as F
 
+from farm.core.attacks.settings import ITERATIVE, Declaration
 from farm.core.checkpoint import Solver
 
-__all__ = ["Attack", "NORMS", "unit_l1", "MAX_L2_EPS", "MAX_SMOOTHING"]
+__all__ = ["Attack", "unit_l1"]
 
-NORMS = ("linf", "l2")
-# The largest L2 budget that keeps a captcha readable. Measured with the bundled substitute on 32
-# classic captchas (160x60) under `farm generate`'s transfer setting with --norm l2 (momentum, DI,
-# TI, 20 steps all spent), mask full: mean SSIM of the glyph region 0.957 at eps 4, 0.868 at 8,
-# 0.840 at 9, 0.776 at 12 (mask background: 0.917 at 8). 8 is the largest keeping it >= 0.85.
-# For scale: the L2 ball around the L-inf ball of 32/255 over the whole captcha has radius 12.3.
-MAX_L2_EPS = 8.0
-# A Gaussian of radius 3 sigma = 30 pixels already spans a 60-pixel-high captcha; a wider one
-# flattens the gradient to a constant (and its kernel grows without bound).
-MAX_SMOOTHING = 10.0
 LossFn = Callable[[torch.Tensor, list[list[int]]], torch.Tensor]
 
 
@@ -42,65 +33,41 @@ class Attack:
     """Base of the methods. Arguments (Default):
 
     solvers: one substitute or a list (an ensemble; losses summed, gradients balanced: see _loss).
-    eps (8/255): radius of the budget ball in `norm`, pixel values in [0, 1].
-    norm ("linf"): "linf" or "l2".
-    alpha (None): step size; methods pick a default from eps and steps.
-    steps (10): gradient steps (the direct method always takes one).
-    random_start (False): start from a uniform point of the ball (inside the mask).
-    early_stop (True): a captcha stops once the substitute misreads it with a margin (targeted: reads
+    **settings: the method's settings by name, as its `settings` declare them (farm.core.attacks.settings:
+        names, defaults, ranges); one the method does not take is a ValueError naming the methods that do.
+        With early_stop a captcha stops once the substitute misreads it with a margin (targeted: reads
         the target): its loss must pass `stop_loss`, so 8-bit rounding and batch numerics cannot flip it back.
     stop_loss (2.0): CTC loss of the true label (nats; p <= 0.14) a misread captcha must reach to stop.
-    smoothing (0.0): sigma of a Gaussian applied to the gradient (translation-invariant attack, TI).
-    diversity (0.0): probability of a random resize-and-pad of the input at each step (DI).
     loss (each solver's own: CTC): per-captcha loss of (log_probs (T, B, C), label indices); higher means "misread".
     batch_size (64): captchas per forward pass.
     seed (0): seeds random starts and transforms, so a batch perturbs the same way every run.
+
+    A method that does not take a setting the loop reads fixes it as a class attribute (direct: one step).
     """
 
     name: ClassVar[str] = "attack"
+    settings: ClassVar[Declaration] = ITERATIVE
+    alpha: float | None = None
 
-    def __init__(self, solvers: Solver | Sequence[Solver], eps: float = 8 / 255, norm: str = "linf",
-                 alpha: float | None = None, steps: int = 10, random_start: bool = False,
-                 early_stop: bool = True, stop_loss: float = 2.0, smoothing: float = 0.0, diversity: float = 0.0,
-                 loss: LossFn | None = None, batch_size: int = 64, seed: int = 0, device: str | None = None):
+    def __init__(self, solvers: Solver | Sequence[Solver], *, stop_loss: float = 2.0, loss: LossFn | None = None,
+                 batch_size: int = 64, seed: int = 0, device: str | None = None, **settings):
         self.solvers = [solvers] if isinstance(solvers, Solver) else list(solvers)
         if not self.solvers:
             raise ValueError("solvers: need at least one substitute")
-        Attack.check(eps=eps, norm=norm, alpha=alpha, steps=steps, smoothing=smoothing, diversity=diversity)
-        self.eps, self.norm, self.steps = float(eps), norm, int(steps)
-        self.alpha = float(alpha) if alpha is not None else self.default_alpha()
-        self.random_start, self.early_stop, self.stop_loss = random_start, early_stop, float(stop_loss)
-        self.smoothing, self.diversity = float(smoothing), float(diversity)
+        for name, value in self.settings.check(settings, self.name).items():
+            setattr(self, name, value)
+        if self.alpha is None:
+            self.alpha = self.default_alpha()
+        self.stop_loss = float(stop_loss)
         self.loss = loss  # None: each solver's own loss (CTC for CTC readers, per-position CE otherwise)
         self.batch_size, self.seed = int(batch_size), int(seed)
         self.device = torch.device(device) if device else next(self.solvers[0].model.parameters()).device
         self.charset = self.solvers[0].charset
 
     @classmethod
-    def check(cls, eps: float = 8 / 255, norm: str = "linf", alpha: float | None = None, steps: int = 10,
-              smoothing: float = 0.0, diversity: float = 0.0) -> None:
-        """ValueError naming the first setting out of its range: before a pool writes anything, too.
-
-        A method that takes more settings extends this; PoolSpec.validate calls the method's.
-        """
-        if norm not in NORMS:
-            raise ValueError(f"norm: must be one of {', '.join(NORMS)} (got {norm!r})")
-        most = 1.0 if norm == "linf" else MAX_L2_EPS
-        if not 0 < eps <= most:
-            raise ValueError(f"eps: must be in (0, {most:g}] for {norm} (got {eps}); "
-                             + ("pixel values are in [0, 1]" if norm == "linf"
-                                else "a larger L2 budget leaves the glyphs unreadable"))
-        if not steps >= 1:
-            raise ValueError(f"steps: must be at least 1 (got {steps})")
-        if alpha is not None and not 0 < alpha <= eps:
-            raise ValueError(f"alpha: the step size must be in (0, eps] = (0, {eps:.4g}] (got {alpha}); "
-                             f"a longer step leaves the budget ball and is projected back; "
-                             f"leave it out for 2.5 eps / steps")
-        if not 0 <= smoothing <= MAX_SMOOTHING:
-            raise ValueError(f"smoothing: the Gaussian sigma must be in [0, {MAX_SMOOTHING:g}] pixels, 0 off "
-                             f"(got {smoothing})")
-        if not 0 <= diversity <= 1:
-            raise ValueError(f"diversity: a probability, must be in [0, 1] (got {diversity})")
+    def check(cls, **settings) -> dict:
+        """The method's settings, checked and over its defaults, with no model at hand; ValueError as __init__."""
+        return cls.settings.check(settings, cls.name)
 
     def default_alpha(self) -> float:
         """2.5 eps / steps: enough to reach the border of the ball and move along it (Madry et al.)."""

@@ -10,6 +10,7 @@ import torch
 
 from farm.core import preprocess
 from farm.core.attacks.momentum import Momentum
+from farm.core.attacks.settings import ROBUST
 
 __all__ = ["Robust"]
 
@@ -36,28 +37,13 @@ def _random_preprocess(x: torch.Tensor, generator: torch.Generator) -> torch.Ten
 class Robust(Momentum):
     """Momentum steps on gradients averaged over `samples` random preprocessings per step.
 
-    Arguments (Default): samples (4), steps (20), the rest as Momentum. Early stopping is off:
-    misreading the raw captcha says nothing about the preprocessed one. Shape: see Attack.
+    Settings: ROBUST, momentum's with samples (4) and 20 steps. Early stopping is off: misreading
+    the raw captcha says nothing about the preprocessed one. Shape: see Attack.
     """
 
     name = "robust"
-
-    def __init__(self, solvers, samples: int = 4, steps: int = 20, **kwargs):
-        self.check_samples(samples)
-        kwargs.setdefault("early_stop", False)
-        super().__init__(solvers, steps=steps, **kwargs)
-        self.samples = int(samples)
-
-    @classmethod
-    def check(cls, samples: int = 4, steps: int = 20, **settings) -> None:
-        """Momentum.check (with this method's default steps), and the samples."""
-        cls.check_samples(samples)
-        super().check(steps=steps, **settings)
-
-    @staticmethod
-    def check_samples(samples: int) -> None:
-        if not samples >= 1:
-            raise ValueError(f"samples: preprocessings averaged per step, must be at least 1 (got {samples})")
+    settings = ROBUST
+    early_stop = False
 
     def _loss(self, x, labels, generator):
         total, first = 0.0, None

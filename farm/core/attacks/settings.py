@@ -1,0 +1,208 @@
+"""What each attack method takes: every setting's name, default, range and one line of help.
+
+One declaration per method, and everything that handles settings reads it: the method's class
+takes and checks its arguments by it, PoolSpec.validate checks a spec by it, the presets
+(farm.core.presets) fill a spec from it and `farm generate` builds its options from it. A new
+setting is declared here once. Torch-free, so that `farm --help` stays fast and a spec is refused
+before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+__all__ = ["Setting", "Declaration", "NORMS", "MAX_L2_EPS", "MAX_SMOOTHING", "MAX_DECAY", "DIRECT", "ITERATIVE",
+           "MOMENTUM", "ROBUST", "DECLARED", "METHOD_NAMES", "SETTINGS", "declaration", "takers", "not_taken", "listed"]
+
+NORMS = ("linf", "l2")
+# The largest L2 budget that keeps a captcha readable. Measured with the bundled substitute on 32
+# classic captchas (160x60) under `farm generate`'s transfer setting with --norm l2 (momentum, DI,
+# TI, 20 steps all spent), mask full: mean SSIM of the glyph region 0.957 at eps 4, 0.868 at 8,
+# 0.840 at 9, 0.776 at 12 (mask background: 0.917 at 8). 8 is the largest keeping it >= 0.85.
+# For scale: the L2 ball around the L-inf ball of 32/255 over the whole captcha has radius 12.3.
+MAX_L2_EPS = 8.0
+# A Gaussian of radius 3 sigma = 30 pixels already spans a 60-pixel-high captcha; a wider one
+# flattens the gradient to a constant (and its kernel grows without bound).
+MAX_SMOOTHING = 10.0
+# Dong et al. sweep mu from 0 to 2 and find 1 best; above 2 past gradients swamp the new one, and
+# the accumulated g grows like mu ** steps until it overflows.
+MAX_DECAY = 2.0
+
+Check = Callable[[object, dict], None]  # (value, every setting of the method) -> None, or ValueError naming the setting
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its default, the type of a value (None only where the default is None), its check, its help."""
+
+    name: str
+    default: object
+    kind: type  # bool, int, float or str
+    help: str
+    check: Check | None = None
+    choices: tuple[str, ...] = ()
+
+    def cast(self, value):
+        return None if value is None else self.kind(value)
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """The settings of one method, in the order they are checked and listed."""
+
+    settings: tuple[Setting, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.settings)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names
+
+    def __getitem__(self, name: str) -> Setting:
+        return next(s for s in self.settings if s.name == name)
+
+    def defaults(self) -> dict:
+        return {s.name: s.default for s in self.settings}
+
+    def derive(self, drop: tuple[str, ...] = (), defaults: dict | None = None,
+               add: tuple[Setting, ...] = ()) -> "Declaration":
+        """A related method's: some settings left out, some defaults changed, some settings added."""
+        kept = tuple(replace(s, default=(defaults or {}).get(s.name, s.default)) for s in self.settings
+                     if s.name not in drop)
+        return Declaration(kept + add)
+
+    def check(self, values: dict, method: str) -> dict:
+        """Every setting of `method`: `values` over the defaults, checked in order and cast to their types.
+
+        ValueError names the first setting out of its range, or one `method` does not take (with
+        the methods that do).
+        """
+        for name in values:
+            if name not in self:
+                raise ValueError(not_taken(name, method))
+        full = {**self.defaults(), **values}
+        for s in self.settings:
+            if full[s.name] is None and s.default is not None:
+                raise ValueError(f"{_flag(s.name)}: {method} takes it; give a value (got None)")
+            if s.choices and full[s.name] not in s.choices:
+                raise ValueError(f"{_flag(s.name)}: must be one of {', '.join(s.choices)} (got {full[s.name]!r})")
+            if s.check is not None and full[s.name] is not None:
+                s.check(full[s.name], full)
+        return {s.name: s.cast(full[s.name]) for s in self.settings}
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+# -- the ranges: the messages name the setting, its bounds and why ----------------------------
+
+def _eps(eps, settings) -> None:
+    norm = settings["norm"]
+    most = 1.0 if norm == "linf" else MAX_L2_EPS
+    if not 0 < eps <= most:
+        raise ValueError(f"eps: must be in (0, {most:g}] for {norm} (got {eps}); "
+                         + ("pixel values are in [0, 1]" if norm == "linf"
+                            else "a larger L2 budget leaves the glyphs unreadable"))
+
+
+def _alpha(alpha, settings) -> None:
+    eps = settings["eps"]
+    if not 0 < alpha <= eps:
+        raise ValueError(f"alpha: the step size must be in (0, eps] = (0, {eps:.4g}] (got {alpha}); "
+                         f"a longer step leaves the budget ball and is projected back; "
+                         f"leave it out for 2.5 eps / steps")
+
+
+def _steps(steps, settings) -> None:
+    if not steps >= 1:
+        raise ValueError(f"steps: must be at least 1 (got {steps})")
+
+
+def _smoothing(smoothing, settings) -> None:
+    if not 0 <= smoothing <= MAX_SMOOTHING:
+        raise ValueError(f"smoothing: the Gaussian sigma must be in [0, {MAX_SMOOTHING:g}] pixels, 0 off "
+                         f"(got {smoothing})")
+
+
+def _diversity(diversity, settings) -> None:
+    if not 0 <= diversity <= 1:
+        raise ValueError(f"diversity: a probability, must be in [0, 1] (got {diversity})")
+
+
+def _decay(decay, settings) -> None:
+    if not 0 <= decay <= MAX_DECAY:
+        raise ValueError(f"decay: the momentum decay must be in [0, {MAX_DECAY:g}] (got {decay}); "
+                         f"0 is plain iterative steps, 1 the paper's")
+
+
+def _samples(samples, settings) -> None:
+    if not samples >= 1:
+        raise ValueError(f"samples: preprocessings averaged per step, must be at least 1 (got {samples})")
+
+
+# -- the methods ------------------------------------------------------------------------------
+
+# iterative (advCAPTCHA's Eq. 2, BIM/PGD): what the base Attack takes
+ITERATIVE = Declaration((
+    Setting("norm", "linf", str, "Budget norm.", choices=NORMS),
+    Setting("eps", 8 / 255, float, "Budget: radius of the ball around the clean captcha, pixel values in [0, 1] "
+                                   "(off the glyphs when --eps-glyph is smaller), e.g. 8/255.", _eps),
+    Setting("alpha", None, float, "Step size.", _alpha),
+    Setting("steps", 10, int, "Gradient steps.", _steps),
+    Setting("random_start", False, bool, "Start from a random point of the budget ball."),
+    Setting("early_stop", True, bool, "Stop a captcha once the substitute misreads it (least change) or spend "
+                                      "every step (transfers to other solvers)."),
+    Setting("smoothing", 0.0, float, "Gaussian sigma over the gradient (translation-invariant, TI); 0: off.",
+            _smoothing),
+    Setting("diversity", 0.0, float, "Probability of a random resize-and-pad at each step (input diversity, DI); "
+                                     "0: off.", _diversity),
+))
+# direct (advCAPTCHA's Eq. 1, FGSM/FGM): one step of eps, so no step size, steps, start or stop
+DIRECT = ITERATIVE.derive(drop=("alpha", "steps", "random_start", "early_stop"))
+# momentum (MI-FGSM)
+MOMENTUM = ITERATIVE.derive(add=(Setting("decay", 1.0, float, "Momentum decay mu: 0 plain steps, 1 the paper's.",
+                                         _decay),))
+# robust (momentum over random attacker preprocessings): every step spent, since misreading the raw
+# captcha says nothing about the preprocessed one
+ROBUST = MOMENTUM.derive(drop=("early_stop",), defaults={"steps": 20},
+                         add=(Setting("samples", 4, int, "Random attacker preprocessings averaged per step.",
+                                      _samples),))
+
+DECLARED: dict[str, Declaration] = {"direct": DIRECT, "iterative": ITERATIVE, "momentum": MOMENTUM, "robust": ROBUST}
+METHOD_NAMES = ("none", *DECLARED)  # none: the clean captchas, a control that takes no setting
+
+# Every setting any method takes, once, in the order options are listed (help and type of the first declaring it)
+SETTINGS: dict[str, Setting] = {}
+for _declaration in (ITERATIVE, MOMENTUM, ROBUST, DIRECT):
+    for _setting in _declaration.settings:
+        SETTINGS.setdefault(_setting.name, _setting)
+
+
+def declaration(method: str) -> Declaration:
+    """The settings `method` takes ("none" takes none); ValueError lists the known methods."""
+    if method == "none":
+        return Declaration(())
+    if not isinstance(method, str) or method not in DECLARED:
+        raise ValueError(f"method: unknown method {method!r}; known: {', '.join(METHOD_NAMES)}")
+    return DECLARED[method]
+
+
+def takers(name: str) -> list[str]:
+    """The methods that take setting `name`."""
+    return [method for method, declared in DECLARED.items() if name in declared]
+
+
+def not_taken(name: str, method: str) -> str:
+    """The message refusing setting `name` for `method`, naming the methods that take it."""
+    who = takers(name)
+    if not who:
+        return f"{_flag(name)}: no method takes it (settings: {', '.join(map(_flag, SETTINGS))})"
+    return f"{_flag(name)}: only {listed(who)} take{'s' if len(who) == 1 else ''} it, not {method}; leave it out"
+
+
+def listed(names: list[str]) -> str:
+    """a, b and c."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"

@@ -1,0 +1,90 @@
+"""Named settings a pool is made with, expanded alike for `farm generate`, PoolSpec and a task's spec.
+
+A preset names a method, the settings it changes from that method's own defaults
+(farm.core.attacks.settings) and the pool's mask and glyph budget. The settings belong to the
+method: a spec that names another method keeps the preset's mask and glyph budget but takes
+that method's own defaults, so `--method iterative` never carries momentum's input diversity.
+Torch-free, like the declarations: the CLI shows a preset's values in its help.
+"""
+
+from __future__ import annotations
+
+from farm.core.attacks.settings import DECLARED, SETTINGS, Declaration, declaration, not_taken
+
+__all__ = ["PRESETS", "DEFAULT_PRESET", "PRESET_FIELDS", "expand", "preset_value", "describe", "shown"]
+
+PRESETS: dict[str, dict] = {
+    # The setting that transferred best to the zoo's donors, chosen with benchmarks/transfer.py on donor
+    # solvers only (held-out solvers report it, never choose it): momentum with input diversity and
+    # smoothed (translation-invariant) gradients, every step spent, 32/255 off the glyphs and 8/255 on them.
+    "recommended": {"method": "momentum", "mask": "full", "eps": 32 / 255, "eps_glyph": 8 / 255, "steps": 20,
+                    "diversity": 0.7, "smoothing": 2.0, "early_stop": False},
+    # advCAPTCHA's plain iterative method (Shi et al. 2020): 8/255 in 10 steps off the glyphs, early stop.
+    "paper": {"method": "iterative", "mask": "background"},
+}
+DEFAULT_PRESET = "recommended"
+
+# The fields of a spec a preset fills: the method, every method's settings, and the pool's mask and glyph budget
+PRESET_FIELDS = ("method", *SETTINGS, "mask", "eps_glyph")
+_POOL_DEFAULTS = {"mask": "background", "eps_glyph": None}  # a preset that leaves them out
+
+
+def _preset(name: str) -> dict:
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ValueError(f"preset: unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def expand(name: str, given: dict, strict: bool = True) -> dict:
+    """Every field of PRESET_FIELDS: those `given`, then the preset's, then the method's own defaults.
+
+    The preset's settings apply only to its own method; its mask and glyph budget to any. The glyph
+    budget applies where it is smaller than eps under L-inf (given, it is kept and checked by
+    PoolSpec.validate). A setting the method does not take is None; given, it is refused (strict)
+    or kept unused (not strict: a spec built as before presets).
+    """
+    preset = _preset(name)
+    method = given.get("method", preset["method"])
+    if strict:
+        declared = declaration(method)  # ValueError for an unknown method
+    else:  # PoolSpec.validate names an unknown method later
+        declared = DECLARED.get(method, Declaration(())) if isinstance(method, str) else Declaration(())
+    own = preset if method == preset["method"] else {}
+    fields = {"method": method}
+    for setting in SETTINGS:
+        if setting in given:
+            if strict and setting not in declared:
+                raise ValueError(not_taken(setting, method))
+            fields[setting] = given[setting]
+        elif setting in declared:
+            fields[setting] = own.get(setting, declared[setting].default)
+        else:
+            fields[setting] = None
+    fields["mask"] = given.get("mask", preset.get("mask", _POOL_DEFAULTS["mask"]))
+    if "eps_glyph" in given:
+        fields["eps_glyph"] = given["eps_glyph"]
+    else:
+        glyph, eps = preset.get("eps_glyph"), fields["eps"]
+        number = isinstance(eps, (int, float)) and not isinstance(eps, bool)  # else PoolSpec.validate names it
+        fields["eps_glyph"] = glyph if glyph is not None and fields["norm"] == "linf" and number and eps > glyph \
+            else None
+    return fields
+
+
+def preset_value(name: str, field: str):
+    """What preset `name` gives `field` when nothing else is given (its method's own default where it says nothing)."""
+    return expand(name, {})[field]
+
+
+def describe(name: str) -> str:
+    """One line: the preset's method and what it changes from that method's defaults."""
+    preset = _preset(name)
+    parts = [preset["method"]] + [f"{k.replace('_', '-')} {shown(v)}" for k, v in preset.items() if k != "method"]
+    return ", ".join(parts)
+
+
+def shown(value) -> str:
+    """A value as the CLI takes it: 8/255 for a budget on the 8-bit grid, on/off for a switch."""
+    if isinstance(value, float) and 0 < value < 1 and abs(value * 255 - round(value * 255)) < 1e-9:
+        return f"{round(value * 255)}/255"
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)
