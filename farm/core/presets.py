@@ -10,6 +10,7 @@ Torch-free, like the declarations: the CLI shows a preset's values in its help.
 from __future__ import annotations
 
 from farm.core.attacks.settings import DECLARED, SETTINGS, Declaration, declaration, not_taken
+from farm.exceptions import SettingError
 
 __all__ = ["PRESETS", "DEFAULT_PRESET", "PRESET_FIELDS", "expand", "preset_value", "describe", "shown"]
 
@@ -31,7 +32,7 @@ _POOL_DEFAULTS = {"mask": "background", "eps_glyph": None}  # a preset that leav
 
 def _preset(name: str) -> dict:
     if not isinstance(name, str) or name not in PRESETS:
-        raise ValueError(f"preset: unknown preset {name!r}; known: {', '.join(PRESETS)}")
+        raise SettingError(f"preset: unknown preset {name!r}; known: {', '.join(PRESETS)}")
     return PRESETS[name]
 
 
@@ -54,7 +55,7 @@ def expand(name: str, given: dict, strict: bool = True) -> dict:
     for setting in SETTINGS:
         if setting in given:
             if strict and setting not in declared:
-                raise ValueError(not_taken(setting, method))
+                raise SettingError(not_taken(setting, method))
             fields[setting] = given[setting]
         elif setting in declared:
             fields[setting] = own.get(setting, declared[setting].default)

@@ -17,6 +17,7 @@ from farm.core.attacks.settings import DECLARED, declaration
 from farm.core.presets import DEFAULT_PRESET, PRESET_FIELDS, expand
 from farm.core.schemes import get_scheme
 from farm.core.zoo import member
+from farm.exceptions import SettingError
 
 __all__ = ["PoolSpec", "FROM_PRESET", "MASKS", "FOLDER", "MAX_COUNT", "MAX_SHARD_SIZE", "MAX_SHARDS", "MAX_MARGIN"]
 
@@ -110,34 +111,34 @@ class PoolSpec:
     def validate(self) -> "PoolSpec":
         """The spec, or ValueError naming the first field out of range: nothing is written before this passes."""
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**64:
-            raise ValueError(f"seed (--seed): must be a whole number from 0 to 2**64 - 1, a 64-bit seed for numpy's "
+            raise SettingError(f"seed (--seed): must be a whole number from 0 to 2**64 - 1, a 64-bit seed for numpy's "
                              f"SeedSequence (got {self.seed!r})")
         self._check_types()
         if not 0 < self.count <= MAX_COUNT:
-            raise ValueError(f"count: must be 1 to {MAX_COUNT:_} a pool (got {self.count:_}); a pool is "
+            raise SettingError(f"count: must be 1 to {MAX_COUNT:_} a pool (got {self.count:_}); a pool is "
                              f"refilled as it is served (`farm pool refill`), so it never needs more")
         if not 0 < self.shard_size <= MAX_SHARD_SIZE:
-            raise ValueError(f"shard-size: must be 1 to {MAX_SHARD_SIZE} (got {self.shard_size}); a shard is "
+            raise SettingError(f"shard-size: must be 1 to {MAX_SHARD_SIZE} (got {self.shard_size}); a shard is "
                              f"rendered and attacked in memory at once")
         if self.shards > MAX_SHARDS:
-            raise ValueError(f"shard-size: {self.count:_} captchas in shards of {self.shard_size} are "
+            raise SettingError(f"shard-size: {self.count:_} captchas in shards of {self.shard_size} are "
                              f"{self.shards:_} shards, over the limit of {MAX_SHARDS:_}; use --shard-size "
                              f"{math.ceil(self.count / MAX_SHARDS)} or more")
         if not 0 <= self.margin <= MAX_MARGIN:
-            raise ValueError(f"margin: must be 0 to {MAX_MARGIN} pixels (got {self.margin}); at {MAX_MARGIN} "
+            raise SettingError(f"margin: must be 0 to {MAX_MARGIN} pixels (got {self.margin}); at {MAX_MARGIN} "
                              f"little of a captcha is left off the glyphs to perturb")
         if self.source is None:
             get_scheme(self.scheme)
         elif self.scheme != FOLDER:
-            raise ValueError(f"scheme: a pool of a source folder has scheme {FOLDER!r} (got {self.scheme!r})")
+            raise SettingError(f"scheme: a pool of a source folder has scheme {FOLDER!r} (got {self.scheme!r})")
         elif self.mask not in MASKS:
-            raise ValueError("mask: a pool of a source folder takes full, background, glyph or strokes "
+            raise SettingError("mask: a pool of a source folder takes full, background, glyph or strokes "
                              "(give glyph masks as <image>.mask.png in the folder)")
         declaration(self.method).check(self.attack_settings(), self.method)  # the attack owns its settings' ranges
         if self.mask not in MASKS:
             self.user_mask()  # raises when unreadable or of the wrong size
         if self.eps_glyph is not None and (self.norm != "linf" or not 0 <= self.eps_glyph <= self.eps):
-            raise ValueError(f"eps-glyph: needs norm linf and 0 <= eps-glyph <= eps (got {self.eps_glyph})")
+            raise SettingError(f"eps-glyph: needs norm linf and 0 <= eps-glyph <= eps (got {self.eps_glyph})")
         if self.ensemble:
             for name in self.ensemble:
                 member(name)
@@ -149,7 +150,7 @@ class PoolSpec:
             if kinds is None or (value is None and f.type.endswith(" | None")):
                 continue
             if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-                raise ValueError(f"{f.name.replace('_', '-')}: must be {what} (got {value!r})")
+                raise SettingError(f"{f.name.replace('_', '-')}: must be {what} (got {value!r})")
 
     def attack_settings(self) -> dict:
         """The settings the attack of `method` takes, as it declares them (perturb and validate read them)."""
@@ -167,9 +168,9 @@ class PoolSpec:
         try:
             image = Image.open(self.mask).convert("L")
         except (OSError, ValueError) as e:
-            raise ValueError(f"mask: {self.mask!r} is neither full, background, glyph nor a readable PNG ({e})") from e
+            raise SettingError(f"mask: {self.mask!r} is neither full, background, glyph nor a readable PNG ({e})") from e
         if image.size != (scheme.width, scheme.height):
-            raise ValueError(f"mask: {self.mask} is {image.size[0]}x{image.size[1]}, "
+            raise SettingError(f"mask: {self.mask} is {image.size[0]}x{image.size[1]}, "
                              f"the {scheme.name} scheme draws {scheme.width}x{scheme.height}")
         return np.asarray(image) > 127
 
@@ -190,11 +191,11 @@ class PoolSpec:
         """
         names = {f.name for f in fields(cls)}
         if "count" not in data:
-            raise ValueError("spec: count is missing: how many captchas the pool holds")
+            raise SettingError("spec: count is missing: how many captchas the pool holds")
         if "preset" in data:
             unknown = sorted(set(data) - names - {"preset"})
             if unknown:
-                raise ValueError(f"spec: unknown field(s) {', '.join(unknown)}; known: preset, {', '.join(sorted(names))}")
+                raise SettingError(f"spec: unknown field(s) {', '.join(unknown)}; known: preset, {', '.join(sorted(names))}")
             return cls.from_preset(data["preset"], **{k: _json(k, v) for k, v in data.items() if k != "preset"})
         values = {k: _json(k, v) for k, v in data.items() if k in names}
         if _FIRST_FIELDS <= values.keys():

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
+from farm.exceptions import SettingError
+
 __all__ = ["Setting", "Declaration", "NORMS", "MAX_L2_EPS", "MAX_SMOOTHING", "MAX_DECAY", "DIRECT", "ITERATIVE",
            "MOMENTUM", "ROBUST", "DECLARED", "METHOD_NAMES", "SETTINGS", "declaration", "takers", "not_taken", "listed"]
 
@@ -81,13 +83,13 @@ class Declaration:
         """
         for name in values:
             if name not in self:
-                raise ValueError(not_taken(name, method))
+                raise SettingError(not_taken(name, method))
         full = {**self.defaults(), **values}
         for s in self.settings:
             if full[s.name] is None and s.default is not None:
-                raise ValueError(f"{_flag(s.name)}: {method} takes it; give a value (got None)")
+                raise SettingError(f"{_flag(s.name)}: {method} takes it; give a value (got None)")
             if s.choices and full[s.name] not in s.choices:
-                raise ValueError(f"{_flag(s.name)}: must be one of {', '.join(s.choices)} (got {full[s.name]!r})")
+                raise SettingError(f"{_flag(s.name)}: must be one of {', '.join(s.choices)} (got {full[s.name]!r})")
             if s.check is not None and full[s.name] is not None:
                 s.check(full[s.name], full)
         return {s.name: s.cast(full[s.name]) for s in self.settings}
@@ -103,7 +105,7 @@ def _eps(eps, settings) -> None:
     norm = settings["norm"]
     most = 1.0 if norm == "linf" else MAX_L2_EPS
     if not 0 < eps <= most:
-        raise ValueError(f"eps: must be in (0, {most:g}] for {norm} (got {eps}); "
+        raise SettingError(f"eps: must be in (0, {most:g}] for {norm} (got {eps}); "
                          + ("pixel values are in [0, 1]" if norm == "linf"
                             else "a larger L2 budget leaves the glyphs unreadable"))
 
@@ -111,36 +113,36 @@ def _eps(eps, settings) -> None:
 def _alpha(alpha, settings) -> None:
     eps = settings["eps"]
     if not 0 < alpha <= eps:
-        raise ValueError(f"alpha: the step size must be in (0, eps] = (0, {eps:.4g}] (got {alpha}); "
+        raise SettingError(f"alpha: the step size must be in (0, eps] = (0, {eps:.4g}] (got {alpha}); "
                          f"a longer step leaves the budget ball and is projected back; "
                          f"leave it out for 2.5 eps / steps")
 
 
 def _steps(steps, settings) -> None:
     if not steps >= 1:
-        raise ValueError(f"steps: must be at least 1 (got {steps})")
+        raise SettingError(f"steps: must be at least 1 (got {steps})")
 
 
 def _smoothing(smoothing, settings) -> None:
     if not 0 <= smoothing <= MAX_SMOOTHING:
-        raise ValueError(f"smoothing: the Gaussian sigma must be in [0, {MAX_SMOOTHING:g}] pixels, 0 off "
+        raise SettingError(f"smoothing: the Gaussian sigma must be in [0, {MAX_SMOOTHING:g}] pixels, 0 off "
                          f"(got {smoothing})")
 
 
 def _diversity(diversity, settings) -> None:
     if not 0 <= diversity <= 1:
-        raise ValueError(f"diversity: a probability, must be in [0, 1] (got {diversity})")
+        raise SettingError(f"diversity: a probability, must be in [0, 1] (got {diversity})")
 
 
 def _decay(decay, settings) -> None:
     if not 0 <= decay <= MAX_DECAY:
-        raise ValueError(f"decay: the momentum decay must be in [0, {MAX_DECAY:g}] (got {decay}); "
+        raise SettingError(f"decay: the momentum decay must be in [0, {MAX_DECAY:g}] (got {decay}); "
                          f"0 is plain iterative steps, 1 the paper's")
 
 
 def _samples(samples, settings) -> None:
     if not samples >= 1:
-        raise ValueError(f"samples: preprocessings averaged per step, must be at least 1 (got {samples})")
+        raise SettingError(f"samples: preprocessings averaged per step, must be at least 1 (got {samples})")
 
 
 # -- the methods ------------------------------------------------------------------------------
@@ -186,7 +188,7 @@ def declaration(method: str) -> Declaration:
     if method == "none":
         return Declaration(())
     if not isinstance(method, str) or method not in DECLARED:
-        raise ValueError(f"method: unknown method {method!r}; known: {', '.join(METHOD_NAMES)}")
+        raise SettingError(f"method: unknown method {method!r}; known: {', '.join(METHOD_NAMES)}")
     return DECLARED[method]
 
 
