@@ -56,6 +56,8 @@ def substitute(store_url: str | None, checkpoint: Path | None, version: str | No
             return load_solver_dir(checkpoint, device=device())
         store = open_store_or_fail(store_url) if (version or publish or store_url or _has_store()) else None
         if store is not None and (version or publish or registry.current(store)):
+            if publish and not version:
+                registry.ensure_current(store)  # a write path: the bundled substitute becomes v1 of an empty store
             return registry.load(store, version, device=device())
         weights, card = registry.bundled()
         return load_solver(weights, card, device=device())
