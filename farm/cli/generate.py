@@ -9,7 +9,7 @@ import click
 
 from farm.core.defaults import GENERATE_DEFAULTS
 from farm.cli.common import Fraction, checkpoint_option, fail, json_out, open_store_or_fail, store_option, \
-    substitute
+    substitute, version_option
 
 
 @click.command()
@@ -48,18 +48,26 @@ from farm.cli.common import Fraction, checkpoint_option, fail, json_out, open_st
 @click.option("--shard-size", default=256, show_default=True, help="Captchas per shard (unit of work and of resume).")
 @click.option("--seed", default=0, show_default=True, help="Same seed, scheme and count: same clean captchas.")
 @checkpoint_option
+@version_option
 @store_option
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the closing summary as JSON.")
 @click.option("--no-wait", is_flag=True, help="Farm only (FARM_BROKER): queue the shards, print the job id, return.")
 def generate(pool, count, scheme, source, method, norm, eps, alpha, steps, mask, margin, random_start, smoothing,
-             diversity, early_stop, decay, eps_glyph, ensemble, shard_size, seed, checkpoint, store_url, no_progress, as_json,
-             no_wait):
-    """Generate a pool of adversarial captchas (re-run with the same arguments to complete it)."""
-    from farm.storage.config import device, secret
-    from farm.exceptions import FarmError
-    from farm.ops.submit import generate_pool
+             diversity, early_stop, decay, eps_glyph, ensemble, shard_size, seed, checkpoint, version, store_url, no_progress,
+             as_json, no_wait):
+    """Generate a pool of adversarial captchas (re-run with the same arguments to complete it).
+
+    With FARM_BROKER set the farm's workers generate it: with the version named by --version or
+    --checkpoint (published), kept to by every shard, else with CURRENT as each shard starts.
+    """
     from farm.core.spec import MASKS, PoolSpec
+    from farm.exceptions import FarmError
+    from farm.ops.local_runner import LocalRunner
+    from farm.ops.shard import attack_solvers
+    from farm.ops.submit import farm_runner, job_substitute, submit
+    from farm.storage.config import device, secret
+    from farm.storage.jobs import PINNED
     from farm.storage.layout import check_pool_name
 
     if eps_glyph is None and norm == "linf" and eps > GENERATE_DEFAULTS["eps_glyph"]:
@@ -81,17 +89,18 @@ def generate(pool, count, scheme, source, method, norm, eps, alpha, steps, mask,
     if no_wait and not farm:
         fail("--no-wait: needs the farm (set FARM_BROKER); an embedded run generates in this process")
     store = open_store_or_fail(store_url)
-    solver = substitute(store_url, checkpoint, None, publish=True)
-    if source is not None:
-        spec = _source_spec(spec, source, count, store, solver)
     try:
-        if farm:  # the distributed farm; Celery is imported only here
-            from workers.producer import generate_on_farm
-            summary = generate_on_farm(store, pool, spec, solver, wait=not no_wait, progress=not (no_progress or as_json))
+        if farm:  # the farm's queue, found by entry point; its workers load the model, this process names it
+            runner = farm_runner()
+            chosen, follows = job_substitute(store, checkpoint, version)
         else:
-            from farm.ops.shard import attack_solvers
-            summary = generate_pool(store, pool, spec, attack_solvers(spec, solver, device()), secret(store),
-                                    device=device(), progress=not (no_progress or as_json))
+            chosen, follows = substitute(store_url, checkpoint, version, publish=True), PINNED
+        if source is not None:
+            spec = _source_spec(spec, source, count, store, chosen)
+        if not farm:
+            runner = LocalRunner(attack_solvers(spec, chosen, device()), secret(store), device())
+        summary = submit(store, pool, spec, chosen, runner, follows=follows, wait=not no_wait,
+                         progress=not (no_progress or as_json))
     except (FarmError, ValueError) as e:
         fail(str(e))
     if as_json:
