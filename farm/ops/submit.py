@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from farm.core.checkpoint import Solver, sha256_hex
 from farm.core.charset import Charset

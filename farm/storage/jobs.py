@@ -53,7 +53,7 @@ class Substitute:
         return {"version": self.version, "sha256": self.sha256, "follows": self.follows}
 
     @classmethod
-    def from_dict(cls, data) -> "Substitute":
+    def from_dict(cls, data) -> Substitute:
         """A task's or a record's substitute; ValueError names what does not fit (records before pinning follow CURRENT)."""
         if not isinstance(data, dict) or not all(isinstance(data.get(k), str) and data[k] for k in ("version", "sha256")):
             raise ValueError(f"substitute: must be {{version, sha256, follows}} of a published checkpoint (got {data!r})")
