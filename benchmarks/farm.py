@@ -49,11 +49,12 @@ class Farm:
 
     def job(self, store: LocalStore, pool: str, spec: PoolSpec, solver) -> float:
         """Seconds from submission to the manifest, as `farm generate` spends them."""
+        from farm.ops.submit import submit
         from workers import producer
 
         producer.POLL_SECONDS = POLL_SECONDS
         started = time.perf_counter()
-        producer.generate_on_farm(store, pool, spec, solver, progress=False)
+        submit(store, pool, spec, registry.reference(store), producer.CeleryRunner(), follows="current", progress=False)
         return time.perf_counter() - started
 
     def warm(self, store: LocalStore, solver) -> None:

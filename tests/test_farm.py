@@ -214,6 +214,66 @@ def test_job_status_reads_progress_from_the_store_and_completes_the_manifest(sto
     assert unknown.exit_code != 0 and "not in" in unknown.output
 
 
+def test_the_farms_runner_is_found_by_entry_point_and_a_missing_one_is_a_clear_error():
+    from farm.exceptions import JobError
+    from farm.ops.submit import RUNNERS, farm_runner
+    from workers.producer import CeleryRunner
+    assert isinstance(farm_runner(), CeleryRunner)  # pyproject's [project.entry-points."captchafarm.runners"]
+    with pytest.raises(JobError, match=f"no runner 'abacus' is registered under the entry point group {RUNNERS}"):
+        farm_runner("abacus")
+
+
+def test_a_worker_with_an_empty_registry_fails_the_shard_naming_the_command_and_publishes_nothing(
+        store, substitute, monkeypatch):
+    from workers import tasks
+    spec = PoolSpec(count=8, shard_size=4, steps=1)
+    write_manifest(store, "p", spec, substitute, status="generating")
+    record = jobs.create(store, "p", spec, jobs.Substitute(substitute.version, substitute.sha256), [0, 1])
+    monkeypatch.setattr(tasks, "_held", tasks._Held())  # a worker process that has served nothing yet
+    monkeypatch.setattr(tasks._held, "store", store)
+    for substitute_field in (None, record["substitute"]):  # a message from before pinning; one following CURRENT
+        outcome = tasks.generate_shard.apply(args=["p", 0, 4, spec.to_dict()],
+                                             kwargs={"job": record["id"], "substitute": substitute_field})
+        assert outcome.failed() and "registry" in str(outcome.result) and "`farm generate`" in str(outcome.result)
+    (failure,) = jobs.progress(store, record)["failed"]  # the producer stops waiting and tells the operator
+    assert failure["shard"] == 0 and "is empty" in failure["error"] and "`farm generate`" in failure["error"]
+    assert store.list("checkpoints/") == [] and store.list("pools/p/keys/") == []
+    assert registry.current(store) is None
+
+
+def queued_shards(broker: str) -> int:
+    import redis
+    return redis.Redis.from_url(broker).llen("generate")
+
+
+def test_a_pool_the_current_substitute_cannot_read_is_refused_before_anything_is_queued(redis_broker, bucket, tmp_path):
+    from farm.core.charset import Charset
+    from tests.test_registry import checkpoint
+    env = farm_store_env(redis_broker, bucket)
+    store = open_store(env["FARM_STORE"])
+    registry.publish(store, *checkpoint(1, Charset("0123456789")))  # CURRENT reads digits; classic has letters too
+    result = subprocess.run(["farm", "generate", *ARGS], env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0 and "cannot read" in result.stderr and "substitute v1" in result.stderr
+    assert queued_shards(redis_broker) == 0 and store.list("pools/") == [] and store.list("jobs/") == []
+
+
+def test_an_unpublished_checkpoint_is_refused_on_the_farm_before_anything_is_queued(redis_broker, bucket, tmp_path):
+    from tests.test_registry import checkpoint
+    env = farm_store_env(redis_broker, bucket)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    weights, card = checkpoint(2)
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "card.json").write_text(json.dumps(card))
+    result = subprocess.run(["farm", "generate", *ARGS, "--checkpoint", str(folder)], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "not in the registry" in result.stderr
+    assert f"farm checkpoint publish {folder}" in result.stderr
+    store = open_store(env["FARM_STORE"])
+    assert queued_shards(redis_broker) == 0 and store.list("pools/") == [] and store.list("jobs/") == []
+
+
 # --- slow: the farm with real parts ---------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
@@ -445,3 +505,27 @@ def test_a_checkpoint_promoted_mid_job_is_used_by_the_shards_that_start_after_it
     assert 1 <= versions.count("v1") <= done_before + 2 and "v2" in versions, (versions, done_before)
     assert [s["substitute"]["version"] for s in read_manifest(store, POOL)["shards"]] == versions
     assert json.loads(out)["substitutes"] == {v: SHARD * versions.count(v) for v in set(versions)}
+
+
+@pytest.mark.slow
+def test_a_pinned_job_is_made_with_its_version_even_after_current_moves(redis_broker, bucket, start_workers, tmp_path):
+    env = farm_store_env(redis_broker, bucket)
+    store = open_store(env["FARM_STORE"])
+    v1 = registry.ensure_current(store)
+    weights, card = perturbed_bundled()
+    assert registry.publish(store, weights, card, make_current=False) == "v2"
+    small = ["--count", "16", "--shard-size", "8", "--steps", "1", "--no-progress", "--json"]
+    queued = json.loads(run_farm(env, "generate", "--pool", "pinned", *small, "--version", "v1", "--no-wait",
+                                 cwd=tmp_path).stdout)
+    record = jobs.load(store, queued["job"])
+    assert record["substitute"] == {**v1, "follows": "pinned"}
+    registry.promote(store, "v2")  # CURRENT moves before any worker took a shard of the job
+    start_workers(env, n=1)
+    wait_for(lambda: jobs.progress(store, record)["state"] != "running", JOB_TIMEOUT, "the pinned job")
+    assert jobs.progress(store, record)["state"] == "complete"
+    assert {r["substitute"] for r in read_keys(store, "pinned")} == {"v1"}
+    assert {r["substitute_sha256"] for r in read_keys(store, "pinned")} == {v1["sha256"]}
+    # the same worker, a job naming no version: it follows CURRENT
+    following = json.loads(run_farm(env, "generate", "--pool", "following", *small, cwd=tmp_path).stdout)
+    assert following["substitutes"] == {"v2": 16}
+    assert jobs.load(store, following["job"])["substitute"]["follows"] == "current"

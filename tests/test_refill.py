@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from farm.ops.client import PoolClient
 from farm.exceptions import PoolError
+from farm.storage import registry
 from farm.ops.submit import check_spec_matches, generate_pool
 from farm.storage.folder import import_source, read_folder
 from farm.core.spec import FOLDER, PoolSpec
@@ -226,6 +227,7 @@ def test_the_refill_task_queues_the_missing_shards_on_the_generate_list_and_tops
     store = open_store(f"s3://{bucket}/farm")
     monkeypatch.setattr(tasks._held, "store", store)
     make_pool(store, substitute)
+    registry.ensure_current(store)  # what `farm generate` or `farm pool refill` do first: workers never publish
     before = stored(store)
     PoolClient(store).served("p", ids(store)[:6])
 
@@ -275,6 +277,7 @@ def test_the_beat_process_tops_a_pool_up_through_the_farm(redis_broker, bucket, 
                          TMPDIR=str(tmp_path))  # where beat keeps its schedule
     store = open_store(env["FARM_STORE"])
     make_pool(store, substitute)
+    registry.ensure_current(store)  # what `farm generate` or `farm pool refill` do first: the beat never publishes
     before = stored(store)
     PoolClient(store).served("p", ids(store)[:6])
     port = free_port()

@@ -1,12 +1,15 @@
 """The farm's tasks, thin: parse the arguments, call farm, record metrics.
 
-`generate_shard(pool, shard, count, spec)` (the design's contract) claims one shard and writes
-it with farm.ops.shard.take_shard and compute_shard, the very functions an embedded run calls, so
-both modes write the same bytes and compute a shard once between them. Before each shard it
-reads checkpoints/CURRENT and loads a model only when the sha256 changed. `finetune(answer_batches, base_version)` runs farm.ops.finetune.finetune, the
-function `farm finetune` calls, and publishes on top of the base; the registry's conditional
-write of CURRENT decides between two fine-tunes that finish together, and the loser keeps its
-result as an unpromoted version.
+`generate_shard(pool, shard, count, spec, job=, substitute=)` (the design's contract) claims one
+shard and writes it with farm.ops.shard.take_shard and compute_shard, the very functions an
+embedded run calls, so both modes write the same bytes and compute a shard once between them.
+Its substitute is the job's (farm.storage.jobs.Substitute): a pinned version is loaded exactly,
+sha256-checked; one following CURRENT is read before each shard and a model loaded only when
+its sha256 changed. Reading never publishes: with an empty registry the shard fails and says
+which command publishes one. `finetune(answer_batches, base_version)` runs
+farm.ops.finetune.finetune, the function `farm finetune` calls, and publishes on top of the base;
+the registry's conditional write of CURRENT decides between two fine-tunes that finish together,
+and the loser keeps its result as an unpromoted version.
 """
 
 from __future__ import annotations
@@ -17,21 +20,22 @@ import time
 
 from celery import Task, shared_task
 
-from farm.storage import jobs, registry
 from farm.core.checkpoint import Solver
-from farm.storage.config import device, secret
 from farm.core.defaults import FinetuneConfig
-from farm.exceptions import AnswersError, StoreError
-from farm.ops.submit import check_keyed
 from farm.core.spec import PoolSpec
-from farm.storage.layout import check_pool_name, shard_complete
+from farm.exceptions import AnswersError, CheckpointError, StoreError
 from farm.ops.shard import attack_solvers, compute_shard, release_shard, take_shard
+from farm.ops.submit import check_keyed
+from farm.storage import jobs, registry
+from farm.storage.config import device, secret
+from farm.storage.layout import check_pool_name, shard_complete
 from farm.storage.manifest import read_manifest
 from farm.storage.store import Store, open_store
 from workers.app import FINETUNE, GENERATE_SHARD, REFILL_POOLS, visibility_timeout
 from workers.metrics import METRICS
 
-__all__ = ["generate_shard", "finetune", "refill_pools", "parse_shard", "parse_finetune", "current_substitute"]
+__all__ = ["generate_shard", "finetune", "refill_pools", "parse_shard", "parse_finetune", "current_substitute",
+           "job_substitute"]
 
 log = logging.getLogger(__name__)
 STORE_RETRIES = 3  # on top of botocore's own retries: an outage of the store, not a blip, fails a shard
@@ -39,10 +43,11 @@ HELD_RETRY_SECONDS = 60  # a shard another worker holds is looked at again this 
 
 
 class _Held:
-    """What a worker process keeps from task to task: its store client and the substitute it serves."""
+    """What a worker process keeps from task to task: its store client, CURRENT's solver, the one it served last."""
 
     store: Store | None = None
     solver: Solver | None = None
+    served: Solver | None = None
 
 
 _held = _Held()
@@ -60,12 +65,27 @@ def current_substitute(store: Store, dev: str) -> Solver:
     solver, error = registry.refresh(store, held, dev)
     if error is not None:
         METRICS.record_checkpoint("failed")
-    elif solver is held:
+    _held.solver = solver
+    return solver
+
+
+def job_substitute(store: Store, substitute: dict | None, dev: str) -> Solver:
+    """The solver a shard of a job is made with: its pinned version exactly, or CURRENT's (messages without one follow it)."""
+    named = None if substitute is None else jobs.Substitute.from_dict(substitute)
+    if named is None or named.follows == jobs.FOLLOWS_CURRENT:
+        solver = current_substitute(store, dev)
+    else:
+        solver = registry.load(store, named.version, dev)  # verified against its card's sha256, cached
+        if solver.sha256 != named.sha256:
+            raise CheckpointError(f"substitute: the job pinned {named.version} with sha256 {named.sha256[:12]}…, but "
+                                  f"{named.version} in {store.url} has {solver.sha256[:12]}…; the registry was changed "
+                                  f"behind its back: submit the job again with the version to use")
+    if solver is _held.served:
         METRICS.record_checkpoint("unchanged")
     else:
         METRICS.record_checkpoint("loaded", solver.version, solver.card.get("ensemble") or [])
         log.info("serving substitute %s (sha256 %s)", solver.version, solver.sha256[:12])
-    _held.solver = solver
+    _held.served = solver
     return solver
 
 
@@ -138,8 +158,11 @@ class ShardTask(Task):
 
 
 @shared_task(name=GENERATE_SHARD, base=ShardTask, bind=True)
-def generate_shard(self, pool: str, shard: int, count: int, spec: dict, job: str | None = None) -> dict:
+def generate_shard(self, pool: str, shard: int, count: int, spec: dict, job: str | None = None,
+                   substitute: dict | None = None) -> dict:
     """Write shard `shard` (`count` captchas) of a pool; a complete shard is skipped. Returns no answers.
+
+    `substitute`: the job's {version, sha256, follows} (farm.storage.jobs.Substitute); none follows CURRENT.
 
     The shard is claimed first (farm.storage.claims), for the visibility timeout: a shard another worker
     holds (queued twice by concurrent growths, or a dead worker's redelivered before its claim
@@ -147,6 +170,8 @@ def generate_shard(self, pool: str, shard: int, count: int, spec: dict, job: str
     """
     started = time.perf_counter()
     parsed = parse_shard(pool, shard, count, spec)
+    if substitute is not None:
+        jobs.Substitute.from_dict(substitute)  # a malformed one fails before the shard is claimed
     store = _store()
     if shard_complete(store, pool, shard):  # redelivered or re-submitted: skip before loading any model
         METRICS.shards_skipped.inc()
@@ -164,13 +189,13 @@ def generate_shard(self, pool: str, shard: int, count: int, spec: dict, job: str
         raise self.retry(countdown=wait, max_retries=STORE_RETRIES + math.ceil(claim_seconds / HELD_RETRY_SECONDS) + 1)
     try:
         dev = device()
-        substitute = current_substitute(store, dev)
-        result = compute_shard(store, pool, shard, parsed, attack_solvers(parsed, substitute, dev), secret(store), device=dev)
+        solver = job_substitute(store, substitute, dev)
+        result = compute_shard(store, pool, shard, parsed, attack_solvers(parsed, solver, dev), secret(store), device=dev)
     finally:  # written, or failed: another worker (or this task's retry) may take it at once
         release_shard(store, pool, taken)
     METRICS.record_shard(parsed, result, time.perf_counter() - started)
     return {"pool": pool, "shard": shard, "skipped": False, "count": result["count"],
-            "substitute": substitute.version, "claim": taken["claim"]}
+            "substitute": solver.version, "claim": taken["claim"]}
 
 
 @shared_task(name=FINETUNE, bind=True)
@@ -224,14 +249,19 @@ class RefillTask(Task):
 def refill_pools(floor: int | None = None, pools: list[str] | None = None) -> list[dict]:
     """Grow each active pool (or `pools`, else FARM_REFILL_POOLS) below `floor` (else FARM_REFILL_MIN) unused captchas.
 
-    Sent by the beat process every FARM_REFILL_SECONDS; queues the new shards on `generate`
-    (workers.producer.refill_on_farm) and sets the pool gauges. Returns one row per pool.
+    Sent by the beat process every FARM_REFILL_SECONDS; queues the new shards on `generate` as jobs
+    following CURRENT (farm.ops.submit.growth_jobs) and sets the pool gauges. Returns one row per
+    pool. It loads no model and publishes nothing: with an empty registry a pool that should grow
+    fails, saying which command publishes a substitute.
     """
     from farm.exceptions import JobError
-    from farm.ops.refill import refill_floor, refill_pools_setting
-    from workers.producer import refill_on_farm
+    from farm.ops.refill import refill, refill_floor, refill_pools_setting
+    from farm.ops.submit import growth_jobs
+    from workers.producer import CeleryRunner
 
-    rows = refill_on_farm(_store(), refill_floor(floor), pools if pools is not None else refill_pools_setting())
+    store = _store()
+    rows = refill(store, refill_floor(floor), growth_jobs(store, CeleryRunner()),
+                  pools if pools is not None else refill_pools_setting())
     METRICS.record_refill(rows)
     failed = [r for r in rows if r["error"]]
     if failed:  # after the gauges: the pools that worked are reported and grown all the same

@@ -7,8 +7,6 @@ Rules for a command (one module per verb or group in this package, registered by
   status 1 here, in FarmGroup, and nowhere else. Anything else is a bug and keeps its traceback:
   never catch ValueError or Exception to turn it into a message. Catch an error only to do
   something other than exit (print a report first, skip one bad item of a list, name the flag).
-  (`farm generate` and `farm pool refill` still use the old fail/or_fail of farm.cli.common
-  until their rewrite.)
 - Imports: a command imports what it runs inside its body, so that `farm --help` and every
   other command start without loading torch, the service or the farm (`time farm --help`
   stays well under a second). Module tops import click, farm.cli.common, farm.exceptions and

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 __all__ = ["json_out", "Fraction", "open_store", "substitute", "store_option", "checkpoint_option",
-           "version_option", "fail", "or_fail", "open_store_or_fail"]
+           "version_option"]
 
 
 def json_out(data) -> None:
@@ -54,6 +54,8 @@ def substitute(store_url: str | None, checkpoint: Path | None, version: str | No
         return load_solver_dir(checkpoint, device=device())
     store = open_store(store_url) if (version or publish or store_url or _has_store()) else None
     if store is not None and (version or publish or registry.current(store)):
+        if publish and not version:
+            registry.ensure_current(store)  # a write path: the bundled substitute becomes v1 of an empty store
         return registry.load(store, version, device=device())
     weights, card = registry.bundled()
     return load_solver(weights, card, device=device())
@@ -70,25 +72,3 @@ store_option = click.option("--store", "store_url", envvar="FARM_STORE", default
 checkpoint_option = click.option("--checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path),
                                  help="Read with this checkpoint folder instead of the store's CURRENT.")
 version_option = click.option("--version", "version", default=None, help="Read with this registry version.")
-
-
-# The old style, left to `farm generate` and `farm pool refill` until their rewrite: every other
-# command raises, and FarmGroup prints. New code must not call these (or_fail turns a bug's
-# ValueError into a polite message).
-
-def fail(message: str):
-    """Exit non-zero with a message on stderr (click prints 'Error: ...')."""
-    raise click.ClickException(message)
-
-
-def or_fail(function, *args, **kwargs):
-    """Call a farm function; its FarmError or ValueError becomes the command's error message."""
-    from farm.exceptions import FarmError
-    try:
-        return function(*args, **kwargs)
-    except (FarmError, ValueError) as e:
-        fail(str(e))
-
-
-def open_store_or_fail(url: str | None):
-    return or_fail(open_store, url)

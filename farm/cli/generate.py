@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from farm.cli.common import Fraction, checkpoint_option, fail, json_out, open_store_or_fail, store_option, \
-    substitute
+from farm.cli.common import Fraction, checkpoint_option, json_out, open_store, store_option, substitute, \
+    version_option
 from farm.core.attacks.settings import DECLARED, METHOD_NAMES, SETTINGS, Setting, listed, takers
 from farm.core.presets import DEFAULT_PRESET, PRESETS, describe, preset_value, shown
 
@@ -87,52 +87,53 @@ def preset_options(command):
 @click.option("--shard-size", default=256, show_default=True, help="Captchas per shard (unit of work and of resume).")
 @click.option("--seed", default=0, show_default=True, help="Same seed, scheme and count: same clean captchas.")
 @checkpoint_option
+@version_option
 @store_option
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the closing summary as JSON.")
 @click.option("--no-wait", is_flag=True, help="Farm only (FARM_BROKER): queue the shards, print the job id, return.")
-def generate(pool, count, scheme, source, settings, margin, ensemble, shard_size, seed, checkpoint, store_url,
-             no_progress, as_json, no_wait):
+def generate(pool, count, scheme, source, settings, margin, ensemble, shard_size, seed, checkpoint, version,
+             store_url, no_progress, as_json, no_wait):
     """Generate a pool of adversarial captchas (re-run with the same arguments to complete it).
 
-    Settings default to the --preset's; an option a method does not take is refused.
+    Settings default to the --preset's; an option a method does not take is refused. With
+    FARM_BROKER set the farm's workers generate it: with the version named by --version or
+    --checkpoint (published), kept to by every shard, else with CURRENT as each shard starts.
     """
-    from farm.storage.config import device, secret
-    from farm.exceptions import FarmError
-    from farm.ops.submit import generate_pool
     from farm.core.spec import MASKS, PoolSpec
+    from farm.exceptions import SettingError
+    from farm.ops.local_runner import LocalRunner
+    from farm.ops.shard import attack_solvers
+    from farm.ops.submit import farm_runner, job_substitute, submit
+    from farm.storage.config import device, secret
+    from farm.storage.jobs import PINNED
     from farm.storage.layout import check_pool_name
 
     if count is None and source is None:
-        fail("--count: how many captchas the pool holds (only --source pools default to the whole folder)")
-    try:
-        check_pool_name(pool)
-        spec = PoolSpec.from_preset(settings.pop("preset"), count=1 if count is None else count, scheme=scheme,
-                                    margin=margin, seed=seed, shard_size=shard_size, ensemble=tuple(ensemble),
-                                    **settings)
-        if source is not None and spec.mask not in MASKS:
-            fail("--mask: a --source pool takes full, background, glyph or strokes; give glyph masks as "
-                 "<image>.mask.png in the folder")
-        spec.validate()
-    except ValueError as e:
-        fail(str(e))
+        raise SettingError("--count: how many captchas the pool holds (only --source pools default to the whole "
+                           "folder)")
+    check_pool_name(pool)
+    spec = PoolSpec.from_preset(settings.pop("preset"), count=1 if count is None else count, scheme=scheme,
+                                margin=margin, seed=seed, shard_size=shard_size, ensemble=tuple(ensemble), **settings)
+    if source is not None and spec.mask not in MASKS:
+        raise SettingError("--mask: a --source pool takes full, background, glyph or strokes; give glyph masks as "
+                           "<image>.mask.png in the folder")
+    spec.validate()
     farm = os.environ.get("FARM_BROKER")
     if no_wait and not farm:
-        fail("--no-wait: needs the farm (set FARM_BROKER); an embedded run generates in this process")
-    store = open_store_or_fail(store_url)
-    solver = substitute(store_url, checkpoint, None, publish=True)
+        raise SettingError("--no-wait: needs the farm (set FARM_BROKER); an embedded run generates in this process")
+    store = open_store(store_url)
+    if farm:  # the farm's queue, found by entry point; its workers load the model, this process names it
+        runner = farm_runner()
+        chosen, follows = job_substitute(store, checkpoint, version)
+    else:
+        chosen, follows = substitute(store_url, checkpoint, version, publish=True), PINNED
     if source is not None:
-        spec = _source_spec(spec, source, count, store, solver)
-    try:
-        if farm:  # the distributed farm; Celery is imported only here
-            from workers.producer import generate_on_farm
-            summary = generate_on_farm(store, pool, spec, solver, wait=not no_wait, progress=not (no_progress or as_json))
-        else:
-            from farm.ops.shard import attack_solvers
-            summary = generate_pool(store, pool, spec, attack_solvers(spec, solver, device()), secret(store),
-                                    device=device(), progress=not (no_progress or as_json))
-    except (FarmError, ValueError) as e:
-        fail(str(e))
+        spec = _source_spec(spec, source, count, store, chosen)
+    if not farm:
+        runner = LocalRunner(attack_solvers(spec, chosen, device()), secret(store), device())
+    summary = submit(store, pool, spec, chosen, runner, follows=follows, wait=not no_wait,
+                     progress=not (no_progress or as_json))
     if as_json:
         json_out(summary)
         return
@@ -153,15 +154,13 @@ def _source_spec(spec, source: Path, count: int | None, store, solver):
     """The spec of a pool perturbing a folder's captchas, once the folder is checked and in the store."""
     from dataclasses import replace
 
-    from farm.storage.folder import import_source, read_folder
     from farm.core.spec import FOLDER
+    from farm.exceptions import SettingError
+    from farm.storage.folder import import_source, read_folder
 
-    try:
-        data = read_folder(source, solver.charset)  # answers must be in the substitute's alphabet
-    except ValueError as e:
-        fail(str(e))
+    data = read_folder(source, solver.charset)  # answers must be in the substitute's alphabet
     for note in data.notes:
         click.echo(f"source {data.name}: {note}", err=True)
     if count is not None and count > len(data.texts):
-        fail(f"--count: {source} holds {len(data.texts)} captchas, fewer than {count}")
+        raise SettingError(f"--count: {source} holds {len(data.texts)} captchas, fewer than {count}")
     return replace(spec, scheme=FOLDER, source=import_source(store, data), count=count or len(data.texts))

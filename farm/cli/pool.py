@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from farm.cli.common import json_out, open_store, open_store_or_fail, or_fail, store_option
+from farm.cli.common import json_out, open_store, store_option
 
 DELETE_THREADS = 8  # an object store deletes one object a request: a few in flight hide the latency
 
@@ -185,17 +185,19 @@ def refill(floor, pools, dry_run, store_url, no_progress, as_json):
     import os
 
     from farm.ops.refill import refill as run, refill_pools_setting
+    from farm.ops.submit import farm_runner, growth_jobs
+    from farm.storage import registry
 
-    store = open_store_or_fail(store_url)
-    names = list(pools) or or_fail(refill_pools_setting)
+    store = open_store(store_url)
+    names = list(pools) or refill_pools_setting()
     if dry_run:
-        rows = or_fail(run, store, floor, None, names)
-    elif os.environ.get("FARM_BROKER"):  # the farm; Celery is imported only here
-        from workers.producer import refill_on_farm
-        rows = or_fail(refill_on_farm, store, floor, names)
+        rows = run(store, floor, None, names)
+    elif os.environ.get("FARM_BROKER"):  # the farm's queue, found by entry point; jobs follow CURRENT
+        runner = farm_runner()
+        registry.ensure_current(store)  # a write path: the bundled substitute becomes v1 of an empty store
+        rows = run(store, floor, growth_jobs(store, runner), names)
     else:
-        rows = or_fail(run, store, floor, _embedded_grower(store_url, store, progress=not (no_progress or as_json)),
-                       names)
+        rows = run(store, floor, _embedded_grower(store_url, store, progress=not (no_progress or as_json)), names)
     if as_json:
         json_out(rows)
     else:
@@ -210,17 +212,18 @@ def refill(floor, pools, dry_run, store_url, no_progress, as_json):
 def _embedded_grower(store_url, store, progress: bool):
     """generate(pool, spec) for farm.ops.refill: the pool's new shards in this process, with CURRENT."""
     from farm.cli.common import substitute
+    from farm.ops.local_runner import LocalRunner
+    from farm.ops.shard import attack_solvers
+    from farm.ops.submit import submit
     from farm.storage.config import device, secret
-    from farm.ops.submit import generate_pool
 
     loaded = []  # the substitute, loaded for the first pool that grows
 
     def grow(name, spec):
         if not loaded:
             loaded.append(substitute(store_url, None, None, publish=True))
-        from farm.ops.shard import attack_solvers
-        return generate_pool(store, name, spec, attack_solvers(spec, loaded[0], device()), secret(store), device=device(),
-                             progress=progress, grow=True)
+        runner = LocalRunner(attack_solvers(spec, loaded[0], device()), secret(store), device())
+        return submit(store, name, spec, loaded[0], runner, grow=True, progress=progress)
     return grow
 
 

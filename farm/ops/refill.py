@@ -8,8 +8,8 @@ still being generated is not ordered twice. A pool below it grows by whole shard
 with a larger count, the new shards appended after the stored ones, which are never rewritten
 (farm.ops.submit.check_spec_matches refuses a pool ending in a partial shard); a pool of a source
 folder grows up to the folder and no further. `generate(pool,
-spec)` writes the new shards: it queues them on the farm (workers.producer.refill_on_farm) or
-generates them in this process (`farm pool refill` without FARM_BROKER).
+spec)` writes the new shards: a job on the farm's queue following CURRENT (farm.ops.submit.growth_jobs)
+or one in this process (`farm pool refill` without FARM_BROKER).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from farm.storage.pools import clean_captchas
 from farm.storage.store import Store
 
 __all__ = ["CleanShard", "AttackedShard", "attack_solvers", "render_shard", "check_reads", "perturb",
-           "attack_shard", "write_shard", "take_shard", "release_shard", "compute_shard", "generate_shard"]
+           "attack_shard", "write_shard", "shard_outcome", "take_shard", "release_shard", "compute_shard", "generate_shard"]
 
 
 def attack_solvers(spec: PoolSpec, substitute: Solver, device: str = "cpu") -> list[Solver]:
@@ -124,11 +124,19 @@ def write_shard(store: Store, pool: str, shard: int, spec: PoolSpec, clean: Clea
     keys = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
     store.put(keys_key(pool, shard), keys, content_type="application/x-ndjson")  # last: marks the shard complete
     stages["store"] = time.perf_counter() - started
-    return {"shard": shard, "skipped": False, "count": len(records), "bytes": written + len(keys),
-            "stages": stages,
-            "substitute_solved": sum(answer_matches(substitute.charset, r["answer"], r["reading"]) for r in records),
-            "substitute_solved_clean": sum(answer_matches(substitute.charset, r["answer"], r["reading_clean"])
-                                           for r in records),
+    return {"shard": shard, "skipped": False, "bytes": written + len(keys), "stages": stages,
+            **shard_outcome(records, substitute.charset)}
+
+def shard_outcome(records: list[dict], charset: Charset) -> dict:
+    """What a job reports of a written shard, from its key records: how the substitute read it, its quality.
+
+    Both runners report through it (in-process from the records just written, the farm's from the
+    keys file), so their summaries count alike.
+    """
+    first = records[0]
+    return {"count": len(records), "substitute": {"version": first["substitute"], "sha256": first["substitute_sha256"]},
+            "substitute_solved": sum(answer_matches(charset, r["answer"], r["reading"]) for r in records),
+            "substitute_solved_clean": sum(answer_matches(charset, r["answer"], r["reading_clean"]) for r in records),
             "ssim": float(np.mean([r["ssim"] for r in records])), "linf": float(np.mean([r["linf"] for r in records]))}
 
 def take_shard(store: Store, pool: str, shard: int, spec: PoolSpec, claim_seconds: float = CLAIM_SECONDS) -> dict:

@@ -1,39 +1,209 @@
-"""Embedded generation: a whole pool without a broker, every core busy.
+"""One job function: `submit` checks a pool's job, writes its manifest (and record), runs it, summarises.
 
-On CPU, whole shards run in one single-threaded process per core (as farm workers run them);
-on a GPU, this process attacks while another renders the next shard and a thread writes the last.
+Where the shards are computed is the runner's business: farm.ops.local_runner.LocalRunner in this
+process, or the farm's queue (workers.producer.CeleryRunner), which the library never imports: it
+is registered under the entry point group `captchafarm.runners` (pyproject.toml) and found by
+`farm_runner` when FARM_BROKER is set. Both runners write shards with farm.ops.shard, so the same
+secret and spec give the same bytes whichever ran them.
 
-The farm (workers/) runs the same two halves, attack_shard then write_shard, in each task
-(farm.ops.shard.generate_shard); this module is the no-broker path.
+A farm job names its substitute by version and sha256 (`job_substitute`: no model is loaded to
+name it): pinned when the operator named one (--checkpoint, --version), its workers load exactly
+that version; otherwise it follows CURRENT, each shard made with the version CURRENT names when
+it starts (a promotion mid-job reaches the later shards).
 """
 
 from __future__ import annotations
 
-import logging
-import multiprocessing
-import os
-import signal
+import json
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Protocol
 
-import torch
-from tqdm import tqdm
-
-from farm.core.checkpoint import Solver
-from farm.exceptions import PoolError
+from farm.core.checkpoint import Solver, sha256_hex
+from farm.core.charset import Charset
+from farm.core.seeds import KEYED, derivation
 from farm.core.spec import PoolSpec
-from farm.ops.shard import attack_shard, release_shard, render_shard, generate_shard, check_reads, take_shard, \
-    write_shard
+from farm.core.zoo import card_ensemble
+from farm.exceptions import CheckpointError, JobError, PoolError, SettingError
+from farm.ops.local_runner import LocalRunner
+from farm.ops.shard import check_reads
+from farm.storage import jobs, registry
+from farm.storage.jobs import FOLLOWS_CURRENT, PINNED
 from farm.storage.layout import check_pool_name
 from farm.storage.manifest import merged_spec, pending_shards, read_manifest, write_manifest
 from farm.storage.pools import spec_charset, supply
-from farm.core.seeds import KEYED, Seeds, derivation
-from farm.storage.store import Store, open_store
+from farm.storage.store import Store
 
-__all__ = ["generate_pool", "check_spec_matches", "check_keyed"]
+__all__ = ["Runner", "Job", "submit", "summarise", "generate_pool", "farm_runner", "job_substitute", "growth_jobs",
+           "check_spec_matches", "check_keyed", "RUNNERS"]
 
-log = logging.getLogger(__name__)
-HELD_POLL_SECONDS = 1.0  # shards another process holds: one HEAD each per poll until they are complete
+RUNNERS = "captchafarm.runners"  # entry point group; workers/ registers "celery" there (pyproject.toml)
+STAGES = ("render", "attack", "encode", "store")
+
+
+@dataclass
+class Job:
+    """What a runner is given: the pool, its spec, the shards to write, the substitute, and the farm's record."""
+
+    pool: str
+    spec: PoolSpec
+    todo: list[int]
+    substitute: jobs.Substitute
+    charset: Charset  # the substitute's: readings are compared with answers by its case rule
+    record: dict | None = None  # jobs/<id>/job.json, for a remote runner
+
+
+class Runner(Protocol):
+    """Where a job's shards are computed."""
+
+    remote: bool  # elsewhere: the job gets a record in the store, and may be left running (wait=False)
+
+    def check(self, store: Store) -> None:
+        """Refuse before anything is written (a broker that does not answer, a shared store without FARM_SECRET)."""
+
+    def donors(self, spec: PoolSpec, substitute) -> list[str]:
+        """Names of the zoo donors attacked beside the substitute."""
+
+    def run(self, store: Store, job: Job, progress: bool, wait: bool) -> list[dict] | None:
+        """The shards of job.todo written; with `wait`, one result per shard (farm.ops.shard.shard_outcome's
+        fields, `skipped`, `shard`), else None once they are handed over."""
+
+
+def submit(store: Store, pool: str, spec: PoolSpec, substitute, runner: Runner, *, follows: str = PINNED,
+           grow: bool = False, wait: bool = True, progress: bool = True) -> dict:
+    """Generate (or complete, or grow) a pool with `runner`; returns the summary `farm generate` prints.
+
+    `substitute`: a loaded Solver or a registry.Reference (version, sha256, charset, card).
+    `follows`: what a remote runner's workers do (jobs.Substitute). `grow`: `spec` may hold more
+    captchas than the pool's manifest (check_spec_matches). `wait` False (remote runners only):
+    return once the shards are queued, with the job's id.
+    """
+    check_pool_name(pool)
+    spec.validate()
+    if not wait and not runner.remote:
+        raise ValueError("wait: only a job run elsewhere (the farm) can be left running")
+    check_reads(substitute, spec_charset(spec, store), f"pool {pool!r} ({spec.scheme})")
+    check_spec_matches(store, pool, spec, grow=grow)
+    runner.check(store)
+    write_manifest(store, pool, spec, substitute, status="generating")
+    todo = pending_shards(store, pool, spec)
+    named = jobs.Substitute(substitute.version, substitute.sha256, follows)
+    record = jobs.create(store, pool, spec, named, todo) if runner.remote else None
+    started = time.perf_counter()
+    results = runner.run(store, Job(pool, spec, todo, named, substitute.charset, record), progress=progress, wait=wait)
+    if results is None:
+        return {"job": record["id"], "pool": pool, "store": store.url, "count": spec.count,
+                "queued_shards": len(todo), "shards": spec.shards, "waited": False}
+    done = [r for r in results if not r["skipped"]]
+    manifest = write_manifest(store, pool, spec, substitute, status="complete",
+                              shard_substitutes={r["shard"]: r["substitute"] for r in done})
+    summary = summarise(manifest, spec.shards - len(todo), results, time.perf_counter() - started, store.url)
+    summary.update(substitute=substitute.version, donors=runner.donors(spec, substitute))
+    if record is not None:
+        summary["job"] = record["id"]
+    if not runner.remote:  # the stages are timed in this process; the farm's are in its metrics
+        stages = Counter()
+        for r in done:
+            stages.update(r.get("stages", {}))
+        summary["stage_seconds"] = {stage: round(stages[stage], 2) for stage in STAGES}
+    return summary
+
+
+def summarise(manifest: dict, complete_before: int, results: list[dict], seconds: float, store_url: str) -> dict:
+    """The closing summary of a job from its shards' results (the keys every caller and test reads)."""
+    done = [r for r in results if not r["skipped"]]
+    n = sum(r["count"] for r in done)
+
+    def share(name: str) -> float | None:
+        return round(sum(r[name] for r in done) / n, 4) if n else None
+
+    def mean(name: str, digits: int) -> float | None:
+        return round(sum(r[name] * r["count"] for r in done) / n, digits) if n else None
+
+    substitutes = Counter()
+    for r in done:
+        substitutes[r["substitute"]["version"]] += r["count"]
+    return {"pool": manifest["pool"], "store": store_url, "count": manifest["complete"], "generated": n,
+            "skipped_shards": complete_before + sum(r["skipped"] for r in results), "seconds": round(seconds, 2),
+            "captchas_per_second": round(n / seconds, 2) if n and seconds else 0.0,
+            "substitutes": dict(substitutes),
+            "substitute_accuracy_clean": share("substitute_solved_clean"),
+            "substitute_accuracy_adversarial": share("substitute_solved"),
+            "mean_ssim": mean("ssim", 4), "mean_linf": mean("linf", 5), "waited": True}
+
+
+def generate_pool(store: Store, pool: str, spec: PoolSpec, solvers: list[Solver], secret: bytes,
+                  device: str = "cpu", progress: bool = True, processes: int | None = None,
+                  grow: bool = False) -> dict:
+    """submit with the in-process runner: a pool generated here with `solvers` (the substitute first)."""
+    return submit(store, pool, spec, solvers[0], LocalRunner(solvers, secret, device, processes), grow=grow,
+                  progress=progress)
+
+
+def farm_runner(name: str = "celery") -> Runner:
+    """The runner registered as `name` in the entry point group RUNNERS: the farm's queue, never imported by name."""
+    found = list(entry_points(group=RUNNERS, name=name))
+    if not found:
+        raise JobError(f"FARM_BROKER: set, but no runner {name!r} is registered under the entry point group {RUNNERS} "
+                       f"(the farm's Celery side, workers/, registers it when captchafarm is installed); install "
+                       f"captchafarm again (`pip install -e .` in a checkout writes its entry points), or unset "
+                       f"FARM_BROKER to generate in this process")
+    try:
+        return found[0].load()()
+    except ImportError as e:
+        raise JobError(f"FARM_BROKER: the runner {found[0].value} cannot be imported ({e}); install the farm's "
+                       f"dependencies (`pip install captchafarm`), or unset FARM_BROKER") from e
+
+
+def job_substitute(store: Store, checkpoint: Path | None = None,
+                   version: str | None = None) -> tuple[registry.Reference, str]:
+    """The substitute of a farm job and what it follows, from the registry's cards alone (no model is loaded).
+
+    A named version (or a --checkpoint folder, found in the registry by its weights' sha256) is
+    pinned; otherwise CURRENT is followed, the bundled substitute published as v1 in an empty
+    store (the one write: `farm generate` and `farm pool refill` are the registry's write paths).
+    """
+    if checkpoint is not None and version is not None:
+        raise SettingError("--checkpoint, --version: name the substitute once")
+    if checkpoint is not None:
+        version = _published_as(store, Path(checkpoint))
+    if version is not None:
+        return registry.reference(store, version), PINNED
+    registry.ensure_current(store)
+    return registry.reference(store), FOLLOWS_CURRENT
+
+
+def _published_as(store: Store, folder: Path) -> str:
+    """The registry version holding a checkpoint folder's weights and donors: the farm's workers load versions."""
+    try:
+        weights = (folder / "model.safetensors").read_bytes()
+        card = json.loads((folder / "card.json").read_text())
+    except FileNotFoundError as e:
+        raise CheckpointError(f"checkpoint: {e.filename} is missing; a checkpoint folder holds model.safetensors "
+                              f"and card.json") from e
+    except ValueError as e:
+        raise CheckpointError(f"card: {folder / 'card.json'} is not valid JSON ({e})") from e
+    version = registry.find_sha256(store, sha256_hex(weights), card_ensemble(card))
+    if version is None:
+        raise CheckpointError(f"--checkpoint: {folder} is not in the registry of {store.url}, and the farm's workers "
+                              f"load their substitute from it; publish it first (`farm checkpoint publish {folder} "
+                              f"--no-current`), then pass --version with the version it prints")
+    return version
+
+
+def growth_jobs(store: Store, runner: Runner) -> Callable[[str, PoolSpec], dict]:
+    """generate(pool, spec) for farm.ops.refill.refill on the farm: each growth a job following CURRENT, not waited for.
+
+    CURRENT is read (never published) when a pool grows: a refill with nothing to grow needs none.
+    """
+    def grow(pool: str, spec: PoolSpec) -> dict:
+        return submit(store, pool, spec, registry.reference(store), runner, follows=FOLLOWS_CURRENT, grow=True,
+                      wait=False, progress=False)
+    return grow
 
 
 def check_spec_matches(store: Store, pool: str, spec: PoolSpec, grow: bool = False) -> None:
@@ -76,182 +246,3 @@ def check_keyed(pool: str, manifest: dict) -> None:
                         f"package can render its captchas again from its seed and read their answers, so it is "
                         f"never grown or completed. Generate a new pool to replace it, move platforms to it, then "
                         f"remove this one (`farm pool delete {pool}`)")
-
-
-def _context():
-    # never fork a process that holds CUDA state
-    return multiprocessing.get_context("spawn" if torch.cuda.is_initialized() else "fork")
-
-
-def cores() -> int:
-    """CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-_PROCESS: dict = {}  # a shard process's store and solvers, set once by _start_process
-
-
-def _start_process(store_url: str, solvers: list[Solver], parent: int) -> None:
-    _die_with(parent)
-    torch.set_num_threads(1)
-    _PROCESS.update(store=open_store(store_url), solvers=solvers)  # its own client: sockets are not shared
-
-
-def _die_with(parent: int) -> None:
-    """A killed `farm generate` must not leave shard processes writing behind it (Linux: PR_SET_PDEATHSIG)."""
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the parent's shutdown still ends them
-        pass
-    if os.getppid() != parent:  # the parent died before the line above took effect
-        os._exit(1)
-
-
-def _render_elsewhere(spec: PoolSpec, shard: int, seeds: Seeds, store_url: str):
-    """render_shard in the prefetch process, with its own store client (a source pool reads from it)."""
-    return render_shard(spec, shard, seeds, open_store(store_url) if spec.source else None)
-
-
-def _shard_in_process(pool: str, shard: int, spec: PoolSpec, secret: bytes) -> dict:
-    return generate_shard(_PROCESS["store"], pool, shard, spec, _PROCESS["solvers"], secret)
-
-
-def _in_processes(processes: int, store: Store, pool: str, spec: PoolSpec, solvers: list[Solver], secret: bytes,
-                  todo: list[int]):
-    """Results of whole shards run in `processes` forked processes, as they complete."""
-    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"), initializer=_start_process,
-                             initargs=(store.url, solvers, os.getpid())) as shard_processes:  # forked: solvers are not pickled
-        futures = [shard_processes.submit(_shard_in_process, pool, shard, spec, secret) for shard in todo]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        finally:
-            for future in futures:
-                future.cancel()
-
-
-def _write(taken: dict, store: Store, pool: str, *args) -> dict:
-    """write_shard's result, with the claim that let this process compute the shard (released once written)."""
-    try:
-        return {**write_shard(store, pool, *args), "claim": taken["claim"]}
-    finally:
-        release_shard(store, pool, taken)
-
-
-def _wait_for(held: list[int], store: Store, pool: str, spec: PoolSpec, solvers: list[Solver], secret: bytes,
-              device: str, collect) -> None:
-    """Until the shards other processes held are complete; one whose claim expires or whose holder ends is computed here."""
-    if held:
-        log.info("pool %s: %d shards are being computed by other processes; waiting for them", pool, len(held))
-    while held:
-        time.sleep(HELD_POLL_SECONDS)
-        still = []
-        for shard in held:
-            result = generate_shard(store, pool, shard, spec, solvers, secret, device=device)
-            if result["claim"] == "held":
-                still.append(shard)
-            else:
-                collect(result)
-        held[:] = still
-
-
-def generate_pool(store: Store, pool: str, spec: PoolSpec, solvers: list[Solver], secret: bytes,
-                  device: str = "cpu", progress: bool = True, processes: int | None = None,
-                  grow: bool = False) -> dict:
-    """Generate (or complete) a pool; returns the summary printed at the end of `farm generate`.
-
-    `processes` (CPU; default: one per core): shards run whole in that many processes of one torch
-    thread each, so the cores never wait for each other (a torch pool of all cores stalls
-    whenever rendering or encoding takes one of them). 1, or a GPU: this process attacks while
-    another renders the next shard and a thread writes the last one.
-
-    `grow`: `spec` may hold more captchas than the pool's manifest (see check_spec_matches).
-    """
-    check_pool_name(pool)
-    spec.validate()
-    check_reads(solvers[0], spec_charset(spec, store), f"pool {pool!r} ({spec.scheme})")
-    check_spec_matches(store, pool, spec, grow=grow)
-    write_manifest(store, pool, spec, solvers[0], status="generating")
-    todo = pending_shards(store, pool, spec)
-    seeds = Seeds(secret)
-    started = time.perf_counter()
-    results, stages = [], {"render": 0.0, "attack": 0.0, "encode": 0.0, "store": 0.0}
-    bar = tqdm(total=spec.count, initial=spec.count - sum(len(spec.indices(s)) for s in todo),
-               desc=f"generate {pool}", unit="captcha", disable=not progress, dynamic_ncols=True)
-    processes = 1 if device != "cpu" or torch.cuda.is_initialized() else min(processes or cores(), len(todo))
-    prefetch = len(todo) > 1 and processes == 1
-    executor = ProcessPoolExecutor(1, mp_context=_context()) if prefetch else None
-    writer = ThreadPoolExecutor(1) if prefetch else None  # encodes and stores shard k while shard k+1 is attacked
-
-    def collect(result: dict) -> None:
-        results.append(result)
-        for stage, seconds in result.get("stages", {}).items():
-            stages[stage] += seconds
-        bar.update(result["count"])
-        done = [r for r in results if not r["skipped"]]
-        if done:
-            n = sum(r["count"] for r in done)
-            bar.set_postfix(solved=f"{sum(r['substitute_solved'] for r in done) / n:.1%}",
-                            ssim=f"{sum(r['ssim'] * r['count'] for r in done) / n:.3f}", refresh=False)
-
-    held = []  # shards another process computes: waited for at the end
-
-    def settle(result: dict) -> None:
-        if result["claim"] == "held":
-            held.append(result["shard"])
-        else:
-            collect(result)
-
-    writing = None
-    try:
-        if processes > 1:
-            for result in _in_processes(processes, store, pool, spec, solvers, secret, todo):
-                settle(result)
-        here = todo if processes == 1 else []
-        pending = executor.submit(_render_elsewhere, spec, here[0], seeds, store.url) if executor and here else None
-        for position, shard in enumerate(here):
-            if executor:
-                clean = pending.result()
-                if position + 1 < len(here):  # render the next shard while this one is attacked
-                    pending = executor.submit(_render_elsewhere, spec, here[position + 1], seeds, store.url)
-            else:
-                clean = render_shard(spec, shard, seeds, store)
-            taken = take_shard(store, pool, shard, spec)  # complete meanwhile, or claimed by another run
-            if taken["skipped"]:
-                settle(taken)
-                continue
-            attacked = attack_shard(spec, clean, solvers, shard, device)
-            if writing is not None:
-                collect(writing.result())  # one write in flight at most: memory stays bounded, errors surface
-            args = (store, pool, shard, spec, clean, attacked, solvers[0], secret)
-            writing = writer.submit(_write, taken, *args) if writer else None
-            if writer is None:
-                collect(_write(taken, *args))
-        if writing is not None:
-            collect(writing.result())
-            writing = None
-        _wait_for(held, store, pool, spec, solvers, secret, device, collect)
-    finally:
-        bar.close()
-        if writer:
-            writer.shutdown(wait=True)  # a write in flight finishes: its keys file is written last or not at all
-        if executor:
-            executor.shutdown(cancel_futures=True)
-    manifest = write_manifest(store, pool, spec, solvers[0], status="complete")
-    elapsed = time.perf_counter() - started
-    done = [r for r in results if not r["skipped"]]
-    n = sum(r["count"] for r in done)
-    return {
-        "pool": pool, "store": store.url, "count": manifest["complete"], "generated": n,
-        "skipped_shards": spec.shards - len(todo) + sum(r["skipped"] for r in results),
-        "seconds": round(elapsed, 2),
-        "captchas_per_second": round(n / elapsed, 2) if n else 0.0,
-        "substitute": solvers[0].version,
-        "donors": [solver.card.get("zoo", {}).get("name", solver.version) for solver in solvers[1:]],
-        "substitute_accuracy_clean": round(sum(r["substitute_solved_clean"] for r in done) / n, 4) if n else None,
-        "substitute_accuracy_adversarial": round(sum(r["substitute_solved"] for r in done) / n, 4) if n else None,
-        "mean_ssim": round(sum(r["ssim"] * r["count"] for r in done) / n, 4) if n else None,
-        "mean_linf": round(sum(r["linf"] * r["count"] for r in done) / n, 5) if n else None,
-        "stage_seconds": {k: round(v, 2) for k, v in stages.items()},
-    }

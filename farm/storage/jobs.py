@@ -1,6 +1,6 @@
 """Generation jobs of the farm: one record per job in the store, progress read from the pool itself.
 
-jobs/<id>/job.json              pool, spec, shard count, substitute at submission, created; no answers, no secrets
+jobs/<id>/job.json              pool, spec, shard count, substitute (pinned or following CURRENT), created; no answers, no secrets
 jobs/<id>/failed/<shard>.json   why a shard's task gave up (written by the worker, read by the producer)
 
 The store, not the broker, holds job state: `farm job status` needs the store anyway (a shard is
@@ -26,18 +26,41 @@ from farm.storage.pools import read_shard_keys
 from farm.core.seeds import KEYED, UNKEYED
 from farm.storage.store import Store
 
-__all__ = ["Substitute", "create", "load", "progress", "record_failure", "finish", "READ_THREADS"]
+__all__ = ["Substitute", "PINNED", "FOLLOWS_CURRENT", "create", "load", "progress", "record_failure", "finish", "READ_THREADS"]
 
 READ_THREADS = 8  # object stores answer one GET at a time per connection; a few in flight hide the latency
 _ID = re.compile(r"[0-9a-f]{12}")
 
 
+PINNED, FOLLOWS_CURRENT = "pinned", "current"
+
+
 @dataclass(frozen=True)
 class Substitute:
-    """The version and sha256 of a checkpoint: all a manifest says of the solver that made a shard."""
+    """The checkpoint a job generates with: its version and sha256, and whether its workers keep to it.
+
+    `follows`: pinned, every shard is made with exactly this version (loaded from the registry,
+    sha256-checked), or current, each shard with checkpoints/CURRENT when it starts (a version
+    promoted mid-job reaches the shards after it); the version is then CURRENT's at submission.
+    The job record and every shard's task message carry it; a manifest keeps version and sha256.
+    """
 
     version: str
     sha256: str
+    follows: str = FOLLOWS_CURRENT
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "sha256": self.sha256, "follows": self.follows}
+
+    @classmethod
+    def from_dict(cls, data) -> Substitute:
+        """A task's or a record's substitute; ValueError names what does not fit (records before pinning follow CURRENT)."""
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), str) and data[k] for k in ("version", "sha256")):
+            raise ValueError(f"substitute: must be {{version, sha256, follows}} of a published checkpoint (got {data!r})")
+        follows = data.get("follows", FOLLOWS_CURRENT)
+        if follows not in (PINNED, FOLLOWS_CURRENT):
+            raise ValueError(f"substitute: follows is {follows!r}, neither {PINNED!r} nor {FOLLOWS_CURRENT!r}")
+        return cls(data["version"], data["sha256"], follows)
 
 
 def _now() -> str:
@@ -53,7 +76,7 @@ def _key(job_id: str, name: str = "job.json") -> str:
 def create(store: Store, pool: str, spec: PoolSpec, substitute: Substitute, shards: list[int]) -> dict:
     """Write the record of a new job that queues `shards` of a pool; returns it."""
     record = {"id": uuid.uuid4().hex[:12], "pool": pool, "spec": spec.to_dict(), "shard_count": spec.shards,
-              "queued": shards, "substitute": {"version": substitute.version, "sha256": substitute.sha256},
+              "queued": shards, "substitute": substitute.to_dict(),
               "derivation": KEYED, "created": _now()}
     store.put(_key(record["id"]), json.dumps(record, indent=2, sort_keys=True).encode(),
               content_type="application/json")
@@ -104,6 +127,6 @@ def finish(store: Store, record: dict) -> tuple[dict, list[dict]]:
         raise JobError(f"job {record['id']}: {e.args[0]} is missing; the job is not complete yet") from None
     per_shard = {s: {"version": rows[0]["substitute"], "sha256": rows[0]["substitute_sha256"]}
                  for s, rows in enumerate(shards) if rows}
-    manifest = write_manifest(store, pool, spec, Substitute(**record["substitute"]), status="complete",
+    manifest = write_manifest(store, pool, spec, Substitute.from_dict(record["substitute"]), status="complete",
                               shard_substitutes=per_shard, seeded=record.get("derivation", UNKEYED))
     return manifest, [r for rows in shards for r in rows]

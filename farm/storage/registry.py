@@ -9,6 +9,9 @@ a card `refused` by the fine-tune guard is promoted only when forced. Such a ver
 promoted once it is CURRENT or one of its ancestors (`lineage`).
 Loading checks CURRENT, the card and the sha256 before building anything, caches by sha256, and
 never unpickles. A worker keeps the solver it holds when a newer one fails to load (`refresh`).
+Only the write paths publish: `ensure_current` (the bundled substitute as v1 in an empty store) is
+called by commands that write pools; reading (`load`, `refresh`, `reference`) an empty registry is
+an error that names the command to run, so a worker never publishes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
 
@@ -27,8 +31,8 @@ from farm.core.zoo import card_ensemble
 from farm.exceptions import CheckpointError, ConflictError, FarmError, HeldOutError, SettingError, SwitchLostError
 from farm.storage.store import Store
 
-__all__ = ["publish", "current", "versions", "card", "load", "refresh", "ensure_current", "bundled", "promote",
-           "rollback", "lineage", "CURRENT"]
+__all__ = ["publish", "current", "require_current", "versions", "card", "Reference", "reference", "find_sha256", "load",
+           "refresh", "ensure_current", "bundled", "promote", "rollback", "lineage", "CURRENT"]
 
 log = logging.getLogger(__name__)
 CURRENT = "checkpoints/CURRENT"
@@ -112,6 +116,16 @@ def current(store: Store) -> dict | None:
     return _read_current(store)[0]
 
 
+def require_current(store: Store) -> dict:
+    """CURRENT; in an empty store a CheckpointError naming the commands that publish one (reading never does)."""
+    now = current(store)
+    if now is None:
+        raise CheckpointError(f"{CURRENT}: the registry of {store.url} is empty, so there is no substitute to "
+                              f"generate with; publish one first: `farm generate` or `farm pool refill` publish the "
+                              f"bundled substitute as v1, `farm checkpoint publish DIR` a trained one")
+    return now
+
+
 def card(store: Store, version: str) -> dict:
     if not isinstance(version, str) or not version or "/" in version:
         raise SettingError(f"version: {version!r} is not a version name like v3")
@@ -123,6 +137,44 @@ def card(store: Store, version: str) -> dict:
         return json.loads(data)
     except ValueError as e:
         raise CheckpointError(f"version {version}: card.json is not valid JSON ({e}); the version is corrupt") from e
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A published version as its card describes it, without its weights: what a farm job names and checks.
+
+    It answers what a loaded Solver answers about itself (version, sha256, charset, card), so the
+    checks and the manifest of a job take either.
+    """
+
+    version: str
+    sha256: str
+    card: dict
+
+    @property
+    def charset(self) -> Charset:
+        try:
+            return Charset.from_dict(self.card["charset"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"version {self.version}: its card has no valid charset ({e})") from e
+
+
+def reference(store: Store, version: str | None = None) -> Reference:
+    """A version (default: CURRENT) by its card alone: no weights are read, nothing is published."""
+    version = version or require_current(store)["version"]
+    c = card(store, version)
+    if c.get("version") != version or not isinstance(c.get("sha256"), str):
+        raise CheckpointError(f"version {version}: its card names version {c.get('version')!r} and sha256 "
+                              f"{c.get('sha256')!r}; the version is corrupt, publish it again")
+    return Reference(version, c["sha256"], c)
+
+
+def find_sha256(store: Store, sha256: str, ensemble: list | None = None) -> str | None:
+    """The version holding these weights (and naming these donors): CURRENT when it does, else the newest; None."""
+    found = [v for v in versions(store) if (c := card(store, v)).get("sha256") == sha256
+             and (c.get("ensemble") or []) == (ensemble or [])]
+    now = (current(store) or {}).get("version")
+    return now if now in found else (found[-1] if found else None)
 
 
 def _check_charset(new: dict, running: dict | None, allow_change: bool) -> None:
@@ -315,7 +367,7 @@ def load(store: Store, version: str | None = None, device: str = "cpu",
     Not by sha256 alone: two versions may share weights and differ in their cards (a fine-tune
     that kept its base's weights and named donors), and the card decides how pools are made.
     """
-    version = version or ensure_current(store)["version"]  # CURRENT's sha256 checked against the card
+    version = version or require_current(store)["version"]  # CURRENT's sha256 checked against the card
     c = card(store, version)
     key = f"{version}:{c.get('sha256')}@{device}"
     if key in _CACHE and _CACHE[key].card == c:  # another store's version of that name may differ in its card
@@ -339,7 +391,7 @@ def refresh(store: Store, held: Solver | None, device: str = "cpu") -> tuple[Sol
     serves a good model: it keeps `held` and gets the error to report. With nothing held, it raises.
     """
     try:
-        pointer = ensure_current(store)
+        pointer = require_current(store)
         if held is not None and (pointer["version"], pointer["sha256"]) == (held.version, held.sha256):
             return held, None
         return load(store, None, device, expect_charset=held.charset if held is not None else None), None
