@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -101,17 +100,10 @@ def show(version, store_url):
 @click.option("--json", "as_json", is_flag=True, help="Print the new version's card as JSON.")
 def publish(folder, parent, no_current, allow_charset_change, store_url, as_json):
     """Publish a checkpoint FOLDER (model.safetensors + card.json) as a new version and make it CURRENT."""
-    from farm.exceptions import CheckpointError
+    from farm.core.checkpoint import read_solver_dir
     from farm.storage import registry
 
-    try:
-        weights = (folder / "model.safetensors").read_bytes()
-        card = json.loads((folder / "card.json").read_text())
-    except FileNotFoundError as e:
-        raise CheckpointError(f"checkpoint: {e.filename} is missing; a checkpoint folder holds model.safetensors "
-                              f"and card.json") from e
-    except ValueError as e:  # not JSON, or not UTF-8
-        raise CheckpointError(f"card: {folder / 'card.json'} is not valid JSON ({e})") from e
+    weights, card = read_solver_dir(folder)
     store = open_store(store_url)
     version = registry.publish(store, weights, card, parent=parent, make_current=not no_current,
                                allow_charset_change=allow_charset_change)

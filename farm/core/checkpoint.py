@@ -21,7 +21,7 @@ from farm.exceptions import CheckpointError
 from farm.core.model import CRNN, CRNNConfig, resize_input, to_input_bytes, to_tensor
 from farm.core.solvers import PositionCNN, PositionConfig, ResNetConfig, ResNetCTC, TransformerConfig, TransformerCTC
 
-__all__ = ["Solver", "build_model", "architecture_name", "weights_bytes", "build_card", "load_solver", "load_solver_dir", "save_solver_dir", "input_bytes",
+__all__ = ["Solver", "build_model", "architecture_name", "weights_bytes", "build_card", "load_solver", "load_solver_dir", "read_solver_dir", "save_solver_dir", "input_bytes",
            "sha256_hex", "CARD_FORMAT"]
 
 CARD_FORMAT = "captchafarm-card/1"
@@ -159,7 +159,8 @@ def save_solver_dir(solver_model: torch.nn.Module, charset: Charset, directory: 
     return card
 
 
-def load_solver_dir(directory: Path, expect_charset: Charset | None = None, device: str = "cpu") -> Solver:
+def read_solver_dir(directory: Path) -> tuple[bytes, dict]:
+    """(weights, card) of a checkpoint folder, unchecked; CheckpointError naming what is missing or unreadable."""
     directory = Path(directory)
     try:
         weights = (directory / "model.safetensors").read_bytes()
@@ -167,9 +168,13 @@ def load_solver_dir(directory: Path, expect_charset: Charset | None = None, devi
     except FileNotFoundError as e:
         raise CheckpointError(f"checkpoint: {e.filename} is missing; a checkpoint folder holds "
                               f"model.safetensors and card.json") from e
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # not JSON, or not UTF-8
         raise CheckpointError(f"card: {directory / 'card.json'} is not valid JSON ({e})") from e
-    return load_solver(weights, card, expect_charset, device)
+    return weights, card
+
+
+def load_solver_dir(directory: Path, expect_charset: Charset | None = None, device: str = "cpu") -> Solver:
+    return load_solver(*read_solver_dir(directory), expect_charset, device)
 
 
 def input_bytes(solver: Solver, images) -> torch.Tensor:

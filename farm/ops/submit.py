@@ -14,7 +14,6 @@ it starts (a promotion mid-job reaches the later shards).
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Protocol
 
-from farm.core.checkpoint import Solver, sha256_hex
+from farm.core.checkpoint import Solver, read_solver_dir, sha256_hex
 from farm.core.charset import Charset
 from farm.core.seeds import KEYED, derivation
 from farm.core.spec import PoolSpec
@@ -179,14 +178,7 @@ def job_substitute(store: Store, checkpoint: Path | None = None,
 
 def _published_as(store: Store, folder: Path) -> str:
     """The registry version holding a checkpoint folder's weights and donors: the farm's workers load versions."""
-    try:
-        weights = (folder / "model.safetensors").read_bytes()
-        card = json.loads((folder / "card.json").read_text())
-    except FileNotFoundError as e:
-        raise CheckpointError(f"checkpoint: {e.filename} is missing; a checkpoint folder holds model.safetensors "
-                              f"and card.json") from e
-    except ValueError as e:
-        raise CheckpointError(f"card: {folder / 'card.json'} is not valid JSON ({e})") from e
+    weights, card = read_solver_dir(folder)
     version = registry.find_sha256(store, sha256_hex(weights), card_ensemble(card))
     if version is None:
         raise CheckpointError(f"--checkpoint: {folder} is not in the registry of {store.url}, and the farm's workers "
