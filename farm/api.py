@@ -13,9 +13,8 @@ from __future__ import annotations
 from farm.core.presets import DEFAULT_PRESET
 from farm.core.spec import PoolSpec
 from farm.ops.client import PoolClient
-from farm.ops.local_runner import LocalRunner
 from farm.ops.shard import attack_solvers
-from farm.ops.submit import submit
+from farm.ops.submit import generate_pool
 from farm.storage import config, registry
 from farm.storage.store import open_store
 
@@ -35,5 +34,5 @@ def generate(pool: str, count: int, *, store: str | None = None, preset: str = D
         registry.ensure_current(target)  # a write path, as `farm generate`'s
     device = config.device()
     substitute = registry.load(target, version, device=device)
-    runner = LocalRunner(attack_solvers(spec, substitute, device), config.secret(target), device)
-    return submit(target, pool, spec, substitute, runner, progress=progress)
+    return generate_pool(target, pool, spec, attack_solvers(spec, substitute, device), config.secret(target), device,
+                         progress=progress)

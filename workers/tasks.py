@@ -69,9 +69,8 @@ def current_substitute(store: Store, dev: str) -> Solver:
     return solver
 
 
-def job_substitute(store: Store, substitute: dict | None, dev: str) -> Solver:
+def job_substitute(store: Store, named: jobs.Substitute | None, dev: str) -> Solver:
     """The solver a shard of a job is made with: its pinned version exactly, or CURRENT's (messages without one follow it)."""
-    named = None if substitute is None else jobs.Substitute.from_dict(substitute)
     if named is None or named.follows == jobs.FOLLOWS_CURRENT:
         solver = current_substitute(store, dev)
     else:
@@ -170,8 +169,7 @@ def generate_shard(self, pool: str, shard: int, count: int, spec: dict, job: str
     """
     started = time.perf_counter()
     parsed = parse_shard(pool, shard, count, spec)
-    if substitute is not None:
-        jobs.Substitute.from_dict(substitute)  # a malformed one fails before the shard is claimed
+    named = None if substitute is None else jobs.Substitute.from_dict(substitute)  # malformed: fails before the claim
     store = _store()
     if shard_complete(store, pool, shard):  # redelivered or re-submitted: skip before loading any model
         METRICS.shards_skipped.inc()
@@ -189,7 +187,7 @@ def generate_shard(self, pool: str, shard: int, count: int, spec: dict, job: str
         raise self.retry(countdown=wait, max_retries=STORE_RETRIES + math.ceil(claim_seconds / HELD_RETRY_SECONDS) + 1)
     try:
         dev = device()
-        solver = job_substitute(store, substitute, dev)
+        solver = job_substitute(store, named, dev)
         result = compute_shard(store, pool, shard, parsed, attack_solvers(parsed, solver, dev), secret(store), device=dev)
     finally:  # written, or failed: another worker (or this task's retry) may take it at once
         release_shard(store, pool, taken)
@@ -210,8 +208,8 @@ def finetune(self, answer_batches: list[str], base_version: str | None = None, c
     counted (refused; a model that learned something is kept unpromoted, marked refused), a lost
     race (or `promote` false) is counted kept and returns the unpromoted version and the reason.
     """
-    from farm.exceptions import FarmError
-    from farm.ops.finetune import FinetuneRefused, finetune as run
+    from farm.exceptions import FarmError, FinetuneRefused
+    from farm.ops.finetune import finetune as run
 
     started = time.perf_counter()
     try:
