@@ -21,10 +21,12 @@ from farm.exceptions import CheckpointError
 from farm.core.model import CRNN, CRNNConfig, resize_input, to_input_bytes, to_tensor
 from farm.core.solvers import PositionCNN, PositionConfig, ResNetConfig, ResNetCTC, TransformerConfig, TransformerCTC
 
-__all__ = ["Solver", "build_model", "architecture_name", "weights_bytes", "build_card", "load_solver", "load_solver_dir", "read_solver_dir", "save_solver_dir", "input_bytes",
-           "sha256_hex", "CARD_FORMAT"]
+__all__ = ["Solver", "build_model", "architecture_name", "weights_bytes", "build_card", "load_solver",
+           "load_solver_dir", "read_solver_dir", "save_solver_dir", "input_bytes", "sha256_hex", "CARD_FORMAT"]
 
 CARD_FORMAT = "captchafarm-card/1"
+
+
 def _architectures() -> dict:
     return {"crnn": (CRNN, CRNNConfig), "resnet_ctc": (ResNetCTC, ResNetConfig),
             "transformer_ctc": (TransformerCTC, TransformerConfig), "position_cnn": (PositionCNN, PositionConfig)}

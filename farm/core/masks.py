@@ -13,6 +13,7 @@ __all__ = ["allowed", "glyph_budget", "stroke_mask", "STROKES"]
 
 STROKES = 8  # curves per captcha of the strokes mask
 
+
 def stroke_mask(shape: tuple[int, int], seed: int) -> np.ndarray:
     """Random thin curves across the captcha, like the noise curves people already skip when reading.
 

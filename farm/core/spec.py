@@ -112,28 +112,28 @@ class PoolSpec:
         """The spec, or ValueError naming the first field out of range: nothing is written before this passes."""
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**64:
             raise SettingError(f"seed (--seed): must be a whole number from 0 to 2**64 - 1, a 64-bit seed for numpy's "
-                             f"SeedSequence (got {self.seed!r})")
+                               f"SeedSequence (got {self.seed!r})")
         self._check_types()
         if not 0 < self.count <= MAX_COUNT:
             raise SettingError(f"count: must be 1 to {MAX_COUNT:_} a pool (got {self.count:_}); a pool is "
-                             f"refilled as it is served (`farm pool refill`), so it never needs more")
+                               f"refilled as it is served (`farm pool refill`), so it never needs more")
         if not 0 < self.shard_size <= MAX_SHARD_SIZE:
             raise SettingError(f"shard-size: must be 1 to {MAX_SHARD_SIZE} (got {self.shard_size}); a shard is "
-                             f"rendered and attacked in memory at once")
+                               f"rendered and attacked in memory at once")
         if self.shards > MAX_SHARDS:
             raise SettingError(f"shard-size: {self.count:_} captchas in shards of {self.shard_size} are "
-                             f"{self.shards:_} shards, over the limit of {MAX_SHARDS:_}; use --shard-size "
-                             f"{math.ceil(self.count / MAX_SHARDS)} or more")
+                               f"{self.shards:_} shards, over the limit of {MAX_SHARDS:_}; use --shard-size "
+                               f"{math.ceil(self.count / MAX_SHARDS)} or more")
         if not 0 <= self.margin <= MAX_MARGIN:
             raise SettingError(f"margin: must be 0 to {MAX_MARGIN} pixels (got {self.margin}); at {MAX_MARGIN} "
-                             f"little of a captcha is left off the glyphs to perturb")
+                               f"little of a captcha is left off the glyphs to perturb")
         if self.source is None:
             get_scheme(self.scheme)
         elif self.scheme != FOLDER:
             raise SettingError(f"scheme: a pool of a source folder has scheme {FOLDER!r} (got {self.scheme!r})")
         elif self.mask not in MASKS:
             raise SettingError("mask: a pool of a source folder takes full, background, glyph or strokes "
-                             "(give glyph masks as <image>.mask.png in the folder)")
+                               "(give glyph masks as <image>.mask.png in the folder)")
         declaration(self.method).check(self.attack_settings(), self.method)  # the attack owns its settings' ranges
         if self.mask not in MASKS:
             self.user_mask()  # raises when unreadable or of the wrong size
@@ -171,7 +171,7 @@ class PoolSpec:
             raise SettingError(f"mask: {self.mask!r} is neither full, background, glyph nor a readable PNG ({e})") from e
         if image.size != (scheme.width, scheme.height):
             raise SettingError(f"mask: {self.mask} is {image.size[0]}x{image.size[1]}, "
-                             f"the {scheme.name} scheme draws {scheme.width}x{scheme.height}")
+                               f"the {scheme.name} scheme draws {scheme.width}x{scheme.height}")
         return np.asarray(image) > 127
 
     def to_dict(self) -> dict:

@@ -54,6 +54,7 @@ class CleanShard:
     allowed: np.ndarray
     seconds: float = 0.0
 
+
 def render_shard(spec: PoolSpec, shard: int, seeds: Seeds, store: Store | None = None) -> CleanShard:
     """Render (or, for a source pool, read from `store`) a shard's clean captchas and where the attack may act."""
     started = time.perf_counter()
@@ -62,6 +63,7 @@ def render_shard(spec: PoolSpec, shard: int, seeds: Seeds, store: Store | None =
     return CleanShard(indices, texts, images, glyphs, masks.allowed(spec, glyphs, indices, seeds),
                       time.perf_counter() - started)
 
+
 def check_reads(solver: Solver, charset: Charset, what: str) -> None:
     """A substitute must read every character of a pool's answers: PoolError naming those it cannot."""
     missing = solver.charset.covers(charset.alphabet)
@@ -69,6 +71,7 @@ def check_reads(solver: Solver, charset: Charset, what: str) -> None:
         raise PoolError(f"charset: {what} uses {missing!r}, which substitute {solver.version or '?'} cannot read "
                         f"(its alphabet is {solver.charset.alphabet!r}); train or choose a substitute for this "
                         f"alphabet (`farm train --alphabet ...`)")
+
 
 def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int, device: str = "cpu") -> np.ndarray:
     """The adversarial images of a shard as uint8 (N, H, W)."""
@@ -83,6 +86,7 @@ def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int
     # round to the 8-bit grid a PNG holds; k/255 budgets stay within eps after rounding
     return adv.squeeze(1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
 
+
 @dataclass
 class AttackedShard:
     """A shard's adversarial images (uint8 (N, H, W)) and the substitute's readings before and after."""
@@ -92,6 +96,7 @@ class AttackedShard:
     clean_readings: list[str]
     seconds: float
 
+
 def attack_shard(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int,
                  device: str = "cpu") -> AttackedShard:
     """The compute-bound half of a shard: perturb, then read clean and adversarial captchas."""
@@ -100,6 +105,7 @@ def attack_shard(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard
     readings = solvers[0].read(list(adversarial))
     clean_readings = solvers[0].read(list(clean.images))
     return AttackedShard(adversarial, readings, clean_readings, time.perf_counter() - started)
+
 
 def write_shard(store: Store, pool: str, shard: int, spec: PoolSpec, clean: CleanShard, attacked: AttackedShard,
                 substitute: Solver, secret: bytes) -> dict:
@@ -127,6 +133,7 @@ def write_shard(store: Store, pool: str, shard: int, spec: PoolSpec, clean: Clea
     return {"shard": shard, "skipped": False, "bytes": written + len(keys), "stages": stages,
             **shard_outcome(records, substitute.charset)}
 
+
 def shard_outcome(records: list[dict], charset: Charset) -> dict:
     """What a job reports of a written shard, from its key records: how the substitute read it, its quality.
 
@@ -138,6 +145,7 @@ def shard_outcome(records: list[dict], charset: Charset) -> dict:
             "substitute_solved": sum(answer_matches(charset, r["answer"], r["reading"]) for r in records),
             "substitute_solved_clean": sum(answer_matches(charset, r["answer"], r["reading_clean"]) for r in records),
             "ssim": float(np.mean([r["ssim"] for r in records])), "linf": float(np.mean([r["linf"] for r in records]))}
+
 
 def take_shard(store: Store, pool: str, shard: int, spec: PoolSpec, claim_seconds: float = CLAIM_SECONDS) -> dict:
     """Whether this thread computes a shard: `skipped` False when it holds the shard's claim now.
@@ -158,9 +166,11 @@ def take_shard(store: Store, pool: str, shard: int, spec: PoolSpec, claim_second
         return result
     return taken
 
+
 def release_shard(store: Store, pool: str, taken: dict) -> None:
     """Give up the claim take_shard made (the shard is written, or failed), unless another process took it over."""
     release_claim(store, pool, taken["shard"], taken.get("claim_etag"))
+
 
 def compute_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers: list[Solver], secret: bytes,
                   clean: CleanShard | None = None, device: str = "cpu") -> dict:
@@ -168,6 +178,7 @@ def compute_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers: 
     clean = clean or render_shard(spec, shard, Seeds(secret), store)
     attacked = attack_shard(spec, clean, solvers, shard, device)
     return write_shard(store, pool, shard, spec, clean, attacked, solvers[0], secret)
+
 
 def generate_shard(store: Store, pool: str, shard: int, spec: PoolSpec, solvers: list[Solver], secret: bytes,
                    clean: CleanShard | None = None, device: str = "cpu", claim_seconds: float = CLAIM_SECONDS) -> dict:

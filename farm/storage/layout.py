@@ -23,31 +23,39 @@ __all__ = ["check_pool_name", "captcha_id", "keys_key", "image_key", "manifest_k
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
+
 def check_pool_name(pool: str) -> str:
     if not pool or not set(pool) <= _NAME_CHARS or pool.startswith("."):
         raise SettingError(f"pool: {pool!r} must be letters, digits, '-', '_' or '.', not starting with '.'")
     return pool
 
+
 def captcha_id(secret: bytes, pool: str, shard: int, index: int) -> str:
     """Random-looking and stable: an HMAC of the position, never of the answer."""
     return hmac.new(secret, f"{pool}/{shard}/{index}".encode(), hashlib.sha256).hexdigest()[:32]
 
+
 def keys_key(pool: str, shard: int) -> str:
     return f"pools/{pool}/keys/{shard:05d}.jsonl"
+
 
 def image_key(pool: str, cid: str) -> str:
     return f"pools/{pool}/images/{cid}.png"
 
+
 def manifest_key(pool: str) -> str:
     return f"pools/{pool}/manifest.json"
+
 
 def encode_png(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
 
+
 def decode_png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.uint8)
+
 
 def shard_complete(store: Store, pool: str, shard: int) -> bool:
     return store.exists(keys_key(pool, shard))

@@ -31,11 +31,13 @@ MANIFEST_BACKOFF_SECONDS = 0.05  # the first retry's longest wait; doubled each 
 
 log = logging.getLogger(__name__)
 
+
 def read_manifest(store: Store, pool: str) -> dict:
     try:
         return json.loads(store.get(manifest_key(pool)))
     except KeyError:
         raise PoolError(f"pool: {pool!r} does not exist in {store.url}; see `farm pool list`") from None
+
 
 def update_manifest(store: Store, pool: str, change, attempts: int = MANIFEST_ATTEMPTS) -> dict:
     """Apply `change(old manifest or None) -> new manifest` as a compare-and-swap; returns what was written.
@@ -67,6 +69,7 @@ def update_manifest(store: Store, pool: str, change, attempts: int = MANIFEST_AT
     raise ConflictError(f"{key}: other writers changed it before each of {attempts} attempts to update it; nothing "
                         f"was lost (every write is conditional): run the command again")
 
+
 def _parse_manifest(data: bytes, pool: str) -> dict:
     try:
         manifest = json.loads(data)
@@ -75,6 +78,7 @@ def _parse_manifest(data: bytes, pool: str) -> dict:
     except ValueError as e:
         raise PoolError(f"pool: {manifest_key(pool)} is unreadable ({e}); restore it from a backup or export") from e
     return manifest
+
 
 def merged_spec(pool: str, old: dict, spec: PoolSpec) -> PoolSpec:
     """The spec a stored pool has after a writer asks for `spec`: the larger count; PoolError if anything else differs.
@@ -89,6 +93,7 @@ def merged_spec(pool: str, old: dict, spec: PoolSpec) -> PoolSpec:
         raise PoolError(f"pool: {pool!r} already exists with another spec (differs in {', '.join(differs)}); "
                         f"choose a new --pool name or repeat the original arguments")
     return replace(spec, count=max(spec.count, stored.count))
+
 
 def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver, status: str,
                    shard_substitutes: dict[int, dict] | None = None, seeded: str = KEYED) -> dict:
@@ -122,6 +127,7 @@ def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver, 
 
     return update_manifest(store, pool, change)
 
+
 def complete_shards(store: Store, pool: str) -> list[int]:
     """Shards whose keys file exists (written last, so complete even while generation goes on)."""
     found = []
@@ -130,6 +136,7 @@ def complete_shards(store: Store, pool: str) -> list[int]:
         if stem.isdigit():
             found.append(int(stem))
     return sorted(found)
+
 
 def pending_shards(store: Store, pool: str, spec: PoolSpec) -> list[int]:
     """Shards of a pool still to write (one listing, not a request per shard)."""

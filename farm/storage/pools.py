@@ -28,12 +28,14 @@ from farm.storage.store import Store, jsonl_records
 __all__ = ["read_keys", "pool_images", "pool_names", "list_pools",
            "pool_charset", "read_shard_keys", "pool_stats", "export_pool"]
 
+
 def read_keys(store: Store, pool: str) -> list[dict]:
     """Every key record of the complete shards, in index order (private: answers inside)."""
     records = []
     for key in store.list(f"pools/{pool}/keys/"):
         records += jsonl_records(store.get(key))
     return sorted(records, key=lambda r: r["index"])
+
 
 def pool_images(store: Store, pool: str, limit: int | None = None,
                 manifest: dict | None = None) -> tuple[list[dict], np.ndarray, np.ndarray]:
@@ -57,8 +59,10 @@ def pool_images(store: Store, pool: str, limit: int | None = None,
     adversarial = np.stack([decode_png(store.get(image_key(pool, r["id"]))) for r in records])
     return records, clean, adversarial
 
+
 def pool_names(store: Store) -> list[str]:
     return [name for name in store.list_dirs("pools") if not name.startswith(".")]
+
 
 def list_pools(store: Store) -> list[dict]:
     """Every pool with its spec summary and how many captchas are ready (no answers)."""
@@ -76,14 +80,17 @@ def list_pools(store: Store) -> list[dict]:
                      "derivation": derivation(manifest)})
     return rows
 
+
 def pool_charset(manifest: dict) -> Charset:
     """The charset answers of a pool are checked against (manifests before charsets: the scheme's)."""
     if "charset" in manifest:
         return Charset.from_dict(manifest["charset"])
     return get_scheme(manifest["spec"]["scheme"]).charset
 
+
 def read_shard_keys(store: Store, key: str) -> list[dict]:
     return jsonl_records(store.get(key))
+
 
 def pool_stats(store: Store, pool: str) -> dict:
     """Aggregate measures of a pool's complete shards: how well it fools the substitute, at what cost."""
@@ -107,7 +114,9 @@ def pool_stats(store: Store, pool: str) -> dict:
             "mean_psnr": mean("psnr"), "mean_linf": mean("linf"), "mean_l2": mean("l2"),
             "mean_changed": mean("changed"), "mean_glyph_changed": mean("glyph_changed")}
 
+
 EXPORT_THREADS = 8  # object stores answer one GET at a time per connection; a few in flight hide the latency
+
 
 def export_pool(store: Store, pool: str, dest: Store, with_keys: bool = False) -> dict:
     """Copy a pool's complete shards into another store in the same layout (images, manifest; keys on request)."""

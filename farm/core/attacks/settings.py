@@ -106,16 +106,16 @@ def _eps(eps, settings) -> None:
     most = 1.0 if norm == "linf" else MAX_L2_EPS
     if not 0 < eps <= most:
         raise SettingError(f"eps: must be in (0, {most:g}] for {norm} (got {eps}); "
-                         + ("pixel values are in [0, 1]" if norm == "linf"
-                            else "a larger L2 budget leaves the glyphs unreadable"))
+                           + ("pixel values are in [0, 1]" if norm == "linf"
+                              else "a larger L2 budget leaves the glyphs unreadable"))
 
 
 def _alpha(alpha, settings) -> None:
     eps = settings["eps"]
     if not 0 < alpha <= eps:
         raise SettingError(f"alpha: the step size must be in (0, eps] = (0, {eps:.4g}] (got {alpha}); "
-                         f"a longer step leaves the budget ball and is projected back; "
-                         f"leave it out for 2.5 eps / steps")
+                           f"a longer step leaves the budget ball and is projected back; "
+                           f"leave it out for 2.5 eps / steps")
 
 
 def _steps(steps, settings) -> None:
@@ -126,7 +126,7 @@ def _steps(steps, settings) -> None:
 def _smoothing(smoothing, settings) -> None:
     if not 0 <= smoothing <= MAX_SMOOTHING:
         raise SettingError(f"smoothing: the Gaussian sigma must be in [0, {MAX_SMOOTHING:g}] pixels, 0 off "
-                         f"(got {smoothing})")
+                           f"(got {smoothing})")
 
 
 def _diversity(diversity, settings) -> None:
@@ -137,7 +137,7 @@ def _diversity(diversity, settings) -> None:
 def _decay(decay, settings) -> None:
     if not 0 <= decay <= MAX_DECAY:
         raise SettingError(f"decay: the momentum decay must be in [0, {MAX_DECAY:g}] (got {decay}); "
-                         f"0 is plain iterative steps, 1 the paper's")
+                           f"0 is plain iterative steps, 1 the paper's")
 
 
 def _samples(samples, settings) -> None:
