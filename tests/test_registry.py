@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import re
 import threading
 from pathlib import Path
 
@@ -194,6 +195,7 @@ def test_the_bundled_substitute_is_the_first_version_of_an_empty_store(s3_store,
     assert pointer == {"version": "v1", "sha256": sha256_hex(weights)}
     assert registry.ensure_current(s3_store) == pointer and registry.versions(s3_store) == ["v1"]
     assert registry.load(s3_store).sha256 == substitute.sha256
+    assert registry.card(s3_store, "v1")["generation"] == 1 and registry.card(s3_store, "v1")["parent"] is None
 
 
 def test_checkpoint_commands(tmp_path, s3_store, monkeypatch):
@@ -301,7 +303,8 @@ def test_a_refused_version_is_kept_for_inspection_and_promoted_only_with_force(a
     rows = json.loads(CliRunner().invoke(main, ["checkpoint", "list", "--json"]).output)
     assert [(r["version"], r["current"], r["status"], r["refused"]) for r in rows] == [
         ("v1", True, None, None), ("v2", False, "refused", refused["refused"])]
-    assert "refused    parent v1" in CliRunner().invoke(main, ["checkpoint", "list"]).output
+    assert re.search(r"\n  v2     gen 2   refused    [0-9a-f]{12} .* <- v1\n",
+                     CliRunner().invoke(main, ["checkpoint", "list"]).output)
     result = CliRunner().invoke(main, ["checkpoint", "promote", "v2"])
     assert result.exit_code == 1 and "the fine-tune guard refused it (guard: clean accuracy" in result.stderr
     assert "promote it anyway with --force" in result.stderr and registry.current(any_store)["version"] == "v1"
@@ -353,3 +356,41 @@ def test_an_unpromoted_publish_that_loses_its_number_takes_the_next(any_store, m
     monkeypatch.setattr(any_store, "list_dirs", read_then_the_other_claims)
     assert registry.publish(any_store, w2, c2, make_current=False) == "v3" and raced == ["v2"]
     assert registry.card(any_store, "v3")["sha256"] == sha256_hex(w2) and registry.current(any_store)["version"] == "v1"
+
+
+def test_each_version_is_one_generation_after_its_parent(any_store):
+    (w1, c1), (w2, c2), (w3, c3), (w4, c4) = checkpoint(1), checkpoint(2), checkpoint(3), checkpoint(4)
+    registry.publish(any_store, w1, {**c1, "generation": 7})  # a copied card's generation is not taken
+    registry.publish(any_store, w2, c2)
+    registry.publish(any_store, w3, c3)
+    registry.publish(any_store, w4, c4, parent="v2", make_current=False)  # a sibling of v3: made from v2 too
+    assert [registry.card(any_store, v)["generation"] for v in ("v1", "v2", "v3", "v4")] == [1, 2, 3, 3]
+    assert [registry.generation(any_store, v) for v in ("v1", "v2", "v3", "v4")] == [1, 2, 3, 3]
+    assert registry.generation(any_store, "v9") is None
+    registry.rollback(any_store, "v1")
+    registry.publish(any_store, w4, c4)  # on top of v1 again: a second generation 2
+    assert registry.card(any_store, "v5")["generation"] == 2
+
+
+def test_cards_written_before_generations_read_theirs_from_the_lineage(store, monkeypatch):
+    monkeypatch.setenv("FARM_STORE", store.url)
+    (w1, c1), (w2, c2), (w3, c3) = checkpoint(1), checkpoint(2), checkpoint(3)
+    registry.publish(store, w1, c1)
+    registry.publish(store, w2, c2)
+    for version in ("v1", "v2"):  # as the registry wrote them before it recorded generations
+        old = registry.card(store, version)
+        del old["generation"]
+        store.put(f"checkpoints/{version}/card.json", json.dumps(old).encode())
+    assert [registry.generation(store, v) for v in ("v1", "v2")] == [1, 2]
+    registry.publish(store, w3, c3)
+    assert registry.card(store, "v3")["generation"] == 3
+    rows = json.loads(CliRunner().invoke(main, ["checkpoint", "list", "--json"]).output)
+    assert [(r["version"], r["generation"], r["lineage"]) for r in rows] == [
+        ("v1", 1, []), ("v2", 2, ["v1"]), ("v3", 3, ["v2", "v1"])]
+    listed = CliRunner().invoke(main, ["checkpoint", "list"]).output.splitlines()
+    assert re.match(r"\* v3 +gen 3 .* <- v2 <- v1$", listed[2]) and re.match(r"  v1 +gen 1 ", listed[0])
+    assert "<-" not in listed[0]
+    store.delete("checkpoints/v1/card.json")  # an ancestor gone: v2's place in the lineage is unknown
+    store.put("checkpoints/v2/card.json", json.dumps({**registry.card(store, "v2"), "generation": None}).encode())
+    assert registry.generation(store, "v2") is None and registry.generation(store, "v3") == 3
+

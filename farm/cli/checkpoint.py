@@ -18,9 +18,9 @@ def checkpoint():
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(store_url, as_json):
-    """Published versions, oldest first; * marks CURRENT, and a status those held back from it.
+    """Published versions, oldest first: generation, lineage (<- parent <- its parent ...), * on CURRENT.
 
-    unpromoted: stored without becoming CURRENT (a fine-tune that lost the race for it, --no-promote,
+    A status marks versions held back from CURRENT. unpromoted: stored without becoming CURRENT (a fine-tune that lost the race for it, --no-promote,
     --no-current) and not promoted since; refused: kept by a fine-tune the guard refused.
     """
     from farm.exceptions import CheckpointError, FarmError
@@ -47,7 +47,8 @@ def list_(store_url, as_json):
     promoted = set(registry.lineage(cards, pointer.get("version")))
     for r in rows:
         if "error" not in r:
-            r["status"] = _status(r, promoted)
+            r.update(status=_status(r, promoted), generation=registry.generation(store, r["version"], cards),
+                     lineage=registry.lineage(cards, r["version"])[1:])
     if as_json:
         json_out(rows)
         return
@@ -59,8 +60,9 @@ def list_(store_url, as_json):
             click.echo(f"{mark} {r['version']:6s} unreadable: {r['error']}")
             continue
         acc = ", ".join(f"{k} {v:.1%}" for k, v in (r["accuracy"] or {}).items())
-        click.echo(f"{mark} {r['version']:6s} {r['status'] or '':10s} parent {r['parent']!s:6s} {r['sha256'][:12]}  "
-                   f"{r['published']}  {acc}")
+        line = " <- ".join(["", *r["lineage"]])
+        click.echo(f"{mark} {r['version']:6s} gen {r['generation'] or '?'!s:3s} {r['status'] or '':10s} "
+                   f"{r['sha256'][:12]}  {r['published']}  {acc} {line}".rstrip())
     if any(r.get("status") for r in rows):
         click.echo("(`farm checkpoint show VERSION` says why a version is unpromoted or refused; "
                    "`farm checkpoint promote VERSION` promotes it, --force for a refused one)")

@@ -7,6 +7,12 @@ race, exactly one wins and the other gets a ConflictError it may retry on top of
 A version may also be stored unpromoted (not switched to): its card's `held_back` says why, and
 a card `refused` by the fine-tune guard is promoted only when forced. Such a version counts as
 promoted once it is CURRENT or one of its ancestors (`lineage`).
+Every version belongs to a generation, recorded in its card by publish: the first version (no
+parent) is generation 1, a version published on top of a parent the parent's generation + 1, so
+a generation is a step down the lineage and the pools a version makes are of its generation. Two
+versions made from one parent (a kept fine-tune beside the promoted one) share a generation; a
+rollback makes the pools of the generation it goes back to. Cards written before the field read
+theirs from the lineage (`generation`).
 Loading checks CURRENT, the card and the sha256 before building anything, caches by sha256, and
 never unpickles. A worker keeps the solver it holds when a newer one fails to load (`refresh`).
 Only the write paths publish: `ensure_current` (the bundled substitute as v1 in an empty store) is
@@ -32,13 +38,13 @@ from farm.exceptions import CheckpointError, ConflictError, FarmError, HeldOutEr
 from farm.storage.store import Store
 
 __all__ = ["publish", "current", "require_current", "versions", "card", "Reference", "reference", "find_sha256", "load",
-           "refresh", "ensure_current", "bundled", "promote", "rollback", "lineage", "CURRENT"]
+           "refresh", "ensure_current", "bundled", "promote", "rollback", "lineage", "generation", "CURRENT"]
 
 log = logging.getLogger(__name__)
 CURRENT = "checkpoints/CURRENT"
 CACHE_SIZE = 4  # a worker needs the current solver and perhaps the previous one; each holds its weights
 _CACHE: OrderedDict[str, Solver] = OrderedDict()
-_PUBLISHED_FIELDS = ("version", "parent", "published", "sha256", "held_back")  # set by publish, never by the caller
+_PUBLISHED_FIELDS = ("version", "parent", "generation", "published", "sha256", "held_back")  # set by publish, never by the caller
 CLAIM_ATTEMPTS = 8  # an unpromoted publish moves to the next number when another publisher took this one
 
 
@@ -231,8 +237,11 @@ def publish(store: Store, weights: bytes, card_fields: dict, parent: str | None 
     if not make_current and parent is not None:
         card(store, parent)  # a parent that is not in the registry is named as such
     _check_charset(fields, running, allow_charset_change)
+    parent = parent or (pointer or {}).get("version")
+    above = generation(store, parent) if parent else 0  # None: the parent's is unknown, and so is this one's
     version = _claim(store, weights, 1 if make_current else CLAIM_ATTEMPTS)
-    full_card = {**fields, "sha256": digest, "version": version, "parent": parent or (pointer or {}).get("version"),
+    full_card = {**fields, "sha256": digest, "version": version, "parent": parent,
+                 "generation": None if above is None else above + 1,
                  "published": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if not make_current:
         full_card["held_back"] = held_back or "published without switching CURRENT"
@@ -336,6 +345,40 @@ def lineage(cards: dict[str, dict], version: str | None) -> list[str]:
         line.append(version)
         version = cards[version].get("parent")
     return line
+
+
+def generation(store: Store, version: str, cards: dict[str, dict] | None = None) -> int | None:
+    """The generation `version` belongs to: its card's, or for a card written before the field, its place in the lineage.
+
+    Walking the parents to a card that records its generation (or to the root, generation 1).
+    `cards` ({version: card}, as `farm checkpoint list` holds them) saves reading the store.
+    None when it cannot be known: a version not in the registry, an ancestor gone, a cycle.
+    """
+    if cards is None:
+        try:
+            number = card(store, version).get("generation")
+        except (CheckpointError, SettingError):
+            return None
+        if _is_generation(number):
+            return number
+        cards = {}
+        for v in versions(store):  # an old store: read once, then every new card records its number
+            try:
+                cards[v] = card(store, v)
+            except CheckpointError:
+                pass  # an unreadable card is an ancestor gone
+    steps, seen = 0, set()
+    while version in cards and version not in seen:
+        seen.add(version)
+        if _is_generation(number := cards[version].get("generation")):
+            return number + steps
+        steps += 1
+        version = cards[version].get("parent")
+    return steps if version is None and steps else None
+
+
+def _is_generation(number) -> bool:
+    return isinstance(number, int) and not isinstance(number, bool) and number >= 1
 
 
 ENSURE_WAIT_SECONDS = 30  # another process publishing the first version writes two objects and CURRENT
