@@ -18,9 +18,14 @@ from farm.cli import main
 from farm.exceptions import CheckpointError, ConflictError
 from farm.core.model import CRNN, CRNNConfig
 from farm.core.schemes import get_scheme
+from farm.core.spec import PoolSpec
+from farm.ops.submit import generate_pool
+from farm.storage.manifest import read_manifest
+from farm.storage.pools import list_pools, pool_stats
 from farm.storage.store import LocalStore, open_store
 from tests.fault_proxy import FaultProxy
 
+SECRET = b"test-secret-not-for-production"
 SMALL = CRNNConfig(channels=(4, 8, 8, 8), hidden=8)  # registry tests need valid weights, not good ones
 
 
@@ -394,3 +399,21 @@ def test_cards_written_before_generations_read_theirs_from_the_lineage(store, mo
     store.put("checkpoints/v2/card.json", json.dumps({**registry.card(store, "v2"), "generation": None}).encode())
     assert registry.generation(store, "v2") is None and registry.generation(store, "v3") == 3
 
+
+def test_a_pool_records_the_generation_of_the_substitute_it_was_made_with(store, monkeypatch):
+    monkeypatch.setenv("FARM_STORE", store.url)
+    registry.ensure_current(store)
+    registry.publish(store, *registry.bundled())  # v2: generation 2, the same weights
+    spec = PoolSpec(count=2, shard_size=2, steps=1)
+    generate_pool(store, "p", spec, [registry.load(store, "v2")], SECRET, progress=False, processes=1)
+    assert read_manifest(store, "p")["substitute"] == {"version": "v2", "sha256": registry.current(store)["sha256"],
+                                                       "generation": 2}
+    assert [(r["pool"], r["substitute"], r["generation"]) for r in list_pools(store)] == [("p", "v2", 2)]
+    assert pool_stats(store, "p")["generation"] == 2
+    assert "substitute v2 (gen 2)" in CliRunner().invoke(main, ["pool", "list"]).output
+    assert "substitute v2 (gen 2) reads" in CliRunner().invoke(main, ["pool", "stats", "p"]).output
+    old = read_manifest(store, "p")  # a pool made before pools recorded their generation
+    del old["substitute"]["generation"]
+    store.put("pools/p/manifest.json", json.dumps(old).encode())
+    assert list_pools(store)[0]["generation"] is None and pool_stats(store, "p")["generation"] is None
+    assert "substitute v2 (gen ?)" in CliRunner().invoke(main, ["pool", "list"]).output

@@ -33,7 +33,7 @@ def list_(store_url, as_json):
         click.echo("no pools yet; make one with `farm generate --pool NAME --count N`")
     for r in rows:
         click.echo(f"{r['pool']:20s} {r['complete']:>7d}/{r['count']:<7d} {r['status']:10s} {r['scheme']:8s} "
-                   f"{r['method']:9s} {_budget(r)}  substitute {r['substitute']}"
+                   f"{r['method']:9s} {_budget(r)}  substitute {r['substitute']} (gen {r['generation'] or '?'})"
                    + ("" if r["derivation"] == KEYED else "  UNKEYED: anyone can render it again; replace it"))
 
 
@@ -57,7 +57,7 @@ def stats(name, store_url, as_json):
     click.echo(f"pool {name}: {s['complete']}/{s['count']} captchas, {s['shards_complete']}/{s['shards']} shards, "
                f"{s['status']}")
     if s["complete"]:
-        click.echo(f"substitute {', '.join(s['substitutes'])} reads {s['substitute_accuracy_clean']:.1%} clean -> "
+        click.echo(f"substitute {', '.join(s['substitutes'])} (gen {s['generation'] or '?'}) reads {s['substitute_accuracy_clean']:.1%} clean -> "
                    f"{s['substitute_accuracy_adversarial']:.1%} adversarial")
         click.echo(f"SSIM mean {s['mean_ssim']:.3f} (min {s['min_ssim']:.3f}), L-inf mean {s['mean_linf'] * 255:.1f}/255, "
                    f"pixels changed {s['mean_changed']:.1%}")

@@ -17,6 +17,7 @@ from farm.core.checkpoint import Solver
 from farm.core.seeds import KEYED, derivation
 from farm.core.spec import PoolSpec
 from farm.exceptions import ConflictError, PoolError
+from farm.storage import registry
 from farm.storage.layout import keys_key, manifest_key
 from farm.storage.sources import spec_charset
 from farm.storage.store import Store
@@ -103,9 +104,12 @@ def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver, 
     read from the store; `status` is complete only when the writer says so and every shard of
     that count is complete. `shard_substitutes` ({shard: {version, sha256}}): the solver of each
     shard, kept from earlier writers for the others. `seeded`: how a new pool's captchas are
-    seeded (farm.core.seeds); a stored pool keeps its derivation.
+    seeded (farm.core.seeds); a stored pool keeps its derivation. The substitute's generation
+    (farm.storage.registry.generation) is the pool's: None for a model outside the registry.
     """
     charset = spec_charset(spec, store).to_dict()
+    named_substitute = {"version": substitute.version, "sha256": substitute.sha256,
+                        "generation": registry.generation(store, substitute.version)}
 
     def change(old: dict | None) -> dict:
         merged = spec if old is None else merged_spec(pool, old, spec)
@@ -120,7 +124,7 @@ def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver, 
         done = status == "complete" and len(shards) == merged.shards
         return {"pool": pool, "spec": merged.to_dict(), "status": "complete" if done else "generating",
                 "derivation": seeded if old is None else derivation(old), "charset": charset,
-                "substitute": {"version": substitute.version, "sha256": substitute.sha256},
+                "substitute": named_substitute,
                 "count": merged.count, "complete": sum(s["count"] for s in shards),
                 "shards": shards, "shard_count": merged.shards,
                 "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}

@@ -65,7 +65,10 @@ def pool_names(store: Store) -> list[str]:
 
 
 def list_pools(store: Store) -> list[dict]:
-    """Every pool with its spec summary and how many captchas are ready (no answers)."""
+    """Every pool with its spec summary, its substitute and generation, and how many captchas are ready (no answers).
+
+    `generation` is None for a pool made before manifests recorded it.
+    """
     rows = []
     for name in pool_names(store):
         try:
@@ -76,7 +79,8 @@ def list_pools(store: Store) -> list[dict]:
         ready = sum(len(spec.indices(s)) for s in complete_shards(store, name) if s < spec.shards)
         rows.append({"pool": name, "status": manifest.get("status"), "count": spec.count, "complete": ready,
                      "scheme": spec.scheme, "method": spec.method, "norm": spec.norm, "eps": spec.eps,
-                     "substitute": manifest.get("substitute", {}).get("version"), "updated": manifest.get("updated"),
+                     "substitute": manifest.get("substitute", {}).get("version"),
+                     "generation": manifest.get("substitute", {}).get("generation"), "updated": manifest.get("updated"),
                      "derivation": derivation(manifest)})
     return rows
 
@@ -109,6 +113,7 @@ def pool_stats(store: Store, pool: str) -> dict:
     return {"pool": pool, "status": manifest.get("status"), "spec": spec.to_dict(), "count": spec.count,
             "complete": n, "shards_complete": len({r["shard"] for r in records}), "shards": spec.shards,
             "substitutes": sorted({r["substitute"] for r in records}),
+            "generation": manifest.get("substitute", {}).get("generation"),
             "substitute_accuracy_clean": solved("reading_clean"), "substitute_accuracy_adversarial": solved("reading"),
             "mean_ssim": mean("ssim"), "min_ssim": round(min(r["ssim"] for r in records), 5) if n else None,
             "mean_psnr": mean("psnr"), "mean_linf": mean("linf"), "mean_l2": mean("l2"),
