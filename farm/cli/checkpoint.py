@@ -20,8 +20,9 @@ def checkpoint():
 def list_(store_url, as_json):
     """Published versions, oldest first: generation, lineage (<- parent <- its parent ...), * on CURRENT.
 
-    A status marks versions held back from CURRENT. unpromoted: stored without becoming CURRENT (a fine-tune that lost the race for it, --no-promote,
-    --no-current) and not promoted since; refused: kept by a fine-tune the guard refused.
+    A status marks versions held back from CURRENT. unpromoted: stored without becoming CURRENT (a
+    fine-tune that lost the race for it, --no-promote, --no-current) and not promoted since;
+    refused: kept by a fine-tune the guard refused.
     """
     from farm.exceptions import CheckpointError, FarmError
     from farm.storage import registry

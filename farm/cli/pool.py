@@ -57,7 +57,8 @@ def stats(name, store_url, as_json):
     click.echo(f"pool {name}: {s['complete']}/{s['count']} captchas, {s['shards_complete']}/{s['shards']} shards, "
                f"{s['status']}")
     if s["complete"]:
-        click.echo(f"substitute {', '.join(s['substitutes'])} (gen {s['generation'] or '?'}) reads {s['substitute_accuracy_clean']:.1%} clean -> "
+        click.echo(f"substitute {', '.join(s['substitutes'])} (gen {s['generation'] or '?'}) reads "
+                   f"{s['substitute_accuracy_clean']:.1%} clean -> "
                    f"{s['substitute_accuracy_adversarial']:.1%} adversarial")
         click.echo(f"SSIM mean {s['mean_ssim']:.3f} (min {s['min_ssim']:.3f}), L-inf mean {s['mean_linf'] * 255:.1f}/255, "
                    f"pixels changed {s['mean_changed']:.1%}")

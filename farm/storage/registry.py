@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 CURRENT = "checkpoints/CURRENT"
 CACHE_SIZE = 4  # a worker needs the current solver and perhaps the previous one; each holds its weights
 _CACHE: OrderedDict[str, Solver] = OrderedDict()
-_PUBLISHED_FIELDS = ("version", "parent", "generation", "published", "sha256", "held_back")  # set by publish, never by the caller
+# set by publish, never by the caller
+_PUBLISHED_FIELDS = ("version", "parent", "generation", "published", "sha256", "held_back")
 CLAIM_ATTEMPTS = 8  # an unpromoted publish moves to the next number when another publisher took this one
 
 
@@ -348,7 +349,7 @@ def lineage(cards: dict[str, dict], version: str | None) -> list[str]:
 
 
 def generation(store: Store, version: str, cards: dict[str, dict] | None = None) -> int | None:
-    """The generation `version` belongs to: its card's, or for a card written before the field, its place in the lineage.
+    """The generation `version` belongs to: its card's, or for a card written before the field, from the lineage.
 
     Walking the parents to a card that records its generation (or to the root, generation 1).
     `cards` ({version: card}, as `farm checkpoint list` holds them) saves reading the store.
