@@ -432,13 +432,17 @@ def test_a_fine_tune_that_loses_the_race_for_current_keeps_its_result_unpromoted
     assert card["parent"] == "v1" and card["held_back"] == "CURRENT moved from v1 to v2 during the fine-tune"
     assert card["metrics"]["agreement"]["after"] > 0 and card["training"]["finetune"]["best_step"] == 15
     assert registry.load(store, "v3").sha256 == card["sha256"]
+    # a generation after v1's, hardened on the bot's answers to pool p (once in the card, not in training too)
+    assert card["generation"] == 2 and card["hardened_on"] == {"answers": [attacked[1]], "data": None, "pools": ["p"]}
+    assert "answers" not in card["training"]["finetune"] and "data" not in card["training"]["finetune"]
 
     rows = {r["version"]: r for r in json.loads(farm_cli("checkpoint", "list", "--json").output)}
-    assert {v: (r["current"], r["status"]) for v, r in rows.items()} == {
-        "v1": (False, None), "v2": (True, None), "v3": (False, "unpromoted")}
+    assert {v: (r["current"], r["status"], r["generation"], r["lineage"]) for v, r in rows.items()} == {
+        "v1": (False, None, 1, []), "v2": (True, None, 2, ["v1"]), "v3": (False, "unpromoted", 2, ["v1"])}
     assert rows["v3"]["held_back"] == card["held_back"] and rows["v3"]["refused"] is None
     listed = farm_cli("checkpoint", "list").output.splitlines()
-    assert re.match(r"  v3     unpromoted parent v1 ", listed[2]) and re.match(r"\* v2 {16}parent v1 ", listed[1])
+    assert re.match(r"  v3     gen 2   unpromoted [0-9a-f]{12} .* <- v1$", listed[2])
+    assert re.match(r"\* v2     gen 2 {14}[0-9a-f]{12} .* <- v1$", listed[1])
     assert "`farm checkpoint promote VERSION` promotes it" in listed[-1]
 
     assert farm_cli("checkpoint", "promote", "v3").output == "CURRENT is v3\n"

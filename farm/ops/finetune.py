@@ -73,6 +73,7 @@ class Queries:
     pictures: list = field(default_factory=list)  # an answered captcha as served, uint8 (H, W); None: no pool row
     truths: list[str | None] = field(default_factory=list)  # an answered captcha's true text; None: no pool row
     aims: list[frozenset] = field(default_factory=list)  # the zoo donors an answered captcha was perturbed against
+    pools: list[str] = field(default_factory=list)  # the pools answered (at least one usable record each)
 
     @property
     def learnable(self) -> torch.Tensor:
@@ -167,7 +168,8 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
         holdout[:] = False
         holdout[labels[:: max(2, round(1 / config.holdout))]] = True
     return Queries(torch.cat(images), answers, holdout, torch.tensor(solved),
-                   sorted({s for s in schemes.values() if s}), dict(skipped), pictures, true_texts, aims)
+                   sorted({s for s in schemes.values() if s}), dict(skipped), pictures, true_texts, aims,
+                   sorted(schemes))
 
 
 def _aims(store: Store, spec, keys: list[dict]) -> dict[str, frozenset]:
@@ -200,7 +202,8 @@ def merge(first: Queries, second: Queries) -> Queries:
                    torch.cat([first.holdout, second.holdout]), torch.cat([first.solved, second.solved]),
                    sorted(set(first.schemes) | set(second.schemes)),
                    {k: first.skipped.get(k, 0) + second.skipped.get(k, 0) for k in {**first.skipped, **second.skipped}},
-                   first.pictures + second.pictures, first.truths + second.truths, first.aims + second.aims)
+                   first.pictures + second.pictures, first.truths + second.truths, first.aims + second.aims,
+                   sorted(set(first.pools) | set(second.pools)))
 
 
 def agreement(solver: Solver, images: torch.Tensor, answers: list[str]) -> float:
@@ -346,12 +349,16 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     kept = card_ensemble(base_solver.card)  # the answers cannot judge donors their captchas were aimed at: kept
     named, resembles = choose_donors(base_solver, *queries.answered(), config.donors, device, keep=tuple(kept))
     ensemble = [*kept, *named]
+    # what the next generation learned from: the card's hardened_on (its training block keeps only how)
+    hardened_on = {"answers": list(batch_keys), "data": None if data is None else Path(data).name,
+                   "pools": queries.pools}
     result = {"base": parent, "version": None, "published": False, "promoted": False, "reason": None,
               "best_step": best_step, "steps_run": history[-1]["step"] if history else 0,
               "queries": {"train": len(train_answers), "holdout": len(held_answers),
                           "holdout_mistakes": len(held_mistakes[1]), "skipped": queries.skipped,
                           "solved_left_out": int((~queries.holdout & queries.learnable).sum()) - len(train_answers)},
-              "target_schemes": targets, "before": before, "after": after, "clean_drop": drops,
+              "hardened_on": hardened_on, "target_schemes": targets, "before": before, "after": after,
+              "clean_drop": drops,
               "ensemble": ensemble, "donors_named": named, "donors_kept": kept, "resemblance": resembles,
               # no step agreed better, yet the answers named donors: the base's weights publish with them
               "weights": "trained" if best_step else "unchanged",
@@ -366,7 +373,7 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
             f"clean accuracy within half the tolerance{closest}{donors}; nothing was published. More replay "
             f"(--replay), a smaller --lr or more answers may help", result)
     weights = weights_bytes(model)
-    card = _card(model, weights, base_solver, parent, config, batch_keys, data, command, result)
+    card = _card(model, weights, base_solver, parent, config, command, result)
     if worst is not None and drops[worst] > config.tolerance:
         reason = (f"guard: clean accuracy on {worst} fell from {before['clean'][worst]:.1%} to "
                   f"{after['clean'][worst]:.1%} ({drops[worst]:.1%} > tolerance {config.tolerance:.1%})")
@@ -381,16 +388,18 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     return result
 
 
-def _card(model, weights: bytes, base_solver: Solver, parent: str, config: FinetuneConfig, batch_keys: list[str],
-          data, command: str | None, result: dict) -> dict:
-    """The new version's card: how it was trained (to repeat the run) and what it measured."""
+def _card(model, weights: bytes, base_solver: Solver, parent: str, config: FinetuneConfig, command: str | None,
+          result: dict) -> dict:
+    """The new version's card: what it was hardened on, how it was trained (to repeat the run), what it measured.
+
+    The registry adds its generation (the base's + 1) when it publishes it.
+    """
     before, after = result["before"], result["after"]
     return build_card(model, base_solver.charset, weights,
                       schemes=base_solver.card.get("schemes"), ensemble=result["ensemble"],
-                      training={"finetune": {"config": asdict(config), "answers": list(batch_keys),
-                                             "data": None if data is None else Path(data).name,
-                                             "queries": result["queries"], "best_step": result["best_step"],
-                                             "seconds": result["seconds"]},
+                      hardened_on=result["hardened_on"],
+                      training={"finetune": {"config": asdict(config), "queries": result["queries"],
+                                             "best_step": result["best_step"], "seconds": result["seconds"]},
                                 "command": command or f"farm finetune --base {parent}",
                                 "torch": torch.__version__},
                       metrics={"accuracy": after["clean"], "accuracy_count": config.guard_count,
