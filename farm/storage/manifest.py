@@ -105,11 +105,14 @@ def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver, 
     that count is complete. `shard_substitutes` ({shard: {version, sha256}}): the solver of each
     shard, kept from earlier writers for the others. `seeded`: how a new pool's captchas are
     seeded (farm.core.seeds); a stored pool keeps its derivation. The substitute's generation
-    (farm.storage.registry.generation) is the pool's: None for a model outside the registry.
+    (its card's, or for a card from before generations farm.storage.registry.generation) is the
+    pool's: None for a model outside the registry.
     """
     charset = spec_charset(spec, store).to_dict()
+    number = substitute.card.get("generation")  # a card from before generations: read from the lineage
     named_substitute = {"version": substitute.version, "sha256": substitute.sha256,
-                        "generation": registry.generation(store, substitute.version)}
+                        "generation": number if registry.is_generation(number)
+                        else registry.generation(store, substitute.version)}
 
     def change(old: dict | None) -> dict:
         merged = spec if old is None else merged_spec(pool, old, spec)

@@ -38,7 +38,8 @@ from farm.exceptions import CheckpointError, ConflictError, FarmError, HeldOutEr
 from farm.storage.store import Store
 
 __all__ = ["publish", "current", "require_current", "versions", "card", "Reference", "reference", "find_sha256", "load",
-           "refresh", "ensure_current", "bundled", "promote", "rollback", "lineage", "generation", "CURRENT"]
+           "refresh", "ensure_current", "bundled", "promote", "rollback", "lineage", "generation", "is_generation",
+           "CURRENT"]
 
 log = logging.getLogger(__name__)
 CURRENT = "checkpoints/CURRENT"
@@ -360,7 +361,7 @@ def generation(store: Store, version: str, cards: dict[str, dict] | None = None)
             number = card(store, version).get("generation")
         except (CheckpointError, SettingError):
             return None
-        if _is_generation(number):
+        if is_generation(number):
             return number
         cards = {}
         for v in versions(store):  # an old store: read once, then every new card records its number
@@ -371,14 +372,15 @@ def generation(store: Store, version: str, cards: dict[str, dict] | None = None)
     steps, seen = 0, set()
     while version in cards and version not in seen:
         seen.add(version)
-        if _is_generation(number := cards[version].get("generation")):
+        if is_generation(number := cards[version].get("generation")):
             return number + steps
         steps += 1
         version = cards[version].get("parent")
     return steps if version is None and steps else None
 
 
-def _is_generation(number) -> bool:
+def is_generation(number) -> bool:
+    """A recorded generation: an int from 1 (a card's field may be missing, null or foreign)."""
     return isinstance(number, int) and not isinstance(number, bool) and number >= 1
 
 
