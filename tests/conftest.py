@@ -11,7 +11,9 @@ from farm.storage import registry
 from farm.core.checkpoint import load_solver
 from farm.storage.store import LocalStore
 
-torch.set_num_threads(2)
+# one thread a test process when xdist runs two (pyproject's addopts): two processes of two threads on
+# 2 cores oversubscribe OpenMP; alone (-n 0), both cores
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture(scope="session")
