@@ -21,7 +21,8 @@ from farm.ops.submit import generate_pool
 from farm.core.spec import PoolSpec
 from farm.core.preprocess import CHAINS, parse_chains
 from farm.storage.store import LocalStore, open_store
-from farm.core.zoo import HELD_OUT, load_member, members, zoo_path
+from farm.core.zoo import HELD_OUT, members, zoo_path
+from farm.core.zoo_loading import load_member
 from farm.ops.shard import attack_solvers
 
 

@@ -45,7 +45,8 @@ from farm.core.preprocess import CHAINS, parse_chains
 from farm.core.schemes import get_scheme
 from farm.core.seeds import Seeds
 from farm.core.spec import PoolSpec
-from farm.core.zoo import DONOR, ZOO, load_member
+from farm.core.zoo import DONOR, ZOO
+from farm.core.zoo_loading import load_member
 from farm.storage import registry
 
 SCREEN = ("otsu", "median3>otsu", "otsu>open3", "otsu>close3", "blur1>otsu", "adaptive15", "sauvola15", "thr160",

@@ -20,7 +20,8 @@ from farm.core.presets import PRESETS
 from farm.core.spec import PoolSpec
 from farm.core.preprocess import PREPROCESSING
 from farm.storage.store import LocalStore
-from farm.core.zoo import load_member, members, zoo_path
+from farm.core.zoo import members, zoo_path
+from farm.core.zoo_loading import load_member
 from farm.ops.shard import attack_solvers
 
 # Each setting changes the paper preset (plain iterative, 8/255, mask background); every method takes --steps's

@@ -34,3 +34,16 @@ def test_an_import_from_the_core_up_into_operations_breaks_the_layers(tmp_path):
     result = lint_imports(tmp_path)
     assert result.returncode != 0
     assert "farm.core.spec -> farm.ops.shard" in result.stdout, result.stdout
+
+
+def test_a_command_checks_its_arguments_without_loading_torch(tmp_path):
+    """The spec, the presets and the zoo's catalogue are torch-free, so a mistyped `farm generate` is refused
+    before torch loads (a second, not six)."""
+    probe = ("import sys; from farm.cli import main; sys.argv = ['farm', 'generate', '--pool', 'p', '--count', '4', "
+             "'--scheme', 'nope']\ntry:\n    main()\nexcept SystemExit as e:\n"
+             "    print(e.code, sorted(m for m in ('torch', 'skimage', 'scipy') if m in sys.modules))")
+    env = {**os.environ, "FARM_STORE": (tmp_path / "store").as_uri()}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert "Error: scheme: unknown scheme 'nope'" in result.stderr, result.stderr
+    assert result.stdout.split() == ["1", "[]"], result.stdout + result.stderr
+    assert not (tmp_path / "store").exists()

@@ -80,7 +80,7 @@ class Louder(torch.nn.Module):
 
 def test_every_member_of_an_ensemble_steers_whatever_the_scale_of_its_loss(substitute, batch):
     from farm.core.checkpoint import Solver
-    from farm.core.zoo import load_donor
+    from farm.core.zoo_loading import load_donor
 
     images, texts, mask = (part[:8] for part in batch)
     donor = load_donor("crnn-b")

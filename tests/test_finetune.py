@@ -22,7 +22,7 @@ from farm.core.spec import PoolSpec
 from farm.storage.pools import read_keys
 from farm.ops.resemblance import choose_donors, phi
 from farm.storage.store import LocalStore
-from farm.core.zoo import load_donor
+from farm.core.zoo_loading import load_donor
 from farm.ops.shard import attack_solvers
 from tests.farm_parts import Worker, free_port, procfile, stop, wait_for
 from tests.test_farm import farm_store_env, redis_broker, redis_port, run_farm  # noqa: F401 (fixtures)

@@ -9,7 +9,8 @@ from farm.exceptions import CheckpointError, HeldOutError
 from farm.core.spec import PoolSpec
 from farm.ops.shard import attack_solvers, perturb, render_shard
 from farm.core.seeds import Seeds
-from farm.core.zoo import HELD_OUT, load_donor, members
+from farm.core.zoo import HELD_OUT, members
+from farm.core.zoo_loading import load_donor
 
 SEEDS = Seeds(b"test-secret-not-for-production")
 

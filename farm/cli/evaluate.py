@@ -71,7 +71,8 @@ def _pool_chains(chains: tuple[str, ...], with_preprocess: bool) -> list[str]:
 
 
 def _evaluate_pool(solver, store, pool, limit, with_zoo, chains, as_json):
-    from farm.core.zoo import load_member, members, zoo_path
+    from farm.core.zoo import members, zoo_path
+    from farm.core.zoo_loading import load_member
     from farm.ops.evaluate import load_pool, pool_accuracy, worst_chain
 
     records, adversarial, clean = load_pool(store, pool, limit)

@@ -102,11 +102,6 @@ def generate(pool, count, scheme, source, settings, margin, ensemble, shard_size
     """
     from farm.core.spec import MASKS, PoolSpec
     from farm.exceptions import SettingError
-    from farm.ops.local_runner import LocalRunner
-    from farm.ops.shard import attack_solvers
-    from farm.ops.submit import farm_runner, job_substitute, submit
-    from farm.storage.config import device, secret
-    from farm.storage.jobs import PINNED
     from farm.storage.layout import check_pool_name
 
     if count is None and source is None:
@@ -122,6 +117,13 @@ def generate(pool, count, scheme, source, settings, margin, ensemble, shard_size
     farm = os.environ.get("FARM_BROKER")
     if no_wait and not farm:
         raise SettingError("--no-wait: needs the farm (set FARM_BROKER); an embedded run generates in this process")
+    # torch and the attacks load only now: a mistyped argument is refused in a second, not after them
+    from farm.ops.local_runner import LocalRunner
+    from farm.ops.shard import attack_solvers
+    from farm.ops.submit import farm_runner, job_substitute, submit
+    from farm.storage.config import device, secret
+    from farm.storage.jobs import PINNED
+
     store = open_store(store_url)
     if farm:  # the farm's queue, found by entry point; its workers load the model, this process names it
         runner = farm_runner()

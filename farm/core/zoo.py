@@ -2,21 +2,18 @@
 
 Donors may serve as substitutes (ensembles) or guide tuning. Held-out solvers never do: they
 stand for the bots we have not seen, so no setting is chosen by looking at them, and the
-loader refuses to hand one out as a substitute.
+loader (farm.core.zoo_loading) refuses to hand one out as a substitute. The catalogue is torch-free.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from farm.core.checkpoint import Solver, load_solver_dir
 from farm.exceptions import CheckpointError, HeldOutError, SettingError
 
-__all__ = ["Member", "ZOO", "member", "members", "load_member", "load_donor", "zoo_path",
-           "card_ensemble"]
+__all__ = ["Member", "ZOO", "member", "members", "zoo_path", "card_ensemble", "DONOR", "HELD_OUT"]
 
 DONOR, HELD_OUT = "donor", "held-out"
 
@@ -68,34 +65,6 @@ def member(name: str) -> Member:
 
 def members(role: str | None = None) -> list[Member]:
     return [m for m in ZOO.values() if role in (None, m.role)]
-
-
-_LOADED: dict[tuple[str, str], Solver] = {}  # (weights sha256, device): workers ask for donors every shard
-
-
-def load_member(name: str, device: str = "cpu") -> Solver:
-    """Load any zoo solver for evaluation (once per weights and device: only the small card is re-read)."""
-    m = member(name)
-    folder = zoo_path() / name
-    if not (folder / "card.json").exists():
-        raise CheckpointError(f"zoo: {name} is not trained here; run `{m.command()}`")
-    try:
-        key = (json.loads((folder / "card.json").read_text())["sha256"], device)
-    except (ValueError, KeyError, TypeError):
-        key = None  # a broken card: load_solver_dir says what is wrong
-    if key in _LOADED:
-        return _LOADED[key]
-    solver = load_solver_dir(folder, device=device)
-    solver.card.setdefault("zoo", {"name": name, "role": m.role})
-    _LOADED[solver.sha256, device] = solver
-    return solver
-
-
-def load_donor(name: str, device: str = "cpu") -> Solver:
-    """Load a zoo solver to use as a substitute: donors only."""
-    if member(name).role != DONOR:
-        raise HeldOutError(f"zoo: {name} is held out; it judges transfer and may never serve as a substitute")
-    return load_member(name, device)
 
 
 def card_ensemble(card: dict) -> list[str]:

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from farm.core.checkpoint import Solver, input_bytes
-from farm.core.zoo import DONOR, load_donor, members
+from farm.core.zoo import DONOR, members
+from farm.core.zoo_loading import load_donor
 
 __all__ = ["phi", "resemblance", "choose_donors"]
 

@@ -22,7 +22,8 @@ from farm.core.checkpoint import Solver
 from farm.core.measures import measure
 from farm.core.seeds import Seeds
 from farm.core.spec import PoolSpec
-from farm.core.zoo import card_ensemble, load_donor
+from farm.core.zoo import card_ensemble
+from farm.core.zoo_loading import load_donor
 from farm.exceptions import PoolError
 from farm.storage.claims import CLAIM_SECONDS, claim_shard, release_claim
 from farm.storage.layout import captcha_id, encode_png, image_key, keys_key, shard_complete
