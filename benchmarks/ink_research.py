@@ -51,6 +51,7 @@ from farm.storage import registry
 SCREEN = ("otsu", "median3>otsu", "otsu>open3", "otsu>close3", "blur1>otsu", "adaptive15", "sauvola15", "thr160",
           "median3>otsu>close3", "jpeg50>otsu", "tv>otsu", "rescale0.5>otsu")
 DEFAULT_PRESET = "recommended"  # today's default: farm.core.presets.PRESETS["recommended"]
+CHANGED = 32  # grey levels: a pixel of the glyph region (glyphs + 2 px, SSIM's) moved this far reads as changed
 MARGIN = 1  # the glyph region (dilated by this) ink avoids and a texture's eps_glyph covers: a pool's default margin
 SEEDS = Seeds(b"ink-research")
 
@@ -83,8 +84,13 @@ def dense_noise(substitute, x, texts, glyphs, steps: int | None = None, seed: in
     return attack(x, texts, torch.from_numpy(allowed).unsqueeze(1), budget=budget)
 
 
+# ink kinds: (placement, optimised); `edge` is ink on the glyphs' edge band, `erase` background-toned marks on them
+INKS = {"ink": ("off", True), "control": ("off", False), "edge": ("edge", True), "edge-control": ("edge", False),
+        "erase": ("erase", True), "erase-control": ("erase", False)}
 KINDS = ("clean", "default", "ink", "control", "ink+noise", "texture", "texture-control", "ink+texture",
-         "control+texture-control")
+         "control+texture-control", "edge", "edge-control", "edge+texture", "edge-control+texture-control",
+         "erase", "erase-control", "erase+texture", "erase-control+texture-control")
+BAND = 2  # px: edge ink may go this far off the glyphs (and on them), and starts there
 
 
 def texture(attackers, x, texts, glyphs, settings: dict, optimise: bool, seed: int):
@@ -109,9 +115,41 @@ def split(settings: dict) -> tuple[dict, dict]:
 def keys(kind: str) -> set[str]:
     """The settings a kind takes: its prototype's declared ones (optimise is the kind's) and the script's own."""
     ink = set(INK.names) - {"optimise"} | {"margin"}
+    if kind.startswith("edge"):
+        ink = ink - {"margin"} | {"band"}
     texture = set(TEXTURE.names) - {"optimise"} | {"eps_glyph"}
     return {"clean": set(), "default": set(), "ink": ink, "control": ink, "ink+noise": ink | {"noise_steps"},
-            "texture": texture, "texture-control": texture}.get(kind, ink | {f"t_{k}" for k in texture})
+            "texture": texture, "texture-control": texture}.get(kind, ink if kind in INKS else
+                                                                 ink | {f"t_{k}" for k in texture})
+
+
+def ink_masks(placement: str, settings: dict, glyphs) -> torch.Tensor:
+    """Where ink may go and, for edge and erasing ink, where it starts: (N, 1 or 2, H, W).
+
+    off: anywhere but the glyph region (glyphs + margin); edge: the glyphs and `band` px around them,
+    starting in the band; erase: the glyphs + margin (1 px by default), starting on the glyphs.
+    Pops the script's own keys (margin, band) from `settings`.
+    """
+    if placement == "off":
+        allowed = ~np.stack([glyph_region(g, int(settings.pop("margin", MARGIN))) for g in glyphs])
+        return torch.from_numpy(allowed).unsqueeze(1)
+    if placement == "edge":
+        allowed = np.stack([glyph_region(g, int(settings.pop("band", BAND))) for g in glyphs])
+        start = allowed & ~glyphs
+    else:
+        allowed = np.stack([glyph_region(g, int(settings.pop("margin", MARGIN))) for g in glyphs])
+        start = glyphs
+    return torch.from_numpy(np.stack([allowed, start], 1))
+
+
+def number(value: str):
+    """A setting's value: an int, a float, else the text itself (chains, tone, search)."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def parse_method(text: str) -> tuple[str, str, dict]:
@@ -125,7 +163,7 @@ def parse_method(text: str) -> tuple[str, str, dict]:
         if key not in keys(kind):
             taken = ", ".join(sorted(keys(kind))) or "none"
             raise SystemExit(f"--method {text}: {kind} takes no {key!r}; it takes {taken}")
-        settings[key] = value if key.endswith("chains") else (float(value) if "." in value else int(value))
+        settings[key] = number(value)
     return text, kind, settings
 
 
@@ -143,14 +181,20 @@ def perturb(kind: str, settings: dict, attackers: list, images, glyphs, texts, s
     else:
         settings, texture_settings = split(settings)
         noise_steps = int(settings.pop("noise_steps", 20))
-        allowed = ~np.stack([glyph_region(g, int(settings.pop("margin", MARGIN))) for g in glyphs])
-        attack = Ink(attackers, optimise=not kind.startswith("control"), seed=seed, batch_size=32, **settings)
-        out = attack(x, texts, torch.from_numpy(allowed).unsqueeze(1))
+        placement, optimise = INKS[kind.partition("+")[0]]
+        if placement != "off":  # a dozen dots by default; erasing ink in the background's tone
+            settings.setdefault("strokes", 0)
+            settings.setdefault("dots", 12)
+        if placement == "erase":
+            settings.setdefault("tone", "background")
+        mask = ink_masks(placement, settings, glyphs)
+        attack = Ink(attackers, optimise=optimise, seed=seed, batch_size=32, **settings)
+        out = attack(x, texts, mask)
         coverage = torch.cat(attack.coverage)[:, 0].numpy()
         if kind == "ink+noise":
             out = dense_noise(attackers[0], out, texts, glyphs, steps=noise_steps, seed=seed)
-        elif kind in ("ink+texture", "control+texture-control"):
-            out = texture(attackers, out, texts, glyphs, texture_settings, kind == "ink+texture", seed)
+        elif kind.endswith("texture") or kind.endswith("texture-control"):
+            out = texture(attackers, out, texts, glyphs, texture_settings, kind.endswith("+texture"), seed)
     seconds = time.perf_counter() - started
     return out[:, 0].mul(255).round().clamp(0, 255).to(torch.uint8).numpy(), coverage, seconds
 
@@ -210,6 +254,8 @@ def main():
             "glyph_covered": None if coverage is None else float(np.mean([(c > 0.5)[g].mean()
                                                                           for c, g in zip(coverage, glyphs)])),
             "ink_area": None if coverage is None else float((coverage > 0.5).mean()),
+            "region_changed": float(np.mean([(np.abs(a.astype(int) - c) > CHANGED)[glyph_region(g, 2)].mean()
+                                             for c, a, g in zip(images, adversarial, glyphs)])),
         }
         print_method(label, results[label], judges, chains, results.get("clean"))
         if args.json:
@@ -241,7 +287,8 @@ def print_method(label, result, judges, chains, clean) -> None:
         print(f"\n== {label}: clean")
     else:
         print(f"\n== {label}: glyph SSIM {result['ssim_glyph']:.3f}, glyph covered {share(result['glyph_covered'])}, "
-              f"ink area {share(result['ink_area'])}, {result['seconds']:.1f} s ({result['rate']:.2f} captchas/s)")
+              f"ink area {share(result['ink_area'])}, region changed {share(result['region_changed'])}, "
+              f"{result['seconds']:.1f} s ({result['rate']:.2f} captchas/s)")
     width = max(len(c.name) for c in chains) + 2
     print(f"{'chain':{width}s}" + "".join(f"{name[:13]:>14s}" for name in judges))
     print(f"{'':{width}s}" + "".join(f"{judges[name][0][:13]:>14s}" for name in judges))
@@ -268,7 +315,7 @@ def print_summary(results: dict, judges: dict) -> None:
         donors = max(worst(result["accuracy"][n])[1] for n, (r, _) in judges.items() if r != "held-out")
         cost = f", cost {default_rate / result['rate']:.2f}x default" if default_rate and result["rate"] else ""
         print(f"{label}: worst donor {donors:.1%}, worst held-out {held:.1%}, SSIM {result['ssim_glyph']:.3f}"
-              f", glyph covered {share(result['glyph_covered'])}"
+              f", glyph covered {share(result['glyph_covered'])}, region changed {share(result['region_changed'])}"
               f"{cost}\n   " + "  ".join(cells))
 
 
