@@ -23,6 +23,8 @@ Edge and erasing ink are Ink with another mask, start region and tone (ink_resea
 in that band, so after a threshold it joins the glyph (bridges, serifs, filled gaps) and no
 threshold or 3x3 opening can part them; erasing ink (tone `background`: each pixel's local
 background) may go on the glyphs only and starts on them, cutting gaps into the strokes.
+`search=greedy` places dots instead where a disc of ink raises the loss most to first order, a
+few per round over the whole start region: Adam only slides a random dot a few pixels.
 
 Shape: images (B, 1, H, W) float in [0, 1]; mask (B, 1, H, W): 1 where ink may go, or (B, 2, H, W)
 whose second channel is where random starts are drawn (anywhere when absent).
