@@ -129,7 +129,7 @@ def solvers() -> dict:
 def dense_noise(substitute, x, texts, glyphs, steps: int | None = None, seed: int = 0):
     """Today's default, built as farm.ops.shard.perturb builds a pool's attack: the recommended preset's
     spec (momentum + DI 0.7 + TI 2.0, every step spent, 32/255 off the glyphs, 8/255 on them), its
-    settings through make_attack, its mask and glyph budget. `steps` replaces the preset's (ink+noise)."""
+    settings through make_attack, its mask and glyph budget. `steps` replaces the preset's (kinds +noise)."""
     spec = PoolSpec.from_preset(DEFAULT_PRESET, count=len(x), scheme="classic",
                                 **({} if steps is None else {"steps": steps})).validate()
     attack = make_attack(spec.method, [substitute], **spec.attack_settings(), seed=seed)
@@ -144,7 +144,8 @@ INKS = {"ink": ("off", True), "control": ("off", False), "edge": ("edge", True),
         "erase": ("erase", True), "erase-control": ("erase", False)}
 KINDS = ("clean", "default", "ink", "control", "ink+noise", "texture", "texture-control", "ink+texture",
          "control+texture-control", "edge", "edge-control", "edge+texture", "edge-control+texture-control",
-         "erase", "erase-control", "erase+texture", "erase-control+texture-control")
+         "erase", "erase-control", "erase+texture", "erase-control+texture-control", "edge+noise",
+         "edge-control+noise")
 BAND = 2  # px: edge ink may go this far off the glyphs (and on them), and starts there
 
 
@@ -173,7 +174,9 @@ def keys(kind: str) -> set[str]:
     if kind.startswith("edge"):
         ink = ink - {"margin"} | {"band"}
     texture = set(TEXTURE.names) - {"optimise"} | {"eps_glyph"}
-    return {"clean": set(), "default": set(), "ink": ink, "control": ink, "ink+noise": ink | {"noise_steps"},
+    if kind.endswith("+noise"):  # ink, then the default's dense noise (its preset, `noise_steps` steps)
+        return ink | {"noise_steps"}
+    return {"clean": set(), "default": set(), "ink": ink, "control": ink,
             "texture": texture, "texture-control": texture}.get(kind, ink if kind in INKS else
                                                                  ink | {f"t_{k}" for k in texture})
 
@@ -246,7 +249,7 @@ def perturb(kind: str, settings: dict, attackers: list, images, glyphs, texts, s
         attack = Ink(attackers, optimise=optimise, seed=seed, batch_size=32, **settings)
         out = attack(x, texts, mask)
         coverage = torch.cat(attack.coverage)[:, 0].numpy()
-        if kind == "ink+noise":
+        if kind.endswith("+noise"):
             out = dense_noise(attackers[0], out, texts, glyphs, steps=noise_steps, seed=seed)
         elif kind.endswith("texture") or kind.endswith("texture-control"):
             out = texture(attackers, out, texts, glyphs, texture_settings, kind.endswith("+texture"), seed)
