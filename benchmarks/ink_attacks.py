@@ -18,7 +18,16 @@ through thresholds), while a penalty keeps ink off the glyph region the mask for
 `optimise=False` is the control: the same strokes from the same random start, moved by the
 glyph penalty alone, so any gain of the optimised ones comes from where the ink is.
 
-Shape: images (B, 1, H, W) float in [0, 1]; mask (B, 1, H, W): 1 where ink may go.
+Edge and erasing ink are Ink with another mask, start region and tone (ink_research's kinds
+`edge` and `erase`): edge ink may go on the glyphs and a band of 1-3 px around them and starts
+in that band, so after a threshold it joins the glyph (bridges, serifs, filled gaps) and no
+threshold or 3x3 opening can part them; erasing ink (tone `background`: each pixel's local
+background) may go on the glyphs only and starts on them, cutting gaps into the strokes.
+`search=greedy` places dots instead where a disc of ink raises the loss most to first order, a
+few per round over the whole start region: Adam only slides a random dot a few pixels.
+
+Shape: images (B, 1, H, W) float in [0, 1]; mask (B, 1, H, W): 1 where ink may go, or (B, 2, H, W)
+whose second channel is where random starts are drawn (anywhere when absent).
 """
 
 from __future__ import annotations
@@ -31,11 +40,11 @@ import torch.nn.functional as F
 from farm.core.attacks.base import Attack
 from farm.core.attacks.momentum import Momentum
 from farm.core.attacks.settings import ITERATIVE, MOMENTUM, Declaration, Setting
-from farm.core.preprocess import Chain, parse_chain
+from farm.core.preprocess import Chain, blur, parse_chain
 from farm.exceptions import SettingError
 
-__all__ = ["EOT_CHAINS", "INK", "TEXTURE", "Ink", "Texture", "bezier", "disc_kernel", "eot_chains", "ink_coverage",
-           "splat"]
+__all__ = ["EOT_CHAINS", "INK", "SEARCHES", "TEXTURE", "TONES", "Ink", "Texture", "bezier", "disc_kernel", "eot_chains",
+           "ink_coverage", "splat"]
 
 # The clean-ups averaged over while placing ink: the image as served, the thresholds, and the
 # chains that denoise or tidy around a threshold (the worst ones of benchmarks/cleanup.py).
@@ -132,10 +141,26 @@ def _chains(chains, settings) -> None:
     eot_chains(chains)
 
 
+def _tone(tone, settings) -> None:
+    if tone not in TONES:
+        raise SettingError(f"tone: one of {', '.join(TONES)} (got {tone!r})")
+
+
+def _search(search, settings) -> None:
+    if search not in SEARCHES:
+        raise SettingError(f"search: one of {', '.join(SEARCHES)} (got {search!r})")
+    if search == "greedy" and settings["strokes"]:
+        raise SettingError(f"search: greedy places dots only; set strokes=0 (got {settings['strokes']})")
+
+
 def _quantile(q, settings) -> None:
     if not 0 <= q <= 1:
         raise SettingError(f"tone_quantile: a quantile, must be in [0, 1] (got {q})")
 
+
+TONES = ("dark", "background")
+SEARCHES = ("adam", "greedy")
+BACKGROUND_SIGMA = 3.0  # px: wider than a stroke (4-5 px on classic), so every glyph pixel has background within reach
 
 CHAINS_SETTING = Setting("chains", EOT_CHAINS, str, "Clean-up chains joined by '|', one sampled per gradient "
                                                     "(expectation over transformation).", _chains)
@@ -156,6 +181,13 @@ INK = Declaration((
     OPTIMISE_SETTING,
     Setting("tone_quantile", 0.02, float, "The ink's grey: this quantile of the clean captcha (its darkest glyph "
                                           "pixels).", _quantile),
+    Setting("tone", "dark", str, "dark: the tone_quantile grey; background: each pixel's local background "
+                                 "(a Gaussian mean of the pixels the mask forbids): erasing ink.", _tone),
+    Setting("search", "adam", str, "adam: move random dots and strokes by gradient; greedy: put each dot where "
+                                   "the gradient says a disc of ink raises the loss most, in `rounds` rounds "
+                                   "(dots only, inside the start region).", _search),
+    Setting("rounds", 4, int, "Greedy rounds; the steps are shared among them (chain samples per round).",
+            _at_least(1, "rounds")),
     ITERATIVE["diversity"],
 ))
 # momentum's settings, every step spent by default, and the chains each step reads the captcha through
@@ -166,7 +198,8 @@ class Ink(Attack):
     """Strokes placed by gradient through the substitutes and the clean-up chains.
 
     Settings: INK (strokes 6, dots 0, width 3.5, length 24, steps 20, alpha 1.0 px, softness 0.5,
-    glyph_penalty 4.0, chains EOT_CHAINS, samples 1, optimise True, tone_quantile 0.02, diversity 0).
+    glyph_penalty 4.0, chains EOT_CHAINS, samples 1, optimise True, tone_quantile 0.02, tone dark,
+    search adam, rounds 4, diversity 0).
     optimise False is the random-placement control. The rest (solvers, batch_size, seed) as Attack.
     Ink has no budget: the loop's eps, norm, smoothing and start are not used.
     """
@@ -186,15 +219,36 @@ class Ink(Attack):
         self.coverage = []
         return super().__call__(images, labels, mask, targets, budget)
 
-    def initial_points(self, x0: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random strokes (a start anywhere, the two other points within `length` of it: (B, K, 3, 2))
-        and random dots ((B, D, 2))."""
+    def initial_points(self, x0: torch.Tensor, generator: torch.Generator,
+                       region: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random strokes (a start anywhere or in `region`, the two other points within `length` of it:
+        (B, K, 3, 2)) and random dots ((B, D, 2)), anywhere or in `region` (B, 1, H, W)."""
         b, h, w = len(x0), x0.shape[-2], x0.shape[-1]
         size = torch.tensor([w, h], dtype=torch.float32)
-        start = torch.rand(b, self.strokes, 1, 2, generator=generator) * size
+
+        def positions(count: int) -> torch.Tensor:  # (B, count, 2)
+            if region is None or count == 0:
+                return torch.rand(b, count, 2, generator=generator) * size
+            weights = region.flatten(1).cpu().float()
+            weights = weights + (weights.sum(1, keepdim=True) == 0).float()  # an empty region: anywhere
+            index = torch.multinomial(weights, count, replacement=True, generator=generator)
+            pixel = torch.stack([index % w, index // w], -1).float()
+            return pixel + torch.rand(b, count, 2, generator=generator)  # anywhere inside the pixel
+
+        start = positions(self.strokes).unsqueeze(2)
         offsets = (torch.rand(b, self.strokes, 2, 2, generator=generator) * 2 - 1) * self.length
-        dots = torch.rand(b, self.dots, 2, generator=generator) * size
+        dots = positions(self.dots)
         return torch.cat([start, start + offsets], 2).to(self.device), dots.to(self.device)
+
+    def ink_tone(self, x0: torch.Tensor, forbidden: torch.Tensor) -> torch.Tensor:
+        """The ink's grey: (B, 1, 1, 1) for `dark`, (B, 1, H, W) for `background`."""
+        if self.tone == "dark":
+            return x0.flatten(1).quantile(self.tone_quantile, dim=1).view(-1, 1, 1, 1)
+        # normalised convolution: the background's mean near each pixel, glyph pixels left out
+        weight = blur(forbidden, BACKGROUND_SIGMA)
+        local = blur(x0 * forbidden, BACKGROUND_SIGMA) / weight.clamp_min(1e-6)
+        fallback = x0.flatten(1).median(dim=1).values.view(-1, 1, 1, 1)
+        return torch.where(weight > 1e-3, local, fallback)
 
     def render(self, x0: torch.Tensor, points: torch.Tensor, dots: torch.Tensor,
                tone: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,12 +259,19 @@ class Ink(Attack):
         for solver in self.solvers:
             solver.model.eval()
         x0 = images.to(self.device, torch.float32)
-        forbidden = 1 - mask.to(self.device, torch.float32)
-        tone = x0.flatten(1).quantile(self.tone_quantile, dim=1).view(-1, 1, 1, 1)
+        mask = mask.to(self.device, torch.float32)
+        forbidden = 1 - mask[:, :1]
+        tone = self.ink_tone(x0, forbidden)
         goal = [self.charset.encode(self.charset.normalize(t)) for t in (targets or labels)]
         h, w = x0.shape[-2:]
         limit = torch.tensor([w, h], device=self.device, dtype=torch.float32)
-        points, dots = self.initial_points(x0, generator)
+        region = mask[:, 1:2] if mask.shape[1] > 1 else None
+        if self.optimise and self.search == "greedy":
+            x, ink = self.greedy(x0, tone, mask[:, :1] if region is None else region, goal, targets is not None,
+                                 generator)
+            self.coverage.append(ink.cpu())
+            return x.clamp(0, 1)
+        points, dots = self.initial_points(x0, generator, region)
         points.requires_grad_(True)
         dots.requires_grad_(True)
         optimiser = torch.optim.Adam([points, dots], lr=self.alpha)
@@ -233,6 +294,44 @@ class Ink(Attack):
             x, ink = self.render(x0, points, dots, tone)
         self.coverage.append(ink.cpu())
         return x.clamp(0, 1)
+
+
+    def greedy(self, x0, tone, region, goal, targeted: bool, generator):
+        """Dots put, a few per round, where a disc of ink raises the loss most to first order.
+
+        A disc at c changes the captcha by disc(p - c) (tone - x)(p); its gain is that change against
+        the loss's gradient (averaged over the chain samples of the round), summed over the disc: one
+        correlation of grad * (tone - x) with the disc, read at every allowed centre at once. Centres
+        are taken best first, none within a dot's width of one taken (their discs would mostly overlap).
+        """
+        b, (h, w) = len(x0), x0.shape[-2:]
+        kernel = disc_kernel(self.width, self.softness).to(self.device)
+        no_strokes = torch.zeros(b, 0, 3, 2, device=self.device)
+        dots = torch.zeros(b, 0, 2, device=self.device)
+        rounds = min(self.rounds, self.dots)
+        samples = max(1, self.steps // rounds)
+        cols = torch.arange(w, device=self.device).view(1, 1, w)
+        rows = torch.arange(h, device=self.device).view(1, h, 1)
+        for r in range(rounds):
+            x = (self.render(x0, no_strokes, dots, tone)[0] if r else x0).detach().requires_grad_(True)
+            grad = torch.zeros_like(x)
+            for _ in range(samples):
+                chain = self.eot[int(torch.randint(len(self.eot), (1,), generator=generator))]
+                loss, _ = self._loss(chain(self.transform(x, generator)), goal, generator)
+                grad += torch.autograd.grad((-loss if targeted else loss).sum(), x)[0] / samples
+            with torch.no_grad():
+                score = F.conv2d(grad * (tone - x), kernel, padding=kernel.shape[-1] // 2)[:, 0]  # (B, H, W)
+                score = score.masked_fill(region[:, 0] <= 0, float("-inf"))
+                picked = []
+                for _ in range(self.dots * (r + 1) // rounds - self.dots * r // rounds):
+                    best = score.flatten(1).argmax(1)  # (B,)
+                    y, x_ = (best // w).view(b, 1, 1), (best % w).view(b, 1, 1)
+                    picked.append(torch.stack([x_.view(b), y.view(b)], -1).float() + 0.5)
+                    near = ((cols - x_) ** 2 + (rows - y) ** 2) < self.width ** 2
+                    score = score.masked_fill(near, float("-inf"))
+                dots = torch.cat([dots, torch.stack(picked, 1)], 1)
+        with torch.no_grad():
+            return self.render(x0, no_strokes, dots, tone)
 
 
 class Texture(Momentum):
