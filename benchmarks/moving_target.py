@@ -35,7 +35,7 @@ Measured (attackers: the bundled substitute alone; tests of 250 fresh captchas p
 
   nice -n 10 python -m benchmarks.moving_target --adapt 3000 --test 250 --bots crnn-aug --train recommended,warp
   nice -n 10 python -m benchmarks.moving_target --adapt 3000 --test 250 --bots transformer-a --train recommended,warp
-  nice -n 10 python -m benchmarks.moving_target --adapt 3000 --test 250 --bots crnn-aug --train recommended+warp
+  nice -n 10 python -m benchmarks.moving_target --adapt 3000 --test 250 --bots crnn-aug --train recommended+warp  (and transformer-a)
 
 as served     adapted on    clean  recommended  paper  sharp  texture   ink   warp
 crnn-aug      none          90.8%     0.0%      88.4%   0.8%    0.0%   35.6%  24.4%
@@ -69,7 +69,8 @@ another family meets the adapted bot where the unadapted bot was: the warp, alon
 is this family's own transfer and already near the issue's 25%. The ceiling of a moving target is
 therefore each family's transfer to a bot that never saw it, and it holds only while families keep
 being new: a bot that kept the labels of both generations reads both (71-73% of the default, 61-70% of
-the warp). Costs at one (shared) core: paper 22.5 captchas/s, recommended 5.6, warp 3.0, sharp 2.6, texture 2.0, ink 1.8; an
+the warp). Costs at one (shared) core: paper 22.5 captchas/s, recommended 5.6, warp 3.0, sharp 2.6,
+texture 2.0, ink 1.8; an
 adaptation of 600 steps on 3,000 took 8-30 minutes of wall time on the loaded machine (0.7-0.9 s of
 CPU per step). The warp's glyph SSIM (0.557) is not a usability measure: it compares moved glyphs
 pixel by pixel; its contact sheet (--sheet) shows captchas a person reads as before (eyeballed only).
