@@ -35,7 +35,8 @@ Measured (attackers: the bundled substitute alone; tests of 250 fresh captchas p
 
   nice -n 10 python -m benchmarks.moving_target --adapt 3000 --test 250 --bots crnn-aug --train recommended,warp
   nice -n 10 python -m benchmarks.moving_target --adapt 3000 --test 250 --bots transformer-a --train recommended,warp
-  nice -n 10 python -m benchmarks.moving_target --adapt 3000 --test 250 --bots crnn-aug --train recommended+warp  (and transformer-a)
+  nice -n 10 python -m benchmarks.moving_target --adapt 3000 --test 250 --bots crnn-aug \
+      --train recommended+warp  # and transformer-a
 
 as served     adapted on    clean  recommended  paper  sharp  texture   ink   warp
 crnn-aug      none          90.8%     0.0%      88.4%   0.8%    0.0%   35.6%  24.4%
