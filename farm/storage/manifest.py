@@ -109,7 +109,9 @@ def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver, 
     pool's: None for a model outside the registry.
     """
     charset = spec_charset(spec, store).to_dict()
-    number = substitute.card.get("generation")  # a card from before generations: read from the lineage
+    # a loaded Solver carries its card; a job's Substitute (version, sha256) and a card from before
+    # generations read it from the registry
+    number = (getattr(substitute, "card", None) or {}).get("generation")
     named_substitute = {"version": substitute.version, "sha256": substitute.sha256,
                         "generation": number if registry.is_generation(number)
                         else registry.generation(store, substitute.version)}
