@@ -103,7 +103,8 @@ from farm.core.measures import measure
 from farm.core.preprocess import parse_chains
 from farm.core.schemes import get_scheme
 from farm.core.spec import PoolSpec
-from farm.core.zoo import DONOR, ZOO, load_donor, load_member
+from farm.core.zoo import DONOR, ZOO
+from farm.core.zoo_loading import load_donor, load_member
 from farm.ops.finetune import fit
 from farm.storage import registry
 
