@@ -18,12 +18,13 @@ def checkpoint():
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(store_url, as_json):
-    """Published versions, oldest first: generation, lineage (<- parent <- its parent ...), * on CURRENT.
+    """Published versions, oldest first: generation, family, lineage (<- parent <- its parent ...), * on CURRENT.
 
     A status marks versions held back from CURRENT. unpromoted: stored without becoming CURRENT (a
     fine-tune that lost the race for it, --no-promote, --no-current) and not promoted since;
     refused: kept by a fine-tune the guard refused.
     """
+    from farm.core.families import card_family
     from farm.exceptions import CheckpointError, FarmError
     from farm.storage import registry
 
@@ -49,6 +50,7 @@ def list_(store_url, as_json):
     for r in rows:
         if "error" not in r:
             r.update(status=_status(r, promoted), generation=registry.generation(store, r["version"], cards),
+                     family=card_family(cards[r["version"]]),
                      lineage=registry.lineage(cards, r["version"])[1:])
     if as_json:
         json_out(rows)
@@ -63,7 +65,7 @@ def list_(store_url, as_json):
         acc = ", ".join(f"{k} {v:.1%}" for k, v in (r["accuracy"] or {}).items())
         line = " <- ".join(["", *r["lineage"]])
         click.echo(f"{mark} {r['version']:6s} gen {r['generation'] or '?'!s:3s} {r['status'] or '':10s} "
-                   f"{r['sha256'][:12]}  {r['published']}  {acc} {line}".rstrip())
+                   f"{r['sha256'][:12]}  {r['published']}  {r['family']:8s}  {acc} {line}".rstrip())
     if any(r.get("status") for r in rows):
         click.echo("(`farm checkpoint show VERSION` says why a version is unpromoted or refused; "
                    "`farm checkpoint promote VERSION` promotes it, --force for a refused one)")

@@ -55,7 +55,9 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
     kept unpromoted, marked refused). When another version became CURRENT during the run, the
     result is kept as an unpromoted version, never thrown away.
     The answers also show which captchas the attacker solved: the zoo donor that fails on the
-    same ones joins every pool made with the new version (--donors).
+    same ones joins every pool made with the new version (--donors). And which perturbation family
+    it reads: once it reads 25% or more of the current family, the new version's pools are of
+    another (one it never answered, else the one it read least), even if no weights moved.
     """
     from farm.exceptions import FinetuneRefused, SettingError
     from farm.ops.finetune import FinetuneConfig, finetune as run, resolve_batches
@@ -98,7 +100,18 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
     if result["donors_kept"]:
         click.echo(f"pools of the new version {verb} aimed at {', '.join(result['donors_kept'])}, as {result['base']}'s "
                    f"are")
+    click.echo(_family_line(result["family"], result["published"]))
     click.echo(_fate(result))
+
+
+def _family_line(move: dict, published: bool) -> str:
+    """The farm's move: the family of the new version's pools, and the share of each family the bot read."""
+    read = ", ".join(f"{name} {share:.1%}" for name, share in move["read"].items()) or "no pool of a family"
+    evidence = f"the bot read {read} ({move['answers']} answers; learned at {move['learned']:.0%})"
+    if move["name"] == move["from"]:
+        return f"family stays {move['name']}: {evidence}"
+    verb = "are" if published else "would be"
+    return f"pools of the new version {verb} of family {move['name']}, not {move['from']}: {evidence}"
 
 
 def _fate(result: dict) -> str:

@@ -16,6 +16,7 @@ from click.core import ParameterSource
 from farm.cli.common import Fraction, checkpoint_option, json_out, open_store, store_option, substitute, \
     version_option
 from farm.core.attacks.settings import DECLARED, METHOD_NAMES, SETTINGS, Setting, listed, takers
+from farm.core.families import FAMILIES
 from farm.core.presets import DEFAULT_PRESET, PRESETS, describe, preset_value, shown
 
 
@@ -53,10 +54,14 @@ def preset_options(command):
         return command(*args, settings=settings, **kwargs)
 
     options = [
-        click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
+        click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
+                     show_default=f"the generation's family's: {', '.join(f'{p} for {f}' for f, p in FAMILIES.items())}"
+                                  f"; {DEFAULT_PRESET} with --method",
                      help="Named setting the options below default to: "
                           + "; ".join(f"{name} ({describe(name)})" for name in PRESETS)
-                          + ". Options given override it; another --method than the preset's takes its own defaults."),
+                          + ". Options given override it; another --method than the preset's takes its own defaults. "
+                            "Left out, the preset of the family of the substitute's generation (`farm checkpoint "
+                            "list`), which the farm's move (`farm finetune`) chooses."),
         click.option("--method", type=click.Choice(METHOD_NAMES), default=preset_value(DEFAULT_PRESET, "method"),
                      show_default=True, help="none (clean control), direct, iterative, momentum or robust."),
         *(_setting_option(setting) for setting in SETTINGS.values()),
@@ -100,6 +105,7 @@ def generate(pool, count, scheme, source, settings, margin, ensemble, shard_size
     FARM_BROKER set the farm's workers generate it: with the version named by --version or
     --checkpoint (published), kept to by every shard, else with CURRENT as each shard starts.
     """
+    from farm.core.families import base_preset
     from farm.core.spec import MASKS, PoolSpec
     from farm.exceptions import SettingError
     from farm.storage.layout import check_pool_name
@@ -108,7 +114,10 @@ def generate(pool, count, scheme, source, settings, margin, ensemble, shard_size
         raise SettingError("--count: how many captchas the pool holds (only --source pools default to the whole "
                            "folder)")
     check_pool_name(pool)
-    spec = PoolSpec.from_preset(settings.pop("preset"), count=1 if count is None else count, scheme=scheme,
+    preset = settings.pop("preset")
+    if preset is None and "method" not in settings:  # the preset of the generation's family (one card read)
+        preset = base_preset(_family(store_url, checkpoint, version), None, settings)
+    spec = PoolSpec.from_preset(preset or DEFAULT_PRESET, count=1 if count is None else count, scheme=scheme,
                                 margin=margin, seed=seed, shard_size=shard_size, ensemble=tuple(ensemble), **settings)
     if source is not None and spec.mask not in MASKS:
         raise SettingError("--mask: a --source pool takes full, background, glyph or strokes; give glyph masks as "
@@ -150,6 +159,17 @@ def generate(pool, count, scheme, source, settings, margin, ensemble, shard_size
         click.echo(f"substitute {summary['substitute']}{donors} reads {summary['substitute_accuracy_clean']:.1%} "
                    f"clean -> {summary['substitute_accuracy_adversarial']:.1%} adversarial; "
                    f"mean SSIM {summary['mean_ssim']:.3f}, mean L-inf {summary['mean_linf'] * 255:.1f}/255")
+
+
+def _family(store_url, checkpoint: Path | None, version: str | None) -> str:
+    """The family of the substitute a pool is made with: a checkpoint folder's card, a version's, or CURRENT's."""
+    from farm.core.checkpoint import read_solver_dir
+    from farm.core.families import card_family
+    from farm.storage import registry
+
+    if checkpoint is not None:
+        return card_family(read_solver_dir(checkpoint)[1])
+    return registry.family(open_store(store_url), version)
 
 
 def _source_spec(spec, source: Path, count: int | None, store, solver):

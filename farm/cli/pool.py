@@ -33,7 +33,8 @@ def list_(store_url, as_json):
         click.echo("no pools yet; make one with `farm generate --pool NAME --count N`")
     for r in rows:
         click.echo(f"{r['pool']:20s} {r['complete']:>7d}/{r['count']:<7d} {r['status']:10s} {r['scheme']:8s} "
-                   f"{r['method']:9s} {_budget(r)}  substitute {r['substitute']} (gen {r['generation'] or '?'})"
+                   f"{r['method']:9s} {_budget(r)}  {r['family'] or 'clean':8s}  substitute {r['substitute']} "
+                   f"(gen {r['generation'] or '?'})"
                    + ("" if r["derivation"] == KEYED else "  UNKEYED: anyone can render it again; replace it"))
 
 
@@ -55,7 +56,7 @@ def stats(name, store_url, as_json):
         json_out(s)
         return
     click.echo(f"pool {name}: {s['complete']}/{s['count']} captchas, {s['shards_complete']}/{s['shards']} shards, "
-               f"{s['status']}")
+               f"{s['status']}, family {s['family'] or 'none (clean)'}")
     if s["complete"]:
         click.echo(f"substitute {', '.join(s['substitutes'])} (gen {s['generation'] or '?'}) reads "
                    f"{s['substitute_accuracy_clean']:.1%} clean -> "

@@ -12,7 +12,9 @@ marked refused). A long run never throws its result away: a base that is not CUR
 before training (unless the result is to stay unpromoted), and a run that loses the race for
 CURRENT at the end keeps its result as an unpromoted version. The new card also names
 the zoo donors that fail where the attackers failed (farm.ops.resemblance): pools of the new version
-are aimed at them too.
+are aimed at them too. And it makes the farm's move (farm.ops.move): once the bot reads a family of
+perturbation, the new version's pools are of another; a new family publishes a version even when
+no weights moved and no donor was named (the base's weights, the new family in the card).
 """
 
 from __future__ import annotations
@@ -41,12 +43,14 @@ from farm.core.charset import Charset
 from farm.storage.folder import read_folder
 from farm.core.charset import MAX_ANSWER_CHARS
 from farm.storage.layout import check_pool_name, decode_png, image_key
+from farm.ops.move import choose_family
 from farm.ops.resemblance import choose_donors
 from farm.storage.store import Store
+from farm.core.families import card_family
 from farm.core.zoo import card_ensemble
 from farm.core.spec import PoolSpec
 from farm.storage.manifest import read_manifest
-from farm.storage.pools import read_keys
+from farm.storage.pools import pool_family, read_keys
 
 __all__ = ["FinetuneConfig", "Queries", "load_queries", "agreement", "finetune",
            "folder_queries", "check_base"]
@@ -74,6 +78,7 @@ class Queries:
     truths: list[str | None] = field(default_factory=list)  # an answered captcha's true text; None: no pool row
     aims: list[frozenset] = field(default_factory=list)  # the zoo donors an answered captcha was perturbed against
     pools: list[str] = field(default_factory=list)  # the pools answered (at least one usable record each)
+    families: list[str | None] = field(default_factory=list)  # an answered captcha's pool's family; None: no pool row
 
     @property
     def learnable(self) -> torch.Tensor:
@@ -103,7 +108,7 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
     """Resolve answer batches to (image, answer) pairs; records that cannot serve are counted by reason."""
     skipped: Counter = Counter()
     seen, images, answers, held, solved, schemes, truths = set(), [], [], [], [], {}, {}
-    pictures, true_texts, aims, pool_aims = [], [], [], {}
+    pictures, true_texts, aims, pool_aims, pool_families, families = [], [], [], {}, {}, []
     for key in batch_keys:
         try:
             records = read_batch(store, key)
@@ -142,10 +147,12 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
                 continue
             if record["pool"] not in schemes:
                 try:
-                    spec = PoolSpec.from_dict(read_manifest(store, record["pool"])["spec"])
+                    manifest = read_manifest(store, record["pool"])
+                    spec = PoolSpec.from_dict(manifest["spec"])
                 except FarmError:
-                    spec = None
+                    manifest, spec = None, None
                 schemes[record["pool"]] = spec.scheme if spec else None
+                pool_families[record["pool"]] = pool_family(manifest) if manifest else None
                 keys = read_keys(store, record["pool"])
                 truths[record["pool"]] = {k["id"]: solver.charset.normalize(k["answer"]) for k in keys}
                 pool_aims[record["pool"]] = _aims(store, spec, keys)
@@ -156,6 +163,7 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
             answers.append(answer)
             held.append(_held_out(record, config.holdout, config.seed))
             true_texts.append(truths[record["pool"]].get(record["captcha_id"]))
+            families.append(pool_families[record["pool"]] if true_texts[-1] is not None else None)
             solved.append(answer is not None and true_texts[-1] == answer)
             pictures.append(image)
             aims.append(pool_aims[record["pool"]].get(record["captcha_id"], frozenset()))
@@ -169,7 +177,7 @@ def load_queries(store: Store, batch_keys: list[str], solver: Solver, config: Fi
         holdout[labels[:: max(2, round(1 / config.holdout))]] = True
     return Queries(torch.cat(images), answers, holdout, torch.tensor(solved),
                    sorted({s for s in schemes.values() if s}), dict(skipped), pictures, true_texts, aims,
-                   sorted(schemes))
+                   sorted(schemes), families)
 
 
 def _aims(store: Store, spec, keys: list[dict]) -> dict[str, frozenset]:
@@ -194,7 +202,7 @@ def folder_queries(folder: str | Path, solver: Solver, config: FinetuneConfig) -
     held = torch.from_numpy(data.held_out(config.holdout))
     none = [None] * len(data.texts)  # no attacker: nothing to resemble
     return Queries(input_bytes(solver, data.images), data.texts, held, torch.zeros_like(held), [], {}, none, none,
-                   [frozenset()] * len(data.texts))
+                   [frozenset()] * len(data.texts), [], none)
 
 
 def merge(first: Queries, second: Queries) -> Queries:
@@ -203,7 +211,7 @@ def merge(first: Queries, second: Queries) -> Queries:
                    sorted(set(first.schemes) | set(second.schemes)),
                    {k: first.skipped.get(k, 0) + second.skipped.get(k, 0) for k in {**first.skipped, **second.skipped}},
                    first.pictures + second.pictures, first.truths + second.truths, first.aims + second.aims,
-                   sorted(set(first.pools) | set(second.pools)))
+                   sorted(set(first.pools) | set(second.pools)), first.families + second.families)
 
 
 def agreement(solver: Solver, images: torch.Tensor, answers: list[str]) -> float:
@@ -352,12 +360,14 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     # what the next generation learned from: the card's hardened_on (its training block keeps only how)
     hardened_on = {"answers": list(batch_keys), "data": None if data is None else Path(data).name,
                    "pools": queries.pools}
+    # the farm's move: the next generation's family, from the share of each family the bot read
+    move = choose_family(card_family(base_solver.card), queries.families, queries.solved.tolist())
     result = {"base": parent, "version": None, "published": False, "promoted": False, "reason": None,
               "best_step": best_step, "steps_run": history[-1]["step"] if history else 0,
               "queries": {"train": len(train_answers), "holdout": len(held_answers),
                           "holdout_mistakes": len(held_mistakes[1]), "skipped": queries.skipped,
                           "solved_left_out": int((~queries.holdout & queries.learnable).sum()) - len(train_answers)},
-              "hardened_on": hardened_on, "target_schemes": targets, "before": before, "after": after,
+              "hardened_on": hardened_on, "family": move, "target_schemes": targets, "before": before, "after": after,
               "clean_drop": drops,
               "ensemble": ensemble, "donors_named": named, "donors_kept": kept, "resemblance": resembles,
               # no step agreed better, yet the answers named donors: the base's weights publish with them
@@ -365,7 +375,9 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
               "tolerance": config.tolerance, "guard_floor": solver.card["guard_floor"], "history": history,
               "seconds": round(time.perf_counter() - started, 1)}
     worst = max(drops, key=drops.get, default=None)
-    if best_step == 0 and not named:  # nothing learned: nothing worth keeping
+    # nothing learned and the family stays: nothing worth keeping. A new family is worth a version even with the
+    # base's weights and donors: it is what the next pools are made of
+    if best_step == 0 and not named and move["name"] == move["from"]:
         closest = _closest_miss(history, before["agreement"], result["guard_floor"])
         donors = ", and no zoo donor fails where the attacker failed more than the substitute" if config.donors else ""
         raise FinetuneRefused(
@@ -397,7 +409,7 @@ def _card(model, weights: bytes, base_solver: Solver, parent: str, config: Finet
     before, after = result["before"], result["after"]
     return build_card(model, base_solver.charset, weights,
                       schemes=base_solver.card.get("schemes"), ensemble=result["ensemble"],
-                      hardened_on=result["hardened_on"],
+                      hardened_on=result["hardened_on"], family=result["family"],
                       training={"finetune": {"config": asdict(config), "queries": result["queries"],
                                              "best_step": result["best_step"], "seconds": result["seconds"]},
                                 "command": command or f"farm finetune --base {parent}",

@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from farm.core.checkpoint import Solver
+from farm.core.families import method_family
 from farm.core.seeds import KEYED, derivation
 from farm.core.spec import PoolSpec
 from farm.exceptions import ConflictError, PoolError
@@ -106,7 +107,8 @@ def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver, 
     shard, kept from earlier writers for the others. `seeded`: how a new pool's captchas are
     seeded (farm.core.seeds); a stored pool keeps its derivation. The substitute's generation
     (its card's, or for a card from before generations farm.storage.registry.generation) is the
-    pool's: None for a model outside the registry.
+    pool's: None for a model outside the registry. The pool's perturbation family is its method's
+    (farm.core.families; None for clean captchas).
     """
     charset = spec_charset(spec, store).to_dict()
     # a loaded Solver carries its card; a job's Substitute (version, sha256) and a card from before
@@ -129,7 +131,7 @@ def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver, 
         done = status == "complete" and len(shards) == merged.shards
         return {"pool": pool, "spec": merged.to_dict(), "status": "complete" if done else "generating",
                 "derivation": seeded if old is None else derivation(old), "charset": charset,
-                "substitute": named_substitute,
+                "substitute": named_substitute, "family": method_family(merged.method),
                 "count": merged.count, "complete": sum(s["count"] for s in shards),
                 "shards": shards, "shard_count": merged.shards,
                 "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}

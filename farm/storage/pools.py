@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from farm.core.charset import Charset, answer_matches
+from farm.core.families import method_family
 from farm.core.schemes import get_scheme
 from farm.core.seeds import Seeds, derivation
 from farm.core.spec import PoolSpec
@@ -25,7 +26,7 @@ from farm.storage.sources import clean_captchas
 from farm.storage.sources import spec_charset, supply  # noqa: F401  farm.ops.submit imports them from here still
 from farm.storage.store import Store, jsonl_records
 
-__all__ = ["read_keys", "pool_images", "pool_names", "list_pools",
+__all__ = ["read_keys", "pool_images", "pool_names", "list_pools", "pool_family",
            "pool_charset", "read_shard_keys", "pool_stats", "export_pool"]
 
 
@@ -80,9 +81,17 @@ def list_pools(store: Store) -> list[dict]:
         rows.append({"pool": name, "status": manifest.get("status"), "count": spec.count, "complete": ready,
                      "scheme": spec.scheme, "method": spec.method, "norm": spec.norm, "eps": spec.eps,
                      "substitute": manifest.get("substitute", {}).get("version"),
-                     "generation": manifest.get("substitute", {}).get("generation"), "updated": manifest.get("updated"),
+                     "generation": manifest.get("substitute", {}).get("generation"), "family": pool_family(manifest),
+                     "updated": manifest.get("updated"),
                      "derivation": derivation(manifest)})
     return rows
+
+
+def pool_family(manifest: dict) -> str | None:
+    """The perturbation family of a pool: its manifest's, or for a manifest from before families its method's."""
+    if "family" in manifest:
+        return manifest["family"]
+    return method_family((manifest.get("spec") or {}).get("method"))
 
 
 def pool_charset(manifest: dict) -> Charset:
@@ -113,7 +122,7 @@ def pool_stats(store: Store, pool: str) -> dict:
     return {"pool": pool, "status": manifest.get("status"), "spec": spec.to_dict(), "count": spec.count,
             "complete": n, "shards_complete": len({r["shard"] for r in records}), "shards": spec.shards,
             "substitutes": sorted({r["substitute"] for r in records}),
-            "generation": manifest.get("substitute", {}).get("generation"),
+            "generation": manifest.get("substitute", {}).get("generation"), "family": pool_family(manifest),
             "substitute_accuracy_clean": solved("reading_clean"), "substitute_accuracy_adversarial": solved("reading"),
             "mean_ssim": mean("ssim"), "min_ssim": round(min(r["ssim"] for r in records), 5) if n else None,
             "mean_psnr": mean("psnr"), "mean_linf": mean("linf"), "mean_l2": mean("l2"),

@@ -12,7 +12,9 @@ parent) is generation 1, a version published on top of a parent the parent's gen
 a generation is a step down the lineage and the pools a version makes are of its generation. Two
 versions made from one parent (a kept fine-tune beside the promoted one) share a generation; a
 rollback makes the pools of the generation it goes back to. Cards written before the field read
-theirs from the lineage (`generation`).
+theirs from the lineage (`generation`). A version's card also names the perturbation family its
+pools are made with (`family`, farm.core.families): the fine-tune's move chooses it; any other
+publish keeps the parent's; a card naming none (the bundled v1, older cards) is of the default family.
 Loading checks CURRENT, the card and the sha256 before building anything, caches by sha256, and
 never unpickles. A worker keeps the solver it holds when a newer one fails to load (`refresh`).
 Only the write paths publish: `ensure_current` (the bundled substitute as v1 in an empty store) is
@@ -33,13 +35,14 @@ from importlib import resources
 
 from farm.core.charset import Charset
 from farm.core.checkpoint import Solver, load_solver, sha256_hex
+from farm.core.families import DEFAULT_FAMILY, card_family
 from farm.core.zoo import card_ensemble
 from farm.exceptions import CheckpointError, ConflictError, FarmError, HeldOutError, SettingError, SwitchLostError
 from farm.storage.store import Store
 
 __all__ = ["publish", "current", "require_current", "versions", "card", "Reference", "reference", "find_sha256", "load",
-           "refresh", "ensure_current", "bundled", "promote", "rollback", "lineage", "generation", "is_generation",
-           "CURRENT"]
+           "refresh", "ensure_current", "bundled", "promote", "rollback", "lineage", "generation", "family",
+           "is_generation", "CURRENT"]
 
 log = logging.getLogger(__name__)
 CURRENT = "checkpoints/CURRENT"
@@ -241,6 +244,8 @@ def publish(store: Store, weights: bytes, card_fields: dict, parent: str | None 
     _check_charset(fields, running, allow_charset_change)
     parent = parent or (pointer or {}).get("version")
     above = generation(store, parent) if parent else 0  # None: the parent's is unknown, and so is this one's
+    if parent and "family" not in fields:  # a generation keeps its parent's family unless the move chose another
+        fields["family"] = {"name": family(store, parent)}
     version = _claim(store, weights, 1 if make_current else CLAIM_ATTEMPTS)
     full_card = {**fields, "sha256": digest, "version": version, "parent": parent,
                  "generation": None if above is None else above + 1,
@@ -377,6 +382,20 @@ def generation(store: Store, version: str, cards: dict[str, dict] | None = None)
         steps += 1
         version = cards[version].get("parent")
     return steps if version is None and steps else None
+
+
+def family(store: Store, version: str | None = None) -> str:
+    """The perturbation family of `version`'s pools (default: CURRENT's; an empty store's first version's).
+
+    Its card's, else the default family (farm.core.families.card_family): the bundled v1 and cards
+    written before families name none, and were all made with the default preset.
+    """
+    if version is None:
+        now = current(store)
+        if now is None:
+            return DEFAULT_FAMILY  # the bundled substitute, published as v1 by the first write
+        version = now["version"]
+    return card_family(card(store, version))
 
 
 def is_generation(number) -> bool:

@@ -1,0 +1,80 @@
+"""Perturbation families: the kinds of perturbation a generation is made with, and how the farm moves between them.
+
+A bot operator who is blocked buys labels and retrains; what the bot learns on one kind of
+perturbation carries to its variants (other noise budgets, sharper or textured noise) but not to
+another kind (benchmarks/moving_target.py: adapted on 3,000 captchas of today's dense noise, a
+held-out bot reads 80% of it and ~25% of a geometric warp; adapted on the warp, 0-2% of the
+noise). So a generation differs from the last in its *family*, each family served by one preset,
+and the farm's move (`farm finetune`) chooses the next family from what the bot read (next_family).
+Torch-free and store-free, like the presets: a card or a spec is a dict or a name here.
+"""
+
+from __future__ import annotations
+
+from farm.core.presets import DEFAULT_PRESET
+from farm.exceptions import SettingError
+
+__all__ = ["FAMILIES", "METHOD_FAMILIES", "DEFAULT_FAMILY", "LEARNED", "family_preset", "method_family",
+           "card_family", "base_preset", "next_family"]
+
+# Each family and the preset its pools are made with, in the order the farm moves to an unseen one.
+FAMILIES: dict[str, str] = {"noise": "recommended"}
+
+# The family of a spec by its method: every gradient-noise method is noise, whichever preset set it
+# (`--preset paper` is noise too). "none" (clean captchas, the control) belongs to none.
+METHOD_FAMILIES: dict[str, str] = {"direct": "noise", "iterative": "noise", "momentum": "noise", "robust": "noise"}
+
+# The family of a generation whose card names none: the bundled v1, and cards from before families.
+DEFAULT_FAMILY = next(name for name, preset in FAMILIES.items() if preset == DEFAULT_PRESET)
+
+# A family the bot reads this share of is learned, and the farm moves on: issue 26's goal is that a bot adapted
+# on generation k reads at most 25% of generation k+1, so a family read at 25% or more is no longer a defence.
+LEARNED = 0.25
+
+
+def family_preset(name: str) -> str:
+    """The preset a family's pools are made with; SettingError naming the known families."""
+    if name not in FAMILIES:
+        raise SettingError(f"family: unknown family {name!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def method_family(method: str) -> str | None:
+    """The family of a pool made with `method`; None for clean captchas (method none) or a method of no family."""
+    return METHOD_FAMILIES.get(method)
+
+
+def card_family(card: dict) -> str:
+    """The family a version's pools are made with: its card's, else (bundled v1, older cards) the default's."""
+    name = (card.get("family") or {}).get("name") if isinstance(card.get("family"), dict) else None
+    return name if isinstance(name, str) and name else DEFAULT_FAMILY
+
+
+def base_preset(family: str, preset: str | None, given: dict) -> str:
+    """The preset a new pool's settings start from: `preset` when named; the default when a method is.
+
+    With neither, the family's: `farm generate` with no method options follows the generation.
+    A method named without a preset means what it always meant (the default preset's mask and
+    glyph budget, that method's settings), whatever family the generation is of; settings given
+    alone adjust the family's preset.
+    """
+    if preset is not None:
+        return preset
+    return DEFAULT_PRESET if "method" in given else family_preset(family)
+
+
+def next_family(current: str, read: dict[str, float], families: dict[str, str] | None = None) -> str:
+    """The family of the next generation, from the share of each family the bot read (`read`, families answered).
+
+    The current family stays while the bot reads less than LEARNED of it (or its reading is
+    unknown). Once learned: the first family (in FAMILIES' order) the bot was never seen to answer,
+    else the one it read least (the earlier on a tie): what it learned last carries least there.
+    """
+    families = FAMILIES if families is None else families
+    if read.get(current, 0.0) < LEARNED:
+        return current
+    unseen = [name for name in families if name not in read]
+    if unseen:
+        return unseen[0]
+    known = [name for name in families if name in read]
+    return min(known, key=lambda name: (read[name], known.index(name)))

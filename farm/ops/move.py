@@ -1,0 +1,39 @@
+"""The farm's move: which perturbation family the next generation is made of, chosen from the bot's answers.
+
+Each answer names a pool, each pool's manifest its family (farm.storage.pools.pool_family), and
+the pool's keys whether the bot read the captcha: so the answers tell what share of each family
+the bot reads. A family it reads LEARNED or more of is no defence any longer, and the next
+generation moves to another (farm.core.families.next_family). The choice and its evidence go into
+the new version's card as `family`, which `farm generate` follows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from farm.core.families import LEARNED, next_family
+
+__all__ = ["family_read", "choose_family"]
+
+
+def family_read(families: list[str | None], solved: list[bool]) -> tuple[dict[str, float], int]:
+    """({family: share of its answered captchas the bot read}, answers counted), one row per answered captcha.
+
+    Rows of no family (clean pools, a labelled folder, a captcha whose key is gone: None) are not counted.
+    """
+    seen, right = Counter(), Counter()
+    for family, ok in zip(families, solved):
+        if family is not None:
+            seen[family] += 1
+            right[family] += bool(ok)
+    return {name: round(right[name] / seen[name], 4) for name in seen}, sum(seen.values())
+
+
+def choose_family(current: str, families: list[str | None], solved: list[bool]) -> dict:
+    """The card's `family`: the next generation's family, the one it moves from, and the evidence.
+
+    {"name", "from", "read": {family: share read}, "answers": rows counted, "learned": the bar}.
+    """
+    read, answers = family_read(families, solved)
+    return {"name": next_family(current, read), "from": current, "read": read, "answers": answers,
+            "learned": LEARNED}

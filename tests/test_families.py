@@ -1,0 +1,147 @@
+"""Generations of a perturbation family: the card names it, pools follow it, and the farm's move changes it."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+
+import pytest
+from click.testing import CliRunner
+
+import farm.ops.finetune
+from farm.api import generate
+from farm.cli import main
+from farm.core.families import FAMILIES, LEARNED, next_family
+from farm.core.defaults import FinetuneConfig
+from farm.core.spec import PoolSpec
+from farm.ops.submit import generate_pool
+from farm.storage import registry
+from farm.storage.answers import ingest
+from farm.storage.manifest import read_manifest
+from farm.storage.pools import list_pools, pool_stats, read_keys
+from farm.storage.store import LocalStore
+
+SECRET = b"test-secret-not-for-production"
+# a fine-tune as small as the CLI allows, its sizes having no flags: what becomes of the result is tested, not learning
+QUICK = dict(batch_size=32, eval_every=15, patience=2, replay_count=200, guard_count=50, workers=0)
+OTHER = "plain"  # a second family for these tests, served by the paper preset (iterative, background mask)
+
+
+@pytest.fixture
+def two_families(monkeypatch):
+    """The families noise (the default) and OTHER, in that order."""
+    monkeypatch.setitem(FAMILIES, OTHER, "paper")
+
+
+def publish_of_family(store, family: str | None) -> str:
+    """A new version (the bundled weights) on top of CURRENT, its card naming `family` (None: naming none)."""
+    weights, card = registry.bundled()
+    return registry.publish(store, weights, card if family is None else {**card, "family": {"name": family}})
+
+
+def test_next_family_keeps_an_unlearned_family_and_leaves_a_learned_one():
+    order = {"noise": "recommended", "geometry": "warp", "ink": "ink"}
+    assert next_family("noise", {"noise": LEARNED - 0.01}, order) == "noise"  # not learned: it still defends
+    assert next_family("noise", {}, order) == "noise"  # nothing answered of it: nothing says it is learned
+    assert next_family("noise", {"noise": LEARNED}, order) == "geometry"  # learned: the first family never answered
+    assert next_family("geometry", {"noise": 0.3, "geometry": 0.7}, order) == "ink"
+    # every family answered and learned: the one read least, the earlier on a tie
+    assert next_family("geometry", {"noise": 0.3, "geometry": 0.7, "ink": 0.5}, order) == "noise"
+    assert next_family("ink", {"noise": 0.4, "geometry": 0.4, "ink": 0.5}, order) == "noise"
+
+
+def test_a_version_records_its_family_and_cards_naming_none_are_of_the_default(store, two_families, monkeypatch):
+    registry.ensure_current(store)
+    assert "family" not in registry.card(store, "v1") and registry.family(store, "v1") == "noise"  # the bundled v1
+    assert registry.family(LocalStore(store.root / "empty")) == "noise"  # an empty store: the v1 to come
+    publish_of_family(store, OTHER)  # v2: the move chose OTHER
+    publish_of_family(store, None)  # v3: a publish that names no family keeps its parent's
+    assert [registry.family(store, v) for v in ("v1", "v2", "v3")] == ["noise", OTHER, OTHER]
+    assert registry.card(store, "v3")["family"] == {"name": OTHER} and registry.family(store) == OTHER
+    old = registry.card(store, "v2")  # a card written before families
+    del old["family"]
+    store.put("checkpoints/v2/card.json", json.dumps(old).encode())
+    assert registry.family(store, "v2") == "noise"
+    monkeypatch.setenv("FARM_STORE", store.url)
+    listed = json.loads(CliRunner().invoke(main, ["checkpoint", "list", "--json"]).output)
+    assert [r["family"] for r in listed] == ["noise", "noise", OTHER]
+    assert f"  {OTHER}  " in CliRunner().invoke(main, ["checkpoint", "list"]).output.splitlines()[2]
+
+
+def test_a_pool_records_its_family_and_pools_before_families_read_it_from_their_method(store, monkeypatch):
+    monkeypatch.setenv("FARM_STORE", store.url)
+    substitute = registry.load(store, registry.ensure_current(store)["version"])
+    for name, method in (("p", "iterative"), ("clean", "none")):
+        spec = PoolSpec(count=2, shard_size=2, method=method, steps=1 if method != "none" else None)
+        generate_pool(store, name, spec, [substitute], SECRET, progress=False, processes=1)
+    assert read_manifest(store, "p")["family"] == "noise" and read_manifest(store, "clean")["family"] is None
+    assert [(r["pool"], r["family"]) for r in list_pools(store)] == [("clean", None), ("p", "noise")]
+    assert pool_stats(store, "p")["family"] == "noise"
+    assert "family noise" in CliRunner().invoke(main, ["pool", "stats", "p"]).output
+    old = read_manifest(store, "p")  # a pool made before manifests recorded the family
+    del old["family"]
+    store.put("pools/p/manifest.json", json.dumps(old).encode())
+    assert pool_stats(store, "p")["family"] == "noise"
+
+
+def test_generate_with_no_method_options_follows_the_family_of_the_generation(tmp_path, two_families, monkeypatch):
+    root = tmp_path / "store"
+    store = LocalStore(root)
+    registry.ensure_current(store)
+    publish_of_family(store, OTHER)  # CURRENT v2: pools of OTHER, the paper preset
+    paper = PoolSpec.from_preset("paper", count=2, shard_size=2)
+
+    def spec_of(pool):
+        return PoolSpec.from_dict(read_manifest(store, pool)["spec"])
+
+    generate("api", 2, store=str(root), shard_size=2)
+    assert spec_of("api") == paper and read_manifest(store, "api")["family"] == "noise"  # paper is iterative: noise
+    cli = ["generate", "--count", "2", "--shard-size", "2", "--store", str(root), "--no-progress"]
+    assert CliRunner().invoke(main, [*cli, "--pool", "cli"]).exit_code == 0
+    assert spec_of("cli") == paper
+    # an explicit preset or method wins; settings alone adjust the family's preset
+    assert CliRunner().invoke(main, [*cli, "--pool", "named", "--preset", "recommended", "--steps", "1"]).exit_code == 0
+    assert spec_of("named") == PoolSpec(count=2, shard_size=2, steps=1)
+    assert CliRunner().invoke(main, [*cli, "--pool", "method", "--method", "momentum", "--steps", "1"]).exit_code == 0
+    assert spec_of("method") == PoolSpec(count=2, shard_size=2, steps=1)
+    assert CliRunner().invoke(main, [*cli, "--pool", "tuned", "--steps", "3"]).exit_code == 0
+    assert spec_of("tuned") == PoolSpec.from_preset("paper", count=2, shard_size=2, steps=3)
+    # a pinned version: its family, not CURRENT's
+    assert CliRunner().invoke(main, [*cli, "--pool", "v1", "--version", "v1", "--steps", "1"]).exit_code == 0
+    assert spec_of("v1") == PoolSpec(count=2, shard_size=2, steps=1)
+
+
+def answers_reading(store, pool: str, share: float) -> str:
+    """An answer batch of a bot that reads the first `share` of the pool's captchas right and misreads the rest."""
+    keys = read_keys(store, pool)
+    right = round(share * len(keys))
+    lines = [{"pool": pool, "captcha_id": k["id"], "answer": k["answer"] if i < right else k["answer"][::-1] + "x",
+              "risk": "attacker", "time": "2026-12-06T12:00:00Z"} for i, k in enumerate(keys)]
+    return ingest(store, "".join(json.dumps(r) + "\n" for r in lines).encode()).key
+
+
+@pytest.mark.slow
+def test_farm_finetune_moves_to_another_family_once_the_bot_reads_this_one(tmp_path, two_families, monkeypatch):
+    store = LocalStore(tmp_path / "store")
+    monkeypatch.setenv("FARM_STORE", store.url)
+    monkeypatch.setattr(farm.ops.finetune, "FinetuneConfig", partial(FinetuneConfig, **QUICK))
+    substitute = registry.load(store, registry.ensure_current(store)["version"])
+    spec = PoolSpec(count=40, shard_size=40, method="iterative", mask="full", eps=8 / 255, steps=2)
+    generate_pool(store, "p", spec, [substitute], SECRET, progress=False, processes=1)
+    quick = ["--steps", "15", "--lr", "1e-12", "--donors", "0"]  # no weights move, no donor is named
+    # the bot reads 20% of noise: still a defence, and with nothing learned nothing is published
+    unlearned = CliRunner().invoke(main, ["finetune", "--answers", answers_reading(store, "p", 0.2), *quick])
+    assert unlearned.exit_code == 1 and "Error: no gain" in unlearned.output, unlearned.output
+    assert registry.versions(store) == ["v1"]
+    # it reads 60%: learned; the move publishes v2 of the family it never answered, with v1's weights
+    moved = CliRunner().invoke(main, ["finetune", "--answers", answers_reading(store, "p", 0.6), *quick, "--json"])
+    assert moved.exit_code == 0, moved.output
+    result = json.loads(moved.output[moved.output.index("{"):])
+    assert result["weights"] == "unchanged" and result["version"] == "v2" and result["promoted"]
+    evidence = {"name": OTHER, "from": "noise", "read": {"noise": 0.6}, "answers": 40, "learned": LEARNED}
+    assert result["family"] == evidence and registry.card(store, "v2")["family"] == evidence
+    assert registry.card(store, "v2")["sha256"] == registry.card(store, "v1")["sha256"]
+    # the next pools `farm generate` makes are of the new family
+    made = CliRunner().invoke(main, ["generate", "--pool", "next", "--count", "2", "--no-progress"])
+    assert made.exit_code == 0, made.output
+    assert PoolSpec.from_dict(read_manifest(store, "next")["spec"]) == PoolSpec.from_preset("paper", count=2)
