@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import arms_race_adaptive
 from farm.storage import registry
 from farm.storage.answers import ingest
 from farm.ops.attacker import RECIPES, adapt, answer_pool, train_attacker
@@ -63,6 +64,11 @@ def share(value: float | None) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--adaptive", action="store_true", help="the arms race against held-out bots that retrain "
+                        "(issue 26): benchmarks.arms_race_adaptive, with --rounds, --adapt, --answers, --test, --bots")
+    parser.add_argument("--test", type=int, help="--adaptive: captchas in each generation's test pool")
+    parser.add_argument("--bots", help="--adaptive: held-out zoo solvers, comma-separated")
+    parser.add_argument("--keep", type=Path, help="--adaptive: keep the store and the bots here (a rerun resumes)")
     parser.add_argument("--quick", action="store_true", help="small bot, N = 250 and 1000, 200-captcha pools")
     parser.add_argument("--attacker", type=Path, help="the bot's folder: reused when it holds one (from `farm attacker "
                         "train`), else the bot is trained into it and kept for the next run")
@@ -76,6 +82,9 @@ def main():
     parser.add_argument("--donors", type=int, help="donors joined by resemblance (default: farm finetune's)")
     parser.add_argument("--setting", choices=SETTINGS, default="default", help="how every pool is perturbed")
     args = parser.parse_args()
+    if args.adaptive:
+        arms_race_adaptive.run(args)
+        return
     sizes = args.answers or ([250, 1000] if args.quick else [250, 500, 1000])
     pool_size = args.pool_size or (200 if args.quick else 500)
     adapt_count = args.adapt or (1000 if args.quick else 5000)

@@ -23,12 +23,14 @@ __all__ = ["generate", "PoolClient"]
 
 
 def generate(pool: str, count: int, *, store: str | None = None, preset: str | None = None, scheme: str = "classic",
-             seed: int = 0, version: str | None = None, progress: bool = False, **settings) -> dict:
+             seed: int = 0, version: str | None = None, progress: bool = False, processes: int | None = None,
+             **settings) -> dict:
     """Generate (or complete) a pool in this process; returns the summary `farm generate --json` prints.
 
     `store`: a URL (default FARM_STORE, else ./farm-data). The substitute is `version` or the
     store's CURRENT (an empty store gets the bundled substitute published as v1, as the CLI does).
     `preset`: by default the preset of the substitute's family (farm.core.families.base_preset).
+    `processes`: shard processes on CPU (default: one per core).
     """
     target = open_store(store)
     if preset is None:
@@ -39,4 +41,4 @@ def generate(pool: str, count: int, *, store: str | None = None, preset: str | N
     device = config.device()
     substitute = registry.load(target, version, device=device)
     return generate_pool(target, pool, spec, attack_solvers(spec, substitute, device), config.secret(target), device,
-                         progress=progress)
+                         progress=progress, processes=processes)

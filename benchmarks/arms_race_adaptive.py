@@ -1,0 +1,162 @@
+"""Arms race against bots that retrain (issue 26): does the farm's move beat a bot that learned the last generation?
+
+`python -m benchmarks.arms_race --adaptive` runs this. In a temporary LocalStore (or --keep DIR,
+which a rerun resumes: complete pools, adapted bots and ingested answers are reused), round k,
+for each held-out bot (farm.core.zoo: never a donor, never used to choose a setting):
+
+1. pools of generation k, made as `farm generate` makes them with no method options (so of the
+   family its card names): N labelled captchas to adapt on, A to answer, T to test (seeds apart);
+2. the bot is adapted on the N labelled captchas as an operator would (farm.ops.attacker.adapt:
+   600 steps, lr 1e-3, 30% clean replay, from its previous round's weights) and answers the A;
+3. the answers are ingested and the farm's move runs: `farm finetune` (farm.ops.finetune.finetune,
+   default config) on top of generation k, which publishes generation k+1 and chooses its family;
+4. the bot reads T captchas of generation k+1 and of generation k, the same seed (fresh
+   captchas, never adapted on), as served and after Otsu binarisation.
+
+Generation k's pools are shared by the bots whose round starts from the same version (round 1:
+v1); each bot's move is its own (CURRENT goes back to its base before it). Per round and bot it
+prints: the bot on gen k and gen k+1 (served / Otsu), the family the move chose and the evidence
+(the share of each family the bot's answers read), the substitute's clean accuracy before and
+after the move (goal: within 2 points), the wall time of the move and of the adaptation. Last line:
+`adaptive_gain: <1 - gen(k+1)/gen(k)>`, round 1, as served, mean over bots.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from farm.api import generate
+from farm.core.checkpoint import load_solver_dir
+from farm.core.defaults import FinetuneConfig
+from farm.core.preprocess import parse_chains
+from farm.core.zoo import HELD_OUT, ZOO
+from farm.core.zoo_loading import load_member
+from farm.exceptions import FinetuneRefused
+from farm.ops.attacker import adapt, answer_pool
+from farm.ops.finetune import finetune
+from farm.storage import registry
+from farm.storage.answers import ingest
+from farm.storage.manifest import read_manifest
+from farm.storage.pools import pool_images
+from farm.storage.store import LocalStore
+
+__all__ = ["run"]
+
+ADAPT_SEED, ANSWER_SEED, TEST_SEED = 300, 100, 2601  # the test seed is every generation's: pairs of one captcha
+BOTS = ("crnn-aug", "transformer-a")
+QUICK = {"adapt": 200, "answers": 100, "test": 50, "adapt_steps": 60,
+         "finetune": dict(steps=60, eval_every=20, replay_count=1000, guard_count=100, workers=0)}
+
+
+def read(store, pool: str, bot, otsu) -> tuple[float, float]:
+    """The bot's accuracy on a pool as served and after Otsu binarisation (the toolbox's most useful step)."""
+    records, _, adversarial = pool_images(store, pool)
+    x = torch.from_numpy(adversarial).unsqueeze(1).float() / 255
+    truth = [bot.charset.normalize(r["answer"]) for r in records]
+    served = bot.read(x)
+    cleaned = bot.read(torch.cat([otsu.apply(x[i:i + 200]) for i in range(0, len(x), 200)]))
+    return (sum(a == t for a, t in zip(served, truth)) / len(truth),
+            sum(a == t for a, t in zip(cleaned, truth)) / len(truth))
+
+
+def make_pool(store, name: str, count: int, seed: int, version: str) -> str:
+    """A pool of `version`'s generation as `farm generate` makes it with no method options (one process)."""
+    started = time.perf_counter()
+    summary = generate(name, count, store=store.url, seed=seed, version=version, processes=1)
+    if summary["generated"]:
+        print(f"  pool {name}: {summary['generated']} captchas of family {read_manifest(store, name)['family']} "
+              f"({time.perf_counter() - started:.0f} s)", flush=True)
+    return name
+
+
+def run(args) -> None:
+    quick = QUICK if args.quick else {}
+    n_adapt = args.adapt or quick.get("adapt", 3000)
+    n_answers = max(args.answers) if args.answers else quick.get("answers", 1000)
+    n_test = args.test or quick.get("test", 250)
+    bots = (args.bots or ",".join(BOTS[:1] if args.quick else BOTS)).split(",")
+    for name in bots:
+        if name not in ZOO or ZOO[name].role != HELD_OUT:
+            raise SystemExit(f"--bots: {name} is not a held-out zoo solver ("
+                             f"{', '.join(m for m in ZOO if ZOO[m].role == HELD_OUT)}); donors never judge")
+    config = FinetuneConfig(**quick.get("finetune", {}))
+    torch.set_num_threads(1)
+    otsu = parse_chains(["otsu"])[0]
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.keep or Path(tmp)
+        store = LocalStore(root / "store")
+        registry.ensure_current(store)
+        bases = {name: "v1" for name in bots}  # the version whose generation each bot meets next
+        solvers = {name: load_member(name) for name in bots}
+        rows, gains = [], {}
+        for round_ in range(1, args.rounds + 1):
+            for name in bots:
+                base = bases[name]
+                print(f"round {round_}, {name}: generation of {base} ({registry.family(store, base)})", flush=True)
+                labelled = make_pool(store, f"{base}-adapt-r{round_}", n_adapt, ADAPT_SEED + round_, base)
+                answered = make_pool(store, f"{base}-answers-r{round_}", n_answers, ANSWER_SEED + round_, base)
+                out = root / "bots" / f"{name}-r{round_}"
+                started = time.perf_counter()
+                if not (out / "card.json").exists():
+                    adapt(solvers[name], store, [labelled], n_adapt, out, steps=quick.get("adapt_steps", 600),
+                          progress=False)
+                adapted_s = time.perf_counter() - started
+                bot = solvers[name] = load_solver_dir(out)
+                answers = answer_pool(store, answered, bot, n_answers)
+                key = ingest(store, "".join(json.dumps(r) + "\n" for r in answers["records"]).encode()).key
+                registry.promote(store, base)  # this bot's lineage: its move publishes on top of its base
+                started = time.perf_counter()
+                try:
+                    result = finetune(store, [key], base=base, config=config, progress=False)
+                    new = result["version"]
+                except FinetuneRefused as refused:  # nothing published: the next generation is this one
+                    result, new = refused.result, base
+                move_s = time.perf_counter() - started
+                on_base = read(store, make_pool(store, f"{base}-test", n_test, TEST_SEED, base), bot, otsu)
+                on_new = read(store, make_pool(store, f"{new}-test", n_test, TEST_SEED, new), bot, otsu)
+                row = {"round": round_, "bot": name, "base": base, "new": new, "answered": answers["accuracy"],
+                       "gen_k": on_base, "gen_k1": on_new, "family": result.get("family"),
+                       "clean": (result["before"]["clean"].get("classic"), result["after"]["clean"].get("classic")),
+                       "weights": result["weights"], "ensemble": result["ensemble"], "move_s": move_s,
+                       "adapt_s": adapted_s}
+                rows.append(row)
+                print_row(row, flush=True)
+                if round_ == 1:
+                    gains[name] = 1 - on_new[0] / on_base[0] if on_base[0] else 0.0
+                bases[name] = new
+        print_table(rows)
+    print(f"seconds: {time.perf_counter() - began:.0f}")
+    print(f"adaptive_gain: {sum(gains.values()) / len(gains):.3f}")
+
+
+def _share(value) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def print_row(r: dict, flush: bool = True) -> None:
+    move = r["family"] or {}
+    evidence = ", ".join(f"{k} {v:.1%}" for k, v in move.get("read", {}).items())
+    print(f"  {r['bot']} round {r['round']}: reads {r['answered']:.1%} of its {r['base']} answers; move "
+          f"{r['base']} -> {r['new']} ({r['weights']} weights, donors {','.join(r['ensemble']) or '-'}), family "
+          f"{move.get('from')} -> {move.get('name')} (read: {evidence or '-'}), substitute clean "
+          f"{_share(r['clean'][0])} -> {_share(r['clean'][1])}, move {r['move_s']:.0f} s, adapt {r['adapt_s']:.0f} s; "
+          f"gen k {r['gen_k'][0]:.1%} / Otsu {r['gen_k'][1]:.1%}, gen k+1 {r['gen_k1'][0]:.1%} / Otsu "
+          f"{r['gen_k1'][1]:.1%}", flush=flush)
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\n{'round':>5} {'bot':14s} {'gen k':>6} {'served':>7} {'Otsu':>6} {'gen k+1':>8} {'served':>7} "
+          f"{'Otsu':>6} {'family (read by the bot)':34s} {'substitute clean':>17} {'move s':>7}")
+    for r in rows:
+        move = r["family"] or {}
+        evidence = ", ".join(f"{k} {v:.0%}" for k, v in move.get("read", {}).items())
+        family = f"{move.get('from')}->{move.get('name')} ({evidence})"
+        print(f"{r['round']:>5} {r['bot']:14s} {r['base']:>6} {r['gen_k'][0]:>7.1%} {r['gen_k'][1]:>6.1%} "
+              f"{r['new']:>8} {r['gen_k1'][0]:>7.1%} {r['gen_k1'][1]:>6.1%} {family:34s} "
+              f"{_share(r['clean'][0]):>7} -> {_share(r['clean'][1]):<7} {r['move_s']:>7.0f}")
