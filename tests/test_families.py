@@ -11,7 +11,8 @@ from click.testing import CliRunner
 import farm.ops.finetune
 from farm.api import generate
 from farm.cli import main
-from farm.core.families import FAMILIES, LEARNED, next_family
+from farm.core.families import FAMILIES, LEARNED, METHOD_FAMILIES, next_family
+from farm.core.presets import preset_value
 from farm.core.defaults import FinetuneConfig
 from farm.core.spec import PoolSpec
 from farm.ops.submit import generate_pool
@@ -24,19 +25,17 @@ from farm.storage.store import LocalStore
 SECRET = b"test-secret-not-for-production"
 # a fine-tune as small as the CLI allows, its sizes having no flags: what becomes of the result is tested, not learning
 QUICK = dict(batch_size=32, eval_every=15, patience=2, replay_count=200, guard_count=50, workers=0)
-OTHER = "plain"  # a second family for these tests, served by the paper preset (iterative, background mask)
-
-
-@pytest.fixture
-def two_families(monkeypatch):
-    """The families noise (the default) and OTHER, in that order."""
-    monkeypatch.setitem(FAMILIES, OTHER, "paper")
-
 
 def publish_of_family(store, family: str | None) -> str:
     """A new version (the bundled weights) on top of CURRENT, its card naming `family` (None: naming none)."""
     weights, card = registry.bundled()
     return registry.publish(store, weights, card if family is None else {**card, "family": {"name": family}})
+
+
+def test_each_family_is_served_by_a_preset_of_its_own_methods():
+    assert list(FAMILIES) == ["noise", "geometry"] and FAMILIES["noise"] == "recommended"
+    for family, preset in FAMILIES.items():
+        assert METHOD_FAMILIES[preset_value(preset, "method")] == family
 
 
 def test_next_family_keeps_an_unlearned_family_and_leaves_a_learned_one():
@@ -50,22 +49,22 @@ def test_next_family_keeps_an_unlearned_family_and_leaves_a_learned_one():
     assert next_family("ink", {"noise": 0.4, "geometry": 0.4, "ink": 0.5}, order) == "noise"
 
 
-def test_a_version_records_its_family_and_cards_naming_none_are_of_the_default(store, two_families, monkeypatch):
+def test_a_version_records_its_family_and_cards_naming_none_are_of_the_default(store, monkeypatch):
     registry.ensure_current(store)
     assert "family" not in registry.card(store, "v1") and registry.family(store, "v1") == "noise"  # the bundled v1
     assert registry.family(LocalStore(store.root / "empty")) == "noise"  # an empty store: the v1 to come
-    publish_of_family(store, OTHER)  # v2: the move chose OTHER
+    publish_of_family(store, "geometry")  # v2: the move chose "geometry"
     publish_of_family(store, None)  # v3: a publish that names no family keeps its parent's
-    assert [registry.family(store, v) for v in ("v1", "v2", "v3")] == ["noise", OTHER, OTHER]
-    assert registry.card(store, "v3")["family"] == {"name": OTHER} and registry.family(store) == OTHER
+    assert [registry.family(store, v) for v in ("v1", "v2", "v3")] == ["noise", "geometry", "geometry"]
+    assert registry.card(store, "v3")["family"] == {"name": "geometry"} and registry.family(store) == "geometry"
     old = registry.card(store, "v2")  # a card written before families
     del old["family"]
     store.put("checkpoints/v2/card.json", json.dumps(old).encode())
     assert registry.family(store, "v2") == "noise"
     monkeypatch.setenv("FARM_STORE", store.url)
     listed = json.loads(CliRunner().invoke(main, ["checkpoint", "list", "--json"]).output)
-    assert [r["family"] for r in listed] == ["noise", "noise", OTHER]
-    assert f"  {OTHER}  " in CliRunner().invoke(main, ["checkpoint", "list"]).output.splitlines()[2]
+    assert [r["family"] for r in listed] == ["noise", "noise", "geometry"]
+    assert "  geometry  " in CliRunner().invoke(main, ["checkpoint", "list"]).output.splitlines()[2]
 
 
 def test_a_pool_records_its_family_and_pools_before_families_read_it_from_their_method(store, monkeypatch):
@@ -84,28 +83,28 @@ def test_a_pool_records_its_family_and_pools_before_families_read_it_from_their_
     assert pool_stats(store, "p")["family"] == "noise"
 
 
-def test_generate_with_no_method_options_follows_the_family_of_the_generation(tmp_path, two_families, monkeypatch):
+def test_generate_with_no_method_options_follows_the_family_of_the_generation(tmp_path, monkeypatch):
     root = tmp_path / "store"
     store = LocalStore(root)
     registry.ensure_current(store)
-    publish_of_family(store, OTHER)  # CURRENT v2: pools of OTHER, the paper preset
-    paper = PoolSpec.from_preset("paper", count=2, shard_size=2)
+    publish_of_family(store, "geometry")  # CURRENT v2: pools of geometry, the warp preset
+    warp = PoolSpec.from_preset("warp", count=2, shard_size=2, steps=1)
 
     def spec_of(pool):
         return PoolSpec.from_dict(read_manifest(store, pool)["spec"])
 
-    generate("api", 2, store=str(root), shard_size=2)
-    assert spec_of("api") == paper and read_manifest(store, "api")["family"] == "noise"  # paper is iterative: noise
+    generate("api", 2, store=str(root), shard_size=2, steps=1)  # settings alone adjust the family's preset
+    assert spec_of("api") == warp and read_manifest(store, "api")["family"] == "geometry"
     cli = ["generate", "--count", "2", "--shard-size", "2", "--store", str(root), "--no-progress"]
-    assert CliRunner().invoke(main, [*cli, "--pool", "cli"]).exit_code == 0
-    assert spec_of("cli") == paper
-    # an explicit preset or method wins; settings alone adjust the family's preset
+    assert CliRunner().invoke(main, [*cli, "--pool", "cli", "--steps", "1"]).exit_code == 0
+    assert spec_of("cli") == warp and [r["family"] for r in list_pools(store)] == ["geometry", "geometry"]
+    # an explicit preset or method wins
     assert CliRunner().invoke(main, [*cli, "--pool", "named", "--preset", "recommended", "--steps", "1"]).exit_code == 0
     assert spec_of("named") == PoolSpec(count=2, shard_size=2, steps=1)
     assert CliRunner().invoke(main, [*cli, "--pool", "method", "--method", "momentum", "--steps", "1"]).exit_code == 0
     assert spec_of("method") == PoolSpec(count=2, shard_size=2, steps=1)
-    assert CliRunner().invoke(main, [*cli, "--pool", "tuned", "--steps", "3"]).exit_code == 0
-    assert spec_of("tuned") == PoolSpec.from_preset("paper", count=2, shard_size=2, steps=3)
+    assert CliRunner().invoke(main, [*cli, "--pool", "paper", "--preset", "paper", "--steps", "1"]).exit_code == 0
+    assert spec_of("paper") == PoolSpec.from_preset("paper", count=2, shard_size=2, steps=1)
     # a pinned version: its family, not CURRENT's
     assert CliRunner().invoke(main, [*cli, "--pool", "v1", "--version", "v1", "--steps", "1"]).exit_code == 0
     assert spec_of("v1") == PoolSpec(count=2, shard_size=2, steps=1)
@@ -121,7 +120,7 @@ def answers_reading(store, pool: str, share: float) -> str:
 
 
 @pytest.mark.slow
-def test_farm_finetune_moves_to_another_family_once_the_bot_reads_this_one(tmp_path, two_families, monkeypatch):
+def test_farm_finetune_moves_to_another_family_once_the_bot_reads_this_one(tmp_path, monkeypatch):
     store = LocalStore(tmp_path / "store")
     monkeypatch.setenv("FARM_STORE", store.url)
     monkeypatch.setattr(farm.ops.finetune, "FinetuneConfig", partial(FinetuneConfig, **QUICK))
@@ -138,10 +137,11 @@ def test_farm_finetune_moves_to_another_family_once_the_bot_reads_this_one(tmp_p
     assert moved.exit_code == 0, moved.output
     result = json.loads(moved.output[moved.output.index("{"):])
     assert result["weights"] == "unchanged" and result["version"] == "v2" and result["promoted"]
-    evidence = {"name": OTHER, "from": "noise", "read": {"noise": 0.6}, "answers": 40, "learned": LEARNED}
+    evidence = {"name": "geometry", "from": "noise", "read": {"noise": 0.6}, "answers": 40, "learned": LEARNED}
     assert result["family"] == evidence and registry.card(store, "v2")["family"] == evidence
     assert registry.card(store, "v2")["sha256"] == registry.card(store, "v1")["sha256"]
     # the next pools `farm generate` makes are of the new family
-    made = CliRunner().invoke(main, ["generate", "--pool", "next", "--count", "2", "--no-progress"])
+    made = CliRunner().invoke(main, ["generate", "--pool", "next", "--count", "2", "--steps", "1", "--no-progress"])
     assert made.exit_code == 0, made.output
-    assert PoolSpec.from_dict(read_manifest(store, "next")["spec"]) == PoolSpec.from_preset("paper", count=2)
+    assert PoolSpec.from_dict(read_manifest(store, "next")["spec"]) == PoolSpec.from_preset("warp", count=2, steps=1)
+    assert read_manifest(store, "next")["family"] == "geometry"

@@ -18,11 +18,12 @@ __all__ = ["FAMILIES", "METHOD_FAMILIES", "DEFAULT_FAMILY", "LEARNED", "family_p
            "card_family", "base_preset", "next_family"]
 
 # Each family and the preset its pools are made with, in the order the farm moves to an unseen one.
-FAMILIES: dict[str, str] = {"noise": "recommended"}
+FAMILIES: dict[str, str] = {"noise": "recommended", "geometry": "warp"}
 
 # The family of a spec by its method: every gradient-noise method is noise, whichever preset set it
 # (`--preset paper` is noise too). "none" (clean captchas, the control) belongs to none.
-METHOD_FAMILIES: dict[str, str] = {"direct": "noise", "iterative": "noise", "momentum": "noise", "robust": "noise"}
+METHOD_FAMILIES: dict[str, str] = {"direct": "noise", "iterative": "noise", "momentum": "noise", "robust": "noise",
+                                   "warp": "geometry"}
 
 # The family of a generation whose card names none: the bundled v1, and cards from before families.
 DEFAULT_FAMILY = next(name for name, preset in FAMILIES.items() if preset == DEFAULT_PRESET)
