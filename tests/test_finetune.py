@@ -11,6 +11,7 @@ from functools import partial
 
 import pytest
 
+import farm.core.families
 import farm.ops.finetune
 from farm.storage import registry
 from farm.storage.answers import ingest
@@ -107,8 +108,11 @@ def test_the_guard_refuses_a_damaging_fine_tune_and_publishes_nothing(attacked, 
 
 
 @pytest.mark.slow
-def test_when_no_weights_agree_better_the_base_publishes_with_the_donor_the_answers_name(attacked, tmp_path):
+def test_when_no_weights_agree_better_the_base_publishes_with_the_donor_the_answers_name(attacked, tmp_path,
+                                                                                       monkeypatch):
     base, key = attacked  # the bot is the crnn-b donor
+    # the family stays whatever the bot reads (a new family alone publishes too: tests/test_families.py)
+    monkeypatch.setattr(farm.core.families, "LEARNED", 1.01)
     store = LocalStore(tmp_path / "store")
     for k in base.list(""):
         store.put(k, base.get(k))
@@ -302,12 +306,15 @@ def test_farm_finetune_tells_what_it_learned_and_which_donor_joins_the_next_pool
     result = CliRunner().invoke(main, ["finetune", "--answers", key, "--steps", "60", "--all-answers", "--lr", "3e-4",
                                        "--tolerance", "0.5", "--dry-run"])
     assert result.exit_code == 0, result.output
-    counts, agreement_line, donors, published = result.output.strip().splitlines()[-4:]  # after the progress bar
+    counts, agreement_line, donors, family, published = result.output.strip().splitlines()[-5:]  # after the bar
     assert re.search(r"(^|\]) *\d+ answers trained on, \d+ held out, skipped none$", counts), counts
     assert re.fullmatch(r"agreement with the attacker [\d.]+% -> [\d.]+% \(on its \d+ held-out mistakes [\d.]+% -> "
                         r"[\d.]+%\); clean classic [\d.]+% -> [\d.]+%", agreement_line), agreement_line
     assert re.fullmatch(r"pools of the new version would also be aimed at crnn-b(: it fails|, resnet-a: they fail) where "
                         r"the attacker failed \(resemblance 1\.00(, 0\.\d\d)?, the substitute's 0\.\d\d\)", donors), donors
+    # the farm's move: crnn-b reads the pool's noise, so the next pools would be of another family unless it read little
+    assert re.fullmatch(r"(family stays noise|pools of the new version would be of family geometry, not noise): "
+                        r"the bot read noise [\d.]+% \(\d+ answers; learned at 25%\)", family), family
     assert published == "dry run: nothing published" and registry.current(store)["version"] == "v1"
 
 
