@@ -16,6 +16,10 @@ Column `only b/n`: captchas the bot solved only in the v_base pool / only in the
 pairs that tell a gain from noise. Last line: `extraction_gain: <1 - bot accuracy on the
 fine-tuned pool / on the v1 pool>` (round 1, largest N). Goal: >= 0.5 with <= 1,000 answers
 while clean accuracy stays within 2 points.
+
+`--adaptive`: the arms race of issue 26 against held-out bots that retrain on labelled captchas of
+each generation, and the farm's move between perturbation families: benchmarks/arms_race_adaptive.py
+(its docstring holds the measured table).
 """
 
 import argparse
