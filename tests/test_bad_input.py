@@ -50,7 +50,7 @@ def test_generate_refuses_settings_out_of_range_and_writes_nothing(pool_store, a
 
 @pytest.mark.parametrize("args,message", [
     (["--method", "iterative", "--decay", "0.5"], "decay: only momentum and robust take it, not iterative"),
-    (["--method", "direct", "--steps", "3"], "steps: only iterative, momentum and robust take it, not direct"),
+    (["--method", "direct", "--steps", "3"], "steps: only iterative, momentum, robust and warp take it, not direct"),
     (["--method", "robust", "--no-early-stop"], "early-stop: only iterative and momentum take it, not robust"),
     (["--samples", "2"], "samples: only robust takes it, not momentum"),
     (["--method", "none", "--eps", "8/255"], "eps: only direct, iterative, momentum and robust take it, not none"),

@@ -267,7 +267,7 @@ def test_a_setting_the_method_does_not_take_is_refused_by_the_api_and_a_task_nam
     from workers.tasks import parse_shard
     with pytest.raises(ValueError, match="decay: only momentum and robust take it, not iterative"):
         PoolSpec.from_preset("recommended", count=8, method="iterative", decay=0.5)
-    with pytest.raises(ValueError, match="steps: only iterative, momentum and robust take it, not direct"):
+    with pytest.raises(ValueError, match="steps: only iterative, momentum, robust and warp take it, not direct"):
         parse_shard("p", 0, 8, {"preset": "paper", "count": 8, "method": "direct", "steps": 3})
     with pytest.raises(ValueError, match="preset: unknown preset 'best'; known: recommended, paper"):
         parse_shard("p", 0, 8, {"preset": "best", "count": 8})
@@ -338,7 +338,7 @@ def test_the_readme_lists_each_methods_settings_as_they_are_declared():
     assert "| setting | " + " | ".join(DECLARED) + " |" in readme
     for name in SETTINGS:
         cells = ["–" if name not in declared else "2.5 eps / steps" if declared[name].default is None
-                 else shown(declared[name].default) for declared in DECLARED.values()]
+                 else shown(declared[name].default, declared[name].pixels) for declared in DECLARED.values()]
         assert f"| `--{name.replace('_', '-')}` | " + " | ".join(cells) + " |" in readme, name
 
 

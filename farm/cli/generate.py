@@ -28,7 +28,7 @@ def _setting_option(setting: Setting):
     if default is None and setting.default is not None:  # the preset's method does not take it
         default = DECLARED[who[0]][setting.name].default
     shown_default = {"show_default": "2.5 eps / steps"} if default is None else \
-        {"default": shown(default) if setting.kind is float else default, "show_default": True}
+        {"default": shown(default, setting.pixels) if setting.kind is float else default, "show_default": True}
     if setting.kind is bool:
         return click.option(f"{flag}/--no-{flag[2:]}", setting.name, help=text, **shown_default)
     kind = click.Choice(setting.choices) if setting.choices else Fraction() if setting.kind is float else setting.kind
@@ -58,15 +58,16 @@ def preset_options(command):
                           + "; ".join(f"{name} ({describe(name)})" for name in PRESETS)
                           + ". Options given override it; another --method than the preset's takes its own defaults."),
         click.option("--method", type=click.Choice(METHOD_NAMES), default=preset_value(DEFAULT_PRESET, "method"),
-                     show_default=True, help="none (clean control), direct, iterative, momentum or robust."),
+                     show_default=True, help="none (clean control), direct, iterative, momentum, robust (pixel noise) "
+                                                 "or warp (geometry: a smooth displacement field)."),
         *(_setting_option(setting) for setting in SETTINGS.values()),
         click.option("--mask", default=preset_value(DEFAULT_PRESET, "mask"), show_default=True,
                      help="full, background, glyph, strokes (random curves off the glyphs), or a PNG of the "
-                          "scheme's size (white = may change)."),
+                          "scheme's size (white = may change). warp moves the whole captcha: full only."),
         click.option("--eps-glyph", "eps_glyph", type=Fraction(),
                      show_default=f"{shown(preset_value(DEFAULT_PRESET, 'eps_glyph'))} when --norm linf and --eps is "
                                   f"larger; else none",
-                     help="L-inf budget on the glyphs (dilated by --margin), smaller than --eps off them."),
+                     help="L-inf budget on the glyphs (dilated by --margin), smaller than --eps off them (not warp)."),
     ]
     for option in reversed(options):
         gathered = option(gathered)

@@ -60,7 +60,7 @@ FROM_PRESET = _FromPreset()
 # reads as what its pool was made with: the method's own default for a setting, None for the source.
 _FIRST_FIELDS = frozenset({"count", "scheme", "method", "norm", "eps", "alpha", "steps", "mask", "margin", "seed",
                            "shard_size", "random_start", "smoothing", "diversity", "decay", "eps_glyph", "ensemble"})
-_ADDED_LATER = ("early_stop", "source", "samples")
+_ADDED_LATER = ("early_stop", "source", "samples", "displacement", "displacement_step", "grid_rows", "grid_cols")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class PoolSpec:
 
     count: int
     scheme: str = "classic"
-    method: str = FROM_PRESET  # none, direct, iterative, momentum or robust
+    method: str = FROM_PRESET  # none, direct, iterative, momentum, robust or warp
     norm: str | None = FROM_PRESET
     eps: float | None = FROM_PRESET
     alpha: float | None = FROM_PRESET  # None: the method picks (2.5 eps / steps)
@@ -94,6 +94,10 @@ class PoolSpec:
     early_stop: bool | None = FROM_PRESET  # stop a captcha once the substitute misreads it; off: spend every step
     source: str | None = None  # a platform's own captchas (farm.storage.folder) instead of a scheme; scheme is then "folder"
     samples: int | None = FROM_PRESET  # robust only
+    displacement: float | None = FROM_PRESET  # warp only: pixels, its budget (it takes no mask, eps or eps_glyph)
+    displacement_step: float | None = FROM_PRESET  # warp only, pixels
+    grid_rows: int | None = FROM_PRESET  # warp only
+    grid_cols: int | None = FROM_PRESET  # warp only
 
     def __post_init__(self):
         unset = {f.name for f in fields(self) if getattr(self, f.name) is FROM_PRESET}
@@ -134,7 +138,9 @@ class PoolSpec:
         elif self.mask not in MASKS:
             raise SettingError("mask: a pool of a source folder takes full, background, glyph or strokes "
                                "(give glyph masks as <image>.mask.png in the folder)")
-        declaration(self.method).check(self.attack_settings(), self.method)  # the attack owns its settings' ranges
+        declared = declaration(self.method)
+        declared.check(self.attack_settings(), self.method)  # the attack owns its settings' ranges
+        declared.check_pool(self.mask, self.eps_glyph, self.method)  # warp takes no mask and no glyph budget
         if self.mask not in MASKS:
             self.user_mask()  # raises when unreadable or of the wrong size
         if self.eps_glyph is not None and (self.norm != "linf" or not 0 <= self.eps_glyph <= self.eps):

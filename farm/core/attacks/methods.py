@@ -6,10 +6,11 @@ from farm.core.attacks.iterative import Iterative
 from farm.core.attacks.momentum import Momentum
 from farm.core.attacks.robust import Robust
 from farm.core.attacks.settings import declaration
+from farm.core.attacks.warp import Warp
 
 __all__ = ["Attack", "METHODS", "make_attack"]
 
-METHODS: dict[str, type[Attack]] = {cls.name: cls for cls in (Direct, Iterative, Momentum, Robust)}
+METHODS: dict[str, type[Attack]] = {cls.name: cls for cls in (Direct, Iterative, Momentum, Robust, Warp)}
 
 
 def make_attack(method: str, solvers, **kwargs) -> Attack:

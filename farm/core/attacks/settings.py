@@ -14,8 +14,9 @@ from typing import Callable
 
 from farm.exceptions import SettingError
 
-__all__ = ["Setting", "Declaration", "NORMS", "MAX_L2_EPS", "MAX_SMOOTHING", "MAX_DECAY", "DIRECT", "ITERATIVE",
-           "MOMENTUM", "ROBUST", "DECLARED", "METHOD_NAMES", "SETTINGS", "declaration", "takers", "not_taken", "listed"]
+__all__ = ["Setting", "Declaration", "NORMS", "MAX_L2_EPS", "MAX_SMOOTHING", "MAX_DECAY", "MAX_DISPLACEMENT",
+           "MAX_GRID", "DIRECT", "ITERATIVE", "MOMENTUM", "ROBUST", "WARP", "DECLARED", "METHOD_NAMES", "SETTINGS",
+           "declaration", "takers", "not_taken", "listed"]
 
 NORMS = ("linf", "l2")
 # The largest L2 budget that keeps a captcha readable. Measured with the bundled substitute on 32
@@ -30,6 +31,13 @@ MAX_SMOOTHING = 10.0
 # Dong et al. sweep mu from 0 to 2 and find 1 best; above 2 past gradients swamp the new one, and
 # the accumulated g grows like mu ** steps until it overflows.
 MAX_DECAY = 2.0
+# warp: a control point may move this many pixels at most. Classic's strokes are ~4 px wide and its
+# glyphs ~25 px apart: past 8 px a stroke can be carried onto its neighbour's place (a bound
+# against typos, not a measured readability limit; the benchmarked warp moves 3 px).
+MAX_DISPLACEMENT = 8.0
+# Control points down or across the captcha: 32 across a 160-pixel captcha are 5 px apart, as close
+# as a field can be and stay smooth at the displacements above.
+MAX_GRID = 32
 
 Check = Callable[[object, dict], None]  # (value, every setting of the method) -> None, or ValueError naming the setting
 
@@ -44,6 +52,7 @@ class Setting:
     help: str
     check: Check | None = None
     choices: tuple[str, ...] = ()
+    pixels: bool = False  # a length in pixels (warp), never shown as a k/255 pixel value
 
     def cast(self, value):
         return None if value is None else self.kind(value)
@@ -51,9 +60,15 @@ class Setting:
 
 @dataclass(frozen=True)
 class Declaration:
-    """The settings of one method, in the order they are checked and listed."""
+    """The settings of one method, in the order they are checked and listed.
+
+    masked: the method adds a perturbation bounded pixel by pixel, so it takes the pool's --mask
+    (where it may act) and --eps-glyph (a smaller budget on the glyphs). A geometric method (warp)
+    moves every pixel and adds none: it takes neither (check_pool).
+    """
 
     settings: tuple[Setting, ...]
+    masked: bool = True
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -73,7 +88,7 @@ class Declaration:
         """A related method's: some settings left out, some defaults changed, some settings added."""
         kept = tuple(replace(s, default=(defaults or {}).get(s.name, s.default)) for s in self.settings
                      if s.name not in drop)
-        return Declaration(kept + add)
+        return Declaration(kept + add, self.masked)
 
     def check(self, values: dict, method: str) -> dict:
         """Every setting of `method`: `values` over the defaults, checked in order and cast to their types.
@@ -93,6 +108,17 @@ class Declaration:
             if s.check is not None and full[s.name] is not None:
                 s.check(full[s.name], full)
         return {s.name: s.cast(full[s.name]) for s in self.settings}
+
+    def check_pool(self, mask: str, eps_glyph: float | None, method: str) -> None:
+        """The pool's mask and glyph budget, for `method`: SettingError naming one it does not take."""
+        if self.masked:
+            return
+        if mask != "full":
+            raise SettingError(f"mask: {method} moves the whole captcha and adds no pixel, so it takes mask full "
+                               f"only (got {mask!r}); a mask would cut moved strokes at its border")
+        if eps_glyph is not None:
+            raise SettingError(f"eps-glyph: {method} adds no pixel, so it has no per-pixel budget on the glyphs "
+                               f"(got {eps_glyph}); its budget is --displacement, in pixels")
 
 
 def _flag(name: str) -> str:
@@ -140,6 +166,26 @@ def _decay(decay, settings) -> None:
                            f"0 is plain iterative steps, 1 the paper's")
 
 
+def _displacement(displacement, settings) -> None:
+    if not 0 < displacement <= MAX_DISPLACEMENT:
+        raise SettingError(f"displacement: a control point's largest move, must be in (0, {MAX_DISPLACEMENT:g}] "
+                           f"pixels (got {displacement}); further, strokes land on their neighbours' places")
+
+
+def _displacement_step(step, settings) -> None:
+    most = settings["displacement"]
+    if not 0 < step <= most:
+        raise SettingError(f"displacement-step: must be in (0, displacement] = (0, {most:g}] pixels (got {step})")
+
+
+def _grid(name: str) -> Check:
+    def check(points, settings) -> None:
+        if not 1 <= points <= MAX_GRID:
+            raise SettingError(f"{_flag(name)}: control points of the displacement field, must be 1 to {MAX_GRID} "
+                               f"(got {points}); a finer grid is no longer a smooth field")
+    return check
+
+
 def _samples(samples, settings) -> None:
     if not samples >= 1:
         raise SettingError(f"samples: preprocessings averaged per step, must be at least 1 (got {samples})")
@@ -173,12 +219,27 @@ ROBUST = MOMENTUM.derive(drop=("early_stop",), defaults={"steps": 20},
                          add=(Setting("samples", 4, int, "Random attacker preprocessings averaged per step.",
                                       _samples),))
 
-DECLARED: dict[str, Declaration] = {"direct": DIRECT, "iterative": ITERATIVE, "momentum": MOMENTUM, "robust": ROBUST}
+# warp (a smooth displacement field moved by gradient, benchmarks/moving_target.py): geometry, no pixel
+# added, so no norm, eps, mask or glyph budget; the benchmark's settings, set once and never tuned
+WARP = Declaration((
+    Setting("displacement", 3.0, float, "Largest move of a control point of the displacement field along x and "
+                                        "along y, pixels (a pixel between them moves at most 1.89 times as far).",
+            _displacement, pixels=True),
+    Setting("displacement_step", 0.4, float, "Signed gradient step of a control point, pixels.",
+            _displacement_step, pixels=True),
+    replace(ITERATIVE["steps"], default=20),
+    Setting("grid_rows", 3, int, "Control points of the displacement field down the captcha.", _grid("grid_rows")),
+    Setting("grid_cols", 8, int, "Control points of the displacement field across the captcha.", _grid("grid_cols")),
+    replace(ITERATIVE["diversity"], default=0.7),
+), masked=False)
+
+DECLARED: dict[str, Declaration] = {"direct": DIRECT, "iterative": ITERATIVE, "momentum": MOMENTUM, "robust": ROBUST,
+                                    "warp": WARP}
 METHOD_NAMES = ("none", *DECLARED)  # none: the clean captchas, a control that takes no setting
 
 # Every setting any method takes, once, in the order options are listed (help and type of the first declaring it)
 SETTINGS: dict[str, Setting] = {}
-for _declaration in (ITERATIVE, MOMENTUM, ROBUST, DIRECT):
+for _declaration in (ITERATIVE, MOMENTUM, ROBUST, DIRECT, WARP):
     for _setting in _declaration.settings:
         SETTINGS.setdefault(_setting.name, _setting)
 

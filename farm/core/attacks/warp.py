@@ -1,0 +1,83 @@
+"""`warp`: a smooth geometric distortion placed by gradient; no pixel is added, the captcha is resampled.
+
+Noise and geometry are learned apart: a bot adapted on labelled noise pools reads a warp
+generation as if it had never adapted, and the other way round (issue 26, benchmarks/moving_target.py).
+"""
+
+import torch
+import torch.nn.functional as F
+
+from farm.core.attacks.base import Attack
+from farm.core.attacks.settings import WARP
+
+__all__ = ["Warp", "OVERSHOOT"]
+
+# How far a bicubic upsampling (PyTorch's kernel, a = -0.75) can reach beyond its control points: the
+# sum of its weights' magnitudes halfway between two points is 2 * (0.59375 + 0.09375) = 1.375 along
+# each axis of the grid, so 1.375 ** 2 in two. A pixel moves at most OVERSHOOT * displacement along x
+# and along y (1.45 measured on 16 captchas at the defaults: 4.35 px for 3). The field is not clipped,
+# as it was benchmarked: clipping would flatten it where it is steepest.
+OVERSHOOT = 1.375 ** 2
+
+
+class Warp(Attack):
+    """Signed gradient ascent on a displacement field's control points (Simard et al. 2003 for the field).
+
+    A field of grid_rows x grid_cols control points (pixels, each within `displacement` along x and
+    along y), upsampled bicubically to the captcha (a pixel moves at most OVERSHOOT times as far),
+    moves every pixel (F.grid_sample, bilinear, border padding); each step moves the control points
+    by displacement_step along the sign of the gradient of the substitutes' loss (CTC of the true
+    label; summed over an ensemble, balanced), read through input diversity. Every step is spent.
+    Elastic distortion is how captcha schemes have always been drawn, so a warped captcha stays a
+    captcha to a person.
+
+    Settings: WARP (displacement 3 px, displacement_step 0.4 px, steps 20, grid_rows 3, grid_cols 8,
+    diversity 0.7). It takes no norm, eps, mask or glyph budget: it adds no pixel, and a mask would
+    cut moved strokes at its border; a mask other than all-True or a budget is a ValueError.
+    Shape: images (B, 1, H, W) in [0, 1] -> (B, 1, H, W); control points (B, 2, grid_rows, grid_cols)
+    and the field upsampled from them (B, 2, H, W), pixels (x, y).
+    """
+
+    name = "warp"
+    settings = WARP
+    norm, smoothing, random_start, early_stop = "linf", 0.0, False, False  # read by the base, not taken
+
+    def default_alpha(self) -> None:
+        """None: warp's step is displacement_step, in pixels, not a pixel value."""
+        return None
+
+    @staticmethod
+    def upsample(control: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(B, 2, rows, cols) control points -> (B, 2, H, W): how far each pixel is moved, pixels (x, y)."""
+        return F.interpolate(control, size=(height, width), mode="bicubic", align_corners=True)
+
+    @staticmethod
+    def resample(images: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
+        """Each pixel p of `images` (B, 1, H, W) read at p + moved(p), `moved` (B, 2, H, W) in pixels (x, y)."""
+        b, _, height, width = images.shape
+        identity = F.affine_grid(torch.eye(2, 3, device=images.device).expand(b, 2, 3), (b, 1, height, width),
+                                 align_corners=False)
+        scale = torch.tensor([2 / width, 2 / height], device=images.device).view(1, 2, 1, 1)
+        grid = identity + (moved * scale).permute(0, 2, 3, 1)  # (B, H, W, 2) in grid_sample's [-1, 1]
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def warp(self, images: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
+        """The images resampled along the field of `control`."""
+        return self.resample(images, self.upsample(control, *images.shape[-2:]))
+
+    def attack_batch(self, images, labels, mask, targets, generator, budget=None) -> torch.Tensor:
+        if budget is not None or not bool(mask.all()):
+            raise ValueError("mask: warp moves the whole captcha and adds no pixel; it takes no mask or budget")
+        for solver in self.solvers:
+            solver.model.eval()
+        x0 = images.to(self.device, torch.float32)
+        goal = [self.charset.encode(self.charset.normalize(t)) for t in (targets or labels)]
+        control = torch.zeros(len(x0), 2, self.grid_rows, self.grid_cols, device=self.device)
+        for _ in range(self.steps):
+            control.requires_grad_(True)
+            loss, _ = self._loss(self.transform(self.warp(x0, control), generator), goal, generator)
+            grad, = torch.autograd.grad(-loss.sum() if targets else loss.sum(), control)
+            control = (control.detach() + self.displacement_step * grad.sign()).clamp(-self.displacement,
+                                                                                      self.displacement)
+        with torch.no_grad():
+            return self.warp(x0, control).clamp(0, 1)
