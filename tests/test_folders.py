@@ -79,6 +79,8 @@ def _broken(folder: Path, kind: str) -> None:
     elif kind == "missing":
         with (folder / "labels.jsonl").open("a") as f:
             f.write(json.dumps({"file": "gone.png", "answer": "1234"}) + "\n")
+    elif kind == "too large":  # a few hundred bytes of PNG that would decode to 64 MB
+        Image.new("L", (8000, 8000), 200).save(folder / "1234_9999.png")
     elif kind == "bad line":
         with (folder / "labels.jsonl").open("a") as f:
             f.write("{\"file\": \"x.png\"\n")
@@ -90,6 +92,7 @@ def _broken(folder: Path, kind: str) -> None:
     ("outside alphabet", "12a4_9999.png: character 'a' at position 2"),
     ("unlabelled", "without an answer: extra.png"),
     ("missing", "not images in"),
+    ("too large", "1234_9999.png (8000x8000"),
     ("bad line", "line 5"),
 ])
 def test_a_bad_folder_is_refused_naming_the_files(tmp_path, kind, message):
@@ -97,6 +100,22 @@ def test_a_bad_folder_is_refused_naming_the_files(tmp_path, kind, message):
     with pytest.raises(DataError, match="data: ") as error:
         read_folder(tmp_path / "f", DIGITS)
     assert message in str(error.value)
+
+
+def test_a_given_glyph_mask_is_used_and_one_of_another_size_is_refused(tmp_path):
+    text, image = make_folder(tmp_path / "f", count=3)[0]
+    stem = f"{text}_0000"
+    name = f"{stem}.png"
+    drawn = np.zeros(image.shape, dtype=np.uint8)
+    drawn[10:20, 30:60] = 255
+    Image.fromarray(drawn).save(tmp_path / "f" / f"{stem}.mask.png")
+    data = read_folder(tmp_path / "f", DIGITS)
+    assert (data.glyphs[data.files.index(name)] == (drawn > 127)).all()
+    assert "glyph masks: 1 given, 2 estimated" in data.notes
+    Image.new("L", (8000, 8000), 255).save(tmp_path / "f" / f"{stem}.mask.png")
+    with pytest.raises(DataError, match=f"glyph mask {stem}.mask.png is 8000x8000 but its image is "
+                                        f"{image.shape[1]}x{image.shape[0]}"):
+        read_folder(tmp_path / "f", DIGITS)
 
 
 def test_mixed_sizes_are_resized_to_the_most_common_with_a_note(tmp_path):

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 SOURCE_CHUNK = 256  # captchas per stored chunk: one request serves a whole shard of the default size
 SHOWN = 5  # offending files named in an error; the rest are counted
+# Captchas are a few thousand to a few tens of thousands of pixels; a header that declares more than this is a
+# mistake or a decompression bomb (a few hundred bytes of PNG can declare gigabytes), refused before decoding
+MAX_PIXELS = 1_000_000
 
 
 @dataclass
@@ -144,16 +147,22 @@ def read_folder(path: str | Path, charset: Charset, glyphs: bool = True) -> Labe
         _fail(f"data: {_count(len(wrong), 'answer')} of {folder} outside the alphabet {charset.alphabet!r} "
               f"(lengths {charset.min_length}-{charset.max_length})", wrong,
               "Fix the labels, or train a substitute for that alphabet (`farm train --alphabet ...`)")
-    images, unreadable = [], []
+    images, unreadable, too_large = [], [], []
     for p in files:
         try:
-            with Image.open(p) as im:
+            with Image.open(p) as im:  # reads the header only: the size is known before decoding
+                if im.width * im.height > MAX_PIXELS:
+                    too_large.append(f"{p.name} ({im.width}x{im.height})")
+                    continue
                 images.append(np.asarray(im.convert("L"), dtype=np.uint8))
         except (OSError, UnidentifiedImageError, ValueError) as e:
             unreadable.append(f"{p.name} ({type(e).__name__})")
     if unreadable:
         _fail(f"data: {_count(len(unreadable), 'image')} of {folder} cannot be read", unreadable,
               "Replace or remove them")
+    if too_large:
+        _fail(f"data: {_count(len(too_large), 'image')} of {folder} larger than {MAX_PIXELS:,} pixels, "
+              "far beyond a captcha", too_large, "Scale them down to the size the platform serves, or remove them")
     masks = [_given_mask(p, im.shape) if glyphs else None for p, im in zip(files, images)]
     sizes = Counter(im.shape for im in images)
     (height, width), _ = sizes.most_common(1)[0]
@@ -184,13 +193,12 @@ def _given_mask(image_path: Path, shape: tuple[int, int]) -> np.ndarray | None:
         return None
     try:
         with Image.open(path) as im:
-            mask = np.asarray(im.convert("L")) > 127
+            if im.size != (shape[1], shape[0]):  # checked on the header, before decoding
+                raise DataError(f"data: glyph mask {path.name} is {im.width}x{im.height} but its image is "
+                                f"{shape[1]}x{shape[0]}")
+            return np.asarray(im.convert("L")) > 127
     except (OSError, UnidentifiedImageError) as e:
         raise DataError(f"data: glyph mask {path} cannot be read ({e}); fix or remove it") from e
-    if mask.shape != shape:
-        raise DataError(f"data: glyph mask {path.name} is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                        f"{shape[1]}x{shape[0]}")
-    return mask
 
 
 def estimate_glyphs(image: np.ndarray, min_pixels: int = 6) -> np.ndarray:

@@ -15,7 +15,8 @@ from typing import Callable
 from farm.exceptions import SettingError
 
 __all__ = ["Setting", "Declaration", "NORMS", "MAX_L2_EPS", "MAX_SMOOTHING", "MAX_DECAY", "MAX_DISPLACEMENT",
-           "MAX_GRID", "DIRECT", "ITERATIVE", "MOMENTUM", "ROBUST", "WARP", "DECLARED", "METHOD_NAMES", "SETTINGS", "declaration", "takers", "not_taken", "listed"]
+           "MAX_GRID", "DIRECT", "ITERATIVE", "MOMENTUM", "ROBUST", "WARP", "DECLARED", "METHOD_NAMES", "SETTINGS",
+           "declaration", "takers", "not_taken", "listed"]
 
 NORMS = ("linf", "l2")
 # The largest L2 budget that keeps a captcha readable. Measured with the bundled substitute on 32
@@ -221,8 +222,8 @@ ROBUST = MOMENTUM.derive(drop=("early_stop",), defaults={"steps": 20},
 # warp (a smooth displacement field moved by gradient, benchmarks/moving_target.py): geometry, no pixel
 # added, so no norm, eps, mask or glyph budget; the benchmark's settings, set once and never tuned
 WARP = Declaration((
-    Setting("displacement", 3.0, float, "Largest move of a control point of the displacement field along x and along y, "
-                                                   "pixels (a pixel between them moves at most 1.89 times as far).",
+    Setting("displacement", 3.0, float, "Largest move of a control point of the displacement field along x and "
+                                        "along y, pixels (a pixel between them moves at most 1.89 times as far).",
             _displacement, pixels=True),
     Setting("displacement_step", 0.4, float, "Signed gradient step of a control point, pixels.",
             _displacement_step, pixels=True),

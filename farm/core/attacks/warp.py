@@ -25,15 +25,17 @@ class Warp(Attack):
 
     A field of grid_rows x grid_cols control points (pixels, each within `displacement` along x and
     along y), upsampled bicubically to the captcha (a pixel moves at most OVERSHOOT times as far),
-    moves every pixel (F.grid_sample, bilinear, border padding); each step moves the control points by displacement_step along the sign of the gradient of the
-    substitutes' loss (CTC of the true label; summed over an ensemble, balanced), read through
-    input diversity. Elastic distortion is how captcha schemes have always been drawn, so a
-    warped captcha stays a captcha to a person. Every step is spent.
+    moves every pixel (F.grid_sample, bilinear, border padding); each step moves the control points
+    by displacement_step along the sign of the gradient of the substitutes' loss (CTC of the true
+    label; summed over an ensemble, balanced), read through input diversity. Every step is spent.
+    Elastic distortion is how captcha schemes have always been drawn, so a warped captcha stays a
+    captcha to a person.
 
     Settings: WARP (displacement 3 px, displacement_step 0.4 px, steps 20, grid_rows 3, grid_cols 8,
     diversity 0.7). It takes no norm, eps, mask or glyph budget: it adds no pixel, and a mask would
     cut moved strokes at its border; a mask other than all-True or a budget is a ValueError.
-    Shape: images (B, 1, H, W) in [0, 1] -> (B, 1, H, W); the field (B, 2, grid_rows, grid_cols), pixels (x, y).
+    Shape: images (B, 1, H, W) in [0, 1] -> (B, 1, H, W); control points (B, 2, grid_rows, grid_cols)
+    and the field upsampled from them (B, 2, H, W), pixels (x, y).
     """
 
     name = "warp"
@@ -44,19 +46,24 @@ class Warp(Attack):
         """None: warp's step is displacement_step, in pixels, not a pixel value."""
         return None
 
-    def field(self, control: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """(B, 2, rows, cols) pixel displacements -> sampling grid (B, H, W, 2) in grid_sample's [-1, 1]."""
-        b = len(control)
-        identity = F.affine_grid(torch.eye(2, 3, device=control.device).expand(b, 2, 3), (b, 1, height, width),
+    @staticmethod
+    def upsample(control: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(B, 2, rows, cols) control points -> (B, 2, H, W): how far each pixel is moved, pixels (x, y)."""
+        return F.interpolate(control, size=(height, width), mode="bicubic", align_corners=True)
+
+    @staticmethod
+    def resample(images: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
+        """Each pixel p of `images` (B, 1, H, W) read at p + moved(p), `moved` (B, 2, H, W) in pixels (x, y)."""
+        b, _, height, width = images.shape
+        identity = F.affine_grid(torch.eye(2, 3, device=images.device).expand(b, 2, 3), (b, 1, height, width),
                                  align_corners=False)
-        moved = F.interpolate(control, size=(height, width), mode="bicubic", align_corners=True)  # (B, 2, H, W)
-        scale = torch.tensor([2 / width, 2 / height], device=control.device).view(1, 2, 1, 1)
-        return identity + (moved * scale).permute(0, 2, 3, 1)
+        scale = torch.tensor([2 / width, 2 / height], device=images.device).view(1, 2, 1, 1)
+        grid = identity + (moved * scale).permute(0, 2, 3, 1)  # (B, H, W, 2) in grid_sample's [-1, 1]
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def warp(self, images: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
         """The images resampled along the field of `control`."""
-        grid = self.field(control, *images.shape[-2:])
-        return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return self.resample(images, self.upsample(control, *images.shape[-2:]))
 
     def attack_batch(self, images, labels, mask, targets, generator, budget=None) -> torch.Tensor:
         if budget is not None or not bool(mask.all()):
