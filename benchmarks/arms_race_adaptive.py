@@ -1,7 +1,8 @@
 """Arms race against bots that retrain (issue 26): does the farm's move beat a bot that learned the last generation?
 
 `python -m benchmarks.arms_race --adaptive` runs this. In a temporary LocalStore (or --keep DIR,
-which a rerun resumes: complete pools, adapted bots and ingested answers are reused), round k,
+which a rerun resumes: complete pools, adapted bots and a move already published on the same base
+from the same answered pool are reused), round k,
 for each held-out bot (farm.core.zoo: never a donor, never used to choose a setting):
 
 1. pools of generation k, made as `farm generate` makes them with no method options (so of the
@@ -112,15 +113,21 @@ def run(args) -> None:
                 key = ingest(store, "".join(json.dumps(r) + "\n" for r in answers["records"]).encode()).key
                 registry.promote(store, base)  # this bot's lineage: its move publishes on top of its base
                 started = time.perf_counter()
-                try:
-                    result = finetune(store, [key], base=base, config=config, progress=False)
-                    new = result["version"]
-                except FinetuneRefused as refused:  # nothing published: the next generation is this one
-                    result, new = refused.result, base
-                move_s = time.perf_counter() - started
+                made = made_move(store, base, answered)
+                if made:  # a resumed run: this base's move from these answers is published already
+                    new, result = made, card_result(registry.card(store, made))
+                    move_s = result["seconds"]
+                else:
+                    try:
+                        result = finetune(store, [key], base=base, config=config, progress=False)
+                        new = result["version"]
+                    except FinetuneRefused as refused:  # nothing published: the next generation is this one
+                        result, new = refused.result, base
+                    move_s = time.perf_counter() - started
                 on_base = read(store, make_pool(store, f"{base}-test", n_test, TEST_SEED, base), bot, otsu)
                 on_new = read(store, make_pool(store, f"{new}-test", n_test, TEST_SEED, new), bot, otsu)
                 row = {"round": round_, "bot": name, "base": base, "new": new, "answered": answers["accuracy"],
+                       "adapted_on": bot.card["adapted"]["count"], "answers": answers["count"],
                        "gen_k": on_base, "gen_k1": on_new, "family": result.get("family"),
                        "clean": (result["before"]["clean"].get("classic"), result["after"]["clean"].get("classic")),
                        "weights": result["weights"], "ensemble": result["ensemble"], "move_s": move_s,
@@ -135,6 +142,21 @@ def run(args) -> None:
     print(f"adaptive_gain: {sum(gains.values()) / len(gains):.3f}")
 
 
+def made_move(store, base: str, answered: str) -> str | None:
+    """The version a move on top of `base` published from answers to pool `answered` (a resumed run), or None."""
+    found = [v for v in registry.versions(store) if (c := registry.card(store, v)).get("parent") == base
+             and (c.get("hardened_on") or {}).get("pools") == [answered]]
+    return found[-1] if found else None
+
+
+def card_result(card: dict) -> dict:
+    """What a row needs of a move's result, read back from the card it published."""
+    metrics, training = card["metrics"], card["training"]["finetune"]
+    return {"family": card["family"], "weights": "trained" if training["best_step"] else "unchanged",
+            "ensemble": card.get("ensemble") or [], "seconds": training["seconds"],
+            "before": {"clean": metrics["accuracy_before"]}, "after": {"clean": metrics["accuracy"]}}
+
+
 def _share(value) -> str:
     return "-" if value is None else f"{value:.1%}"
 
@@ -142,7 +164,7 @@ def _share(value) -> str:
 def print_row(r: dict, flush: bool = True) -> None:
     move = r["family"] or {}
     evidence = ", ".join(f"{k} {v:.1%}" for k, v in move.get("read", {}).items())
-    print(f"  {r['bot']} round {r['round']}: reads {r['answered']:.1%} of its {r['base']} answers; move "
+    print(f"  {r['bot']} round {r['round']} (adapted on {r['adapted_on']}, {r['answers']} answers): reads {r['answered']:.1%} of its {r['base']} answers; move "
           f"{r['base']} -> {r['new']} ({r['weights']} weights, donors {','.join(r['ensemble']) or '-'}), family "
           f"{move.get('from')} -> {move.get('name')} (read: {evidence or '-'}), substitute clean "
           f"{_share(r['clean'][0])} -> {_share(r['clean'][1])}, move {r['move_s']:.0f} s, adapt {r['adapt_s']:.0f} s; "
