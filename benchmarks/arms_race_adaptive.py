@@ -29,9 +29,9 @@ store made after generation 1's pools (the same pools, each bot's move its own):
   cp -a /work/scratch/move/run1/store /work/scratch/move/run1-t/store  # once v1's pools were complete
   nice -n 10 python -m benchmarks.arms_race --adaptive --rounds 1 --bots transformer-a --keep /work/scratch/move/run1-t
 
-round bot             gen k  served   Otsu  gen k+1  served   Otsu family (read by the bot)            substitute clean  move s
-    1 crnn-aug           v1   75.6%  60.8%       v2    8.8%  11.6% noise->geometry (noise 76%)          96.0% -> 96.0%       262
-    1 transformer-a      v1   73.2%  43.6%       v2   10.4%   4.4% noise->geometry (noise 77%)          96.0% -> 96.0%       262
+round bot            gen k served   Otsu  k+1 served   Otsu family (read by the bot)     substitute clean move s
+    1 crnn-aug          v1  75.6%  60.8%   v2   8.8%  11.6% noise->geometry (noise 76%)   96.0% -> 96.0%     262
+    1 transformer-a     v1  73.2%  43.6%   v2  10.4%   4.4% noise->geometry (noise 77%)   96.0% -> 96.0%     262
 adaptive_gain: crnn-aug 0.884, transformer-a 0.858, mean 0.871
 
 Adaptation (600 steps on 3,000): 1016 s (crnn-aug), 1149 s (transformer-a). The bots read 76.3% and
@@ -195,7 +195,8 @@ def _share(value) -> str:
 def print_row(r: dict, flush: bool = True) -> None:
     move = r["family"] or {}
     evidence = ", ".join(f"{k} {v:.1%}" for k, v in move.get("read", {}).items())
-    print(f"  {r['bot']} round {r['round']} (adapted on {r['adapted_on']}, {r['answers']} answers): reads {r['answered']:.1%} of its {r['base']} answers; move "
+    print(f"  {r['bot']} round {r['round']} (adapted on {r['adapted_on']}, {r['answers']} answers): reads "
+          f"{r['answered']:.1%} of its {r['base']} answers; move "
           f"{r['base']} -> {r['new']} ({r['weights']} weights, donors {','.join(r['ensemble']) or '-'}), family "
           f"{move.get('from')} -> {move.get('name')} (read: {evidence or '-'}), substitute clean "
           f"{_share(r['clean'][0])} -> {_share(r['clean'][1])}, move {r['move_s']:.0f} s, adapt {r['adapt_s']:.0f} s; "
@@ -204,12 +205,12 @@ def print_row(r: dict, flush: bool = True) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'round':>5} {'bot':14s} {'gen k':>6} {'served':>7} {'Otsu':>6} {'gen k+1':>8} {'served':>7} "
-          f"{'Otsu':>6} {'family (read by the bot)':34s} {'substitute clean':>17} {'move s':>7}")
+    print(f"\n{'round':>5} {'bot':14s} {'gen k':>5} {'served':>6} {'Otsu':>6} {'k+1':>4} {'served':>6} {'Otsu':>6} "
+          f"{'family (read by the bot)':28s} {'substitute clean':>16} {'move s':>6}")
     for r in rows:
         move = r["family"] or {}
         evidence = ", ".join(f"{k} {v:.0%}" for k, v in move.get("read", {}).items())
         family = f"{move.get('from')}->{move.get('name')} ({evidence})"
-        print(f"{r['round']:>5} {r['bot']:14s} {r['base']:>6} {r['gen_k'][0]:>7.1%} {r['gen_k'][1]:>6.1%} "
-              f"{r['new']:>8} {r['gen_k1'][0]:>7.1%} {r['gen_k1'][1]:>6.1%} {family:34s} "
-              f"{_share(r['clean'][0]):>7} -> {_share(r['clean'][1]):<7} {r['move_s']:>7.0f}")
+        print(f"{r['round']:>5} {r['bot']:14s} {r['base']:>5} {r['gen_k'][0]:>6.1%} {r['gen_k'][1]:>6.1%} "
+              f"{r['new']:>4} {r['gen_k1'][0]:>6.1%} {r['gen_k1'][1]:>6.1%} {family:28s} "
+              f"{_share(r['clean'][0]):>6} -> {_share(r['clean'][1]):<6} {r['move_s']:>6.0f}")
