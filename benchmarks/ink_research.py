@@ -179,6 +179,7 @@ import torch
 from benchmarks.ink_attacks import INK, TEXTURE, Ink, Texture
 from farm.core import masks
 from farm.core.attacks.methods import make_attack
+from farm.core.attacks.settings import EDGE
 from farm.core.checkpoint import load_solver
 from farm.core.measures import glyph_region, measure
 from farm.core.preprocess import CHAINS, parse_chains
@@ -231,8 +232,20 @@ INKS = {"ink": ("off", True), "control": ("off", False), "edge": ("edge", True),
 KINDS = ("clean", "default", "ink", "control", "ink+noise", "texture", "texture-control", "ink+texture",
          "control+texture-control", "edge", "edge-control", "edge+texture", "edge-control+texture-control",
          "erase", "erase-control", "erase+texture", "erase-control+texture-control", "edge+noise",
-         "edge-control+noise")
+         "edge-control+noise", "edge-method")
 BAND = 2  # px: edge ink may go this far off the glyphs (and on them), and starts there
+
+
+def edge_method(attackers, x, texts, glyphs, settings: dict, seed: int):
+    """The edge preset (farm.core.presets) with `settings` over it, built as a pool's shard builds it, the
+    dots placed through every attacker and the noise through the first; returns (adversarial, ink)."""
+    spec = PoolSpec.from_preset("edge", count=len(x), scheme="classic", **settings).validate()
+    attack = make_attack(spec.method, attackers, **spec.attack_settings(), seed=seed)
+    allowed = masks.allowed(spec, glyphs, list(range(len(glyphs))), SEEDS)
+    budget = torch.from_numpy(masks.glyph_budget(spec, glyphs)).unsqueeze(1).float()
+    out = attack(x, texts, torch.from_numpy(allowed).unsqueeze(1), budget=budget,
+                 glyphs=torch.from_numpy(glyphs).unsqueeze(1))
+    return out, torch.cat(attack.ink)[:, 0].numpy()
 
 
 def texture(attackers, x, texts, glyphs, settings: dict, optimise: bool, seed: int):
@@ -260,6 +273,8 @@ def keys(kind: str) -> set[str]:
     if kind.startswith("edge"):
         ink = ink - {"margin"} | {"band"}
     texture = set(TEXTURE.names) - {"optimise"} | {"eps_glyph"}
+    if kind == "edge-method":  # the library's edge method (farm.core.attacks.edge), its preset's settings over it
+        return set(EDGE.names)
     if kind.endswith("+noise"):  # ink, then the default's dense noise (its preset, `noise_steps` steps)
         return ink | {"noise_steps"}
     return {"clean": set(), "default": set(), "ink": ink, "control": ink,
@@ -320,6 +335,8 @@ def perturb(kind: str, settings: dict, attackers: list, images, glyphs, texts, s
         out = x
     elif kind == "default":
         out = dense_noise(attackers[0], x, texts, glyphs, seed=seed)
+    elif kind == "edge-method":
+        out, coverage = edge_method(attackers, x, texts, glyphs, settings, seed)
     elif kind in ("texture", "texture-control"):
         out = texture(attackers, x, texts, glyphs, settings, kind == "texture", seed)
     else:

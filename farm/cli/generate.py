@@ -83,7 +83,9 @@ def preset_options(command):
                    "copied into the store so farm workers read it too.")
 @preset_options
 @click.option("--margin", default=1, show_default=True, help="Background mask: pixels kept clear around glyphs.")
-@click.option("--ensemble", multiple=True, help="Zoo donor attacked together with the substitute (repeatable).")
+@click.option("--ensemble", multiple=True, help="Zoo donor attacked together with the substitute (repeatable; "
+                                               "default: the preset's, edge's places its dots through crnn-b and "
+                                               "resnet-a).")
 @click.option("--shard-size", default=256, show_default=True, help="Captchas per shard (unit of work and of resume).")
 @click.option("--seed", default=0, show_default=True, help="Same seed, scheme and count: same clean captchas.")
 @checkpoint_option
@@ -109,7 +111,8 @@ def generate(pool, count, scheme, source, settings, margin, ensemble, shard_size
                            "folder)")
     check_pool_name(pool)
     spec = PoolSpec.from_preset(settings.pop("preset"), count=1 if count is None else count, scheme=scheme,
-                                margin=margin, seed=seed, shard_size=shard_size, ensemble=tuple(ensemble), **settings)
+                                margin=margin, seed=seed, shard_size=shard_size, **settings,
+                                **({"ensemble": tuple(ensemble)} if ensemble else {}))
     if source is not None and spec.mask not in MASKS:
         raise SettingError("--mask: a --source pool takes full, background, glyph or strokes; give glyph masks as "
                            "<image>.mask.png in the folder")
