@@ -58,7 +58,7 @@ def preset_options(command):
                           + "; ".join(f"{name} ({describe(name)})" for name in PRESETS)
                           + ". Options given override it; another --method than the preset's takes its own defaults."),
         click.option("--method", type=click.Choice(METHOD_NAMES), default=preset_value(DEFAULT_PRESET, "method"),
-                     show_default=True, help="none (clean control), direct, iterative, momentum or robust."),
+                     show_default=True, help="none (clean control), direct, iterative, momentum, robust or edge."),
         *(_setting_option(setting) for setting in SETTINGS.values()),
         click.option("--mask", default=preset_value(DEFAULT_PRESET, "mask"), show_default=True,
                      help="full, background, glyph, strokes (random curves off the glyphs), or a PNG of the "
