@@ -66,7 +66,7 @@ class Edge(Attack):
     """Greedy edge dots through the solvers and the clean-up chains, then momentum noise through the substitute.
 
     Settings: EDGE, momentum's (every step spent by default) with dots (12), dot_width (3.5 px),
-    band (2 px), dot_rounds (1), dot_samples (1) and dot_placement (gradient; random: the control).
+    band (2 px), dot_rounds (2), dot_samples (2) and dot_placement (gradient; random: the control).
     The placement costs dot_rounds * dot_samples gradients of the whole ensemble; the noise `steps`
     gradients of the substitute. The rest (solvers, batch_size, seed) as Attack.
     """

@@ -212,9 +212,9 @@ EDGE = MOMENTUM.derive(defaults={"early_stop": False}, add=(
     Setting("dot_width", 3.5, float, "Dot diameter in pixels (>= 3: a 3x3 opening or median keeps a dot).",
             _dot_width),
     Setting("band", 2, int, "Pixels off the glyphs a dot's centre may lie: it joins the stroke it touches.", _band),
-    Setting("dot_rounds", 1, int, "Placement rounds: each reads the gradient once per dot-sample and places "
+    Setting("dot_rounds", 2, int, "Placement rounds: each reads the gradient once per dot-sample and places "
                                   "an equal share of the dots.", _dot_rounds),
-    Setting("dot_samples", 1, int, "Gradients per placement round, each through one sampled clean-up chain.",
+    Setting("dot_samples", 2, int, "Gradients per placement round, each through one sampled clean-up chain.",
             _dot_samples),
     Setting("dot_placement", "gradient", str, "gradient: where a dot raises the loss most; random: the control, "
                                               "random places of the same band.", choices=PLACEMENTS),
