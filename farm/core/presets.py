@@ -20,18 +20,18 @@ PRESETS: dict[str, dict] = {
     # smoothed (translation-invariant) gradients, every step spent, 32/255 off the glyphs and 8/255 on them.
     "recommended": {"method": "momentum", "mask": "full", "eps": 32 / 255, "eps_glyph": 8 / 255, "steps": 20,
                     "diversity": 0.7, "smoothing": 2.0, "early_stop": False},
+    # advCAPTCHA's plain iterative method (Shi et al. 2020): 8/255 in 10 steps off the glyphs, early stop.
+    "paper": {"method": "iterative", "mask": "background"},
     # Issue 25: 12 dots on the glyphs' edges, placed by the gradient of the substitute and two donors through
     # the attacker's clean-up chains, then the recommended noise through the substitute alone. Settings chosen
     # on donors with benchmarks/ink_research.py, reported on held-out solvers (README, "Clean-up").
     # 14 noise steps, not 20, pay for the placement's 2 rounds x 2 gradients of three models.
     "edge": {"method": "edge", "mask": "full", "eps": 32 / 255, "eps_glyph": 8 / 255, "steps": 14,
              "diversity": 0.7, "smoothing": 2.0, "early_stop": False, "ensemble": ("crnn-b", "resnet-a")},
-    # advCAPTCHA's plain iterative method (Shi et al. 2020): 8/255 in 10 steps off the glyphs, early stop.
-    "paper": {"method": "iterative", "mask": "background"},
 }
 DEFAULT_PRESET = "recommended"
 
-# The fields of a spec a preset fills: the method, every method's settings, and the pool's mask and glyph budget
+# The fields of a spec a preset fills: the method, every method's settings, and the pool's mask, glyph budget, donors
 PRESET_FIELDS = ("method", *SETTINGS, "mask", "eps_glyph", "ensemble")
 _POOL_DEFAULTS = {"mask": "background", "eps_glyph": None, "ensemble": ()}  # a preset that leaves them out
 
