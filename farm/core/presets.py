@@ -24,7 +24,7 @@ PRESETS: dict[str, dict] = {
     "paper": {"method": "iterative", "mask": "background"},
     # Issue 25: 12 dots on the glyphs' edges, placed by the gradient of the substitute and two donors through
     # the attacker's clean-up chains, then the recommended noise through the substitute alone. Settings chosen
-    # on donors with benchmarks/ink_research.py, reported on held-out solvers (README, "Clean-up").
+    # on donors with benchmarks/ink_research.py, reported on held-out solvers (README, "Measured").
     # 14 noise steps, not 20, pay for the placement's 2 rounds x 2 gradients of three models.
     "edge": {"method": "edge", "mask": "full", "eps": 32 / 255, "eps_glyph": 8 / 255, "steps": 14,
              "diversity": 0.7, "smoothing": 2.0, "early_stop": False, "ensemble": ("crnn-b", "resnet-a")},
