@@ -15,7 +15,8 @@ from typing import Callable
 from farm.exceptions import SettingError
 
 __all__ = ["Setting", "Declaration", "NORMS", "MAX_L2_EPS", "MAX_SMOOTHING", "MAX_DECAY", "MAX_BAND", "DIRECT",
-           "ITERATIVE", "MOMENTUM", "ROBUST", "EDGE", "PLACEMENTS", "DECLARED", "METHOD_NAMES", "SETTINGS", "declaration", "takers", "not_taken", "listed"]
+           "ITERATIVE", "MOMENTUM", "ROBUST", "EDGE", "PLACEMENTS", "DECLARED", "METHOD_NAMES", "SETTINGS",
+           "declaration", "takers", "not_taken", "listed"]
 
 NORMS = ("linf", "l2")
 # The largest L2 budget that keeps a captcha readable. Measured with the bundled substitute on 32
