@@ -58,8 +58,9 @@ def preset_options(command):
                           + "; ".join(f"{name} ({describe(name)})" for name in PRESETS)
                           + ". Options given override it; another --method than the preset's takes its own defaults."),
         click.option("--method", type=click.Choice(METHOD_NAMES), default=preset_value(DEFAULT_PRESET, "method"),
-                     show_default=True, help="none (clean control), direct, iterative, momentum, robust (pixel noise) "
-                                                 "or warp (geometry: a smooth displacement field)."),
+                     show_default=True, help="none (clean control), direct, iterative, momentum, robust (pixel noise), "
+                                                 "warp (geometry: a smooth displacement field) or edge (dots on the "
+                                                 "glyphs' edges, then noise)."),
         *(_setting_option(setting) for setting in SETTINGS.values()),
         click.option("--mask", default=preset_value(DEFAULT_PRESET, "mask"), show_default=True,
                      help="full, background, glyph, strokes (random curves off the glyphs), or a PNG of the "
@@ -84,7 +85,9 @@ def preset_options(command):
                    "copied into the store so farm workers read it too.")
 @preset_options
 @click.option("--margin", default=1, show_default=True, help="Background mask: pixels kept clear around glyphs.")
-@click.option("--ensemble", multiple=True, help="Zoo donor attacked together with the substitute (repeatable).")
+@click.option("--ensemble", multiple=True, help="Zoo donor attacked together with the substitute (repeatable; "
+                                               "default: the preset's, edge's places its dots through crnn-b and "
+                                               "resnet-a).")
 @click.option("--shard-size", default=256, show_default=True, help="Captchas per shard (unit of work and of resume).")
 @click.option("--seed", default=0, show_default=True, help="Same seed, scheme and count: same clean captchas.")
 @checkpoint_option
@@ -110,7 +113,8 @@ def generate(pool, count, scheme, source, settings, margin, ensemble, shard_size
                            "folder)")
     check_pool_name(pool)
     spec = PoolSpec.from_preset(settings.pop("preset"), count=1 if count is None else count, scheme=scheme,
-                                margin=margin, seed=seed, shard_size=shard_size, ensemble=tuple(ensemble), **settings)
+                                margin=margin, seed=seed, shard_size=shard_size, **settings,
+                                **({"ensemble": tuple(ensemble)} if ensemble else {}))
     if source is not None and spec.mask not in MASKS:
         raise SettingError("--mask: a --source pool takes full, background, glyph or strokes; give glyph masks as "
                            "<image>.mask.png in the folder")
