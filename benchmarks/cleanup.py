@@ -1,6 +1,7 @@
 """How much of a default pool the attacker's clean-up gives back to the held-out solvers.
 
-Generates `classic` captchas under `farm generate`'s defaults (or reads --pool from FARM_STORE),
+Generates `classic` captchas under `farm generate`'s defaults (or --preset, with --set NAME=VALUE over it:
+e.g. `--preset edge --set dot_placement=random`, its control; or reads --pool from FARM_STORE),
 then every held-out zoo solver reads them, clean and adversarial, as they are and after each
 clean-up chain of the attacker's toolbox (farm.core.preprocess.CHAINS, or --chain). Held-out solvers
 only report: no setting is chosen by looking at this table.
@@ -19,7 +20,9 @@ from farm.storage.config import secret
 from farm.ops.evaluate import load_pool, pool_accuracy, worst_chain
 from farm.ops.submit import generate_pool
 from farm.core.spec import PoolSpec
+from farm.core.attacks.settings import SETTINGS
 from farm.core.preprocess import CHAINS, parse_chains
+from farm.core.presets import DEFAULT_PRESET, PRESETS
 from farm.storage.store import LocalStore, open_store
 from farm.core.zoo import HELD_OUT, members, zoo_path
 from farm.core.zoo_loading import load_member
@@ -33,15 +36,26 @@ def held_out_solvers() -> dict:
     return {name: load_member(name) for name in trained}
 
 
-def default_pool(store, count: int, seed: int, processes: int) -> str:
-    """A pool of `count` classic captchas under farm generate's defaults, attacked by the bundled substitute."""
-    spec = PoolSpec.from_preset("recommended", count=count, scheme="classic", seed=seed).validate()
+def default_pool(store, count: int, seed: int, processes: int, preset: str = DEFAULT_PRESET,
+                 changes: dict | None = None) -> str:
+    """A pool of `count` classic captchas under a preset (farm generate's default), attacked by the bundled
+    substitute and the preset's donors."""
+    spec = PoolSpec.from_preset(preset, count=count, scheme="classic", seed=seed, **(changes or {})).validate()
     substitute = load_solver(*registry.bundled())
     summary = generate_pool(store, "cleanup", spec, attack_solvers(spec, substitute), secret(store), processes=processes)
     print(f"generated {summary['count']} captchas in {summary['seconds']:.0f} s: mean SSIM {summary['mean_ssim']:.3f}, "
           f"substitute {summary['substitute_accuracy_clean']:.1%} clean -> "
           f"{summary['substitute_accuracy_adversarial']:.1%} adversarial", flush=True)
     return "cleanup"
+
+
+def setting(text: str) -> tuple[str, object]:
+    """NAME=VALUE of a declared setting (farm.core.attacks.settings), cast to its type."""
+    name, _, value = text.partition("=")
+    if name not in SETTINGS:
+        raise argparse.ArgumentTypeError(f"{name}: no method takes it (settings: {', '.join(SETTINGS)})")
+    kind = SETTINGS[name].kind
+    return name, (value in ("1", "true", "on") if kind is bool else kind(value))
 
 
 def print_table(table: dict, chains: list[str]) -> None:
@@ -55,6 +69,9 @@ def print_table(table: dict, chains: list[str]) -> None:
     for name, row in table.items():
         print(f"  {name:14s} {row['worst']['chain']:{width}s} {row['worst']['clean']:6.1%} clean -> "
               f"{row['worst']['adversarial']:6.1%} adversarial")
+    print("largest fall below clean, over the chains (a control's test: <= 10 points)")
+    for name, row in table.items():
+        print(f"  {name:14s} {max(row['clean'][c] - row['adversarial'][c] for c in chains):6.1%}")
 
 
 def main():
@@ -66,6 +83,9 @@ def main():
     parser.add_argument("--chain", action="append", help="a clean-up chain, e.g. 'median3>otsu>open3' "
                                                          "(repeatable; default: farm.core.preprocess.CHAINS)")
     parser.add_argument("--processes", type=int, default=1, help="generation processes (the machine is shared)")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS), help="the generated pool's preset")
+    parser.add_argument("--set", type=setting, action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting over the preset's (repeatable), e.g. dot_placement=random")
     parser.add_argument("--json", help="write the full table here")
     args = parser.parse_args()
     try:
@@ -77,12 +97,13 @@ def main():
     solvers = held_out_solvers()
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(args.store) if args.pool else LocalStore(tmp)
-        pool = args.pool or default_pool(store, args.count, args.seed, args.processes)
+        pool = args.pool or default_pool(store, args.count, args.seed, args.processes, args.preset, dict(args.set))
         records, adversarial, clean = load_pool(store, pool)
     table = pool_accuracy(solvers, records, adversarial, clean, chains, progress=True)
     for row in table.values():
         row["worst"] = worst_chain(row)
-    print(f"pool {pool}: {len(records)} captchas")
+    print(f"pool {pool}: {len(records)} captchas, glyph-region SSIM "
+          f"{sum(r['ssim_glyph'] for r in records) / len(records):.3f}")
     print_table(table, chains)
     if args.json:
         with open(args.json, "w") as f:

@@ -22,7 +22,7 @@ from farm.ops.submit import generate_pool
 from farm.core.measures import measure
 from farm.core.presets import PRESETS
 from farm.core.spec import PoolSpec
-from farm.ops.shard import attack_shard, render_shard
+from farm.ops.shard import attack_shard, attack_solvers, render_shard
 from farm.storage.layout import encode_png
 from farm.core.seeds import Seeds
 from farm.storage.store import LocalStore
@@ -32,13 +32,14 @@ def run(preset: str, args, solver) -> dict:
     """Each stage alone, then the whole embedded pipeline, for one preset: captchas/s and mean glyph SSIM."""
     steps = {"steps": args.steps} if args.steps is not None else {}
     spec = PoolSpec.from_preset(preset, count=args.count, shard_size=args.shard_size, **steps).validate()
+    solvers = attack_solvers(spec, solver)  # with the preset's donors (edge names two)
     secret = b"benchmark"
     rates = {}
     started = time.perf_counter()
     shards = [render_shard(spec, s, Seeds(b"benchmark")) for s in range(spec.shards)]
     rates["render"] = args.count / (time.perf_counter() - started)
     started, cpu = time.perf_counter(), time.process_time()
-    adversarial = [attack_shard(spec, c, [solver], s).adversarial for s, c in enumerate(shards)]
+    adversarial = [attack_shard(spec, c, solvers, s).adversarial for s, c in enumerate(shards)]
     rates["attack"] = args.count / (time.perf_counter() - started)
     attack_cpu = args.count / (time.process_time() - cpu)  # this process's CPU alone: steadier on a shared machine
     started = time.perf_counter()
@@ -54,7 +55,7 @@ def run(preset: str, args, solver) -> dict:
         for i, blob in enumerate(blobs):
             store.put(f"pools/x/images/{i}.png", blob)
         rates["store"] = args.count / (time.perf_counter() - started)
-        summary = generate_pool(store, "bench", spec, [solver], secret, progress=False)
+        summary = generate_pool(store, "bench", spec, solvers, secret, progress=False)
     print(f"preset {preset} ({spec.method}, {spec.steps} steps)")
     for stage, rate in rates.items():
         print(f"  {stage:8s} alone {rate:9.1f} captchas/s")

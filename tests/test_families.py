@@ -33,7 +33,7 @@ def publish_of_family(store, family: str | None) -> str:
 
 
 def test_each_family_is_served_by_a_preset_of_its_own_methods():
-    assert list(FAMILIES) == ["noise", "geometry"] and FAMILIES["noise"] == "recommended"
+    assert list(FAMILIES) == ["noise", "geometry", "ink"] and FAMILIES["noise"] == "recommended"
     for family, preset in FAMILIES.items():
         assert METHOD_FAMILIES[preset_value(preset, "method")] == family
 

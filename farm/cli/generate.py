@@ -63,8 +63,9 @@ def preset_options(command):
                             "Left out, the preset of the family of the substitute's generation (`farm checkpoint "
                             "list`), which the farm's move (`farm finetune`) chooses."),
         click.option("--method", type=click.Choice(METHOD_NAMES), default=preset_value(DEFAULT_PRESET, "method"),
-                     show_default=True, help="none (clean control), direct, iterative, momentum, robust (pixel noise) "
-                                                 "or warp (geometry: a smooth displacement field)."),
+                     show_default=True, help="none (clean control), direct, iterative, momentum, robust (pixel noise), "
+                                                 "warp (geometry: a smooth displacement field) or edge (dots on the "
+                                                 "glyphs' edges, then noise)."),
         *(_setting_option(setting) for setting in SETTINGS.values()),
         click.option("--mask", default=preset_value(DEFAULT_PRESET, "mask"), show_default=True,
                      help="full, background, glyph, strokes (random curves off the glyphs), or a PNG of the "
@@ -89,7 +90,9 @@ def preset_options(command):
                    "copied into the store so farm workers read it too.")
 @preset_options
 @click.option("--margin", default=1, show_default=True, help="Background mask: pixels kept clear around glyphs.")
-@click.option("--ensemble", multiple=True, help="Zoo donor attacked together with the substitute (repeatable).")
+@click.option("--ensemble", multiple=True, help="Zoo donor attacked together with the substitute (repeatable; "
+                                               "default: the preset's, edge's places its dots through crnn-b and "
+                                               "resnet-a).")
 @click.option("--shard-size", default=256, show_default=True, help="Captchas per shard (unit of work and of resume).")
 @click.option("--seed", default=0, show_default=True, help="Same seed, scheme and count: same clean captchas.")
 @checkpoint_option
@@ -119,7 +122,8 @@ def generate(pool, count, scheme, source, settings, margin, ensemble, shard_size
     if preset is None and "method" not in settings:  # the preset of the generation's family (one card read)
         preset = base_preset(_family(store_url, checkpoint, version), None, settings)
     spec = PoolSpec.from_preset(preset or DEFAULT_PRESET, count=1 if count is None else count, scheme=scheme,
-                                margin=margin, seed=seed, shard_size=shard_size, ensemble=tuple(ensemble), **settings)
+                                margin=margin, seed=seed, shard_size=shard_size, **settings,
+                                **({"ensemble": tuple(ensemble)} if ensemble else {}))
     if source is not None and spec.mask not in MASKS:
         raise SettingError("--mask: a --source pool takes full, background, glyph or strokes; give glyph masks as "
                            "<image>.mask.png in the folder")

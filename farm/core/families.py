@@ -18,12 +18,13 @@ __all__ = ["FAMILIES", "METHOD_FAMILIES", "DEFAULT_FAMILY", "LEARNED", "family_p
            "card_family", "base_preset", "next_family"]
 
 # Each family and the preset its pools are made with, in the order the farm moves to an unseen one.
-FAMILIES: dict[str, str] = {"noise": "recommended", "geometry": "warp"}
+# ink: dots in the glyphs' tone on their edges, which survive the thresholds that wipe dense noise (issue 25).
+FAMILIES: dict[str, str] = {"noise": "recommended", "geometry": "warp", "ink": "edge"}
 
 # The family of a spec by its method: every gradient-noise method is noise, whichever preset set it
 # (`--preset paper` is noise too). "none" (clean captchas, the control) belongs to none.
 METHOD_FAMILIES: dict[str, str] = {"direct": "noise", "iterative": "noise", "momentum": "noise", "robust": "noise",
-                                   "warp": "geometry"}
+                                   "warp": "geometry", "edge": "ink"}
 
 # The family of a generation whose card names none: the bundled v1, and cards from before families.
 DEFAULT_FAMILY = next(name for name, preset in FAMILIES.items() if preset == DEFAULT_PRESET)

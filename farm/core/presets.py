@@ -1,7 +1,7 @@
 """Named settings a pool is made with, expanded alike for `farm generate`, PoolSpec and a task's spec.
 
 A preset names a method, the settings it changes from that method's own defaults
-(farm.core.attacks.settings) and the pool's mask and glyph budget. The settings belong to the
+(farm.core.attacks.settings) and the pool's mask, glyph budget and donor ensemble. The settings belong to the
 method: a spec that names another method keeps the preset's mask and glyph budget but takes
 that method's own defaults, so `--method iterative` never carries momentum's input diversity.
 Torch-free, like the declarations: the CLI shows a preset's values in its help.
@@ -27,12 +27,18 @@ PRESETS: dict[str, dict] = {
     # these, as an unadapted one does; one adapted on these reads 0-2% of recommended. The warp
     # method's own defaults (3 px, 3x8 control points, 20 steps, input diversity 0.7), never tuned.
     "warp": {"method": "warp", "mask": "full"},
+    # Issue 25: 12 dots on the glyphs' edges, placed by the gradient of the substitute and two donors through
+    # the attacker's clean-up chains, then the recommended noise through the substitute alone. Settings chosen
+    # on donors with benchmarks/ink_research.py, reported on held-out solvers (README, "Measured").
+    # 14 noise steps, not 20, pay for the placement's 2 rounds x 2 gradients of three models.
+    "edge": {"method": "edge", "mask": "full", "eps": 32 / 255, "eps_glyph": 8 / 255, "steps": 14,
+             "diversity": 0.7, "smoothing": 2.0, "early_stop": False, "ensemble": ("crnn-b", "resnet-a")},
 }
 DEFAULT_PRESET = "recommended"
 
-# The fields of a spec a preset fills: the method, every method's settings, and the pool's mask and glyph budget
-PRESET_FIELDS = ("method", *SETTINGS, "mask", "eps_glyph")
-_POOL_DEFAULTS = {"mask": "background", "eps_glyph": None}  # a preset that leaves them out
+# The fields of a spec a preset fills: the method, every method's settings, and the pool's mask, glyph budget, donors
+PRESET_FIELDS = ("method", *SETTINGS, "mask", "eps_glyph", "ensemble")
+_POOL_DEFAULTS = {"mask": "background", "eps_glyph": None, "ensemble": ()}  # a preset that leaves them out
 
 
 def _preset(name: str) -> dict:
@@ -45,7 +51,7 @@ def expand(name: str, given: dict, strict: bool = True) -> dict:
     """Every field of PRESET_FIELDS: those `given`, then the preset's, then the method's own defaults.
 
     The preset's settings apply only to its own method; its mask and glyph budget to any that takes
-    them (a geometric method, warp, takes neither: mask full, no glyph budget). The glyph
+    them (a geometric method, warp, takes neither: mask full, no glyph budget); its ensemble to any. The glyph
     budget applies where it is smaller than eps under L-inf (given, it is kept and checked by
     PoolSpec.validate). A setting the method does not take is None; given, it is refused (strict)
     or kept unused (not strict: a spec built as before presets).
@@ -69,6 +75,8 @@ def expand(name: str, given: dict, strict: bool = True) -> dict:
             fields[setting] = None
     # a method that takes no mask (warp) acts on the whole captcha, whatever the preset's mask
     fields["mask"] = given.get("mask", preset.get("mask", _POOL_DEFAULTS["mask"]) if declared.masked else "full")
+    ensemble = given.get("ensemble", preset.get("ensemble", _POOL_DEFAULTS["ensemble"]))
+    fields["ensemble"] = tuple(ensemble) if isinstance(ensemble, list) else ensemble  # else PoolSpec.validate names it
     if "eps_glyph" in given:
         fields["eps_glyph"] = given["eps_glyph"]
     else:
@@ -96,6 +104,8 @@ def describe(name: str) -> str:
 
 def shown(value, pixels: bool = False) -> str:
     """A value as the CLI takes it: 8/255 for a budget on the 8-bit grid (not a length in pixels), on/off for a switch."""
+    if isinstance(value, tuple):
+        return "+".join(value)
     if not pixels and isinstance(value, float) and 0 < value < 1 and abs(value * 255 - round(value * 255)) < 1e-9:
         return f"{round(value * 255)}/255"
     return ("on" if value else "off") if isinstance(value, bool) else str(value)

@@ -60,7 +60,8 @@ FROM_PRESET = _FromPreset()
 # reads as what its pool was made with: the method's own default for a setting, None for the source.
 _FIRST_FIELDS = frozenset({"count", "scheme", "method", "norm", "eps", "alpha", "steps", "mask", "margin", "seed",
                            "shard_size", "random_start", "smoothing", "diversity", "decay", "eps_glyph", "ensemble"})
-_ADDED_LATER = ("early_stop", "source", "samples", "displacement", "displacement_step", "grid_rows", "grid_cols")
+_ADDED_LATER = ("early_stop", "source", "samples", "displacement", "displacement_step", "grid_rows", "grid_cols",
+                "dots", "dot_width", "band", "dot_rounds", "dot_samples", "dot_placement")
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class PoolSpec:
 
     count: int
     scheme: str = "classic"
-    method: str = FROM_PRESET  # none, direct, iterative, momentum, robust or warp
+    method: str = FROM_PRESET  # none, direct, iterative, momentum, robust, warp or edge
     norm: str | None = FROM_PRESET
     eps: float | None = FROM_PRESET
     alpha: float | None = FROM_PRESET  # None: the method picks (2.5 eps / steps)
@@ -90,7 +91,7 @@ class PoolSpec:
     diversity: float | None = FROM_PRESET
     decay: float | None = FROM_PRESET  # momentum and robust only
     eps_glyph: float | None = FROM_PRESET  # linf: a smaller budget on the glyphs (dilated by margin) than off them
-    ensemble: tuple[str, ...] = ()  # zoo donors attacked together with the substitute
+    ensemble: tuple[str, ...] = FROM_PRESET  # zoo donors attacked together with the substitute (the preset's: none)
     early_stop: bool | None = FROM_PRESET  # stop a captcha once the substitute misreads it; off: spend every step
     source: str | None = None  # a platform's own captchas (farm.storage.folder) instead of a scheme; scheme is then "folder"
     samples: int | None = FROM_PRESET  # robust only
@@ -98,6 +99,12 @@ class PoolSpec:
     displacement_step: float | None = FROM_PRESET  # warp only, pixels
     grid_rows: int | None = FROM_PRESET  # warp only
     grid_cols: int | None = FROM_PRESET  # warp only
+    dots: int | None = FROM_PRESET  # edge only: its dots on the glyphs' edges (farm.core.attacks.edge)
+    dot_width: float | None = FROM_PRESET
+    band: int | None = FROM_PRESET
+    dot_rounds: int | None = FROM_PRESET
+    dot_samples: int | None = FROM_PRESET
+    dot_placement: str | None = FROM_PRESET
 
     def __post_init__(self):
         unset = {f.name for f in fields(self) if getattr(self, f.name) is FROM_PRESET}

@@ -83,7 +83,8 @@ def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int
     x = torch.from_numpy(clean.images).unsqueeze(1).float() / 255
     budget = masks.glyph_budget(spec, clean.glyphs)
     budget = None if budget is None else torch.from_numpy(budget).unsqueeze(1).float()
-    adv = attack(x, clean.texts, torch.from_numpy(clean.allowed).unsqueeze(1), budget=budget)
+    adv = attack(x, clean.texts, torch.from_numpy(clean.allowed).unsqueeze(1), budget=budget,
+                 glyphs=torch.from_numpy(clean.glyphs).unsqueeze(1))
     # round to the 8-bit grid a PNG holds; k/255 budgets stay within eps after rounding
     return adv.squeeze(1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
 

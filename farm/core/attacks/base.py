@@ -87,11 +87,14 @@ class Attack:
 
     # -- the shared machinery --------------------------------------------------------------
     def __call__(self, images: torch.Tensor, labels: list[str], mask: torch.Tensor | None = None,
-                 targets: list[str] | None = None, budget: torch.Tensor | None = None) -> torch.Tensor:
+                 targets: list[str] | None = None, budget: torch.Tensor | None = None,
+                 glyphs: torch.Tensor | None = None) -> torch.Tensor:
         """Adversarial versions of `images` (same shape, on the CPU).
 
         budget: optional per-pixel L-inf radius (B, 1, H, W), each <= eps: e.g. a small budget on
         the glyphs that people read and the full eps off them.
+        glyphs: the glyph masks (B, 1, H, W); a method that draws by the glyphs (edge) needs them, the others
+        ignore them.
         """
         if budget is not None and (self.norm != "linf" or float(budget.max()) > self.eps + 1e-6):
             raise ValueError("budget: a per-pixel budget needs norm linf and radii <= eps")

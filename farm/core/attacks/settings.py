@@ -15,7 +15,8 @@ from typing import Callable
 from farm.exceptions import SettingError
 
 __all__ = ["Setting", "Declaration", "NORMS", "MAX_L2_EPS", "MAX_SMOOTHING", "MAX_DECAY", "MAX_DISPLACEMENT",
-           "MAX_GRID", "DIRECT", "ITERATIVE", "MOMENTUM", "ROBUST", "WARP", "DECLARED", "METHOD_NAMES", "SETTINGS",
+           "MAX_GRID", "MAX_BAND", "DIRECT", "ITERATIVE", "MOMENTUM", "ROBUST", "WARP", "EDGE", "PLACEMENTS",
+           "DECLARED", "METHOD_NAMES", "SETTINGS",
            "declaration", "takers", "not_taken", "listed"]
 
 NORMS = ("linf", "l2")
@@ -38,6 +39,10 @@ MAX_DISPLACEMENT = 8.0
 # Control points down or across the captcha: 32 across a 160-pixel captcha are 5 px apart, as close
 # as a field can be and stay smooth at the displacements above.
 MAX_GRID = 32
+# Edge dots bridge, thicken or close a stroke only when they touch it: a centre further than a few
+# pixels off the glyphs leaves a separate blob that a reader (and an opening) parts from the letter.
+MAX_BAND = 6
+PLACEMENTS = ("gradient", "random")  # random: the control, the same dots at random places of the band
 
 Check = Callable[[object, dict], None]  # (value, every setting of the method) -> None, or ValueError naming the setting
 
@@ -191,6 +196,34 @@ def _samples(samples, settings) -> None:
         raise SettingError(f"samples: preprocessings averaged per step, must be at least 1 (got {samples})")
 
 
+def _dots(dots, settings) -> None:
+    if not dots >= 1:
+        raise SettingError(f"dots: must be at least 1 (got {dots}); with none, use momentum")
+
+
+def _dot_width(width, settings) -> None:
+    if not 3 <= width <= 8:
+        raise SettingError(f"dot-width: must be in [3, 8] pixels (got {width}); under 3 a 3x3 opening or median "
+                           f"removes a dot, over 8 it covers a stroke")
+
+
+def _band(band, settings) -> None:
+    if not 1 <= band <= MAX_BAND:
+        raise SettingError(f"band: must be 1 to {MAX_BAND} pixels off the glyphs (got {band}); further out a dot "
+                           f"no longer touches a stroke")
+
+
+def _dot_rounds(rounds, settings) -> None:
+    if not 1 <= rounds <= settings["dots"]:
+        raise SettingError(f"dot-rounds: must be 1 to dots = {settings['dots']} (got {rounds}); each round places "
+                           f"at least one dot")
+
+
+def _dot_samples(samples, settings) -> None:
+    if not samples >= 1:
+        raise SettingError(f"dot-samples: gradients per placement round, must be at least 1 (got {samples})")
+
+
 # -- the methods ------------------------------------------------------------------------------
 
 # iterative (advCAPTCHA's Eq. 2, BIM/PGD): what the base Attack takes
@@ -233,13 +266,28 @@ WARP = Declaration((
     replace(ITERATIVE["diversity"], default=0.7),
 ), masked=False)
 
+# edge (issue 25): dots in the glyphs' tone on the glyphs' edges, placed by the ensemble's gradient through
+# the attacker's clean-up chains, then momentum's dense noise, every step spent
+EDGE = MOMENTUM.derive(defaults={"early_stop": False}, add=(
+    Setting("dots", 12, int, "Dots per captcha, discs in the glyphs' darkest tone on the glyphs' edges.", _dots),
+    Setting("dot_width", 3.5, float, "Dot diameter in pixels (>= 3: a 3x3 opening or median keeps a dot).",
+            _dot_width),
+    Setting("band", 2, int, "Pixels off the glyphs a dot's centre may lie: it joins the stroke it touches.", _band),
+    Setting("dot_rounds", 2, int, "Placement rounds: each reads the gradient once per dot-sample and places "
+                                  "an equal share of the dots.", _dot_rounds),
+    Setting("dot_samples", 2, int, "Gradients per placement round, each through one sampled clean-up chain.",
+            _dot_samples),
+    Setting("dot_placement", "gradient", str, "gradient: where a dot raises the loss most; random: the control, "
+                                              "random places of the same band.", choices=PLACEMENTS),
+))
+
 DECLARED: dict[str, Declaration] = {"direct": DIRECT, "iterative": ITERATIVE, "momentum": MOMENTUM, "robust": ROBUST,
-                                    "warp": WARP}
+                                    "warp": WARP, "edge": EDGE}
 METHOD_NAMES = ("none", *DECLARED)  # none: the clean captchas, a control that takes no setting
 
 # Every setting any method takes, once, in the order options are listed (help and type of the first declaring it)
 SETTINGS: dict[str, Setting] = {}
-for _declaration in (ITERATIVE, MOMENTUM, ROBUST, DIRECT, WARP):
+for _declaration in (ITERATIVE, MOMENTUM, ROBUST, DIRECT, WARP, EDGE):
     for _setting in _declaration.settings:
         SETTINGS.setdefault(_setting.name, _setting)
 

@@ -1,0 +1,96 @@
+"""The edge method (issue 25): dots on the glyphs' edges placed by the gradient, then momentum's noise."""
+
+import json
+
+import pytest
+import torch
+
+from farm.core.attacks.edge import edge_zones
+from farm.core.attacks.methods import make_attack
+from farm.core.seeds import Seeds
+from farm.core.spec import PoolSpec
+from farm.ops.shard import perturb, render_shard
+
+EPS = 16 / 255
+FAST = {"steps": 2, "dots": 4, "eps": EPS}  # a few noise steps: what is tested is where the ink goes
+
+
+@pytest.fixture(scope="module")
+def shard():
+    spec = PoolSpec.from_preset("edge", count=4, seed=5, **FAST).validate()
+    return spec, render_shard(spec, 0, Seeds(b"edge-test"))
+
+
+def test_the_dots_lie_only_on_the_glyphs_edges_and_the_rest_within_the_noise_budget(substitute, shard):
+    spec, clean = shard
+    for band in (1, 3):
+        banded = PoolSpec.from_preset("edge", count=4, seed=5, band=band, **FAST).validate()
+        adversarial = perturb(banded, clean, [substitute], 0)
+        moved = (adversarial.astype(int) - clean.images.astype(int)).__abs__() > round(EPS * 255)  # ink, not noise
+        _, reach = edge_zones(clean.glyphs, band, banded.dot_width)
+        assert moved.any(axis=(1, 2)).all(), "every captcha has dots"
+        assert not (moved & ~reach).any(), f"ink beyond {band} px off the glyphs plus a dot's radius"
+
+
+def test_the_dots_are_cut_to_the_mask(substitute, shard):
+    _, clean = shard
+    images = torch.from_numpy(clean.images).unsqueeze(1).float() / 255
+    glyphs = torch.from_numpy(clean.glyphs).unsqueeze(1)
+    mask = torch.zeros_like(glyphs)
+    mask[..., :, :80] = True  # the left half only
+    attack = make_attack("edge", substitute, **FAST)
+    adversarial = attack(images, clean.texts, mask, glyphs=glyphs)
+    assert torch.equal(adversarial[~mask], images[~mask])
+    assert (adversarial - images).abs().amax() > EPS + 1 / 255
+
+
+def test_the_same_seed_gives_the_same_bytes_and_another_seed_others(substitute, shard):
+    spec, clean = shard
+    again = PoolSpec.from_preset("edge", count=4, seed=5, **FAST).validate()
+    other = PoolSpec.from_preset("edge", count=4, seed=6, **FAST).validate()
+    first = perturb(spec, clean, [substitute], 0)
+    assert first.tobytes() == perturb(again, clean, [substitute], 0).tobytes()
+    assert first.tobytes() != perturb(other, clean, [substitute], 0).tobytes()
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"dots": 0}, "dots: must be at least 1"),
+    ({"dot_width": 2.0}, r"dot-width: must be in \[3, 8\]"),
+    ({"band": 0}, "band: must be 1 to 6"),
+    ({"dots": 4, "dot_rounds": 5}, "dot-rounds: must be 1 to dots = 4"),
+    ({"dot_samples": 0}, "dot-samples: .*at least 1"),
+    ({"dot_placement": "anywhere"}, "dot-placement: must be one of gradient, random"),
+])
+def test_edge_settings_out_of_range_are_refused_by_name(substitute, bad, match):
+    with pytest.raises(ValueError, match=match):
+        make_attack("edge", substitute, **bad)
+    with pytest.raises(ValueError, match=match):
+        PoolSpec.from_preset("edge", count=4, **bad).validate()
+
+
+def test_only_edge_takes_the_dot_settings_and_it_needs_the_glyphs(substitute, shard):
+    with pytest.raises(ValueError, match="dots: only edge takes it, not momentum"):
+        PoolSpec.from_preset("recommended", count=4, dots=3)
+    _, clean = shard
+    images = torch.from_numpy(clean.images).unsqueeze(1).float() / 255
+    with pytest.raises(ValueError, match="glyphs: edge places its dots"):
+        make_attack("edge", substitute, **FAST)(images, clean.texts)
+
+
+def test_farm_generate_makes_an_edge_pool_into_a_folder_store(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from farm.cli import main
+    from farm.storage.manifest import read_manifest
+    from farm.storage.store import LocalStore
+
+    monkeypatch.setenv("FARM_STORE", f"file://{tmp_path / 'store'}")
+    result = CliRunner().invoke(main, ["generate", "--pool", "e", "--preset", "edge", "--count", "4", "--steps", "2",
+                                       "--no-progress", "--json"])
+    assert result.exit_code == 0, result.output
+    store = LocalStore(tmp_path / "store")
+    spec = read_manifest(store, "e")["spec"]
+    assert spec["method"] == "edge" and spec["dots"] == 12 and spec["ensemble"] == ["crnn-b", "resnet-a"]
+    assert len(store.list("pools/e/images/")) == 4
+    keys = [json.loads(line) for key in store.list("pools/e/keys/") for line in store.get(key).decode().splitlines()]
+    assert {k["method"] for k in keys} == {"edge"} and len(keys) == 4
