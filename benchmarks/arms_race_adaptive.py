@@ -59,7 +59,8 @@ read by the bot after round 1 / after round 2 (served, Otsu): v1 75.6% 60.8% / 6
 57.2% 46.0%; v3 68.8% 58.4% / 2.0% 48.0%. So v3's noise is no defence against a bot that remembers
 noise (68.8%), and Otsu gives back about half of it to the one that forgot (48%): round 2's 2% is the
 bot's forgetting, not a new family, and it needs a third family (an ink family, or noise that survives
-Otsu) to be a moving target past two rounds.
+Otsu) to be a moving target past two rounds. (Measured with two families; since the edge preset joined
+as the family ink, the same answers would move round 2 to ink, the first family they never showed.)
 
 What it says: against a bot that adapted on generation k, generation k+1 of another family is read
 at 9-10% (goal: at most 25%, and at most half of gen k: met in round 1, both bots, as served and after
