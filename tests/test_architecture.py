@@ -38,7 +38,8 @@ def test_an_import_from_the_core_up_into_operations_breaks_the_layers(tmp_path):
 
 def test_a_command_checks_its_arguments_without_loading_torch(tmp_path):
     """The spec, the presets and the zoo's catalogue are torch-free, so a mistyped `farm generate` is refused
-    before torch loads (a second, not six)."""
+    before torch loads (a second, not six): its pool's own fields are checked before the generation's family is
+    read from the registry."""
     probe = ("import sys; from farm.cli import main; sys.argv = ['farm', 'generate', '--pool', 'p', '--count', '4', "
              "'--scheme', 'nope']\ntry:\n    main()\nexcept SystemExit as e:\n"
              "    print(e.code, sorted(m for m in ('torch', 'skimage', 'scipy') if m in sys.modules))")

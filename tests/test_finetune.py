@@ -101,7 +101,9 @@ def test_the_guard_refuses_a_damaging_fine_tune_and_publishes_nothing(attacked, 
     key = damaging_answers(store)
     before = store.list("checkpoints/")
     with pytest.raises(FinetuneRefused, match="nothing was published") as refused:
-        finetune(store, [key], config=FinetuneConfig(**{**SMALL, "steps": 40}, replay=0.0, lr=1e-2), progress=False)
+        # patience for 4 evaluations: the model first collapses to blanks (agreement 0 at steps 15 and 30 with one
+        # torch thread) before it types 7777, which two evaluations' patience stopped short of
+        finetune(store, [key], config=FinetuneConfig(**{**SMALL, "patience": 4}, replay=0.0, lr=1e-2), progress=False)
     assert store.list("checkpoints/") == before and registry.current(store)["version"] == "v1"
     # the refusal says how close it came: agreement with "7777" rose, clean reading fell under the floor
     assert "under the floor" in str(refused.value) and 0 < refused.value.result["guard_floor"] < 1

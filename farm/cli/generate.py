@@ -118,12 +118,14 @@ def generate(pool, count, scheme, source, settings, margin, ensemble, shard_size
         raise SettingError("--count: how many captchas the pool holds (only --source pools default to the whole "
                            "folder)")
     check_pool_name(pool)
+    pool_fields = dict(count=1 if count is None else count, scheme=scheme, margin=margin, seed=seed,
+                       shard_size=shard_size, **({"ensemble": tuple(ensemble)} if ensemble else {}))
     preset = settings.pop("preset")
     if preset is None and "method" not in settings:  # the preset of the generation's family (one card read)
+        # the pool's own fields first: reading the family loads the registry, and with it torch
+        PoolSpec.from_preset(DEFAULT_PRESET, **pool_fields).validate()
         preset = base_preset(_family(store_url, checkpoint, version), None, settings)
-    spec = PoolSpec.from_preset(preset or DEFAULT_PRESET, count=1 if count is None else count, scheme=scheme,
-                                margin=margin, seed=seed, shard_size=shard_size, **settings,
-                                **({"ensemble": tuple(ensemble)} if ensemble else {}))
+    spec = PoolSpec.from_preset(preset or DEFAULT_PRESET, **pool_fields, **settings)
     if source is not None and spec.mask not in MASKS:
         raise SettingError("--mask: a --source pool takes full, background, glyph or strokes; give glyph masks as "
                            "<image>.mask.png in the folder")
