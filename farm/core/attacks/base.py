@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from farm.core.attacks.settings import ITERATIVE, Declaration
 from farm.core.checkpoint import Solver
 
-__all__ = ["Attack", "unit_l1"]
+__all__ = ["Attack", "unit_l1", "input_diversity"]
 
 LossFn = Callable[[torch.Tensor, list[list[int]]], torch.Tensor]
 
@@ -27,6 +27,22 @@ LossFn = Callable[[torch.Tensor, list[list[int]]], torch.Tensor]
 def unit_l1(grad: torch.Tensor) -> torch.Tensor:
     """Each captcha's gradient scaled to unit L1 norm: how momentum and ensembles weigh steps alike."""
     return grad / grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+
+
+def input_diversity(x: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """Input diversity (Xie et al. 2019): with `probability`, shrink to 85-100% and pad at a random place.
+
+    One draw for the whole batch: the attacks and the generator's training (farm.ops.generator_training) share it.
+    """
+    if torch.rand(1, generator=generator).item() >= probability:
+        return x
+    h, w = x.shape[-2:]
+    scale = 0.85 + 0.15 * torch.rand(1, generator=generator).item()
+    nh, nw = max(1, int(h * scale)), max(1, int(w * scale))
+    small = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
+    top = int(torch.randint(0, h - nh + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - nw + 1, (1,), generator=generator))
+    return F.pad(small, (left, w - nw - left, top, h - nh - top), mode="replicate")
 
 
 class Attack:
@@ -210,13 +226,4 @@ class Attack:
         return noise * radius
 
     def _diverse(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Input diversity (Xie et al. 2019): shrink to 85-100% and pad at a random place."""
-        if torch.rand(1, generator=generator).item() >= self.diversity:
-            return x
-        h, w = x.shape[-2:]
-        scale = 0.85 + 0.15 * torch.rand(1, generator=generator).item()
-        nh, nw = max(1, int(h * scale)), max(1, int(w * scale))
-        small = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
-        top = int(torch.randint(0, h - nh + 1, (1,), generator=generator))
-        left = int(torch.randint(0, w - nw + 1, (1,), generator=generator))
-        return F.pad(small, (left, w - nw - left, top, h - nh - top), mode="replicate")
+        return input_diversity(x, self.diversity, generator)
