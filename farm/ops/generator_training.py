@@ -28,7 +28,7 @@ from farm.core.preprocess.ops import straight_through
 from farm.core.seeds import Seeds
 from farm.core.spec import PoolSpec
 from farm.exceptions import CheckpointError, SettingError
-from farm.storage.sources import clean_captchas
+from farm.ops.shard import CleanShard, perturb, render_shard
 
 __all__ = ["GeneratorTraining", "TrainingSet", "training_set", "train_generator", "save_generator_dir",
            "load_generator_dir"]
@@ -48,6 +48,8 @@ class GeneratorTraining:
     diversity: float = 0.7  # input diversity, as the default
     loss_cap: float = 10.0  # nats of CTC loss past which a captcha no longer steers (p(label) < 5e-5)
     mode_seeking: float = 1.0  # weight of the term that keeps two codes' perturbations apart
+    teacher: int = 0  # captchas (the first ones) the default attack perturbs as a teacher to distil; 0: none
+    distil: float = 10.0  # weight of the squared gap to the teacher's perturbation (per budget, 0 to 4)
     seed: int = 0
     cpu_minutes: float | None = None  # stop early once this process has used this much CPU (screening)
     generator: dict | None = None  # overrides of GeneratorConfig
@@ -56,6 +58,8 @@ class GeneratorTraining:
         for name in ("captchas", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise SettingError(f"{name}: must be at least 1 (got {getattr(self, name)})")
+        if not 0 <= self.teacher <= self.captchas:
+            raise SettingError(f"teacher: must be 0 to captchas ({self.captchas}), got {self.teacher}")
         if not 0 <= self.diversity <= 1:
             raise SettingError(f"diversity: must be in [0, 1] (got {self.diversity})")
         return self
@@ -73,18 +77,24 @@ class TrainingSet:
     seeds: list[int]  # each captcha's own seed, from which its code is drawn
 
 
-def training_set(spec: PoolSpec, indices: list[int], seeds: Seeds) -> TrainingSet:
-    """Captchas `indices` of a pool of `spec` rendered as pools render them, with that pool's mask and budget."""
-    images, glyphs, texts = clean_captchas(spec, indices, seeds)
-    budget = masks.glyph_budget(spec, glyphs)
-    if budget is None:
-        budget = np.full(glyphs.shape, spec.eps) if spec.norm == "linf" else None
+def training_set(spec: PoolSpec, clean: CleanShard, seeds: Seeds) -> TrainingSet:
+    """A shard's clean captchas (farm.ops.shard.render_shard) with that pool's mask and two-level budget as tensors."""
+    budget = masks.glyph_budget(spec, clean.glyphs)
+    if budget is None and spec.norm == "linf":
+        budget = np.full(clean.glyphs.shape, spec.eps)
     if budget is None:
         raise SettingError(f"norm: the generator is bounded in L-inf; the preset's norm is {spec.norm}")
-    allowed = masks.allowed(spec, glyphs, indices, seeds)
-    as_tensor = lambda a: torch.from_numpy(np.asarray(a)).unsqueeze(1).float()  # noqa: E731
-    return TrainingSet(as_tensor(images) / 255, as_tensor(glyphs), as_tensor(budget), as_tensor(allowed), texts,
-                       [seeds.captcha(spec.seed, i) for i in indices])
+    as_tensor = lambda a: torch.from_numpy(np.asarray(a)).unsqueeze(1).float()  # noqa: E731  (N, H, W) -> (N, 1, H, W)
+    return TrainingSet(as_tensor(clean.images) / 255, as_tensor(clean.glyphs), as_tensor(budget),
+                       as_tensor(clean.allowed), clean.texts, [seeds.captcha(spec.seed, i) for i in clean.indices])
+
+
+def teacher_perturbations(spec: PoolSpec, clean: CleanShard, substitute: Solver, count: int) -> torch.Tensor:
+    """(count, 1, H, W): the default attack's perturbations of the first `count` captchas, the teacher to distil."""
+    first = CleanShard(clean.indices[:count], clean.texts[:count], clean.images[:count], clean.glyphs[:count],
+                       clean.allowed[:count])
+    adversarial = perturb(spec, first, [substitute], shard=0)
+    return torch.from_numpy(adversarial.astype(np.float32) - first.images).unsqueeze(1) / 255
 
 
 def _ctc_losses(solvers: list[Solver], x: torch.Tensor, labels: list[list[int]]) -> list[torch.Tensor]:
@@ -96,10 +106,15 @@ def train_generator(solvers: list[Solver], config: GeneratorTraining, progress: 
     """Train (or go on training `generator`) against `solvers` (substitute first, then donors; never held-out)."""
     config.validate()
     torch.manual_seed(config.seed)
-    spec = PoolSpec.from_preset(config.preset, count=config.captchas, scheme="classic", seed=config.seed).validate()
+    spec = PoolSpec.from_preset(config.preset, count=config.captchas, shard_size=min(config.captchas, 8192),
+                                scheme="classic", seed=config.seed).validate()
     started, cpu_started = time.perf_counter(), time.process_time()
-    data = training_set(spec, list(range(config.captchas)), Seeds(TRAINING_SECRET))
+    seeds = Seeds(TRAINING_SECRET)
+    clean = render_shard(spec, 0, seeds)
+    data = training_set(spec, clean, seeds)
     render_seconds = time.perf_counter() - started
+    teacher = teacher_perturbations(spec, clean, solvers[0], config.teacher) if config.teacher else None
+    teacher_seconds = time.perf_counter() - started - render_seconds
     charset = solvers[0].charset
     labels = [charset.encode(charset.normalize(t)) for t in data.texts]
     for solver in solvers:
@@ -128,6 +143,11 @@ def train_generator(solvers: list[Solver], config: GeneratorTraining, progress: 
         half = len(rows)
         apart = ((delta[:half] - delta[half:]).abs() / data.budget[rows]).mean()  # 0: codes ignored; 1: opposite signs
         objective = -fooling - config.mode_seeking * apart.clamp(max=0.5)
+        taught = twice < len(teacher) if teacher is not None else None
+        if taught is not None and taught.any():  # distil: the default's perturbation of the same captcha, per budget
+            rows_taught = twice[taught]
+            gap = (delta[taught] - teacher[rows_taught]) / data.budget[rows_taught]
+            objective = objective + config.distil * gap.pow(2).mean()
         optimiser.zero_grad(set_to_none=True)
         objective.backward()
         optimiser.step()
@@ -144,6 +164,7 @@ def train_generator(solvers: list[Solver], config: GeneratorTraining, progress: 
     last = history[-50:]
     summary = {"steps": step, "seconds": round(time.perf_counter() - started, 1),
                "cpu_seconds": round(time.process_time() - cpu_started, 1), "render_seconds": round(render_seconds, 1),
+               "teacher_seconds": round(teacher_seconds, 1),
                "solvers": [s.card.get("zoo", {}).get("name") or s.version for s in solvers],
                "final_ctc": [round(float(np.mean([r["loss"][k] for r in last])), 3) for k in range(len(solvers))],
                "final_apart": round(float(np.mean([r["apart"] for r in last])), 3), "config": asdict(config),

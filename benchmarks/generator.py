@@ -1,0 +1,137 @@
+"""A trained perturbation generator against the default attack: cost per captcha and held-out transfer (issue 27).
+
+Side by side in one run, on one torch thread: captchas/s of clean rendering, of the default
+(`recommended`: momentum + input diversity + smoothing, 20 steps, 32/255 off the glyphs and
+8/255 on them, the substitute as `farm generate` attacks with it) and of the generator (one
+forward pass, same budgets and mask), each from rendering to the 8-bit image; rates from the
+process's CPU time (the machine is shared: wall time measures the neighbours), wall time beside.
+Then, on the same fresh `classic` captchas (a benchmark secret: neither a pool's nor the
+generator's training captchas), every held-out zoo solver reads the default's and the
+generator's images as served and after each clean-up chain (benchmarks/cleanup.py's machinery),
+with glyph-region SSIM, and the "no universal pattern" check: each pool's mean perturbation
+subtracted from each of its captchas, and what each held-out solver reads back.
+Held-out solvers only report. Train a generator first (farm.ops.generator_training).
+
+Last line: `generator_vs_default_rate: <generator captchas/s over the default's>`.
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from benchmarks.cleanup import held_out_solvers
+from farm.core.checkpoint import load_solver
+from farm.core.generator import perturb_captchas
+from farm.core.masks import glyph_budget
+from farm.core.measures import measure
+from farm.core.preprocess import CHAINS
+from farm.core.seeds import Seeds
+from farm.core.spec import PoolSpec
+from farm.ops.evaluate import pool_accuracy, worst_chain
+from farm.ops.generator_training import load_generator_dir
+from farm.ops.shard import attack_solvers, perturb, render_shard
+from farm.storage import registry
+
+SECRET = b"benchmark generator"  # apart from pools and from the generator's training captchas
+
+
+def as_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).unsqueeze(1).float() / 255  # (N, H, W) uint8 -> (N, 1, H, W)
+
+
+def methods(spec: PoolSpec, model, attackers, seeds: Seeds) -> dict:
+    """Each method: clean shard -> uint8 (N, H, W) images, as a shard would write them."""
+    def generator(clean):
+        budget = glyph_budget(spec, clean.glyphs)
+        return perturb_captchas(model, clean.images, clean.glyphs, clean.allowed, budget,
+                                [seeds.captcha(spec.seed, i) for i in clean.indices])
+    return {"clean": lambda clean: clean.images, "default": lambda clean: perturb(spec, clean, attackers, 0),
+            "generator": generator}
+
+
+def rates(spec: PoolSpec, model, attackers, seeds: Seeds, rounds: int) -> dict:
+    """{method: {"cpu": captchas/s of CPU time, "wall": captchas/s}}: best of `rounds`, methods interleaved."""
+    runs = methods(spec, model, attackers, seeds)
+    best = {name: {"cpu": 0.0, "wall": 0.0} for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            cpu, wall = time.process_time(), time.perf_counter()
+            run(render_shard(spec, 0, seeds))
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            best[name]["cpu"] = max(best[name]["cpu"], spec.count / cpu)
+            best[name]["wall"] = max(best[name]["wall"], spec.count / wall)
+    return best
+
+
+def without_mean(clean: np.ndarray, adversarial: np.ndarray) -> np.ndarray:
+    """Each captcha minus the pool's mean perturbation (the most an attacker could estimate of a shared pattern)."""
+    mean = (adversarial.astype(np.float64) - clean).mean(0)
+    return np.clip(np.round(adversarial - mean), 0, 255).astype(np.uint8)
+
+
+def held_out_table(solvers: dict, texts: list[str], clean: np.ndarray, adversarial: np.ndarray, chains) -> dict:
+    """{solver: {"served": acc, "worst": {chain, clean, adversarial}, "clean": acc}} through cleanup's machinery."""
+    table = pool_accuracy(solvers, [{"answer": t} for t in texts], as_tensor(adversarial), as_tensor(clean), chains)
+    return {name: {"clean": row["clean"]["none"], "served": row["adversarial"]["none"], "worst": worst_chain(row)}
+            for name, row in table.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--generator", required=True, help="folder of a trained generator (model.safetensors, card.json)")
+    parser.add_argument("--count", type=int, default=200, help="captchas read by the held-out solvers")
+    parser.add_argument("--rate-count", type=int, default=64, help="captchas a round of the rate measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="rate rounds (best of)")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--json", help="write every number here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    seeds = Seeds(SECRET)
+    substitute = load_solver(*registry.bundled())
+    model = load_generator_dir(args.generator)
+    spec = PoolSpec.from_preset("recommended", count=args.count, shard_size=args.count, scheme="classic",
+                                seed=args.seed).validate()
+    attackers = attack_solvers(spec, substitute)  # what `farm generate` attacks with by default
+    rate_spec = PoolSpec.from_preset("recommended", count=args.rate_count, shard_size=args.rate_count,
+                                     scheme="classic", seed=args.seed + 1).validate()
+    rate = rates(rate_spec, model, attackers, seeds, args.rounds)
+    print(f"rate ({args.rate_count} captchas, best of {args.rounds}, one thread): captchas/s of CPU time (wall)")
+    for name, r in rate.items():
+        print(f"  {name:10s} {r['cpu']:8.1f} ({r['wall']:.1f})  {rate['clean']['cpu'] / r['cpu']:5.2f}x clean's cost")
+
+    clean = render_shard(spec, 0, seeds)
+    runs = methods(spec, model, attackers, seeds)
+    images = {name: runs[name](clean) for name in ("default", "generator")}
+    ssim = {name: float(np.mean([measure(clean.images[k], adv[k], clean.glyphs[k])["ssim_glyph"]
+                                 for k in range(len(adv))])) for name, adv in images.items()}
+    substitute_reads = {name: float(np.mean([r == substitute.charset.normalize(t) for r, t in
+                                             zip(substitute.read(list(adv)), clean.texts)])) for name, adv in images.items()}
+    solvers = held_out_solvers()
+    chains = ["none", *CHAINS]
+    tables = {name: held_out_table(solvers, clean.texts, clean.images, adv, chains) for name, adv in images.items()}
+    tables.update({f"{name} - mean": held_out_table(solvers, clean.texts, clean.images, without_mean(clean.images, adv),
+                                                    chains) for name, adv in images.items()})
+    print(f"held-out accuracy on {args.count} captchas: as served / after its worst chain (which)")
+    print(f"  {'solver':14s} {'clean':>6s}   " + "   ".join(f"{name:>32s}" for name in tables))
+    for solver in solvers:
+        cells = [f"{t[solver]['served']:6.1%} / {t[solver]['worst']['adversarial']:6.1%} ({t[solver]['worst']['chain']})"
+                 for t in tables.values()]
+        print(f"  {solver:14s} {tables['default'][solver]['clean']:6.1%}   " + "   ".join(f"{c:>32s}" for c in cells))
+    for name in images:
+        gains = [f"{solver} {tables[name + ' - mean'][solver]['served'] - tables[name][solver]['served']:+.1%} / "
+                 f"{tables[name + ' - mean'][solver]['worst']['adversarial'] - tables[name][solver]['worst']['adversarial']:+.1%}"
+                 for solver in solvers]
+        print(f"{name}: glyph SSIM {ssim[name]:.3f}, substitute reads {substitute_reads[name]:.1%}; "
+              f"mean perturbation subtracted gives back (served / worst chain): {', '.join(gains)}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rates": rate, "ssim_glyph": ssim, "substitute": substitute_reads, "held_out": tables,
+                       "generator_card": json.load(open(f"{args.generator}/card.json"))}, f, indent=2)
+    print(f"generator_vs_default_rate: {rate['generator']['cpu'] / rate['default']['cpu']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
