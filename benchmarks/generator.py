@@ -42,19 +42,28 @@ def as_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).unsqueeze(1).float() / 255  # (N, H, W) uint8 -> (N, 1, H, W)
 
 
-def methods(spec: PoolSpec, model, attackers, seeds: Seeds) -> dict:
-    """Each method: clean shard -> uint8 (N, H, W) images, as a shard would write them."""
+def methods(spec: PoolSpec, model, attackers, seeds: Seeds, refine: list[int]) -> dict:
+    """Each method: clean shard -> uint8 (N, H, W) images, as a shard would write them.
+
+    `generator+K`: the generator's output refined by K steps of the default attack, each of the
+    default's own step size (2.5 eps / 20), so K steps move it at most K/8 of eps.
+    """
     def generator(clean):
         budget = glyph_budget(spec, clean.glyphs)
         return perturb_captchas(model, clean.images, clean.glyphs, clean.allowed, budget,
                                 [seeds.captcha(spec.seed, i) for i in clean.indices])
+
+    def refined(steps):
+        fields = {f: getattr(spec, f) for f in ("count", "shard_size", "scheme", "seed")}
+        short = PoolSpec.from_preset("recommended", **fields, steps=steps, alpha=2.5 * spec.eps / spec.steps)
+        return lambda clean: perturb(short, clean, attackers, 0, start=generator(clean))
     return {"clean": lambda clean: clean.images, "default": lambda clean: perturb(spec, clean, attackers, 0),
-            "generator": generator}
+            "generator": generator, **{f"generator+{k}": refined(k) for k in refine}}
 
 
-def rates(spec: PoolSpec, model, attackers, seeds: Seeds, rounds: int) -> dict:
+def rates(spec: PoolSpec, model, attackers, seeds: Seeds, rounds: int, refine: list[int]) -> dict:
     """{method: {"cpu": captchas/s of CPU time, "wall": captchas/s}}: best of `rounds`, methods interleaved."""
-    runs = methods(spec, model, attackers, seeds)
+    runs = methods(spec, model, attackers, seeds, refine)
     best = {name: {"cpu": 0.0, "wall": 0.0} for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
@@ -86,6 +95,8 @@ def main():
     parser.add_argument("--rate-count", type=int, default=64, help="captchas a round of the rate measurement")
     parser.add_argument("--rounds", type=int, default=3, help="rate rounds (best of)")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--refine", type=int, action="append", default=[],
+                        help="also the generator refined by K steps of the default attack (repeatable)")
     parser.add_argument("--json", help="write every number here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -97,14 +108,14 @@ def main():
     attackers = attack_solvers(spec, substitute)  # what `farm generate` attacks with by default
     rate_spec = PoolSpec.from_preset("recommended", count=args.rate_count, shard_size=args.rate_count,
                                      scheme="classic", seed=args.seed + 1).validate()
-    rate = rates(rate_spec, model, attackers, seeds, args.rounds)
+    rate = rates(rate_spec, model, attackers, seeds, args.rounds, args.refine)
     print(f"rate ({args.rate_count} captchas, best of {args.rounds}, one thread): captchas/s of CPU time (wall)")
     for name, r in rate.items():
         print(f"  {name:10s} {r['cpu']:8.1f} ({r['wall']:.1f})  {rate['clean']['cpu'] / r['cpu']:5.2f}x clean's cost")
 
     clean = render_shard(spec, 0, seeds)
-    runs = methods(spec, model, attackers, seeds)
-    images = {name: runs[name](clean) for name in ("default", "generator")}
+    runs = methods(spec, model, attackers, seeds, args.refine)
+    images = {name: run(clean) for name, run in runs.items() if name != "clean"}
     ssim = {name: float(np.mean([measure(clean.images[k], adv[k], clean.glyphs[k])["ssim_glyph"]
                                  for k in range(len(adv))])) for name, adv in images.items()}
     substitute_reads = {name: float(np.mean([r == substitute.charset.normalize(t) for r, t in
@@ -113,7 +124,7 @@ def main():
     chains = ["none", *CHAINS]
     tables = {name: held_out_table(solvers, clean.texts, clean.images, adv, chains) for name, adv in images.items()}
     tables.update({f"{name} - mean": held_out_table(solvers, clean.texts, clean.images, without_mean(clean.images, adv),
-                                                    chains) for name, adv in images.items()})
+                                                    chains) for name, adv in images.items() if "+" not in name})
     print(f"held-out accuracy on {args.count} captchas: as served / after its worst chain (which)")
     print(f"  {'solver':14s} {'clean':>6s}   " + "   ".join(f"{name:>32s}" for name in tables))
     for solver in solvers:
@@ -121,6 +132,9 @@ def main():
                  for t in tables.values()]
         print(f"  {solver:14s} {tables['default'][solver]['clean']:6.1%}   " + "   ".join(f"{c:>32s}" for c in cells))
     for name in images:
+        if name + " - mean" not in tables:
+            print(f"{name}: glyph SSIM {ssim[name]:.3f}, substitute reads {substitute_reads[name]:.1%}")
+            continue
         gains = [f"{solver} {tables[name + ' - mean'][solver]['served'] - tables[name][solver]['served']:+.1%} / "
                  f"{tables[name + ' - mean'][solver]['worst']['adversarial'] - tables[name][solver]['worst']['adversarial']:+.1%}"
                  for solver in solvers]

@@ -6,7 +6,10 @@ import torch
 
 from farm.core.generator import GeneratorConfig, PerturbationGenerator, draw_codes, perturb_captchas
 from farm.exceptions import CheckpointError
+from farm.core.attacks.methods import make_attack
+from farm.core.checkpoint import load_solver
 from farm.ops.generator_training import load_generator_dir, save_generator_dir
+from farm.storage import registry
 
 H, W = 60, 160
 
@@ -66,3 +69,19 @@ def test_weights_round_trip_through_safetensors_and_are_checked(tmp_path):
     (tmp_path / "g" / "model.safetensors").write_bytes(weights[:-1] + bytes([weights[-1] ^ 1]))
     with pytest.raises(CheckpointError, match="sha256"):
         load_generator_dir(tmp_path / "g")
+
+
+def test_refinement_starts_from_the_given_images_and_keeps_the_budget():
+    substitute = load_solver(*registry.bundled())
+    images, glyphs, allowed, budget = _captchas(n=2)
+    start = perturb_captchas(_generator(), images, glyphs, allowed, budget, seeds=[1, 2])
+    attack = make_attack("momentum", [substitute], eps=32 / 255, steps=1, alpha=1 / 255, early_stop=False)
+    as_tensor = lambda a: torch.from_numpy(a).unsqueeze(1).float()  # noqa: E731
+    x = as_tensor(images) / 255
+    refined = attack(x, ["ab12", "cd34"], as_tensor(allowed).bool(), budget=as_tensor(budget),
+                     start=as_tensor(start) / 255)
+    fresh = attack(x, ["ab12", "cd34"], as_tensor(allowed).bool(), budget=as_tensor(budget))
+    change = (refined - x).abs().squeeze(1).numpy() * 255
+    assert (change <= budget * 255 + 1e-3).all() and (change[~allowed] == 0).all()
+    assert (refined - as_tensor(start) / 255).abs().max() <= 1 / 255 + 1e-6  # one step of alpha from the start
+    assert (fresh - x).abs().max() <= 1 / 255 + 1e-6  # without a start, one step from the clean images

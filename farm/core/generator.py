@@ -26,6 +26,7 @@ from torch import nn
 
 from farm.core.checkpoint import sha256_hex
 from farm.core.preprocess import blur
+from farm.core.preprocess.ops import straight_through
 from farm.exceptions import CheckpointError
 
 __all__ = ["GeneratorConfig", "PerturbationGenerator", "draw_codes", "perturb_captchas", "generator_bytes", "generator_card",
@@ -43,6 +44,8 @@ class GeneratorConfig:
     code_channels: int = 4  # noise channels of the code, joined at 1/4 resolution
     smoothing: float = 2.0  # sigma (full-resolution pixels) of the fixed Gaussian on the raw output: the default's
     gain: float = 3.0  # raw output scale before tanh: lets an untrained generator already reach the budget
+    straight_through: bool = False  # training only: tanh's value, the gradient of raw/3 (|raw| < 6): saturated
+    # pixels still learn which sign to take, as the default's sign steps do
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,7 +106,11 @@ class PerturbationGenerator(nn.Module):
     def forward(self, images: torch.Tensor, glyphs: torch.Tensor, codes: torch.Tensor, budget: torch.Tensor,
                 allowed: torch.Tensor) -> torch.Tensor:
         """The perturbation: |delta| <= budget everywhere, 0 where `allowed` is 0."""
-        return torch.tanh(self.raw(images, glyphs, codes)) * budget * allowed
+        raw = self.raw(images, glyphs, codes)
+        squashed = torch.tanh(raw)
+        if self.training and self.config.straight_through:
+            squashed = straight_through(raw.clamp(-6, 6) / 3, squashed)
+        return squashed * budget * allowed
 
     def perturb(self, images: torch.Tensor, glyphs: torch.Tensor, codes: torch.Tensor, budget: torch.Tensor,
                 allowed: torch.Tensor) -> torch.Tensor:

@@ -153,9 +153,11 @@ def train_generator(solvers: list[Solver], config: GeneratorTraining, progress: 
         optimiser.step()
         schedule.step()
         record = {"step": step, "loss": [round(float(loss.detach().mean()), 3) for loss in losses],
-                  "apart": round(float(apart.detach()), 3)}
+                  "apart": round(float(apart.detach()), 3),
+                  "used": round(float((delta.detach().abs() / data.budget[twice]).mean()), 3)}
         history.append(record)
-        bar.set_postfix(ctc="/".join(f"{v:.1f}" for v in record["loss"]), apart=f"{record['apart']:.2f}")
+        bar.set_postfix(ctc="/".join(f"{v:.1f}" for v in record["loss"]), apart=f"{record['apart']:.2f}",
+                        used=f"{record['used']:.2f}")
         bar.update()
         if config.cpu_minutes is not None and time.process_time() - cpu_started > 60 * config.cpu_minutes:
             break
