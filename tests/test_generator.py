@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from farm.core.generator import GeneratorConfig, PerturbationGenerator, draw_codes, perturb_captchas
-from farm.exceptions import CheckpointError
 from farm.core.attacks.methods import make_attack
 from farm.core.checkpoint import load_solver
-from farm.ops.generator_training import load_generator_dir, save_generator_dir
+from farm.core.generator import GeneratorConfig, PerturbationGenerator, draw_codes, perturb_captchas
+from farm.core.zoo_loading import load_member
+from farm.exceptions import CheckpointError, HeldOutError
+from farm.ops.generator_training import GeneratorTraining, load_generator_dir, save_generator_dir, train_generator
 from farm.storage import registry
 
 H, W = 60, 160
@@ -85,3 +86,8 @@ def test_refinement_starts_from_the_given_images_and_keeps_the_budget():
     assert (change <= budget * 255 + 1e-3).all() and (change[~allowed] == 0).all()
     assert (refined - as_tensor(start) / 255).abs().max() <= 1 / 255 + 1e-6  # one step of alpha from the start
     assert (fresh - x).abs().max() <= 1 / 255 + 1e-6  # without a start, one step from the clean images
+
+
+def test_training_refuses_a_held_out_solver():
+    with pytest.raises(HeldOutError, match="crnn-aug"):
+        train_generator([load_solver(*registry.bundled()), load_member("crnn-aug")], GeneratorTraining(steps=1))

@@ -1,7 +1,7 @@
 """Training a perturbation generator (farm.core.generator) against the substitute and its donors.
 
 The loop reads top to bottom: render a set of fresh `classic` captchas once, the way pools render
-them (farm.storage.sources under a training secret: never a pool's or a benchmark's captchas),
+them (farm.ops.shard.render_shard under a training secret: never a pool's or a benchmark's captchas),
 with the pool's masks and two-level budget -> each step, a batch of captchas each with two codes
 -> perturb, round to 8 bits (straight through) -> input diversity as the default attacks with ->
 maximise every solver's CTC loss of the true label, capped so captchas already misread stop
@@ -26,8 +26,9 @@ from farm.core.checkpoint import Solver
 from farm.core.generator import GeneratorConfig, PerturbationGenerator, generator_bytes, generator_card, load_generator
 from farm.core.preprocess.ops import straight_through
 from farm.core.seeds import Seeds
-from farm.core.spec import PoolSpec
-from farm.exceptions import CheckpointError, SettingError
+from farm.core.spec import MAX_SHARD_SIZE, PoolSpec
+from farm.core.zoo import HELD_OUT
+from farm.exceptions import CheckpointError, HeldOutError, SettingError
 from farm.ops.shard import CleanShard, perturb, render_shard
 
 __all__ = ["GeneratorTraining", "TrainingSet", "training_set", "train_generator", "save_generator_dir",
@@ -58,6 +59,8 @@ class GeneratorTraining:
         for name in ("captchas", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise SettingError(f"{name}: must be at least 1 (got {getattr(self, name)})")
+        if self.captchas > MAX_SHARD_SIZE:
+            raise SettingError(f"captchas: at most {MAX_SHARD_SIZE}, rendered as one shard (got {self.captchas})")
         if not 0 <= self.teacher <= self.captchas:
             raise SettingError(f"teacher: must be 0 to captchas ({self.captchas}), got {self.teacher}")
         if not 0 <= self.diversity <= 1:
@@ -74,10 +77,9 @@ class TrainingSet:
     budget: torch.Tensor
     allowed: torch.Tensor
     texts: list[str]
-    seeds: list[int]  # each captcha's own seed, from which its code is drawn
 
 
-def training_set(spec: PoolSpec, clean: CleanShard, seeds: Seeds) -> TrainingSet:
+def training_set(spec: PoolSpec, clean: CleanShard) -> TrainingSet:
     """A shard's clean captchas (farm.ops.shard.render_shard) with that pool's mask and two-level budget as tensors."""
     budget = masks.glyph_budget(spec, clean.glyphs)
     if budget is None and spec.norm == "linf":
@@ -86,7 +88,7 @@ def training_set(spec: PoolSpec, clean: CleanShard, seeds: Seeds) -> TrainingSet
         raise SettingError(f"norm: the generator is bounded in L-inf; the preset's norm is {spec.norm}")
     as_tensor = lambda a: torch.from_numpy(np.asarray(a)).unsqueeze(1).float()  # noqa: E731  (N, H, W) -> (N, 1, H, W)
     return TrainingSet(as_tensor(clean.images) / 255, as_tensor(clean.glyphs), as_tensor(budget),
-                       as_tensor(clean.allowed), clean.texts, [seeds.captcha(spec.seed, i) for i in clean.indices])
+                       as_tensor(clean.allowed), clean.texts)
 
 
 def teacher_perturbations(spec: PoolSpec, clean: CleanShard, substitute: Solver, count: int) -> torch.Tensor:
@@ -106,12 +108,15 @@ def train_generator(solvers: list[Solver], config: GeneratorTraining, progress: 
     """Train (or go on training `generator`) against `solvers` (substitute first, then donors; never held-out)."""
     config.validate()
     torch.manual_seed(config.seed)
-    spec = PoolSpec.from_preset(config.preset, count=config.captchas, shard_size=min(config.captchas, 8192),
+    held_out = [s.card["zoo"]["name"] for s in solvers if s.card.get("zoo", {}).get("role") == HELD_OUT]
+    if held_out:
+        raise HeldOutError(f"solvers: {', '.join(held_out)} held out; a generator trains against donors only")
+    spec = PoolSpec.from_preset(config.preset, count=config.captchas, shard_size=config.captchas,
                                 scheme="classic", seed=config.seed).validate()
     started, cpu_started = time.perf_counter(), time.process_time()
     seeds = Seeds(TRAINING_SECRET)
     clean = render_shard(spec, 0, seeds)
-    data = training_set(spec, clean, seeds)
+    data = training_set(spec, clean)  # codes are drawn afresh each step: a captcha meets many
     render_seconds = time.perf_counter() - started
     teacher = teacher_perturbations(spec, clean, solvers[0], config.teacher) if config.teacher else None
     teacher_seconds = time.perf_counter() - started - render_seconds
