@@ -15,6 +15,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -104,8 +105,12 @@ def _ctc_losses(solvers: list[Solver], x: torch.Tensor, labels: list[list[int]])
 
 
 def train_generator(solvers: list[Solver], config: GeneratorTraining, progress: bool = True,
-                    generator: PerturbationGenerator | None = None) -> tuple[PerturbationGenerator, dict]:
-    """Train (or go on training `generator`) against `solvers` (substitute first, then donors; never held-out)."""
+                    generator: PerturbationGenerator | None = None, checkpoint: Callable | None = None,
+                    every: int = 100) -> tuple[PerturbationGenerator, dict]:
+    """Train (or go on training `generator`) against `solvers` (substitute first, then donors; never held-out).
+
+    checkpoint(model, summary) is called every `every` steps and at the end (e.g. save_generator_dir).
+    """
     config.validate()
     torch.manual_seed(config.seed)
     held_out = [s.card["zoo"]["name"] for s in solvers if s.card.get("zoo", {}).get("role") == HELD_OUT]
@@ -164,19 +169,28 @@ def train_generator(solvers: list[Solver], config: GeneratorTraining, progress: 
         bar.set_postfix(ctc="/".join(f"{v:.1f}" for v in record["loss"]), apart=f"{record['apart']:.2f}",
                         used=f"{record['used']:.2f}")
         bar.update()
+        if checkpoint and step % every == 0:
+            checkpoint(model, _summary(config, solvers, history, step, started, cpu_started, render_seconds,
+                                       teacher_seconds))
         if config.cpu_minutes is not None and time.process_time() - cpu_started > 60 * config.cpu_minutes:
             break
     bar.close()
     model.eval()
-    last = history[-50:]
-    summary = {"steps": step, "seconds": round(time.perf_counter() - started, 1),
-               "cpu_seconds": round(time.process_time() - cpu_started, 1), "render_seconds": round(render_seconds, 1),
-               "teacher_seconds": round(teacher_seconds, 1),
-               "solvers": [s.card.get("zoo", {}).get("name") or s.version for s in solvers],
-               "final_ctc": [round(float(np.mean([r["loss"][k] for r in last])), 3) for k in range(len(solvers))],
-               "final_apart": round(float(np.mean([r["apart"] for r in last])), 3), "config": asdict(config),
-               "history": history[::25]}
+    summary = _summary(config, solvers, history, step, started, cpu_started, render_seconds, teacher_seconds)
+    if checkpoint:
+        checkpoint(model, summary)
     return model, summary
+
+
+def _summary(config, solvers, history, step, started, cpu_started, render_seconds, teacher_seconds) -> dict:
+    last = history[-50:]
+    return {"steps": step, "seconds": round(time.perf_counter() - started, 1),
+            "cpu_seconds": round(time.process_time() - cpu_started, 1), "render_seconds": round(render_seconds, 1),
+            "teacher_seconds": round(teacher_seconds, 1),
+            "solvers": [s.card.get("zoo", {}).get("name") or s.version for s in solvers],
+            "final_ctc": [round(float(np.mean([r["loss"][k] for r in last])), 3) for k in range(len(solvers))],
+            "final_apart": round(float(np.mean([r["apart"] for r in last])), 3), "config": asdict(config),
+            "history": history[::25]}
 
 
 def save_generator_dir(model: PerturbationGenerator, directory: Path, **card_fields) -> dict:
