@@ -50,6 +50,8 @@ class GeneratorTraining:
     diversity: float = 0.7  # input diversity, as the default
     loss_cap: float = 10.0  # nats of CTC loss past which a captcha no longer steers (p(label) < 5e-5)
     mode_seeking: float = 1.0  # weight of the term that keeps two codes' perturbations apart
+    shared: float = 0.0  # weight of the batch's mean perturbation (squared, per budget): what a pool's mean would
+    # give an attacker to subtract
     teacher: int = 0  # captchas (the first ones) the default attack perturbs as a teacher to distil; 0: none
     distil: float = 10.0  # weight of the squared gap to the teacher's perturbation (per budget, 0 to 4)
     seed: int = 0
@@ -153,6 +155,8 @@ def train_generator(solvers: list[Solver], config: GeneratorTraining, progress: 
         half = len(rows)
         apart = ((delta[:half] - delta[half:]).abs() / data.budget[rows]).mean()  # 0: codes ignored; 1: opposite signs
         objective = -fooling - config.mode_seeking * apart.clamp(max=0.5)
+        if config.shared:
+            objective = objective + config.shared * (delta / data.budget[twice]).mean(0).pow(2).mean()
         taught = twice < len(teacher) if teacher is not None else None
         if taught is not None and taught.any():  # distil: the default's perturbation of the same captcha, per budget
             rows_taught = twice[taught]
