@@ -13,6 +13,27 @@ subtracted from each of its captchas, and what each held-out solver reads back.
 Held-out solvers only report. Train a generator first (farm.ops.generator_training).
 
 Last line: `generator_vs_default_rate: <generator captchas/s over the default's>`.
+
+Measured 2026-12-07 on the shared 2-core machine (load 5-10 beside other jobs; 36% of a core):
+generator trained with GeneratorTraining's defaults (4000 captchas, 1500 steps of 2 x 16, against
+substitute-v3 + crnn-b + resnet-a: 11.6 CPU-min, 17.5 min wall), then
+`python -m benchmarks.generator --generator DIR --count 200 --refine 2` (33 min wall; `--train` does both):
+
+    captchas/s of CPU time, one thread  clean 611.1   default 11.3 (53.9x clean's cost)
+                                        generator 281.4 (2.17x clean's cost)   generator+2 76.8 (7.96x)
+    held-out, as served / worst chain   default                  generator                generator+2
+      position-a   (clean 93.5%)        1.0% / 56.5% bilat>otsu  0.0% / 60.0% otsu        0.0% / 63.5% otsu
+      transformer-a (clean 97.0%)       2.0% / 51.5% otsu        4.0% / 60.5% thr200      4.0% / 59.5% otsu
+      crnn-aug     (clean 88.5%)        0.0% / 70.0% thr200      0.0% / 81.5% thr200      0.0% / 81.5% otsu
+    glyph-region SSIM                   0.928                    0.917                    0.928
+    pool's mean perturbation subtracted, points given back (as served / worst chain):
+      default    position-a +0.5 / +2.5, transformer-a +4.5 / +3.5, crnn-aug +1.0 / +2.0
+      generator  position-a +9.5 / +22.5, transformer-a +41.5 / +21.0, crnn-aug +1.5 / +1.5
+    generator_vs_default_rate: 24.81
+
+Rate goals met (24.8x the default, 2.17x clean's cost: just over 2x). Transfer as served met
+(within 2 points); after the worst chain not (+3.5, +9, +11.5 points), SSIM 0.011 lower, and a
+shared pattern: subtracting the pool's mean gives transformer-a back 41.5 points (goal: <= 5).
 """
 
 import argparse
@@ -31,7 +52,9 @@ from farm.core.preprocess import CHAINS
 from farm.core.seeds import Seeds
 from farm.core.spec import PoolSpec
 from farm.ops.evaluate import chain_accuracy, worst_chain
-from farm.ops.generator_training import load_generator_dir
+from farm.core.zoo import DONOR, members
+from farm.core.zoo_loading import load_donor
+from farm.ops.generator_training import GeneratorTraining, load_generator_dir, save_generator_dir, train_generator
 from farm.ops.shard import attack_solvers, perturb, render_shard
 from farm.storage import registry
 
@@ -95,6 +118,8 @@ def held_out_table(solvers: dict, texts: list[str], clean: dict, adversarial: np
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--generator", required=True, help="folder of a trained generator (model.safetensors, card.json)")
+    parser.add_argument("--train", action="store_true", help="first train one into --generator (GeneratorTraining's "
+                                                             "defaults, against the substitute and the zoo's donors)")
     parser.add_argument("--count", type=int, default=200, help="captchas read by the held-out solvers")
     parser.add_argument("--rate-count", type=int, default=64, help="captchas a round of the rate measurement")
     parser.add_argument("--rounds", type=int, default=3, help="rate rounds (best of)")
@@ -106,6 +131,12 @@ def main():
     torch.set_num_threads(1)
     seeds = Seeds(SECRET)
     substitute = load_solver(*registry.bundled())
+    if args.train:
+        donors = [load_donor(m.name) for m in members(DONOR)]
+        save = lambda model, summary: save_generator_dir(model, args.generator, training=summary)  # noqa: E731
+        _, summary = train_generator([substitute, *donors], GeneratorTraining(), checkpoint=save)
+        print(f"trained in {summary['cpu_seconds']:.0f} CPU-s ({summary['seconds']:.0f} s wall): {summary['steps']} steps, "
+              f"final CTC {summary['final_ctc']} ({', '.join(summary['solvers'])})")
     model = load_generator_dir(args.generator)
     spec = PoolSpec.from_preset("recommended", count=args.count, shard_size=args.count, scheme="classic",
                                 seed=args.seed).validate()
