@@ -34,6 +34,14 @@ substitute-v3 + crnn-b + resnet-a: 11.6 CPU-min, 17.5 min wall), then
 Rate goals met (24.8x the default, 2.17x clean's cost: just over 2x). Transfer as served met
 (within 2 points); after the worst chain not (+3.5, +9, +11.5 points), SSIM 0.011 lower, and a
 shared pattern: subtracting the pool's mean gives transformer-a back 41.5 points (goal: <= 5).
+
+Two more tries, same benchmark (`--count 200`, default column identical):
+- distilled from the default (`GeneratorTraining(steps=1200, teacher=800, distil=2.0)`, 11.2 CPU-min with
+  the teacher's 800 attacks): worse everywhere: as served 0.0% / 10.5% / 0.0%, worst chain 65.5% / 65.5% /
+  84.5%, SSIM 0.917, mean subtracted +10.0 / +36.0 / +0.5 points; rate 24.94x.
+- penalising the batch's mean perturbation (`GeneratorTraining(captchas=3000, steps=800, shared=20.0)`,
+  6.3 CPU-min): SSIM 0.930 (the default's or better), as served 0.5% / 10.0% / 0.0%, worst chain
+  66.5% / 67.5% / 83.5%, mean subtracted +5.0 / +23.5 / +0.0 points; rate 27.80x (1.88x clean's cost).
 """
 
 import argparse
