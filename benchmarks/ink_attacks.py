@@ -255,7 +255,7 @@ class Ink(Attack):
         ink = ink_coverage(points, x0.shape[-2], x0.shape[-1], self.width, self.softness, dots)
         return x0 * (1 - ink) + tone * ink, ink
 
-    def attack_batch(self, images, labels, mask, targets, generator, budget=None) -> torch.Tensor:
+    def attack_batch(self, images, labels, mask, targets, generator, budget=None, start=None) -> torch.Tensor:
         for solver in self.solvers:
             solver.model.eval()
         x0 = images.to(self.device, torch.float32)
@@ -356,7 +356,7 @@ class Texture(Momentum):
         x = super().transform(x, generator)
         return self.eot[int(torch.randint(len(self.eot), (1,), generator=generator))](x)
 
-    def attack_batch(self, images, labels, mask, targets, generator, budget=None):
+    def attack_batch(self, images, labels, mask, targets, generator, budget=None, start=None):
         if self.optimise:
             return super().attack_batch(images, labels, mask, targets, generator, budget)
         x0 = images.to(self.device, torch.float32)

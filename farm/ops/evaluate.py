@@ -13,7 +13,7 @@ from farm.core.preprocess import parse_chains
 from farm.exceptions import SettingError
 from farm.storage.pools import pool_images
 
-__all__ = ["scheme_accuracy", "sequence_accuracy", "load_pool", "pool_accuracy", "worst_chain"]
+__all__ = ["scheme_accuracy", "sequence_accuracy", "load_pool", "pool_accuracy", "chain_accuracy", "worst_chain"]
 
 
 def sequence_accuracy(readings: list[str], truths: list[str]) -> float:
@@ -61,17 +61,26 @@ def pool_accuracy(solvers: dict, records: list[dict], adversarial, clean, chains
     `none` is the images as they are.
     """
     truths = [r["answer"] for r in records]
-    parsed = parse_chains(chains)
-    results = {name: {"clean": {}, "adversarial": {}} for name in solvers}
-    bar = tqdm(total=2 * len(parsed), desc="evaluate pool", unit="chain", disable=not progress, leave=False)
+    results = {name: {} for name in solvers}
+    bar = tqdm(total=2 * len(chains), desc="evaluate pool", unit="chain", disable=not progress, leave=False)
     for label, images in (("clean", clean), ("adversarial", adversarial)):
-        for chain in parsed:
-            bar.set_postfix_str(f"{label} {chain.name}")
-            cleaned = torch.cat([chain.apply(images[i:i + 200]) for i in range(0, len(images), 200)])
-            for name, solver in solvers.items():
-                results[name][label][chain.name] = round(sequence_accuracy(solver.read(cleaned), truths), 4)
-            bar.update()
+        for name, row in chain_accuracy(solvers, truths, images, chains, bar, label).items():
+            results[name][label] = row
     bar.close()
+    return results
+
+
+def chain_accuracy(solvers: dict, truths: list[str], images, chains: list[str], bar=None, label: str = "") -> dict:
+    """{solver: {chain: acc}} of one image set (N, 1, H, W) after each chain; `bar` (tqdm) counts the chains."""
+    results = {name: {} for name in solvers}
+    for chain in parse_chains(chains):
+        if bar is not None:
+            bar.set_postfix_str(f"{label} {chain.name}")
+        cleaned = torch.cat([chain.apply(images[i:i + 200]) for i in range(0, len(images), 200)])
+        for name, solver in solvers.items():
+            results[name][chain.name] = round(sequence_accuracy(solver.read(cleaned), truths), 4)
+        if bar is not None:
+            bar.update()
     return results
 
 

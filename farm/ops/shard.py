@@ -74,8 +74,9 @@ def check_reads(solver: Solver, charset: Charset, what: str) -> None:
                         f"alphabet (`farm train --alphabet ...`)")
 
 
-def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int, device: str = "cpu") -> np.ndarray:
-    """The adversarial images of a shard as uint8 (N, H, W)."""
+def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int, device: str = "cpu",
+            start: np.ndarray | None = None) -> np.ndarray:
+    """The adversarial images of a shard as uint8 (N, H, W); from `start` (uint8 (N, H, W)) instead of clean if given."""
     if spec.method == "none":
         return clean.images.copy()
     attack = make_attack(spec.method, solvers, **spec.attack_settings(), seed=spec.seed * 1_000_003 + shard,
@@ -83,8 +84,9 @@ def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int
     x = torch.from_numpy(clean.images).unsqueeze(1).float() / 255
     budget = masks.glyph_budget(spec, clean.glyphs)
     budget = None if budget is None else torch.from_numpy(budget).unsqueeze(1).float()
+    first = None if start is None else torch.from_numpy(start).unsqueeze(1).float() / 255
     adv = attack(x, clean.texts, torch.from_numpy(clean.allowed).unsqueeze(1), budget=budget,
-                 glyphs=torch.from_numpy(clean.glyphs).unsqueeze(1))
+                 glyphs=torch.from_numpy(clean.glyphs).unsqueeze(1), start=first)
     # round to the 8-bit grid a PNG holds; k/255 budgets stay within eps after rounding
     return adv.squeeze(1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from farm.core.attacks.settings import ITERATIVE, Declaration
 from farm.core.checkpoint import Solver
 
-__all__ = ["Attack", "unit_l1"]
+__all__ = ["Attack", "unit_l1", "input_diversity"]
 
 LossFn = Callable[[torch.Tensor, list[list[int]]], torch.Tensor]
 
@@ -27,6 +27,22 @@ LossFn = Callable[[torch.Tensor, list[list[int]]], torch.Tensor]
 def unit_l1(grad: torch.Tensor) -> torch.Tensor:
     """Each captcha's gradient scaled to unit L1 norm: how momentum and ensembles weigh steps alike."""
     return grad / grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+
+
+def input_diversity(x: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """Input diversity (Xie et al. 2019): with `probability`, shrink to 85-100% and pad at a random place.
+
+    One draw for the whole batch: the attacks and the generator's training (farm.ops.generator_training) share it.
+    """
+    if torch.rand(1, generator=generator).item() >= probability:
+        return x
+    h, w = x.shape[-2:]
+    scale = 0.85 + 0.15 * torch.rand(1, generator=generator).item()
+    nh, nw = max(1, int(h * scale)), max(1, int(w * scale))
+    small = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
+    top = int(torch.randint(0, h - nh + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - nw + 1, (1,), generator=generator))
+    return F.pad(small, (left, w - nw - left, top, h - nh - top), mode="replicate")
 
 
 class Attack:
@@ -88,14 +104,18 @@ class Attack:
     # -- the shared machinery --------------------------------------------------------------
     def __call__(self, images: torch.Tensor, labels: list[str], mask: torch.Tensor | None = None,
                  targets: list[str] | None = None, budget: torch.Tensor | None = None,
-                 glyphs: torch.Tensor | None = None) -> torch.Tensor:
+                 glyphs: torch.Tensor | None = None, start: torch.Tensor | None = None) -> torch.Tensor:
         """Adversarial versions of `images` (same shape, on the CPU).
 
         budget: optional per-pixel L-inf radius (B, 1, H, W), each <= eps: e.g. a small budget on
         the glyphs that people read and the full eps off them.
         glyphs: the glyph masks (B, 1, H, W); a method that draws by the glyphs (edge) needs them, the others
         ignore them.
+        start: optional images (B, 1, H, W) to start from instead of the clean ones (projected into the
+        budget and mask): refining a trained generator's output (farm.core.generator) in a few steps.
         """
+        if start is not None and start.shape != images.shape:
+            raise ValueError(f"start: shape {tuple(start.shape)} differs from the images' {tuple(images.shape)}")
         if budget is not None and (self.norm != "linf" or float(budget.max()) > self.eps + 1e-6):
             raise ValueError("budget: a per-pixel budget needs norm linf and radii <= eps")
         if len(labels) != len(images):
@@ -104,15 +124,16 @@ class Attack:
             raise ValueError(f"targets: {len(targets)} targets for {len(images)} images")
         mask = torch.ones_like(images, dtype=torch.bool) if mask is None else mask.bool()
         out = []
-        for start in range(0, len(images), self.batch_size):
-            sl = slice(start, start + self.batch_size)
-            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + start) % 2**64)  # torch takes 64 bits
+        for first in range(0, len(images), self.batch_size):
+            sl = slice(first, first + self.batch_size)
+            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + first) % 2**64)  # torch takes 64 bits
             out.append(self.attack_batch(images[sl], labels[sl], mask[sl],
                                          targets[sl] if targets is not None else None, generator,
-                                         budget[sl] if budget is not None else None).cpu())
+                                         budget[sl] if budget is not None else None,
+                                         start[sl] if start is not None else None).cpu())
         return torch.cat(out) if out else images.clone()
 
-    def attack_batch(self, images, labels, mask, targets, generator, budget=None) -> torch.Tensor:
+    def attack_batch(self, images, labels, mask, targets, generator, budget=None, start=None) -> torch.Tensor:
         for solver in self.solvers:
             solver.model.eval()
         x0 = images.to(self.device, torch.float32)
@@ -122,7 +143,10 @@ class Attack:
         goal = [self.charset.normalize(t) for t in (targets if targeted else labels)]  # as the solver reads
         goal_indices = [self.charset.encode(t) for t in goal]
         delta = torch.zeros_like(x0)
-        if self.random_start:
+        if start is not None:
+            delta = self.project((start.to(self.device, torch.float32) - x0) * m, radius)
+            delta = (x0 + delta).clamp(0, 1) - x0
+        elif self.random_start:
             delta = self.project(self._uniform_ball(x0, generator).to(self.device) * m, radius)
             delta = (x0 + delta).clamp(0, 1) - x0
         active = torch.ones(len(x0), dtype=torch.bool, device=self.device)
@@ -213,13 +237,4 @@ class Attack:
         return noise * radius
 
     def _diverse(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Input diversity (Xie et al. 2019): shrink to 85-100% and pad at a random place."""
-        if torch.rand(1, generator=generator).item() >= self.diversity:
-            return x
-        h, w = x.shape[-2:]
-        scale = 0.85 + 0.15 * torch.rand(1, generator=generator).item()
-        nh, nw = max(1, int(h * scale)), max(1, int(w * scale))
-        small = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
-        top = int(torch.randint(0, h - nh + 1, (1,), generator=generator))
-        left = int(torch.randint(0, w - nw + 1, (1,), generator=generator))
-        return F.pad(small, (left, w - nw - left, top, h - nh - top), mode="replicate")
+        return input_diversity(x, self.diversity, generator)

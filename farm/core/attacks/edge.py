@@ -85,8 +85,10 @@ class Edge(Attack):
                               device=str(self.device))
         self.ink: list[torch.Tensor] = []  # per batch, the dots' ink (B, 1, H, W) in [0, 1]: what measures read
 
-    def __call__(self, images, labels, mask=None, targets=None, budget=None, glyphs=None):
-        """As Attack's, with the glyph masks (B, 1, H, W) the dots are placed by (required)."""
+    def __call__(self, images, labels, mask=None, targets=None, budget=None, glyphs=None, start=None):
+        """As Attack's, with the glyph masks (B, 1, H, W) the dots are placed by (required); no start."""
+        if start is not None:
+            raise ValueError("start: edge places its dots on the clean captcha; it refines no given start")
         if glyphs is None:
             raise ValueError("glyphs: edge places its dots on the glyphs' edges; give the glyph masks (B, 1, H, W)")
         if glyphs.shape != images.shape:
@@ -97,7 +99,7 @@ class Edge(Attack):
         self.ink = []
         return super().__call__(images, labels, zones, targets, budget)
 
-    def attack_batch(self, images, labels, mask, targets, generator, budget=None) -> torch.Tensor:
+    def attack_batch(self, images, labels, mask, targets, generator, budget=None, start=None) -> torch.Tensor:
         x0 = images.to(self.device, torch.float32)
         allowed, centres, reach = (mask[:, k:k + 1].to(self.device, torch.float32) for k in range(3))
         ink = self.place(x0, labels, targets, centres, reach * allowed, generator)

@@ -65,7 +65,9 @@ class Warp(Attack):
         """The images resampled along the field of `control`."""
         return self.resample(images, self.upsample(control, *images.shape[-2:]))
 
-    def attack_batch(self, images, labels, mask, targets, generator, budget=None) -> torch.Tensor:
+    def attack_batch(self, images, labels, mask, targets, generator, budget=None, start=None) -> torch.Tensor:
+        if start is not None:
+            raise ValueError("start: warp moves the clean captcha's pixels; it refines no given start")
         if budget is not None or not bool(mask.all()):
             raise ValueError("mask: warp moves the whole captcha and adds no pixel; it takes no mask or budget")
         for solver in self.solvers:

@@ -1,0 +1,181 @@
+"""A trained perturbation generator: one forward pass per captcha instead of an iterative attack's gradient steps.
+
+Generative attacks (CDA, Naseer et al. 2019; TTP, Naseer et al. 2021; LTP, Salzmann et al. 2021)
+train one network against substitutes once; afterwards a perturbation costs a forward pass.
+This one reads the grey captcha, its glyph mask and a random code (a noise map drawn from each
+captcha's own seed, so no two captchas of a pool share a perturbation), and its output is
+squashed into exactly the default's budgets and mask: `budget * tanh(gain * standardised(blur(raw)))` where the
+attack may act, the per-pixel two-level L-inf budget of farm.core.masks.glyph_budget. The fixed
+Gaussian on the raw output plays the part of the default's smoothed gradients (low frequencies
+transfer). No I/O here: training is farm.ops.generator_training.
+
+Shape: images, glyphs, budget, allowed (B, 1, H, W) float; codes (B, code_channels, H/4, W/4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from farm.core.checkpoint import sha256_hex
+from farm.core.preprocess import blur
+from farm.exceptions import CheckpointError
+
+__all__ = ["GeneratorConfig", "PerturbationGenerator", "draw_codes", "perturb_captchas", "generator_bytes", "generator_card",
+           "load_generator", "GENERATOR_FORMAT"]
+
+GENERATOR_FORMAT = "captchafarm-generator/1"
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Architecture of a generator. Small on purpose: its forward pass must cost about as much as rendering."""
+
+    width: int = 32  # channels at 1/4 resolution, where the blocks run (15x40 for a 60x160 captcha)
+    blocks: int = 2  # residual blocks at 1/4 resolution: their receptive field spans a glyph or two
+    code_channels: int = 4  # noise channels of the code, joined at 1/4 resolution
+    smoothing: float = 2.0  # sigma (full-resolution pixels) of the fixed Gaussian on the raw output: the default's
+    gain: float = 2.0  # tanh(gain * standardised output): about 80% of the budget used on average, and no pixel
+    # so saturated that it stops learning
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GeneratorConfig":
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise CheckpointError(f"card: unknown generator config fields {sorted(unknown)}")
+        return cls(**data)
+
+
+class _Residual(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(width, width, 3, padding=1))
+
+    def forward(self, x):
+        return F.relu(x + self.body(x))
+
+
+class PerturbationGenerator(nn.Module):
+    """(image, glyph mask, code) -> perturbation within the budget, zero where the mask forbids.
+
+    No normalisation layers: a captcha's perturbation depends on it and its code alone, never on the
+    other captchas of its batch.
+    """
+
+    def __init__(self, config: GeneratorConfig | None = None):
+        super().__init__()
+        self.config = config = config or GeneratorConfig()
+        w = config.width
+        self.down1 = nn.Sequential(nn.Conv2d(2, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True))  # (H/2, W/2)
+        self.down2 = nn.Sequential(nn.Conv2d(16, w, 3, stride=2, padding=1), nn.ReLU(inplace=True))  # (H/4, W/4)
+        self.join = nn.Sequential(nn.Conv2d(w + config.code_channels, w, 1), nn.ReLU(inplace=True))
+        self.blocks = nn.Sequential(*[_Residual(w) for _ in range(config.blocks)])
+        self.up = nn.Conv2d(w, 16, 3, padding=1)
+        self.out = nn.Conv2d(16, 1, 3, padding=1)  # at (H/2, W/2), with the first block's features: glyph edges
+
+    def raw(self, images: torch.Tensor, glyphs: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Unbounded, smoothed output (B, 1, H, W) before squashing.
+
+        Computed at half resolution and smoothed there with half the sigma, then brought to full
+        size: the Gaussian leaves nothing a half-resolution map cannot hold, at a quarter of the cost.
+        """
+        inputs = torch.cat([images * 2 - 1, glyphs * 2 - 1], 1)  # (B, 2, H, W)
+        half = self.down1(inputs)  # (B, 16, H/2, W/2)
+        x = self.down2(half)  # (B, width, H/4, W/4)
+        codes = F.interpolate(codes, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        x = self.blocks(self.join(torch.cat([x, codes], 1)))
+        x = F.interpolate(self.up(x), size=half.shape[-2:], mode="bilinear", align_corners=False)
+        x = self.out(F.relu(x + half))  # (B, 1, H/2, W/2)
+        if self.config.smoothing > 0:
+            x = blur(x, self.config.smoothing / 2)
+        return F.interpolate(x, size=images.shape[-2:], mode="bilinear", align_corners=False)  # (B, 1, H, W)
+
+    def forward(self, images: torch.Tensor, glyphs: torch.Tensor, codes: torch.Tensor, budget: torch.Tensor,
+                allowed: torch.Tensor) -> torch.Tensor:
+        """The perturbation: |delta| <= budget everywhere, 0 where `allowed` is 0."""
+        raw = self.raw(images, glyphs, codes)
+        # standardised per captcha: no uniform shift (a pattern shared by every captcha, and a quick dead end where
+        # the whole image saturates at one sign) and a fixed contrast, so training learns the pattern, not its size
+        mean, std = raw.mean((2, 3), keepdim=True), raw.std((2, 3), keepdim=True)
+        return torch.tanh(self.config.gain * (raw - mean) / (std + 1e-6)) * budget * allowed
+
+    def perturb(self, images: torch.Tensor, glyphs: torch.Tensor, codes: torch.Tensor, budget: torch.Tensor,
+                allowed: torch.Tensor) -> torch.Tensor:
+        """Adversarial images in [0, 1] (not yet rounded to 8 bits), as an attack returns them."""
+        return (images + self(images, glyphs, codes, budget, allowed)).clamp(0, 1)
+
+
+def draw_codes(seeds: list[int], shape: tuple[int, int], channels: int) -> torch.Tensor:
+    """(B, channels, H/4, W/4) standard normal codes, each drawn from its captcha's own seed.
+
+    One generator per captcha: a captcha's code does not depend on which batch it is in.
+    """
+    h, w = -(-shape[0] // 4), -(-shape[1] // 4)
+    if not seeds:
+        return torch.empty(0, channels, h, w)
+    return torch.stack([torch.randn(channels, h, w, generator=torch.Generator().manual_seed(int(s) % 2**64))
+                        for s in seeds])
+
+
+@torch.no_grad()
+def perturb_captchas(model: PerturbationGenerator, images: np.ndarray, glyphs: np.ndarray, allowed: np.ndarray,
+                     budget: np.ndarray, seeds: list[int], batch_size: int = 256) -> np.ndarray:
+    """Adversarial captchas as uint8 (N, H, W), one forward pass each, as a pool's shard would write them.
+
+    images uint8 (N, H, W); glyphs and allowed bool (N, H, W); budget (N, H, W) per-pixel L-inf radius
+    (farm.core.masks.glyph_budget); seeds: each captcha's own seed, from which its code is drawn.
+    """
+    if not len(images) == len(glyphs) == len(allowed) == len(budget) == len(seeds):
+        raise ValueError(f"images: {len(images)} captchas but {len(glyphs)} glyph masks, {len(allowed)} masks, "
+                         f"{len(budget)} budgets and {len(seeds)} seeds")
+    model.eval()
+    as_tensor = lambda a: torch.from_numpy(np.asarray(a)).unsqueeze(1).float()  # noqa: E731  (N, H, W) -> (N, 1, H, W)
+    out = []
+    for start in range(0, len(images), batch_size):
+        sl = slice(start, start + batch_size)
+        x = as_tensor(images[sl]) / 255
+        codes = draw_codes(seeds[sl], x.shape[-2:], model.config.code_channels)
+        adv = model.perturb(x, as_tensor(glyphs[sl]), codes, as_tensor(budget[sl]), as_tensor(allowed[sl]))
+        out.append(adv.squeeze(1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy())  # the 8-bit grid
+    return np.concatenate(out) if out else np.asarray(images).copy()
+
+
+def generator_bytes(model: PerturbationGenerator) -> bytes:
+    """The weights as safetensors (never pickle)."""
+    return save_safetensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+
+
+def generator_card(model: PerturbationGenerator, weights: bytes, **extra) -> dict:
+    """What a generator's weights need beside them: its config and the sha256 they must match."""
+    return {"format": GENERATOR_FORMAT, "config": model.config.to_dict(), "sha256": sha256_hex(weights), **extra}
+
+
+def load_generator(weights: bytes, card: dict) -> PerturbationGenerator:
+    """Verify (format, sha256) and build; CheckpointError naming the check that failed."""
+    if not isinstance(card, dict) or card.get("format") != GENERATOR_FORMAT:
+        found = card.get("format") if isinstance(card, dict) else None
+        raise CheckpointError(f"card: not a generator card (format {found!r}, expected {GENERATOR_FORMAT!r})")
+    if sha256_hex(weights) != card.get("sha256"):
+        raise CheckpointError("weights: sha256 does not match the generator card's; the file is corrupt "
+                              "or belongs to another card")
+    try:
+        state = load_safetensors(weights)
+    except (SafetensorError, ValueError) as e:
+        raise CheckpointError(f"weights: not a readable safetensors file ({e})") from e
+    model = PerturbationGenerator(GeneratorConfig.from_dict(card.get("config", {})))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"weights: do not fit the card's generator config ({str(e).splitlines()[0]})") from e
+    return model.eval()

@@ -1,0 +1,222 @@
+"""Training a perturbation generator (farm.core.generator) against the substitute and its donors.
+
+The loop reads top to bottom: render a set of fresh `classic` captchas once, the way pools render
+them (farm.ops.shard.render_shard under a training secret: never a pool's or a benchmark's captchas),
+with the pool's masks and two-level budget -> each step, a batch of captchas each with two codes
+-> perturb, round to 8 bits (straight through) -> input diversity as the default attacks with ->
+maximise every solver's CTC loss of the true label, capped so captchas already misread stop
+steering; a mode-seeking term (Mao et al. 2019) keeps the two codes' perturbations apart, so the
+code matters and no pattern is shared by a pool. Seeded; progress bar; stops at a time budget.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from farm.core import masks
+from farm.core.attacks.base import input_diversity
+from farm.core.checkpoint import Solver
+from farm.core.generator import GeneratorConfig, PerturbationGenerator, generator_bytes, generator_card, load_generator
+from farm.core.preprocess.ops import straight_through
+from farm.core.seeds import Seeds
+from farm.core.spec import MAX_SHARD_SIZE, PoolSpec
+from farm.core.zoo import HELD_OUT
+from farm.exceptions import CheckpointError, HeldOutError, SettingError
+from farm.ops.shard import CleanShard, perturb, render_shard
+
+__all__ = ["GeneratorTraining", "TrainingSet", "training_set", "train_generator", "save_generator_dir",
+           "load_generator_dir"]
+
+TRAINING_SECRET = b"captchafarm generator training"  # a stream of its own: no pool or benchmark draws from it
+
+
+@dataclass
+class GeneratorTraining:
+    """What a generator training run does; saved in the card so the run can be repeated."""
+
+    preset: str = "recommended"  # whose budgets and mask the generator is trained (and bound) to
+    captchas: int = 4000  # distinct training captchas, rendered once (rendering costs as much as a step)
+    steps: int = 1500
+    batch_size: int = 16  # captchas a step, each with two codes: 2 x batch_size perturbed images
+    lr: float = 1e-3
+    diversity: float = 0.7  # input diversity, as the default
+    loss_cap: float = 10.0  # nats of CTC loss past which a captcha no longer steers (p(label) < 5e-5)
+    mode_seeking: float = 1.0  # weight of the term that keeps two codes' perturbations apart
+    shared: float = 0.0  # weight of the batch's mean perturbation (squared, per budget): what a pool's mean would
+    # give an attacker to subtract
+    teacher: int = 0  # captchas (the first ones) the default attack perturbs as a teacher to distil; 0: none
+    distil: float = 10.0  # weight of the squared gap to the teacher's perturbation (per budget, 0 to 4)
+    seed: int = 0
+    cpu_minutes: float | None = None  # stop early once this process has used this much CPU (screening)
+    generator: dict | None = None  # overrides of GeneratorConfig
+
+    def validate(self) -> "GeneratorTraining":
+        for name in ("captchas", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise SettingError(f"{name}: must be at least 1 (got {getattr(self, name)})")
+        if self.captchas > MAX_SHARD_SIZE:
+            raise SettingError(f"captchas: at most {MAX_SHARD_SIZE}, rendered as one shard (got {self.captchas})")
+        if not 0 <= self.teacher <= self.captchas:
+            raise SettingError(f"teacher: must be 0 to captchas ({self.captchas}), got {self.teacher}")
+        if not 0 <= self.diversity <= 1:
+            raise SettingError(f"diversity: must be in [0, 1] (got {self.diversity})")
+        return self
+
+
+@dataclass
+class TrainingSet:
+    """Clean captchas with what the generator needs. Shape: tensors (N, 1, H, W) float."""
+
+    images: torch.Tensor
+    glyphs: torch.Tensor
+    budget: torch.Tensor
+    allowed: torch.Tensor
+    texts: list[str]
+
+
+def training_set(spec: PoolSpec, clean: CleanShard) -> TrainingSet:
+    """A shard's clean captchas (farm.ops.shard.render_shard) with that pool's mask and two-level budget as tensors."""
+    budget = masks.glyph_budget(spec, clean.glyphs)
+    if budget is None and spec.norm == "linf":
+        budget = np.full(clean.glyphs.shape, spec.eps)
+    if budget is None:
+        raise SettingError(f"norm: the generator is bounded in L-inf; the preset's norm is {spec.norm}")
+    as_tensor = lambda a: torch.from_numpy(np.asarray(a)).unsqueeze(1).float()  # noqa: E731  (N, H, W) -> (N, 1, H, W)
+    return TrainingSet(as_tensor(clean.images) / 255, as_tensor(clean.glyphs), as_tensor(budget),
+                       as_tensor(clean.allowed), clean.texts)
+
+
+def teacher_perturbations(spec: PoolSpec, clean: CleanShard, substitute: Solver, count: int) -> torch.Tensor:
+    """(count, 1, H, W): the default attack's perturbations of the first `count` captchas, the teacher to distil."""
+    first = CleanShard(clean.indices[:count], clean.texts[:count], clean.images[:count], clean.glyphs[:count],
+                       clean.allowed[:count])
+    adversarial = perturb(spec, first, [substitute], shard=0)
+    return torch.from_numpy(adversarial.astype(np.float32) - first.images).unsqueeze(1) / 255
+
+
+def _ctc_losses(solvers: list[Solver], x: torch.Tensor, labels: list[list[int]]) -> list[torch.Tensor]:
+    return [s.model.loss(s.model(x), labels, reduction="none") for s in solvers]
+
+
+def train_generator(solvers: list[Solver], config: GeneratorTraining, progress: bool = True,
+                    generator: PerturbationGenerator | None = None, checkpoint: Callable | None = None,
+                    every: int = 100) -> tuple[PerturbationGenerator, dict]:
+    """Train (or go on training `generator`) against `solvers` (substitute first, then donors; never held-out).
+
+    checkpoint(model, summary) is called every `every` steps and at the end (e.g. save_generator_dir).
+    """
+    config.validate()
+    torch.manual_seed(config.seed)
+    held_out = [s.card["zoo"]["name"] for s in solvers if s.card.get("zoo", {}).get("role") == HELD_OUT]
+    if held_out:
+        raise HeldOutError(f"solvers: {', '.join(held_out)} held out; a generator trains against donors only")
+    spec = PoolSpec.from_preset(config.preset, count=config.captchas, shard_size=config.captchas,
+                                scheme="classic", seed=config.seed).validate()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    seeds = Seeds(TRAINING_SECRET)
+    clean = render_shard(spec, 0, seeds)
+    data = training_set(spec, clean)  # codes are drawn afresh each step: a captcha meets many
+    render_seconds = time.perf_counter() - started
+    teacher = teacher_perturbations(spec, clean, solvers[0], config.teacher) if config.teacher else None
+    teacher_seconds = time.perf_counter() - started - render_seconds
+    charset = solvers[0].charset
+    labels = [charset.encode(charset.normalize(t)) for t in data.texts]
+    for solver in solvers:
+        solver.model.eval()
+        solver.model.requires_grad_(False)
+    model = generator or PerturbationGenerator(GeneratorConfig(**(config.generator or {})))
+    model.train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.steps)
+    rng = torch.Generator().manual_seed(config.seed)
+    shape, channels = tuple(data.images.shape[-2:]), model.config.code_channels
+    history, step = [], 0
+    bar = tqdm(total=config.steps, desc="train generator", unit="step", disable=not progress)
+    for step in range(1, config.steps + 1):
+        rows = torch.randint(0, config.captchas, (config.batch_size,), generator=rng)
+        twice = torch.cat([rows, rows])  # each captcha with two codes
+        codes = torch.randn(len(twice), channels, -(-shape[0] // 4), -(-shape[1] // 4), generator=rng)
+        x0 = data.images[twice]
+        delta = model(x0, data.glyphs[twice], codes, data.budget[twice], data.allowed[twice])
+        x = (x0 + delta).clamp(0, 1)
+        x = straight_through(x, x.mul(255).round().div(255))  # what a PNG holds
+        x = input_diversity(x, config.diversity, rng)
+        batch_labels = [labels[i] for i in twice.tolist()]
+        losses = _ctc_losses(solvers, x, batch_labels)
+        fooling = sum(loss.clamp(max=config.loss_cap).mean() for loss in losses) / len(losses)
+        half = len(rows)
+        apart = ((delta[:half] - delta[half:]).abs() / data.budget[rows]).mean()  # 0: codes ignored; 1: opposite signs
+        objective = -fooling - config.mode_seeking * apart.clamp(max=0.5)
+        if config.shared:
+            objective = objective + config.shared * (delta / data.budget[twice]).mean(0).pow(2).mean()
+        taught = twice < len(teacher) if teacher is not None else None
+        if taught is not None and taught.any():  # distil: the default's perturbation of the same captcha, per budget
+            rows_taught = twice[taught]
+            gap = (delta[taught] - teacher[rows_taught]) / data.budget[rows_taught]
+            objective = objective + config.distil * gap.pow(2).mean()
+        optimiser.zero_grad(set_to_none=True)
+        objective.backward()
+        optimiser.step()
+        schedule.step()
+        record = {"step": step, "loss": [round(float(loss.detach().mean()), 3) for loss in losses],
+                  "apart": round(float(apart.detach()), 3),
+                  "used": round(float((delta.detach().abs() / data.budget[twice]).mean()), 3)}
+        history.append(record)
+        bar.set_postfix(ctc="/".join(f"{v:.1f}" for v in record["loss"]), apart=f"{record['apart']:.2f}",
+                        used=f"{record['used']:.2f}")
+        bar.update()
+        if checkpoint and step % every == 0:
+            checkpoint(model, _summary(config, solvers, history, step, started, cpu_started, render_seconds,
+                                       teacher_seconds))
+        if config.cpu_minutes is not None and time.process_time() - cpu_started > 60 * config.cpu_minutes:
+            break
+    bar.close()
+    model.eval()
+    summary = _summary(config, solvers, history, step, started, cpu_started, render_seconds, teacher_seconds)
+    if checkpoint:
+        checkpoint(model, summary)
+    return model, summary
+
+
+def _summary(config, solvers, history, step, started, cpu_started, render_seconds, teacher_seconds) -> dict:
+    last = history[-50:]
+    return {"steps": step, "seconds": round(time.perf_counter() - started, 1),
+            "cpu_seconds": round(time.process_time() - cpu_started, 1), "render_seconds": round(render_seconds, 1),
+            "teacher_seconds": round(teacher_seconds, 1),
+            "solvers": [s.card.get("zoo", {}).get("name") or s.version for s in solvers],
+            "final_ctc": [round(float(np.mean([r["loss"][k] for r in last])), 3) for k in range(len(solvers))],
+            "final_apart": round(float(np.mean([r["apart"] for r in last])), 3), "config": asdict(config),
+            "history": history[::25]}
+
+
+def save_generator_dir(model: PerturbationGenerator, directory: Path, **card_fields) -> dict:
+    """Write model.safetensors and card.json into a folder; returns the card."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = generator_bytes(model)
+    card = generator_card(model, weights, **card_fields)
+    (directory / "model.safetensors").write_bytes(weights)
+    (directory / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    return card
+
+
+def load_generator_dir(directory: Path) -> PerturbationGenerator:
+    """The generator a folder holds, sha256-checked; CheckpointError naming what is missing or wrong."""
+    directory = Path(directory)
+    try:
+        weights = (directory / "model.safetensors").read_bytes()
+        card = json.loads((directory / "card.json").read_text())
+    except FileNotFoundError as e:
+        raise CheckpointError(f"generator: {e.filename} is missing; a generator folder holds "
+                              f"model.safetensors and card.json") from e
+    except ValueError as e:
+        raise CheckpointError(f"card: {directory / 'card.json'} is not valid JSON ({e})") from e
+    return load_generator(weights, card)
