@@ -161,14 +161,15 @@ def save_solver_dir(solver_model: torch.nn.Module, charset: Charset, directory: 
     return card
 
 
-def read_solver_dir(directory: Path) -> tuple[bytes, dict]:
-    """(weights, card) of a checkpoint folder, unchecked; CheckpointError naming what is missing or unreadable."""
+def read_solver_dir(directory: Path, what: str = "checkpoint") -> tuple[bytes, dict]:
+    """(weights, card) of a checkpoint (or generator: `what`) folder, unchecked; CheckpointError naming what is
+    missing or unreadable."""
     directory = Path(directory)
     try:
         weights = (directory / "model.safetensors").read_bytes()
         card = json.loads((directory / "card.json").read_text())
     except FileNotFoundError as e:
-        raise CheckpointError(f"checkpoint: {e.filename} is missing; a checkpoint folder holds "
+        raise CheckpointError(f"{what}: {e.filename} is missing; a {what} folder holds "
                               f"model.safetensors and card.json") from e
     except ValueError as e:  # not JSON, or not UTF-8
         raise CheckpointError(f"card: {directory / 'card.json'} is not valid JSON ({e})") from e

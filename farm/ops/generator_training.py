@@ -23,13 +23,13 @@ from tqdm import tqdm
 
 from farm.core import masks
 from farm.core.attacks.base import input_diversity
-from farm.core.checkpoint import Solver
+from farm.core.checkpoint import Solver, read_solver_dir
 from farm.core.generator import GeneratorConfig, PerturbationGenerator, generator_bytes, generator_card, load_generator
 from farm.core.preprocess.ops import straight_through
 from farm.core.seeds import Seeds
 from farm.core.spec import MAX_SHARD_SIZE, PoolSpec
 from farm.core.zoo import HELD_OUT
-from farm.exceptions import CheckpointError, HeldOutError, SettingError
+from farm.exceptions import HeldOutError, SettingError
 from farm.ops.shard import CleanShard, perturb, render_shard
 
 __all__ = ["GeneratorTraining", "TrainingSet", "training_set", "train_generator", "save_generator_dir",
@@ -210,13 +210,4 @@ def save_generator_dir(model: PerturbationGenerator, directory: Path, **card_fie
 
 def load_generator_dir(directory: Path) -> PerturbationGenerator:
     """The generator a folder holds, sha256-checked; CheckpointError naming what is missing or wrong."""
-    directory = Path(directory)
-    try:
-        weights = (directory / "model.safetensors").read_bytes()
-        card = json.loads((directory / "card.json").read_text())
-    except FileNotFoundError as e:
-        raise CheckpointError(f"generator: {e.filename} is missing; a generator folder holds "
-                              f"model.safetensors and card.json") from e
-    except ValueError as e:
-        raise CheckpointError(f"card: {directory / 'card.json'} is not valid JSON ({e})") from e
-    return load_generator(weights, card)
+    return load_generator(*read_solver_dir(directory, what="generator"))
