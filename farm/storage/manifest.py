@@ -12,6 +12,7 @@ import random
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from farm.core.checkpoint import Solver
 from farm.core.families import method_family
@@ -22,6 +23,9 @@ from farm.storage import registry
 from farm.storage.layout import keys_key, manifest_key
 from farm.storage.sources import spec_charset
 from farm.storage.store import Store
+
+if TYPE_CHECKING:  # farm.storage.jobs imports this module
+    from farm.storage.jobs import Substitute
 
 __all__ = ["read_manifest", "update_manifest", "merged_spec", "write_manifest", "complete_shards", "pending_shards"]
 
@@ -97,7 +101,7 @@ def merged_spec(pool: str, old: dict, spec: PoolSpec) -> PoolSpec:
     return replace(spec, count=max(spec.count, stored.count))
 
 
-def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver, status: str,
+def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver | Substitute, status: str,
                    shard_substitutes: dict[int, dict] | None = None, seeded: str = KEYED) -> dict:
     """Update the manifest with what a writer knows (update_manifest); returns it as written.
 
@@ -111,12 +115,10 @@ def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver, 
     (farm.core.families; None for clean captchas).
     """
     charset = spec_charset(spec, store).to_dict()
-    # a loaded Solver carries its card; a job's Substitute (version, sha256) and a card from before
-    # generations read it from the registry
-    number = (getattr(substitute, "card", None) or {}).get("generation")
+    # a loaded Solver or a job's Substitute: only its version and sha256 are read; the generation is the
+    # registry's (one card read; a writer writes the manifest two or three times a job)
     named_substitute = {"version": substitute.version, "sha256": substitute.sha256,
-                        "generation": number if registry.is_generation(number)
-                        else registry.generation(store, substitute.version)}
+                        "generation": registry.generation(store, substitute.version)}
 
     def change(old: dict | None) -> dict:
         merged = spec if old is None else merged_spec(pool, old, spec)

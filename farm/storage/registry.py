@@ -42,7 +42,7 @@ from farm.storage.store import Store
 
 __all__ = ["publish", "current", "require_current", "versions", "card", "Reference", "reference", "find_sha256", "load",
            "refresh", "ensure_current", "bundled", "promote", "rollback", "lineage", "generation", "family",
-           "is_generation", "CURRENT"]
+           "CURRENT"]
 
 log = logging.getLogger(__name__)
 CURRENT = "checkpoints/CURRENT"
@@ -366,7 +366,7 @@ def generation(store: Store, version: str, cards: dict[str, dict] | None = None)
             number = card(store, version).get("generation")
         except (CheckpointError, SettingError):
             return None
-        if is_generation(number):
+        if _is_generation(number):
             return number
         cards = {}
         for v in versions(store):  # an old store: read once, then every new card records its number
@@ -377,7 +377,7 @@ def generation(store: Store, version: str, cards: dict[str, dict] | None = None)
     steps, seen = 0, set()
     while version in cards and version not in seen:
         seen.add(version)
-        if is_generation(number := cards[version].get("generation")):
+        if _is_generation(number := cards[version].get("generation")):
             return number + steps
         steps += 1
         version = cards[version].get("parent")
@@ -398,7 +398,7 @@ def family(store: Store, version: str | None = None) -> str:
     return card_family(card(store, version))
 
 
-def is_generation(number) -> bool:
+def _is_generation(number) -> bool:
     """A recorded generation: an int from 1 (a card's field may be missing, null or foreign)."""
     return isinstance(number, int) and not isinstance(number, bool) and number >= 1
 
