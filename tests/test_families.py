@@ -145,3 +145,10 @@ def test_farm_finetune_moves_to_another_family_once_the_bot_reads_this_one(tmp_p
     assert made.exit_code == 0, made.output
     assert PoolSpec.from_dict(read_manifest(store, "next")["spec"]) == PoolSpec.from_preset("warp", count=2, steps=1)
     assert read_manifest(store, "next")["family"] == "geometry"
+
+
+def test_every_attack_method_has_a_family():
+    """METHOD_FAMILIES sits beside the methods' declarations: a new method left out of it would make pools
+    that the move counts as clean captchas."""
+    from farm.core.attacks.settings import DECLARED
+    assert set(METHOD_FAMILIES) == set(DECLARED)
