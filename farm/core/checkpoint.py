@@ -18,7 +18,8 @@ from safetensors.torch import save as save_safetensors
 
 from farm.core.charset import Charset
 from farm.exceptions import CheckpointError
-from farm.core.model import CRNN, CRNNConfig, resize_input, to_input_bytes, to_tensor
+from farm.core.colour import GREY
+from farm.core.model import CRNN, CRNNConfig, model_input, to_input_bytes, to_tensor
 from farm.core.solvers import PositionCNN, PositionConfig, ResNetConfig, ResNetCTC, TransformerConfig, TransformerCTC
 
 __all__ = ["Solver", "build_model", "architecture_name", "weights_bytes", "build_card", "load_solver",
@@ -77,7 +78,7 @@ class Solver:
 
     @torch.no_grad()
     def read(self, images, batch_size: int = 256) -> list[str]:
-        """Texts of uint8 (H, W) arrays or a (B, 1, H, W) float tensor in [0, 1]."""
+        """Texts of uint8 (H, W) or (H, W, 3) arrays, or a (B, 1 or 3, H, W) float tensor in [0, 1]."""
         self.model.eval()
         device = next(self.model.parameters()).device
         if not isinstance(images, torch.Tensor):
@@ -89,11 +90,10 @@ class Solver:
         return texts
 
     def _stack(self, images) -> torch.Tensor:
-        """uint8 arrays as one batch; mixed sizes go straight to the model's input size (one resize, as alone)."""
+        """uint8 arrays as one batch; mixed sizes (or grey and colour) go straight to the model's input (as alone)."""
         if len({im.shape for im in images}) == 1:
             return to_tensor(images)
-        size = (self.model.config.input_height, self.model.config.input_width)
-        return torch.cat([resize_input(to_tensor([im]), size) for im in images])
+        return torch.cat([model_input(to_tensor([im]), self.model.config) for im in images])
 
 
 def weights_bytes(model: torch.nn.Module) -> bytes:
@@ -135,6 +135,9 @@ def load_solver(weights: bytes, card: dict, expect_charset: Charset | None = Non
         config = config_cls.from_dict(card["config"])
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"card: architecture config is invalid ({e})") from e
+    if config.grey not in GREY:
+        raise CheckpointError(f"card: config.grey {config.grey!r} is not a conversion this farm knows "
+                              f"({', '.join(GREY)}); the card comes from a newer or foreign farm")
     if config.num_classes != charset.num_classes:
         raise CheckpointError(f"card: the model has {config.num_classes} classes but the charset needs {charset.num_classes}")
     try:

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from farm.core.model import resize_input, to_tensor
+from farm.core.model import resize_input, to_grey, to_tensor
 from farm.core.schemes import captcha_seed, get_scheme
 from farm.exceptions import SettingError
 
@@ -34,12 +34,15 @@ class Batch:
 
 
 def render_batch(names: list[str], seeds: list[int], size: tuple[int, int]) -> Batch:
-    """Render captchas (any mix of schemes) and bring them to the model's input size."""
+    """Render captchas (any mix of schemes) and bring them to the model's input: grey, at its size.
+
+    Colour schemes are converted by BT.601, the conversion every solver's card names unless it says otherwise.
+    """
     captchas = [get_scheme(n).sample(s) for n, s in zip(names, seeds)]
     images = torch.empty(len(captchas), 1, *size)
     for name in set(names):  # resize scheme by scheme: each has its own native size
         idx = [i for i, n in enumerate(names) if n == name]
-        images[idx] = resize_input(to_tensor([captchas[i].image for i in idx]), size)
+        images[idx] = resize_input(to_grey(to_tensor([captchas[i].image for i in idx])), size)
     return Batch(images, [c.text for c in captchas], list(names))
 
 

@@ -15,8 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from farm.core.charset import Charset
+from farm.core.colour import DEFAULT_GREY, GREY, check_grey
 
-__all__ = ["CRNNConfig", "CRNN", "greedy_decode", "ctc_loss", "to_tensor", "to_input_bytes", "resize_input"]
+__all__ = ["CRNNConfig", "CRNN", "greedy_decode", "ctc_loss", "to_tensor", "to_input_bytes", "resize_input",
+           "model_input", "to_grey", "to_arrays"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class CRNNConfig:
     channels: tuple[int, ...] = (16, 48, 96, 128)  # thin first block: full-size maps are memory-bound on CPU
     hidden: int = 128  # GRU width per direction
     dropout: float = 0.1
+    grey: str = DEFAULT_GREY  # how it reads colour (farm.core.colour): recorded in the card with the rest
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,7 +50,7 @@ def _block(c_in: int, c_out: int, pool: tuple[int, int]) -> nn.Sequential:
 
 
 class CRNN(nn.Module):
-    """Shape: input (B, 1, H, W) floats in [0, 1], any H, W; output log-probs (T, B, num_classes)."""
+    """Shape: input (B, 1 or 3, H, W) floats in [0, 1], any H, W; output log-probs (T, B, num_classes)."""
 
     def __init__(self, config: CRNNConfig):
         super().__init__()
@@ -68,7 +71,7 @@ class CRNN(nn.Module):
         self.classify = nn.Linear(2 * config.hidden, config.num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        images = resize_input(images, (self.config.input_height, self.config.input_width))
+        images = model_input(images, self.config)
         x = self.features(images * 2 - 1)  # (B, C, h, T)
         b, c, h, t = x.shape
         x = x.permute(3, 0, 1, 2).reshape(t, b, c * h)  # (B, C, h, T) -> (T, B, C*h)
@@ -81,6 +84,11 @@ class CRNN(nn.Module):
 
     def decode(self, output: torch.Tensor, charset: Charset) -> list[str]:
         return greedy_decode(output, charset)
+
+
+def model_input(images: torch.Tensor, config) -> torch.Tensor:
+    """What every architecture reads: grey by the config's conversion, at its input size (differentiable)."""
+    return resize_input(to_grey(images, config.grey), (config.input_height, config.input_width))
 
 
 def resize_input(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -114,10 +122,26 @@ def greedy_decode(log_probs: torch.Tensor, charset: Charset) -> list[str]:
 
 
 def to_input_bytes(images, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 (H, W) arrays of one size -> uint8 (B, 1, H, W) at a model's input size: compact to keep."""
-    return resize_input(to_tensor(list(images)), size).mul(255).round().to(torch.uint8)
+    """uint8 (H, W) or (H, W, 3) arrays of one size -> uint8 (B, 1, H, W) grey (BT.601) at a model's input size."""
+    return resize_input(to_grey(to_tensor(list(images))), size).mul(255).round().to(torch.uint8)
+
+
+def to_grey(images: torch.Tensor, conversion: str = DEFAULT_GREY) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 1, H, W) by `conversion`'s weights (differentiable); grey images pass unchanged."""
+    if images.shape[1] == 1:
+        return images
+    weights = torch.tensor(GREY[check_grey(conversion)], dtype=images.dtype, device=images.device)
+    return (images * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
 def to_tensor(images) -> torch.Tensor:
-    """uint8 (H, W) arrays of one size -> (B, 1, H, W) float in [0, 1]."""
-    return torch.from_numpy(np.stack(images)).unsqueeze(1).float().div_(255.0)
+    """uint8 (H, W) or (H, W, 3) arrays of one size -> (B, 1 or 3, H, W) float in [0, 1]."""
+    stacked = torch.from_numpy(np.stack(images))
+    stacked = stacked.unsqueeze(1) if stacked.dim() == 3 else stacked.permute(0, 3, 1, 2)
+    return stacked.float().div_(255.0)
+
+
+def to_arrays(images: torch.Tensor) -> np.ndarray:
+    """(B, 1 or 3, H, W) floats in [0, 1] -> uint8 (B, H, W) or (B, H, W, 3), rounded to the 8-bit grid."""
+    levels = images.detach().mul(255).round().clamp(0, 255).to(torch.uint8)
+    return (levels[:, 0] if levels.shape[1] == 1 else levels.permute(0, 2, 3, 1)).contiguous().numpy()

@@ -1,6 +1,6 @@
 """Other solver architectures attackers plausibly run, for the zoo that judges transfer.
 
-Every solver maps (B, 1, H, W) floats in [0, 1] (any size; it resizes itself) to log-probs
+Every solver maps (B, 1, H, W) floats (colour (B, 3, H, W): farm.core.colour) in [0, 1] (any size; it resizes itself) to log-probs
 (T, B, C), and says how to score (`loss`) and read (`decode`) them, so attacks, training and
 evaluation treat every architecture alike.
 """
@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from farm.core.charset import Charset
-from farm.core.model import ctc_loss, greedy_decode, resize_input
+from farm.core.colour import DEFAULT_GREY
+from farm.core.model import ctc_loss, greedy_decode, model_input
 
 __all__ = ["ResNetConfig", "ResNetCTC", "TransformerConfig", "TransformerCTC", "PositionConfig", "PositionCNN"]
 
@@ -46,6 +47,7 @@ class ResNetConfig(_Config):
     input_width: int = 160
     channels: tuple[int, ...] = (32, 64, 128)
     hidden: int = 128
+    grey: str = DEFAULT_GREY
 
 
 class _Residual(nn.Module):
@@ -78,7 +80,7 @@ class ResNetCTC(_CTCReader):
         self.classify = nn.Linear(2 * config.hidden, config.num_classes)
 
     def forward(self, images):
-        x = resize_input(images, (self.config.input_height, self.config.input_width))
+        x = model_input(images, self.config)
         x = self.stages(self.stem(x * 2 - 1))  # (B, C, h, T)
         x = x.mean(2).permute(2, 0, 1)  # (B, C, h, T) -> (T, B, C)
         x, _ = self.rnn(x)
@@ -95,6 +97,7 @@ class TransformerConfig(_Config):
     width: int = 128
     layers: int = 3
     heads: int = 4
+    grey: str = DEFAULT_GREY
 
 
 class TransformerCTC(_CTCReader):
@@ -113,7 +116,7 @@ class TransformerCTC(_CTCReader):
         self.classify = nn.Linear(w, config.num_classes)
 
     def forward(self, images):
-        x = resize_input(images, (self.config.input_height, self.config.input_width))
+        x = model_input(images, self.config)
         x = self.stem(x * 2 - 1).mean(2).permute(2, 0, 1)  # (B, C, h, T) -> (T, B, C)
         x = self.encoder(x + self.position)
         return self.classify(x).log_softmax(-1)
@@ -129,6 +132,7 @@ class PositionConfig(_Config):
     positions: int = 4
     channels: tuple[int, ...] = (32, 64, 96, 128)
     hidden: int = 256
+    grey: str = DEFAULT_GREY
 
 
 class PositionCNN(nn.Module):
@@ -144,7 +148,7 @@ class PositionCNN(nn.Module):
         self.heads = nn.Linear(config.hidden, config.positions * config.num_classes)
 
     def forward(self, images):
-        x = resize_input(images, (self.config.input_height, self.config.input_width))
+        x = model_input(images, self.config)
         logits = self.heads(self.hidden(self.features(x * 2 - 1)))
         b = logits.shape[0]
         return logits.view(b, self.config.positions, -1).permute(1, 0, 2).log_softmax(-1)  # (P, B, C)

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from farm.core.checkpoint import Solver
 from farm.core.dataset import EVALUATION, CaptchaStream, batches
+from farm.core.model import to_tensor
 from farm.core.preprocess import parse_chains
 from farm.exceptions import SettingError
 from farm.storage.pools import pool_images
@@ -47,10 +48,9 @@ def scheme_accuracy(solver: Solver, schemes: list[str], count: int, seed: int = 
 
 
 def load_pool(store, pool: str, limit: int | None = None):
-    """(key records, adversarial images (N, 1, H, W) float, clean images of the same captchas)."""
+    """(key records, adversarial images (N, 1 or 3, H, W) float, clean images of the same captchas)."""
     records, clean, adversarial = pool_images(store, pool, limit)
-    as_tensor = lambda a: torch.from_numpy(a).unsqueeze(1).float() / 255  # noqa: E731
-    return records, as_tensor(adversarial), as_tensor(clean)
+    return records, to_tensor(adversarial), to_tensor(clean)
 
 
 def pool_accuracy(solvers: dict, records: list[dict], adversarial, clean, chains: list[str],

@@ -20,6 +20,7 @@ from farm.core.attacks.methods import make_attack
 from farm.core.charset import Charset, answer_matches
 from farm.core.checkpoint import Solver
 from farm.core.measures import measure
+from farm.core.model import to_arrays, to_tensor
 from farm.core.seeds import Seeds
 from farm.core.spec import PoolSpec
 from farm.core.zoo import card_ensemble
@@ -46,7 +47,7 @@ def attack_solvers(spec: PoolSpec, substitute: Solver, device: str = "cpu") -> l
 
 @dataclass
 class CleanShard:
-    """Clean captchas of a shard. Shape: images and glyphs (N, H, W), allowed (N, H, W) bool."""
+    """Clean captchas of a shard. Shape: images uint8 (N, H, W) or (N, H, W, 3); glyphs, allowed bool (N, H, W)."""
 
     indices: list[int]
     texts: list[str]
@@ -76,24 +77,26 @@ def check_reads(solver: Solver, charset: Charset, what: str) -> None:
 
 def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int, device: str = "cpu",
             start: np.ndarray | None = None) -> np.ndarray:
-    """The adversarial images of a shard as uint8 (N, H, W); from `start` (uint8 (N, H, W)) instead of clean if given."""
+    """The adversarial images of a shard, uint8 as the clean ones ((N, H, W) or (N, H, W, 3)); from `start` if given.
+
+    A colour captcha's budgets are per channel: each of R, G, B moves at most eps (or the glyph budget).
+    """
     if spec.method == "none":
         return clean.images.copy()
     attack = make_attack(spec.method, solvers, **spec.attack_settings(), seed=spec.seed * 1_000_003 + shard,
                          device=device)
-    x = torch.from_numpy(clean.images).unsqueeze(1).float() / 255
+    plane = lambda a: torch.from_numpy(a).unsqueeze(1)  # noqa: E731  (N, H, W) -> (N, 1, H, W): one per pixel, every channel
     budget = masks.glyph_budget(spec, clean.glyphs)
-    budget = None if budget is None else torch.from_numpy(budget).unsqueeze(1).float()
-    first = None if start is None else torch.from_numpy(start).unsqueeze(1).float() / 255
-    adv = attack(x, clean.texts, torch.from_numpy(clean.allowed).unsqueeze(1), budget=budget,
-                 glyphs=torch.from_numpy(clean.glyphs).unsqueeze(1), start=first)
+    adv = attack(to_tensor(clean.images), clean.texts, plane(clean.allowed),
+                 budget=None if budget is None else plane(budget).float(), glyphs=plane(clean.glyphs),
+                 start=None if start is None else to_tensor(start))
     # round to the 8-bit grid a PNG holds; k/255 budgets stay within eps after rounding
-    return adv.squeeze(1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
+    return to_arrays(adv)
 
 
 @dataclass
 class AttackedShard:
-    """A shard's adversarial images (uint8 (N, H, W)) and the substitute's readings before and after."""
+    """A shard's adversarial images (uint8, shaped as the clean ones) and the substitute's readings before and after."""
 
     adversarial: np.ndarray
     readings: list[str]

@@ -27,7 +27,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from farm.core.charset import Charset
+from farm.core.colour import grey_array
 from farm.exceptions import DataError
+from farm.storage.layout import pixels
 from farm.storage.store import Store
 
 __all__ = ["Labelled", "read_folder", "estimate_glyphs", "import_source", "read_source", "source_chunk",
@@ -45,7 +47,7 @@ MAX_PIXELS = 1_000_000
 
 @dataclass
 class Labelled:
-    """A checked folder. Shape: images and glyphs (N, H, W), uint8 and bool, all of one size."""
+    """A checked folder. Shape: images uint8 (N, H, W), or (N, H, W, 3) when any is in colour; glyphs bool (N, H, W)."""
 
     name: str
     files: list[str]
@@ -154,7 +156,7 @@ def read_folder(path: str | Path, charset: Charset, glyphs: bool = True) -> Labe
                 if im.width * im.height > MAX_PIXELS:
                     too_large.append(f"{p.name} ({im.width}x{im.height})")
                     continue
-                images.append(np.asarray(im.convert("L"), dtype=np.uint8))
+                images.append(pixels(im))  # colour kept: a platform's colours are its look
         except (OSError, UnidentifiedImageError, ValueError) as e:
             unreadable.append(f"{p.name} ({type(e).__name__})")
     if unreadable:
@@ -163,8 +165,10 @@ def read_folder(path: str | Path, charset: Charset, glyphs: bool = True) -> Labe
     if too_large:
         _fail(f"data: {_count(len(too_large), 'image')} of {folder} larger than {MAX_PIXELS:,} pixels, "
               "far beyond a captcha", too_large, "Scale them down to the size the platform serves, or remove them")
-    masks = [_given_mask(p, im.shape) if glyphs else None for p, im in zip(files, images)]
-    sizes = Counter(im.shape for im in images)
+    if any(im.ndim == 3 for im in images):  # one mode for all: a grey image in a colour folder is grey in RGB
+        images = [np.repeat(im[..., None], 3, 2) if im.ndim == 2 else im for im in images]
+    masks = [_given_mask(p, im.shape[:2]) if glyphs else None for p, im in zip(files, images)]
+    sizes = Counter(im.shape[:2] for im in images)
     (height, width), _ = sizes.most_common(1)[0]
     notes = []
     if len(sizes) > 1:
@@ -174,11 +178,11 @@ def read_folder(path: str | Path, charset: Charset, glyphs: bool = True) -> Labe
         log.warning("data: %s", notes[-1])
     found = []
     for k, (image, mask) in enumerate(zip(images, masks)):
-        if image.shape != (height, width):
+        if image.shape[:2] != (height, width):
             images[k] = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
             mask = None if mask is None else np.asarray(Image.fromarray(mask).resize((width, height))) > 0
         if glyphs:
-            found.append(mask if mask is not None else estimate_glyphs(images[k]))
+            found.append(mask if mask is not None else estimate_glyphs(grey_array(images[k])))
     if glyphs:
         given = sum(m is not None for m in masks)
         notes.append(f"glyph masks: {given} given, {len(images) - given} estimated")

@@ -18,7 +18,7 @@ from PIL import Image
 from farm.storage.store import Store
 from farm.exceptions import SettingError
 
-__all__ = ["check_pool_name", "captcha_id", "keys_key", "image_key", "manifest_key", "encode_png", "decode_png",
+__all__ = ["check_pool_name", "captcha_id", "keys_key", "image_key", "manifest_key", "encode_png", "decode_png", "pixels",
            "shard_complete"]
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -54,7 +54,16 @@ def encode_png(image: np.ndarray) -> bytes:
 
 
 def decode_png(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.uint8)
+    """uint8 (H, W) for a grey image, (H, W, 3) for a colour one: as the pool's scheme drew it."""
+    return pixels(Image.open(io.BytesIO(data)))
+
+
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes without colour
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    """An opened image's pixels, keeping colour: uint8 (H, W) grey, or (H, W, 3) RGB for any colour mode."""
+    return np.asarray(image.convert("L" if image.mode in GREY_MODES else "RGB"), dtype=np.uint8)
 
 
 def shard_complete(store: Store, pool: str, shard: int) -> bool:

@@ -31,6 +31,7 @@ __all__ = ["Captcha", "Scheme", "Plugin", "captcha_seed", "check_scheme", "get_s
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "captchafarm.schemes"
 BUILT_IN = "built-in"
+MODES = ("L", "RGB")  # grey, colour: what a scheme's draw returns
 MAX_LENGTH = 12  # the substitute reads 24 columns, and CTC needs a blank between repeated characters
 _NAME = re.compile(r"[a-z][a-z0-9_]*")  # goes into --scheme, --mix "a=0.5,b=0.5", manifests and metrics
 
@@ -71,6 +72,8 @@ def check_scheme(cls) -> type[Scheme]:
             and lengths[1] <= MAX_LENGTH):
         raise SchemeError(f"{cls.__qualname__}.lengths: {lengths!r} must be a tuple (min, max) of ints, "
                           f"max at most {MAX_LENGTH}")
+    if cls.mode not in MODES:
+        raise SchemeError(f"{cls.__qualname__}.mode: {cls.mode!r} must be one of {', '.join(MODES)} (grey or colour)")
     if not isinstance(cls.alphabet, str) or any(c.isspace() for c in cls.alphabet):
         raise SchemeError(f"{cls.__qualname__}.alphabet: {cls.alphabet!r} must be a str without whitespace")
     try:

@@ -1,4 +1,4 @@
-"""What every captcha scheme is: a seeded renderer of text to a grayscale image and its glyph mask."""
+"""What every captcha scheme is: a seeded renderer of text to an image (grey or colour) and its glyph mask."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ __all__ = ["Captcha", "Scheme", "captcha_seed"]
 
 @dataclass(frozen=True)
 class Captcha:
-    """One rendered captcha. Shape: image (H, W) uint8, mask (H, W) bool, True on glyph pixels."""
+    """One rendered captcha. Shape: image uint8 (H, W) grey or (H, W, 3) RGB, mask (H, W) bool, True on glyph pixels."""
 
     text: str
     image: np.ndarray
@@ -41,6 +41,7 @@ class Scheme(ABC):
     alphabet: ClassVar[str] = DEFAULT_ALPHABET
     lengths: ClassVar[tuple[int, int]] = (4, 6)
     description: ClassVar[str] = ""
+    mode: ClassVar[str] = "L"  # what `draw` returns: "L" grey (H, W) or "RGB" colour (H, W, 3), as PIL names them
 
     @property
     def charset(self) -> Charset:
@@ -58,10 +59,11 @@ class Scheme(ABC):
         self.charset.validate(text)
         image, mask = self.draw(text, np.random.default_rng(seed))
         expected = (self.height, self.width)
-        if image.shape != expected or mask.shape != expected or image.dtype != np.uint8 or mask.dtype != bool:
+        pixels = expected + ((3,) if self.mode == "RGB" else ())
+        if image.shape != pixels or mask.shape != expected or image.dtype != np.uint8 or mask.dtype != bool:
             raise SchemeError(f"scheme {self.name!r} ({type(self).__module__}.{type(self).__qualname__}): draw "
                               f"returned image {image.dtype} {image.shape} and mask {mask.dtype} {mask.shape}; "
-                              f"expected uint8 and bool of (height, width) = {expected}")
+                              f"expected a {self.mode} image uint8 {pixels} and a mask bool {expected}")
         return Captcha(text, image, mask)
 
     def sample(self, seed: int) -> Captcha:
@@ -71,4 +73,4 @@ class Scheme(ABC):
 
     @abstractmethod
     def draw(self, text: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Return (image uint8 (H, W), glyph mask bool (H, W))."""
+        """Return (image uint8 (H, W), or (H, W, 3) for mode "RGB"; glyph mask bool (H, W))."""
