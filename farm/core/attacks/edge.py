@@ -62,6 +62,11 @@ def edge_zones(glyphs: np.ndarray, band: int, dot_width: float) -> tuple[np.ndar
     return centres, reach
 
 
+def glyph_tone(x: torch.Tensor) -> torch.Tensor:
+    """The glyphs' own tone per captcha and channel (B, C, 1, 1): a dark quantile, so dots in colour wear the glyphs' colour."""
+    return x.flatten(2).quantile(TONE_QUANTILE, dim=2)[..., None, None]
+
+
 class Edge(Attack):
     """Greedy edge dots through the solvers and the clean-up chains, then momentum noise through the substitute.
 
@@ -91,10 +96,11 @@ class Edge(Attack):
             raise ValueError("start: edge places its dots on the clean captcha; it refines no given start")
         if glyphs is None:
             raise ValueError("glyphs: edge places its dots on the glyphs' edges; give the glyph masks (B, 1, H, W)")
-        if glyphs.shape != images.shape:
-            raise ValueError(f"glyphs: shape {tuple(glyphs.shape)}, the images' is {tuple(images.shape)}")
+        expected = (len(images), 1, *images.shape[-2:])  # one plane, whatever the images' channels
+        if tuple(glyphs.shape) != expected:
+            raise ValueError(f"glyphs: shape {tuple(glyphs.shape)}; for images {tuple(images.shape)}, {expected}")
         centres, reach = edge_zones(glyphs[:, 0].cpu().numpy(), self.band, self.dot_width)
-        mask = torch.ones_like(images, dtype=torch.bool) if mask is None else mask.bool()
+        mask = torch.ones_like(images[:, :1], dtype=torch.bool) if mask is None else mask.bool()
         zones = torch.cat([mask, torch.from_numpy(centres).unsqueeze(1), torch.from_numpy(reach).unsqueeze(1)], 1)
         self.ink = []
         return super().__call__(images, labels, zones, targets, budget)
@@ -104,8 +110,7 @@ class Edge(Attack):
         allowed, centres, reach = (mask[:, k:k + 1].to(self.device, torch.float32) for k in range(3))
         ink = self.place(x0, labels, targets, centres, reach * allowed, generator)
         self.ink.append(ink.cpu())
-        tone = x0.flatten(1).quantile(TONE_QUANTILE, dim=1).view(-1, 1, 1, 1)
-        inked = x0 * (1 - ink) + tone * ink
+        inked = x0 * (1 - ink) + glyph_tone(x0) * ink
         return self.noise.attack_batch(inked, labels, allowed, targets, generator, budget)
 
     def place(self, x0, labels, targets, centres, where, generator) -> torch.Tensor:
@@ -114,9 +119,9 @@ class Edge(Attack):
             solver.model.eval()
         targeted = targets is not None
         goal = [self.charset.encode(self.charset.normalize(t)) for t in (targets if targeted else labels)]
-        tone = x0.flatten(1).quantile(TONE_QUANTILE, dim=1).view(-1, 1, 1, 1)
-        density = torch.zeros_like(x0)  # dot centres, DOT_MASS each
-        ink = torch.zeros_like(x0)
+        tone = glyph_tone(x0)
+        density = torch.zeros_like(x0[:, :1])  # dot centres, DOT_MASS each
+        ink = torch.zeros_like(x0[:, :1])
         free = centres > 0  # centres still open: in the band, not near a dot taken
         b, (h, w) = len(x0), x0.shape[-2:]
         cols = torch.arange(w, device=self.device).view(1, 1, w)
@@ -124,7 +129,7 @@ class Edge(Attack):
         for r in range(self.dot_rounds):
             x = x0 * (1 - ink) + tone * ink
             if self.dot_placement == "random":
-                score = torch.rand(x0.shape, generator=generator).to(self.device)
+                score = torch.rand(ink.shape, generator=generator).to(self.device)
             else:
                 score = self.gain(x, tone, goal, targeted, generator)
             score = score[:, 0].masked_fill(~free[:, 0], float("-inf"))  # (B, H, W)
@@ -149,4 +154,4 @@ class Edge(Attack):
             loss, _ = self._loss(chain(x), goal, generator)
             grad += torch.autograd.grad((-loss if targeted else loss).sum(), x)[0]
         with torch.no_grad():
-            return F.conv2d(grad * (tone - x), self.kernel, padding=self.kernel.shape[-1] // 2)
+            return F.conv2d((grad * (tone - x)).sum(1, keepdim=True), self.kernel, padding=self.kernel.shape[-1] // 2)
