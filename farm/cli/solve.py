@@ -18,7 +18,7 @@ from farm.exceptions import SettingError
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {file, text}.")
 def solve(images, checkpoint, version, store_url, as_json):
     """Print the substitute's reading of PNG or JPEG files (up to 4096x4096 pixels; each is resized for the model)."""
-    arrays = [_grey_image(path) for path in images]  # before the model loads: a bad file fails fast
+    arrays = [_image(path) for path in images]  # before the model loads: a bad file fails fast
     solver = substitute(store_url, checkpoint, version)
     texts = solver.read(arrays)
     if as_json:
@@ -34,10 +34,12 @@ def solve(images, checkpoint, version, store_url, as_json):
 MAX_SOLVE_PIXELS = 4096 * 4096
 
 
-def _grey_image(path: Path):
-    """A captcha file as uint8 (H, W); a file larger than MAX_SOLVE_PIXELS is refused before decoding."""
-    import numpy as np
+def _image(path: Path):
+    """A captcha file as uint8 (H, W), or (H, W, 3) in colour (the solver converts it as its card says);
+    a file larger than MAX_SOLVE_PIXELS is refused before decoding."""
     from PIL import Image, UnidentifiedImageError
+
+    from farm.storage.layout import pixels
 
     too_large = (f"larger than farm solve reads ({MAX_SOLVE_PIXELS} pixels at most, e.g. 4096x4096); "
                  f"crop it to the captcha")
@@ -46,7 +48,7 @@ def _grey_image(path: Path):
             width, height = image.size
             if width * height > MAX_SOLVE_PIXELS:
                 raise SettingError(f"{path}: {width}x{height} pixels is {too_large}")
-            return np.asarray(image.convert("L"), dtype=np.uint8)
+            return pixels(image)
     except Image.DecompressionBombError as e:  # PIL refuses the largest before we see the size
         raise SettingError(f"{path}: {too_large}") from e
     except (UnidentifiedImageError, OSError) as e:
