@@ -4,8 +4,10 @@ import captcha.image
 import numpy as np
 import pytest
 from captcha.image import ImageCaptcha
+from PIL import Image, ImageDraw
 from scipy.ndimage import binary_dilation
 
+from farm.core.charset import DEFAULT_ALPHABET
 from farm.core.schemes.classic import ClassicScheme
 
 
@@ -63,3 +65,20 @@ def test_same_seed_same_bytes_and_each_seed_its_own_colours():
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     corners = {tuple(scheme.draw("AB3D", np.random.default_rng(s))[0][0, 0]) for s in range(10)}
     assert len(corners) > 5 and any(len(set(rgb)) > 1 for rgb in corners), "backgrounds are drawn in colour"
+
+
+def test_each_character_is_inked_as_the_package_inks_it():
+    """classic draws each glyph once and reuses it; the package draws it at every offset: same pixels."""
+    generator = ClassicScheme()._generator
+    measure = ImageDraw.Draw(Image.new("RGB", (160, 60)))
+    for font in generator.truefonts:
+        for c in DEFAULT_ALPHABET + " ":
+            _, _, w, h = measure.multiline_textbbox((1, 1), c, font=font)
+            for dx1 in range(5):
+                for dy1 in range(7):
+                    for color in ((10, 200, 97, 220), (200, 10, 10, 238), (123, 45, 167, 255)):
+                        theirs = Image.new("RGBA", (int(w) + dx1, int(h) + dy1))
+                        ImageDraw.Draw(theirs).text((dx1, dy1), c, font=font, fill=color)
+                        theirs = theirs.crop(theirs.getbbox())
+                        ours = generator.inked(font, c, color, dx1, dy1)
+                        assert ours.size == theirs.size and ours.tobytes() == theirs.tobytes(), (font.size, c, dx1, dy1)

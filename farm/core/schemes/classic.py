@@ -43,17 +43,43 @@ class _Draws:
 class _SeededImageCaptcha(ImageCaptcha):
     """ImageCaptcha's drawing steps in its order, with `_Draws` for `secrets`, also drawing the glyph mask."""
 
+    def __init__(self, width: int, height: int):
+        super().__init__(width, height)
+        self._glyphs: dict = {}  # (font, character) -> see _glyph
+
+    def _glyph(self, font, c: str) -> tuple[int, int, Image.Image | None]:
+        """The package's text box of `c` and its cropped coverage, drawn once per font and character.
+
+        The package draws each character afresh at a whole-pixel offset, which moves the bitmap
+        without changing it, and crops it to its ink: the crop is the same every time.
+        """
+        key = (font, c)
+        if key not in self._glyphs:
+            # multiline_textbbox with no image behind it: the package measures on its canvas, same numbers
+            _, _, w, h = _MEASURE.multiline_textbbox((1, 1), c, font=font)
+            coverage = Image.new("L", (int(w), int(h)))
+            ImageDraw.Draw(coverage).text((0, 0), c, font=font, fill=255)
+            box = coverage.getbbox()
+            self._glyphs[key] = (w, h, coverage.crop(box) if box else None)
+        return self._glyphs[key]
+
+    def inked(self, font, c: str, color: tuple[int, int, int, int], dx1: int, dy1: int) -> Image.Image:
+        """The package's `text((dx1, dy1), c, fill=color)` on a blank RGBA, cropped to its ink."""
+        w, h, coverage = self._glyph(font, c)
+        if coverage is None:  # nothing inked (a space): the package's crop(None) keeps the whole blank
+            return Image.new("RGBA", (int(w) + dx1, int(h) + dy1))
+        im = Image.new("RGBA", coverage.size)
+        im.paste(color, None, coverage)  # the same fill through the same mask as drawing text
+        return im
+
     def draw_character(self, c: str, color: tuple[int, int, int, int], draws: _Draws) -> Image.Image:
         font = draws.choice(self.truefonts)
-        # multiline_textbbox with no image behind it: the package measures on its canvas, same numbers
-        _, _, w, h = _MEASURE.multiline_textbbox((1, 1), c, font=font)
+        w, h, _ = self._glyph(font, c)
         dx = self.character_offset_dx
         dy = self.character_offset_dy
         dx1 = draws.randbelow(dx[1] - dx[0] + 1) + dx[0]
         dy1 = draws.randbelow(dy[1] - dy[0] + 1) + dy[0]
-        im = Image.new("RGBA", (int(w) + dx1, int(h) + dy1))
-        ImageDraw.Draw(im).text((dx1, dy1), c, font=font, fill=color)
-        im = im.crop(im.getbbox())
+        im = self.inked(font, c, color, dx1, dy1)
         low, high = self.character_rotate
         im = im.rotate(low + draws.random() * (high - low), Image.Resampling.BILINEAR, expand=True)
         warp_x, warp_y = self.character_warp_dx, self.character_warp_dy
