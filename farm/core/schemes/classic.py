@@ -46,6 +46,7 @@ class _SeededImageCaptcha(ImageCaptcha):
     def __init__(self, width: int, height: int):
         super().__init__(width, height)
         self._glyphs: dict = {}  # (font, character) -> see _glyph
+        self._paste_table = np.clip(self.lookup_table, 0, 255).astype(np.uint8)  # point() clips so
 
     def _glyph(self, font, c: str) -> tuple[int, int, Image.Image | None]:
         """The package's text box of `c` and its cropped coverage, drawn once per font and character.
@@ -96,7 +97,7 @@ class _SeededImageCaptcha(ImageCaptcha):
         return im.transform((int(w), int(h)), Image.Transform.QUAD, quad)
 
     def draw_text(self, chars: str, color: tuple[int, int, int, int], background: tuple[int, int, int],
-                  draws: _Draws) -> tuple[Image.Image, Image.Image]:
+                  draws: _Draws) -> tuple[Image.Image, np.ndarray]:
         images = []
         for c in chars:
             if draws.random() > self.word_space_probability:
@@ -106,21 +107,22 @@ class _SeededImageCaptcha(ImageCaptcha):
         width = max(text_width, self._width)
         # the package draws a (width, height) canvas and resizes it: uniform either way
         image = Image.new("RGB", (width, self._height), background)
-        glyphs = Image.new("L", (width, self._height), 0)
+        glyphs = np.zeros((self._height, width), dtype=bool)
         average = int(text_width / len(chars))
         rand = int(self.word_offset_dx * average)
         offset = int(average * 0.1)
-        # a pixel is glyph where the character covers at least half of it: its alpha is opacity x coverage
-        covered = [0 if v * 2 < color[3] else 255 for v in range(256)]
         for im in images:
             w, h = im.size
             position = (offset, int((self._height - h) / 2))
-            image.paste(im, position, im.convert("L").point(self.lookup_table))
-            glyphs.paste(255, position, im.getchannel("A").point(covered))
+            # the package's im.convert("L").point(lookup_table), through a numpy table
+            image.paste(im, position, Image.fromarray(self._paste_table[np.asarray(im.convert("L"))]))
+            # a pixel is glyph where the character covers at least half of it: its alpha is opacity x coverage
+            _cover(glyphs, 2 * np.asarray(im.getchannel("A"), dtype=np.uint16) >= color[3], position)
             offset = offset + w + (-draws.randbelow(rand + 1))
         if width > self._width:
             image = image.resize((self._width, self._height))
-            glyphs = glyphs.resize((self._width, self._height))
+            glyphs = Image.fromarray(glyphs.astype(np.uint8) * 255).resize((self._width, self._height))
+            glyphs = np.asarray(glyphs) >= 128
         return image, glyphs
 
     def draw_noise(self, image: Image.Image, color: tuple[int, int, int, int], draws: _Draws) -> None:
@@ -139,6 +141,15 @@ class _SeededImageCaptcha(ImageCaptcha):
 
 
 _MEASURE = ImageDraw.Draw(Image.new("L", (1, 1)))
+
+
+def _cover(mask: np.ndarray, glyph: np.ndarray, position: tuple[int, int]) -> None:
+    """mask |= glyph with its top left corner at position (x, y), clipped to mask as Image.paste clips."""
+    x, y = position
+    top, left = max(y, 0), max(x, 0)
+    bottom, right = min(y + glyph.shape[0], mask.shape[0]), min(x + glyph.shape[1], mask.shape[1])
+    if top < bottom and left < right:
+        mask[top:bottom, left:right] |= glyph[top - y:bottom - y, left - x:right - x]
 
 
 class ClassicScheme(Scheme):
@@ -164,4 +175,4 @@ class ClassicScheme(Scheme):
         image, glyphs = self._generator.draw_text(text, color, background, draws)
         self._generator.draw_noise(image, color, draws)
         image = image.filter(ImageFilter.SMOOTH)
-        return np.asarray(image, dtype=np.uint8), np.asarray(glyphs) >= 128
+        return np.asarray(image, dtype=np.uint8), glyphs
