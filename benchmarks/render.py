@@ -1,7 +1,8 @@
 """Rendering rate of every scheme beside the captcha package's own ImageCaptcha, on one core.
 
 Rendering sits on every worker's hot path; `classic` must keep up with the library it imitates
-while also drawing a glyph mask. Rounds alternate so both sides see the same machine.
+(both draw the same colour image; tests/test_classic_colour.py checks the bytes) while also
+drawing a glyph mask. Rounds alternate so both sides see the same machine.
 Last line: `classic_vs_captcha_lib: <ratio>` (goal >= 1.0).
 """
 

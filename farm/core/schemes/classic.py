@@ -1,10 +1,14 @@
-"""`classic`: the look of the `captcha` package's ImageCaptcha, built on the package, seeded.
+"""`classic`: the captcha package's ImageCaptcha, in its colours, seeded.
 
-captcha 0.7.1 draws from `secrets`, so it can never repeat an image. We subclass
-ImageCaptcha and replay its drawing steps with an injected generator: same font, sizes,
-offsets, rotations, warps, noise dots and curve, smoothing. Drawing happens directly in
-grayscale ("L"), which is what we serve and is cheaper than RGB, and every glyph is also
-pasted onto a mask canvas so attacks know which pixels are characters.
+captcha 0.7.1 draws from `secrets`, so it can never repeat an image. We replay its drawing
+steps in its order, with each `secrets` call answered from the numpy Generator handed to
+`draw` (`_Draws`): for the same answers the image is byte for byte the package's
+(tests/test_classic_colour.py). Besides the image we paste every glyph onto a mask canvas
+so attacks know which pixels are characters.
+
+Where the package does work that cannot change a pixel we skip it (rendering keeps up with
+the package while also drawing the mask): each glyph is inked once per font and character,
+the blank word spaces are measured but not warped, the uniform canvas is not resized.
 """
 
 from __future__ import annotations
@@ -17,94 +21,162 @@ from farm.core.schemes.base import Scheme
 
 __all__ = ["ClassicScheme"]
 
+BITS = 2**32  # the package's randbits(32) / (2**32): a randbelow(2**32) scaled to [0, 1)
 
-def _gray(rng: np.random.Generator, start: int, end: int) -> int:
-    """Luminance of ImageCaptcha's random_color(start, end), as PIL's RGB->L conversion computes it."""
-    r, g, b = (int(v) for v in rng.integers(start, end + 1, 3))
-    return (r * 299 + g * 587 + b * 114) // 1000
+
+class _Draws:
+    """ImageCaptcha's `secrets` calls answered from a numpy Generator.
+
+    randbelow(n) is integers(n), randbits(32) is integers(2**32), choice(seq) is
+    seq[integers(len(seq))]. `below` answers consecutive calls at once: numpy draws an array of
+    bounds one element after the other, as it draws them one call at a time, at a tenth of the cost.
+    """
+
+    def __init__(self, rng: np.random.Generator):
+        self._integers = rng.integers
+
+    def below(self, bounds) -> list[int]:
+        return self._integers(bounds).tolist()
+
+    def randbelow(self, n: int) -> int:
+        return int(self._integers(n))
 
 
 class _SeededImageCaptcha(ImageCaptcha):
-    """ImageCaptcha with its `secrets` calls replaced by a numpy Generator, drawing in "L"."""
+    """ImageCaptcha's drawing steps in its order, with `_Draws` for `secrets`, also drawing the glyph mask."""
 
-    def draw_character(self, c: str, color: int, rng: np.random.Generator) -> Image.Image:
-        font = self.truefonts[int(rng.integers(len(self.truefonts)))]
-        # multiline_textbbox with no image behind it: the package measures on its canvas, same numbers
-        _, _, w, h = _MEASURE.multiline_textbbox((1, 1), c, font=font)
-        dx1 = int(rng.integers(self.character_offset_dx[0], self.character_offset_dx[1] + 1))
-        dy1 = int(rng.integers(self.character_offset_dy[0], self.character_offset_dy[1] + 1))
-        im = Image.new("L", (int(w) + dx1, int(h) + dy1))
-        ImageDraw.Draw(im).text((dx1, dy1), c, font=font, fill=color)
-        im = im.crop(im.getbbox())
+    def __init__(self, width: int, height: int):
+        super().__init__(width, height)
+        self._glyphs: dict = {}  # (font, character) -> see _glyph
+        self._paste_table = np.clip(self.lookup_table, 0, 255).astype(np.uint8)  # point() clips so
+        dx, dy = self.character_offset_dx, self.character_offset_dy
+        # a character's draws: font, offsets dx1 and dy1, then 7 randbits: rotation, warp dx2, dy2, x1, y1, x2, y2
+        self._character_bounds = np.array([len(self.truefonts), dx[1] - dx[0] + 1, dy[1] - dy[0] + 1] + [BITS] * 7)
+
+    def _glyph(self, font, c: str) -> tuple[int, int, Image.Image | None]:
+        """The package's text box of `c` and its coverage cropped to the ink (None: no ink), once per font and c.
+
+        The package draws each character afresh at a whole-pixel offset, which moves the bitmap
+        without changing it, and crops it to its ink: the crop is the same every time.
+        """
+        key = (font, c)
+        if key not in self._glyphs:
+            # multiline_textbbox with no image behind it: the package measures on its canvas, same numbers
+            _, _, w, h = _MEASURE.multiline_textbbox((1, 1), c, font=font)
+            coverage = Image.new("L", (int(w), int(h)))
+            ImageDraw.Draw(coverage).text((0, 0), c, font=font, fill=255)
+            box = coverage.getbbox()
+            self._glyphs[key] = (w, h, coverage.crop(box) if box else None)
+        return self._glyphs[key]
+
+    def inked(self, font, c: str, color: tuple[int, int, int, int], dx1: int, dy1: int) -> Image.Image:
+        """The package's `text((dx1, dy1), c, fill=color)` on a blank RGBA, cropped to its ink."""
+        w, h, coverage = self._glyph(font, c)
+        if coverage is None:  # nothing inked (a space): the package's crop(None) keeps the whole blank
+            return Image.new("RGBA", (int(w) + dx1, int(h) + dy1))
+        im = Image.new("RGBA", coverage.size)
+        im.paste(color, None, coverage)  # the same fill through the same mask as drawing text
+        return im
+
+    def draw_character(self, c: str, color: tuple[int, int, int, int],
+                       draws: _Draws) -> tuple[tuple[int, int], Image.Image | None]:
+        """The package's _draw_character: (its size, the image; None when blank, as a space is)."""
+        font, dx1, dy1, *bits = draws.below(self._character_bounds)
+        font = self.truefonts[font]
+        dx1, dy1 = dx1 + self.character_offset_dx[0], dy1 + self.character_offset_dy[0]
+        rotation, warp_x, warp_y, *corners = (b / BITS for b in bits)
+        w, h, coverage = self._glyph(font, c)
+        size = (int(w), int(h))
+        if coverage is None:  # rotating and warping nothing gives nothing: only the size matters
+            return size, None
+        im = self.inked(font, c, color, dx1, dy1)
         low, high = self.character_rotate
-        im = im.rotate(low + rng.random() * (high - low), Image.Resampling.BILINEAR, expand=True)
-        dx2 = w * rng.random() * (self.character_warp_dx[1] - self.character_warp_dx[0]) + self.character_warp_dx[0]
-        dy2 = h * rng.random() * (self.character_warp_dy[1] - self.character_warp_dy[0]) + self.character_warp_dy[0]
-        x1, y1, x2, y2 = (int(rng.random() * 2 * d - d) for d in (dx2, dy2, dx2, dy2))
+        im = im.rotate(low + rotation * (high - low), Image.Resampling.BILINEAR, expand=True)
+        wx, wy = self.character_warp_dx, self.character_warp_dy
+        dx2 = w * warp_x * (wx[1] - wx[0]) + wx[0]
+        dy2 = h * warp_y * (wy[1] - wy[0]) + wy[0]
+        # the package's float expressions exactly, so the corners round the same way
+        x1, y1, x2, y2 = (int(r * (d - (-d)) + (-d)) for r, d in zip(corners, (dx2, dy2, dx2, dy2)))
         w2, h2 = w + abs(x1) + abs(x2), h + abs(y1) + abs(y2)
         quad = (x1, y1, -x1, h2 - y2, w2 + x2, h2 + y2, w2 - x2, -y1)
         im = im.resize((int(w2), int(h2)))
-        return im.transform((int(w), int(h)), Image.Transform.QUAD, quad)
+        return size, im.transform(size, Image.Transform.QUAD, quad)
 
-    def draw_text(self, chars: str, color: int, background: int,
-                  rng: np.random.Generator) -> tuple[Image.Image, Image.Image]:
+    def draw_text(self, chars: str, color: tuple[int, int, int, int], background: tuple[int, int, int],
+                  draws: _Draws) -> tuple[Image.Image, np.ndarray]:
         images = []
         for c in chars:
-            if rng.random() > self.word_space_probability:
-                images.append(self.draw_character(" ", color, rng))
-            images.append(self.draw_character(c, color, rng))
-        text_width = sum(im.size[0] for im in images)
+            if draws.randbelow(BITS) / BITS > self.word_space_probability:
+                images.append(self.draw_character(" ", color, draws))
+            images.append(self.draw_character(c, color, draws))
+        text_width = sum(size[0] for size, _ in images)
         width = max(text_width, self._width)
-        image = Image.new("L", (width, self._height), background)
-        glyphs = Image.new("L", (width, self._height), 0)
+        # the package draws a (width, height) canvas and resizes it: uniform either way
+        image = Image.new("RGB", (width, self._height), background)
+        glyphs = np.zeros((self._height, width), dtype=bool)
         average = int(text_width / len(chars))
         rand = int(self.word_offset_dx * average)
         offset = int(average * 0.1)
-        # a pixel is glyph where the character covers at least half of it
-        covered = [0 if v * 2 < color else 255 for v in range(256)]
-        for im in images:
-            w, h = im.size
+        for ((w, h), im), step_back in zip(images, draws.below([rand + 1] * len(images))):
             position = (offset, int((self._height - h) / 2))
-            image.paste(im, position, im.point(self.lookup_table))
-            glyphs.paste(255, position, im.point(covered))
-            offset = offset + w - int(rng.integers(rand + 1))
+            if im is not None:  # a blank's paste mask is all 0: it changes nothing
+                # the package's im.convert("L").point(lookup_table), through a numpy table
+                image.paste(im, position, Image.fromarray(self._paste_table[np.asarray(im.convert("L"))]))
+                # a pixel is glyph where the character covers at least half of it: alpha is opacity x coverage
+                _cover(glyphs, 2 * np.asarray(im.getchannel("A"), dtype=np.uint16) >= color[3], position)
+            offset = offset + w + (-step_back)
         if width > self._width:
             image = image.resize((self._width, self._height))
-            glyphs = glyphs.resize((self._width, self._height))
+            glyphs = Image.fromarray(glyphs.astype(np.uint8) * 255).resize((self._width, self._height))
+            glyphs = np.asarray(glyphs) >= 128
         return image, glyphs
 
-    def draw_noise(self, image: Image.Image, color: int, rng: np.random.Generator) -> None:
+    def draw_noise(self, image: Image.Image, color: tuple[int, int, int, int], draws: _Draws) -> None:
         draw = ImageDraw.Draw(image)
         w, h = image.size
-        for _ in range(30):  # the package's noise dots
-            x1, y1 = int(rng.integers(w + 1)), int(rng.integers(h + 1))
+        dots = draws.below([w + 1, h + 1] * 30)  # the package's 30 noise dots
+        for x1, y1 in zip(dots[::2], dots[1::2]):
             draw.line(((x1, y1), (x1 - 1, y1 - 1)), fill=color, width=3)
-        x1 = int(rng.integers(int(w / 5) + 1))  # its noise curve
-        x2 = int(rng.integers(w - int(w / 5) + 1)) + int(w / 5)
-        y1 = int(rng.integers(h - 2 * int(h / 5) + 1)) + int(h / 5)
-        y2 = int(rng.integers(h - y1 - int(h / 5) + 1)) + y1
-        end, start = int(rng.integers(41)) + 160, int(rng.integers(21))
-        draw.arc([x1, y1, x2, y2], start, end, fill=color)
+        x1, x2, y1 = draws.below([int(w / 5) + 1, w - int(w / 5) + 1, h - 2 * int(h / 5) + 1])  # its curve
+        x2, y1 = x2 + int(w / 5), y1 + int(h / 5)
+        y2 = draws.randbelow(h - y1 - int(h / 5) + 1) + y1
+        end, start = draws.below([41, 21])
+        draw.arc([x1, y1, x2, y2], start, end + 160, fill=color)
 
 
 _MEASURE = ImageDraw.Draw(Image.new("L", (1, 1)))
 
 
+def _cover(mask: np.ndarray, glyph: np.ndarray, position: tuple[int, int]) -> None:
+    """mask |= glyph with its top left corner at position (x, y), clipped to mask as Image.paste clips."""
+    x, y = position
+    top, left = max(y, 0), max(x, 0)
+    bottom, right = min(y + glyph.shape[0], mask.shape[0]), min(x + glyph.shape[1], mask.shape[1])
+    if top < bottom and left < right:
+        mask[top:bottom, left:right] |= glyph[top - y:bottom - y, left - x:right - x]
+
+
 class ClassicScheme(Scheme):
-    """The target scheme: ImageCaptcha's 160x60 look, its DroidSansMono font, 4 characters."""
+    """The target scheme: ImageCaptcha's 160x60 colour look, its DroidSansMono font, 4 characters.
+
+    Shape: image uint8 (60, 160, 3) RGB, glyph mask bool (60, 160).
+    """
 
     name = "classic"
+    mode = "RGB"
     width, height = 160, 60
     lengths = (4, 4)
-    description = "the captcha package's ImageCaptcha look: warped mono glyphs, dots and an arc"
+    description = "the captcha package's ImageCaptcha in colour: warped mono glyphs, dots and an arc"
 
     def __init__(self):
         self._generator = _SeededImageCaptcha(self.width, self.height)
 
     def draw(self, text, rng):
-        background = _gray(rng, 238, 255)
-        color = _gray(rng, 10, 200)
-        image, glyphs = self._generator.draw_text(text, color, background, rng)
-        self._generator.draw_noise(image, color, rng)
+        draws = _Draws(rng)
+        # random_color(238, 255), then random_color(10, 200, randbelow(36) + 220): the argument is drawn first
+        *background, opacity, r, g, b = draws.below([18, 18, 18, 36, 191, 191, 191])
+        color = (r + 10, g + 10, b + 10, opacity + 220)
+        image, glyphs = self._generator.draw_text(text, color, tuple(c + 238 for c in background), draws)
+        self._generator.draw_noise(image, color, draws)
         image = image.filter(ImageFilter.SMOOTH)
-        return np.asarray(image, dtype=np.uint8), np.asarray(glyphs) >= 128
+        return np.asarray(image, dtype=np.uint8), glyphs
