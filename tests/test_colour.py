@@ -52,7 +52,7 @@ def test_a_scheme_that_breaks_its_mode_is_refused_naming_it():
         mode = "RGB"
 
     with pytest.raises(SchemeError, match=r"RGB image uint8 \(4, 8, 3\)"):
-        Flat().render("ab", 0)
+        Flat().render("ABCD", 0)
 
 
 def test_tensors_keep_colour_both_ways():

@@ -8,6 +8,7 @@ import pytest
 from scipy.ndimage import binary_dilation
 
 from farm.core.charset import Charset
+from farm.core.colour import grey_array
 from farm.core.schemes import BUILT_IN, captcha_seed, get_scheme, scheme_names, scheme_source
 
 SCHEMES = [n for n in scheme_names() if scheme_source(n) == BUILT_IN]  # plugins: tests/test_plugins.py
@@ -23,8 +24,9 @@ def test_same_seed_gives_identical_bytes_and_other_seed_another_image(name):
     a, b, c = scheme.render("AB3D", 7), scheme.render("AB3D", 7), scheme.render("AB3D", 8)
     assert a.image.tobytes() == b.image.tobytes() and (a.mask == b.mask).all()
     assert a.image.tobytes() != c.image.tobytes()
-    assert a.image.dtype == np.uint8 and a.image.shape == (scheme.height, scheme.width)
-    assert a.mask.dtype == bool and a.mask.shape == a.image.shape
+    channels = (3,) if scheme.mode == "RGB" else ()
+    assert a.image.dtype == np.uint8 and a.image.shape == (scheme.height, scheme.width, *channels)
+    assert a.mask.dtype == bool and a.mask.shape == (scheme.height, scheme.width)
 
 
 def test_renders_are_identical_in_another_process():
@@ -42,7 +44,7 @@ def test_glyph_mask_covers_the_text_and_nothing_far_from_it(name):
     scheme = get_scheme(name)
     for seed in range(20):
         c = scheme.sample(captcha_seed(1, seed))
-        image, mask = c.image.astype(float), c.mask
+        image, mask = grey_array(c.image).astype(float), c.mask  # colour: the ink's luminance
         assert mask.any(), "a captcha with text has glyph pixels"
         background = np.median(image[~binary_dilation(mask, iterations=3)])
         ink = np.abs(image - background)
