@@ -125,6 +125,8 @@ def test_a_conversion_after_the_first_step_is_refused_naming_it():
     with pytest.raises(SettingError, match="^chain: 'otsu>saturation': saturation converts colour to grey and must "
                                            "be the first step; write saturation>otsu"):
         parse_chain("otsu>saturation")
+    with pytest.raises(SettingError, match="'value>otsu>grey601': grey601 .* a chain converts once: drop value or grey601"):
+        parse_chain("value>otsu>grey601")
     assert [s.name for s in parse_chain("saturation>otsu").steps] == ["saturation", "otsu"]
 
 

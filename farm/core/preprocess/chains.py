@@ -81,9 +81,10 @@ class Chain:
     def __post_init__(self):
         late = [step.name for step in self.steps[1:] if step.converts]
         if late:
-            rest = ">".join(step.name for step in self.steps if not step.converts) or "otsu"
+            first, rest = self.steps[0], ">".join(step.name for step in self.steps if not step.converts)
+            fix = f"a chain converts once: drop {first.name} or {late[0]}" if first.converts else f"write {late[0]}>{rest}"
             raise SettingError(f"chain: {self.name!r}: {late[0]} converts colour to grey and must be the first step; "
-                               f"write {late[0]}>{rest}")
+                               f"{fix}")
 
     def split(self, in_colour: bool) -> tuple[Step | None, Chain]:
         """The conversion this chain starts with on colour (or grey) images, grey601 on colour if it names
@@ -238,5 +239,5 @@ def colour_chains(chains=CHAINS) -> tuple[str, ...]:
 
 
 def apply(name: str, x: torch.Tensor) -> torch.Tensor:
-    """The real operations of a named chain ('none' returns x)."""
+    """The real operations of a named chain ('none' returns x, or its grey601 if colour)."""
     return parse_chain(name).apply(x)
