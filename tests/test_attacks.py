@@ -3,6 +3,9 @@
 import pytest
 import torch
 
+from farm.core.colour import grey_array
+from farm.core.model import to_tensor
+
 from farm.core.attacks import DECLARED
 from farm.core.attacks.methods import METHODS, make_attack
 from farm.core.spec import PoolSpec
@@ -18,7 +21,7 @@ BATCH_SEEDS = Seeds(b"", UNKEYED)
 @pytest.fixture(scope="module")
 def batch():
     clean = render_shard(PoolSpec(count=COUNT, mask="background", seed=11), 0, BATCH_SEEDS)
-    images = torch.from_numpy(clean.images).unsqueeze(1).float() / 255
+    images = to_tensor([grey_array(im) for im in clean.images])  # grey: set on grey classic
     return images, clean.texts, torch.from_numpy(clean.allowed).unsqueeze(1)
 
 

@@ -6,6 +6,9 @@ import json
 import numpy as np
 import pytest
 import torch
+
+from farm.core.colour import grey_array
+from farm.core.model import to_tensor
 from click.testing import CliRunner
 from PIL import Image
 
@@ -22,7 +25,7 @@ THRESHOLDS = ["otsu", "thr100", "thr128", "thr160", "thr200", "adaptive", "sauvo
 def captchas():
     """Four classic captchas with a perturbation-sized noise, (4, 1, 60, 160) on 8-bit levels."""
     scheme = get_scheme("classic")
-    clean = torch.from_numpy(np.stack([scheme.sample(i).image for i in range(4)])).float().unsqueeze(1) / 255
+    clean = to_tensor([grey_array(scheme.sample(i).image) for i in range(4)])  # the grey toolbox: BT.601 of colour classic
     noise = (torch.rand(clean.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1) * 16 / 255
     return (clean + noise).clamp(0, 1).mul(255).round().div(255)
 

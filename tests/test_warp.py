@@ -6,6 +6,9 @@ import math
 
 import pytest
 import torch
+
+from farm.core.colour import grey_array
+from farm.core.model import to_tensor
 import torch.nn.functional as F
 
 from farm.core.attacks.methods import make_attack
@@ -20,7 +23,7 @@ from tests.test_generate import SECRET, run_farm
 @pytest.fixture(scope="module")
 def batch():
     clean = render_shard(PoolSpec(count=8, seed=11), 0, Seeds(b"", UNKEYED))
-    return torch.from_numpy(clean.images).unsqueeze(1).float() / 255, clean.texts
+    return to_tensor([grey_array(im) for im in clean.images]), clean.texts  # grey: set on grey classic
 
 
 def test_warp_moves_pixels_within_its_bound_and_adds_none(substitute, batch):

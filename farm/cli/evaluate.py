@@ -23,7 +23,9 @@ DEFAULT_SEED = 2026  # fresh evaluation captchas: a seed no training run uses
               help="With --pool: also after each attacker clean-up chain (--no-preprocess: as they are only).")
 @click.option("--chain", "chains", multiple=True,
               help="With --pool: a clean-up chain, steps joined by '>' (quote it), e.g. 'median3>otsu>open3' "
-                   "(repeatable; default: farm.core.preprocess.CHAINS, every family of the attacker's toolbox).")
+                   "(repeatable; default: farm.core.preprocess.CHAINS, every family of the attacker's toolbox). "
+                   "On a colour pool each runs after every conversion to grey (farm.core.preprocess.CONVERSIONS), "
+                   "as does each conversion alone.")
 @checkpoint_option
 @version_option
 @store_option
@@ -35,6 +37,7 @@ def evaluate(schemes, count, seed, pool, limit, with_zoo, with_preprocess, chain
     \b
     farm evaluate --pool P                                   every zoo solver, every chain of CHAINS
     farm evaluate --pool P --chain otsu --chain 'tv>sauvola' chosen chains (quoted: > is the shell's too)
+    farm evaluate --pool P --chain 'saturation>otsu'         a colour pool: the conversion named first
     """
     from farm.core.schemes import scheme_names
     from farm.ops.evaluate import scheme_accuracy
@@ -73,7 +76,7 @@ def _pool_chains(chains: tuple[str, ...], with_preprocess: bool) -> list[str]:
 def _evaluate_pool(solver, store, pool, limit, with_zoo, chains, as_json):
     from farm.core.zoo import members, zoo_path
     from farm.core.zoo_loading import load_member
-    from farm.ops.evaluate import load_pool, pool_accuracy, worst_chain
+    from farm.ops.evaluate import load_pool, pool_report
 
     records, adversarial, clean = load_pool(store, pool, limit)
     solvers, roles = {"substitute": solver}, {"substitute": "substitute"}
@@ -81,24 +84,19 @@ def _evaluate_pool(solver, store, pool, limit, with_zoo, chains, as_json):
         for m in members():
             if (zoo_path() / m.name / "card.json").exists():
                 solvers[m.name], roles[m.name] = load_member(m.name), m.role
-    table = pool_accuracy(solvers, records, adversarial, clean, chains, progress=not as_json)
-    for name, row in table.items():
-        row.update(role=roles[name], worst=worst_chain(row))
-    result = {"pool": pool, "count": len(records), "substitute": solver.version, "roles": roles, "accuracy": table,
-              "chains": chains[1:],
-              "mean_ssim": round(sum(r["ssim"] for r in records) / len(records), 4),
-              "mean_ssim_glyph": round(sum(r.get("ssim_glyph", 1.0) for r in records) / len(records), 4),
-              "max_linf": max(r["linf"] for r in records)}
+    result = pool_report(solvers, roles, records, adversarial, clean, chains, progress=not as_json)
+    result = {"pool": pool, "count": len(records), "substitute": solver.version, **result}
     if as_json:
         json_out(result)
         return
-    click.echo(f"pool {pool}: {len(records)} captchas, substitute {solver.version}, mean SSIM {result['mean_ssim']:.3f} "
+    click.echo(f"pool {pool}: {len(records)} captchas{' in colour' if result.get('colour') else ''}, "
+               f"substitute {solver.version}, mean SSIM {result['mean_ssim']:.3f} "
                f"(glyph region {result['mean_ssim_glyph']:.3f}), max L-inf {result['max_linf'] * 255:.0f}/255")
-    _echo_pool_table(table, chains)
+    _echo_pool_table(result["accuracy"], ["none", *result["chains"]])
 
 
 def _echo_pool_table(table: dict, chains: list[str]) -> None:
-    """Chains down, solvers across (role under the name), then each solver's worst chain."""
+    """Chains down, solvers across (role under the name), then each solver's worst chain (on colour: per conversion)."""
     width = max(len(c) for c in chains) + 2
     click.echo("accuracy clean -> adversarial, as they are (none) and after each clean-up chain")
     click.echo(f"  {'chain':{width}s}" + "".join(f"{name:>16s}" for name in table))
@@ -106,9 +104,14 @@ def _echo_pool_table(table: dict, chains: list[str]) -> None:
     for chain in chains:
         cells = "".join(f"  {row['clean'][chain]:6.1%} ->{row['adversarial'][chain]:6.1%}" for row in table.values())
         click.echo(f"  {chain:{width}s}{cells}")
-    if len(chains) > 1:
-        click.echo("worst clean-up per solver: the chain under which it reads the most adversarial captchas")
-        for name, row in table.items():
-            worst = row["worst"]
-            click.echo(f"  {name:14s} {row['role']:10s} {worst['chain']:{width}s} "
+    if len(chains) == 1:
+        return
+    in_colour = all("worst_per_conversion" in row for row in table.values())
+    click.echo("worst clean-up per solver: the chain under which it reads the most adversarial captchas"
+               + (", per conversion to grey and overall" if in_colour else ""))
+    for name, row in table.items():
+        worsts = [*row["worst_per_conversion"].items(), ("overall", row["worst"])] if in_colour else [("", row["worst"])]
+        for i, (conversion, worst) in enumerate(worsts):
+            who = f"{name:14s} {row['role']:10s}" if i == 0 else ""
+            click.echo(f"  {who:25s} {conversion:{11 if in_colour else 0}s}{worst['chain']:{width}s} "
                        f"{worst['clean']:6.1%} ->{worst['adversarial']:6.1%}")

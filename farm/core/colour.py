@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["GREY", "DEFAULT_GREY", "check_grey", "grey_array"]
+__all__ = ["GREY", "DEFAULT_GREY", "PIL_BT601", "check_grey", "grey_array"]
 
 GREY = {
     "bt601": (0.299, 0.587, 0.114),  # ITU-R BT.601 luma: PIL's convert("L"), OpenCV's COLOR_RGB2GRAY
@@ -19,6 +19,7 @@ GREY = {
     "mean": (1 / 3, 1 / 3, 1 / 3),  # the channel mean
 }
 DEFAULT_GREY = "bt601"
+PIL_BT601 = (19595, 38470, 7471)  # PIL's BT.601 in 1/65536 (sum 65536), rounded by adding half: exact on uint8
 
 
 def check_grey(name: str) -> str:
@@ -33,5 +34,5 @@ def grey_array(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         return image
     r, g, b = (image[..., c].astype(np.uint32) for c in range(3))
-    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)  # PIL's fixed-point BT.601
+    return ((r * PIL_BT601[0] + g * PIL_BT601[1] + b * PIL_BT601[2] + 2 ** 15) >> 16).astype(np.uint8)
 

@@ -4,6 +4,12 @@ A step is a family and an optional number: `jpeg50` is JPEG at quality 50, `blur
 family's default sigma. Every step has two paths: `apply`, the real operation evaluation uses
 (PIL's JPEG codec, exact thresholds), and `forward`, a differentiable stand-in for attacks.
 `Chain.apply` rounds to 8 bits after each step, as a bot's uint8 pipeline (PIL, OpenCV) does.
+
+Colour images (B, 3, H, W) meet a conversion to grey first (CONVERSIONS, from `colour`: luma by
+BT.601 or BT.709, the channel mean, the channel of most contrast, HSV's saturation or value). One
+rule: a chain given colour images whose first step is not a conversion, `none` included, starts
+with `grey601`, which is what a bot gets by default (PIL's Image.convert("L")). A conversion
+anywhere but first is refused; on grey images every conversion is the identity.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ from functools import partial
 
 import torch
 
-from farm.core.preprocess import ops
+from farm.core.preprocess import colour, ops
 from farm.exceptions import SettingError
 
-__all__ = ["Step", "Chain", "Family", "FAMILIES", "CHAINS", "parse_step", "parse_chain", "parse_chains", "apply"]
+__all__ = ["Step", "Chain", "Family", "FAMILIES", "CHAINS", "CONVERSIONS", "IMPLICIT_CONVERSION", "colour_chains",
+           "parse_step", "parse_chain", "parse_chains", "apply"]
 
 Operation = Callable[[torch.Tensor], torch.Tensor]
 
@@ -33,32 +40,75 @@ CHAINS = (
 )
 
 
+# Colour to grey, (B, 3, H, W) -> (B, 1, H, W): (real, differentiable). Each is a step of its own,
+# only ever first; `colour_chains` puts every one before every clean-up.
+_CONVERSIONS: dict[str, tuple[Operation, Operation]] = {
+    "grey601": (colour.grey601_real, colour.grey601),
+    "grey709": (colour.grey709_real, colour.grey709),
+    "mean": (colour.mean_real, colour.mean),
+    "channel": (colour.channel_real, colour.channel),
+    "saturation": (colour.saturation_real, colour.saturation),
+    "value": (colour.value_real, colour.value),
+}
+CONVERSIONS = tuple(_CONVERSIONS)
+IMPLICIT_CONVERSION = "grey601"  # what a colour image meets when its chain names none: PIL's convert("L")
+
+
 @dataclass(frozen=True)
 class Step:
-    """One operation: `apply` the real one (evaluation), `forward` a differentiable stand-in (attacks)."""
+    """One operation: `apply` the real one (evaluation), `forward` a differentiable stand-in (attacks).
+
+    `converts`: a conversion from colour to grey, which only a chain's first step may be.
+    """
 
     name: str
     apply: Operation
     forward: Operation
+    converts: bool = False
 
 
 @dataclass(frozen=True)
 class Chain:
-    """Steps applied in order. Shape: (B, 1, H, W) floats in [0, 1] -> the same."""
+    """Steps applied in order. Shape: (B, 1, H, W) or (B, 3, H, W) floats in [0, 1] -> (B, 1, H, W).
+
+    Colour images whose chain does not start with a conversion (`none` included) are converted by
+    grey601 first (IMPLICIT_CONVERSION); a conversion after the first step is refused.
+    """
 
     name: str
     steps: tuple[Step, ...]
 
+    def __post_init__(self):
+        late = [step.name for step in self.steps[1:] if step.converts]
+        if late:
+            first, rest = self.steps[0], ">".join(step.name for step in self.steps if not step.converts)
+            fix = f"a chain converts once: drop {first.name} or {late[0]}" if first.converts else f"write {late[0]}>{rest}"
+            raise SettingError(f"chain: {self.name!r}: {late[0]} converts colour to grey and must be the first step; "
+                               f"{fix}")
+
+    def split(self, in_colour: bool) -> tuple[Step | None, Chain]:
+        """The conversion this chain starts with on colour (or grey) images, grey601 on colour if it names
+        none (None on grey), and the chain of the steps after it: evaluation converts once for many chains."""
+        if self.steps and self.steps[0].converts:
+            return self.steps[0], Chain(self.name, self.steps[1:])
+        if in_colour:
+            return parse_step(IMPLICIT_CONVERSION), self
+        return None, self
+
+    def _steps(self, x: torch.Tensor) -> tuple[Step, ...]:
+        conversion, rest = self.split(colour.is_colour(x))
+        return rest.steps if conversion is None else (conversion, *rest.steps)
+
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """The real operations, each output rounded to 8 bits, without gradient."""
         with torch.no_grad():
-            for step in self.steps:
+            for step in self._steps(x):
                 x = ops.to_levels(step.apply(x)).to(x.dtype) / 255
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The differentiable stand-ins, for an attack's graph."""
-        for step in self.steps:
+        for step in self._steps(x):
             x = step.forward(x)
         return x
 
@@ -124,11 +174,13 @@ _STEP = re.compile(r"([a-z]+)(\d+(?:\.\d+)?)?")
 
 
 def known_steps() -> str:
-    return ", ".join(family.usage(name) for name, family in FAMILIES.items())
+    return ", ".join([*(family.usage(name) for name, family in FAMILIES.items()), *CONVERSIONS])
 
 
 def parse_step(text: str, chain: str | None = None) -> Step:
-    """A step from its name, e.g. `jpeg50`; SettingError names it and lists the known steps."""
+    """A step from its name, e.g. `jpeg50` or `grey601`; SettingError names it and lists the known steps."""
+    if text in _CONVERSIONS:  # before the grammar: grey601 is no family `grey` at 601
+        return Step(text, *_CONVERSIONS[text], converts=True)
     where = f" in {chain!r}" if chain is not None and chain != text else ""
     match = _STEP.fullmatch(text)
     family = FAMILIES.get(match.group(1)) if match else None
@@ -168,6 +220,24 @@ def parse_chains(texts) -> list[Chain]:
     return list(chains.values())
 
 
+def colour_chains(chains=CHAINS) -> tuple[str, ...]:
+    """The clean-ups measured on colour images: every conversion alone, then followed by each chain.
+
+    A chain that names its conversion already is kept as it is, once; `none` is not a clean-up and
+    is left out (on colour it is grey601, which is here alone).
+    """
+    out = {}
+    for conversion in CONVERSIONS:
+        out[conversion] = None
+        for chain in parse_chains(chains):
+            if chain.steps and chain.steps[0].converts:
+                if chain.steps[0].name == conversion:
+                    out[chain.name] = None
+            elif chain.steps:
+                out[f"{conversion}>{chain.name}"] = None
+    return tuple(out)
+
+
 def apply(name: str, x: torch.Tensor) -> torch.Tensor:
-    """The real operations of a named chain ('none' returns x)."""
+    """The real operations of a named chain ('none' returns x, or its grey601 if colour)."""
     return parse_chain(name).apply(x)

@@ -26,7 +26,7 @@ from skimage.restoration import denoise_tv_chambolle
 __all__ = ["median", "blur", "jpeg", "otsu", "binarize", "rescale", "shift", "straight_through", "to_levels",
            "soft_threshold", "jpeg_real", "jpeg_differentiable", "adaptive_real", "adaptive_differentiable",
            "sauvola_real", "sauvola_differentiable", "tv_real", "tv_differentiable", "bits", "opening", "closing",
-           "bilateral"]
+           "bilateral", "otsu_separation"]
 
 SOFTNESS = 0.05  # width of the sigmoid a threshold's gradient comes from: about 13 grey levels
 ADAPTIVE_OFFSET = 5 / 255  # OpenCV's adaptiveThreshold C as bots set it: how far below its surroundings ink is
@@ -85,15 +85,24 @@ def jpeg_differentiable(x: torch.Tensor, quality: int = 50) -> torch.Tensor:
     return kornia.enhance.jpeg_codec_differentiable(rgb, quality).mean(1, keepdim=True)
 
 
-def otsu(x: torch.Tensor) -> torch.Tensor:
-    """Otsu threshold per image on its 8-bit histogram. (B, 1, H, W) -> (B, 1, 1, 1)."""
+def _between_class_variance(x: torch.Tensor) -> torch.Tensor:
+    """Otsu's between-class variance (in grey levels squared) of each threshold 0-255. (B, 1, H, W) -> (B, 256)."""
     levels = to_levels(x).flatten(1)
     hist = torch.zeros(levels.shape[0], 256, device=x.device).scatter_add_(1, levels, torch.ones_like(levels, dtype=torch.float))
     p = hist / hist.sum(1, keepdim=True)
     omega = p.cumsum(1)
     mu = (p * torch.arange(256, device=x.device)).cumsum(1)
-    between = (mu[:, -1:] * omega - mu) ** 2 / (omega * (1 - omega)).clamp_min(1e-12)
-    return (between.argmax(1).float() / 255.0).view(-1, 1, 1, 1).to(x.dtype)
+    return (mu[:, -1:] * omega - mu) ** 2 / (omega * (1 - omega)).clamp_min(1e-12)
+
+
+def otsu(x: torch.Tensor) -> torch.Tensor:
+    """Otsu threshold per image on its 8-bit histogram. (B, 1, H, W) -> (B, 1, 1, 1)."""
+    return (_between_class_variance(x).argmax(1).float() / 255.0).view(-1, 1, 1, 1).to(x.dtype)
+
+
+def otsu_separation(x: torch.Tensor) -> torch.Tensor:
+    """How well Otsu's threshold splits each image in two: its between-class variance. (B, 1, H, W) -> (B,)."""
+    return _between_class_variance(x).amax(1)
 
 
 def soft_threshold(x: torch.Tensor, threshold: torch.Tensor | float, softness: float = SOFTNESS) -> torch.Tensor:
