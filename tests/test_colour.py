@@ -51,7 +51,7 @@ def test_a_scheme_that_breaks_its_mode_is_refused_naming_it():
     class Flat(Odd):
         mode = "RGB"
 
-    with pytest.raises(SchemeError, match=r"RGB image uint8 \(4, 8, 3\)"):
+    with pytest.raises(SchemeError, match=r"\(4, 8\), the image with 3 channels \(mode RGB\)"):
         Flat().render("ABCD", 0)
 
 

@@ -61,7 +61,7 @@ FROM_PRESET = _FromPreset()
 _FIRST_FIELDS = frozenset({"count", "scheme", "method", "norm", "eps", "alpha", "steps", "mask", "margin", "seed",
                            "shard_size", "random_start", "smoothing", "diversity", "decay", "eps_glyph", "ensemble"})
 _ADDED_LATER = ("early_stop", "source", "samples", "displacement", "displacement_step", "grid_rows", "grid_cols",
-                "dots", "dot_width", "band", "dot_rounds", "dot_samples", "dot_placement")
+                "dots", "dot_width", "band", "dot_rounds", "dot_samples", "dot_placement", "conversions")
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,7 @@ class PoolSpec:
     dot_rounds: int | None = FROM_PRESET
     dot_samples: int | None = FROM_PRESET
     dot_placement: str | None = FROM_PRESET
+    conversions: float | None = FROM_PRESET  # colour captchas: bots' grey conversions in the attack's loop
 
     def __post_init__(self):
         unset = {f.name for f in fields(self) if getattr(self, f.name) is FROM_PRESET}

@@ -64,6 +64,7 @@ class Attack:
     name: ClassVar[str] = "attack"
     settings: ClassVar[Declaration] = ITERATIVE
     alpha: float | None = None
+    conversions: float = 0.0  # a method that does not declare it (warp) reads colour through its solvers alone
 
     def __init__(self, solvers: Solver | Sequence[Solver], *, stop_loss: float = 2.0, loss: LossFn | None = None,
                  batch_size: int = 64, seed: int = 0, device: str | None = None, **settings):
@@ -98,8 +99,13 @@ class Attack:
         return self.normalize(grad)
 
     def transform(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Input transform applied before each gradient: input diversity when asked for, else identity."""
-        return self._diverse(x, generator) if self.diversity > 0 else x
+        """Input transform applied before each gradient: input diversity and, on colour, a bot's grey conversion
+        when asked for; else identity."""
+        x = self._diverse(x, generator) if self.diversity > 0 else x
+        if self.conversions > 0 and x.shape[1] == 3:  # grey captchas draw nothing: their pools keep their bytes
+            from farm.core.preprocess import random_conversion
+            x = random_conversion(x, self.conversions, generator)
+        return x
 
     # -- the shared machinery --------------------------------------------------------------
     def __call__(self, images: torch.Tensor, labels: list[str], mask: torch.Tensor | None = None,

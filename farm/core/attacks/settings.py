@@ -165,6 +165,11 @@ def _diversity(diversity, settings) -> None:
         raise SettingError(f"diversity: a probability, must be in [0, 1] (got {diversity})")
 
 
+def _conversions(conversions, settings) -> None:
+    if not 0 <= conversions <= 1:
+        raise SettingError(f"conversions: a probability, must be in [0, 1] (got {conversions})")
+
+
 def _decay(decay, settings) -> None:
     if not 0 <= decay <= MAX_DECAY:
         raise SettingError(f"decay: the momentum decay must be in [0, {MAX_DECAY:g}] (got {decay}); "
@@ -241,6 +246,10 @@ ITERATIVE = Declaration((
             _smoothing),
     Setting("diversity", 0.0, float, "Probability of a random resize-and-pad at each step (input diversity, DI); "
                                      "0: off.", _diversity),
+    Setting("conversions", 0.0, float, "Colour captchas: probability at each step of reading through a random grey "
+                                       "conversion bots use (BT.601, BT.709, channel mean, the channel of most "
+                                       "contrast, HSV saturation or value) instead of the solver's own; 0: off.",
+            _conversions),
 ))
 # direct (advCAPTCHA's Eq. 1, FGSM/FGM): one step of eps, so no step size, steps, start or stop
 DIRECT = ITERATIVE.derive(drop=("alpha", "steps", "random_start", "early_stop"))

@@ -8,12 +8,13 @@ differentiable stand-in (`forward`, for attacks), CHAINS, the clean-ups measured
 """
 
 from farm.core.preprocess.chains import (CHAINS, CONVERSIONS, FAMILIES, IMPLICIT_CONVERSION, Chain, Step, apply,
-                                         colour_chains, parse_chain, parse_chains, parse_step)
+                                         colour_chains, parse_chain, parse_chains, parse_step,
+                                         random_conversion)
 from farm.core.preprocess.ops import binarize, blur, jpeg, median, otsu, rescale, shift
 
 __all__ = ["median", "blur", "jpeg", "otsu", "binarize", "rescale", "shift", "PREPROCESSING", "apply",
            "CHAINS", "CONVERSIONS", "IMPLICIT_CONVERSION", "FAMILIES", "Chain", "Step", "colour_chains",
-           "parse_chain", "parse_chains", "parse_step"]
+           "parse_chain", "parse_chains", "parse_step", "random_conversion"]
 
 # the five preprocessings evaluation reported before chains, under their old names (benchmarks/transfer.py)
 PREPROCESSING = {name: parse_chain(name).apply for name in ("median3", "blur", "jpeg50", "binarize", "rescale")}

@@ -25,6 +25,7 @@ from farm.core.preprocess import colour, ops
 from farm.exceptions import SettingError
 
 __all__ = ["Step", "Chain", "Family", "FAMILIES", "CHAINS", "CONVERSIONS", "IMPLICIT_CONVERSION", "colour_chains",
+           "random_conversion",
            "parse_step", "parse_chain", "parse_chains", "apply"]
 
 Operation = Callable[[torch.Tensor], torch.Tensor]
@@ -52,6 +53,15 @@ _CONVERSIONS: dict[str, tuple[Operation, Operation]] = {
 }
 CONVERSIONS = tuple(_CONVERSIONS)
 IMPLICIT_CONVERSION = "grey601"  # what a colour image meets when its chain names none: PIL's convert("L")
+
+
+def random_conversion(x: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """With `probability`, one conversion of CONVERSIONS drawn from `generator` (its differentiable stand-in):
+    an attack's expectation over the ways bots take colour to grey. Else `x` as it is."""
+    if torch.rand(1, generator=generator).item() >= probability:
+        return x
+    name = CONVERSIONS[int(torch.randint(len(CONVERSIONS), (1,), generator=generator))]
+    return _CONVERSIONS[name][1](x)
 
 
 @dataclass(frozen=True)

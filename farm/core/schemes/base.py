@@ -63,7 +63,8 @@ class Scheme(ABC):
         if image.shape != pixels or mask.shape != expected or image.dtype != np.uint8 or mask.dtype != bool:
             raise SchemeError(f"scheme {self.name!r} ({type(self).__module__}.{type(self).__qualname__}): draw "
                               f"returned image {image.dtype} {image.shape} and mask {mask.dtype} {mask.shape}; "
-                              f"expected a {self.mode} image uint8 {pixels} and a mask bool {expected}")
+                              f"expected uint8 and bool of (height, width) = {expected}"
+                              f"{', the image with 3 channels (mode RGB)' if self.mode == 'RGB' else ''}")
         return Captcha(text, image, mask)
 
     def sample(self, seed: int) -> Captcha:
