@@ -148,3 +148,19 @@ def test_farm_solve_reads_a_colour_file(tmp_path, substitute):
     out = subprocess.run(["farm", "solve", "--json", str(tmp_path / "c.png")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)[0]["text"] == substitute.read([captcha.image])[0]
+
+
+def test_conversions_put_colour_into_the_perturbation_and_leave_grey_captchas_alone(substitute):
+    from farm.core.attacks.methods import make_attack
+    captchas = [get_scheme("classic").sample(i) for i in range(4)]
+    colour, texts = to_tensor([c.image for c in captchas]), [c.text for c in captchas]
+    settings = dict(eps=16 / 255, steps=4, early_stop=False, seed=3)
+    plain = make_attack("momentum", substitute, **settings)(colour, texts) - colour
+    # share of pixels whose channels move in opposite directions: a change of colour, not of brightness
+    opposed = lambda d: ((d.amax(1) > 1e-6) & (d.amin(1) < -1e-6)).float().mean().item()  # noqa: E731
+    mixed = make_attack("momentum", substitute, conversions=1.0, **settings)(colour, texts) - colour
+    # through BT.601 alone every channel steps alike: only clipping at 0 and 255 opposes them, now and then
+    assert opposed(mixed) > 0.1 > 5 * opposed(plain)
+    grey = to_tensor([grey_array(c.image) for c in captchas])
+    assert torch.equal(make_attack("momentum", substitute, conversions=1.0, **settings)(grey, texts),
+                       make_attack("momentum", substitute, **settings)(grey, texts))
