@@ -96,7 +96,7 @@ def test_draw_and_verify(pool_env):
     shown = client.draw("p")
     assert shown.id in answers and shown.png is None and "X-Amz-Signature" in shown.url
     with urllib.request.urlopen(shown.url, timeout=10) as response:  # what a browser does with the URL
-        assert decode_png(response.read()).shape == (60, 160)
+        assert decode_png(response.read()).shape == (60, 160, 3)  # classic, in colour
     truth = answers[shown.id]
     assert client.verify("p", shown.id, truth)
     assert client.verify("p", shown.id, f"  {truth.lower()} ")  # classic ignores case; spaces around are typos

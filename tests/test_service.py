@@ -8,6 +8,7 @@ tests/test_refill.py's make_pool (8 clean captchas).
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import shutil
@@ -18,8 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 import requests
+from PIL import Image
 from click.testing import CliRunner
 
 from farm.storage.answers import batches, read_batch
@@ -101,6 +104,7 @@ def test_a_platform_draws_a_captcha_shows_its_image_and_verifies_the_right_answe
     assert image.content.startswith(b"\x89PNG") and image.headers["cache-control"] == "no-store"
     pool, cid = service.app.state.captchas.peek(shown["id"])
     assert image.content == open_store(pool_env["url"]).get(image_key(pool, cid))
+    assert Image.open(io.BytesIO(image.content)).mode == "RGB"  # classic in colour, as the platform's users see it
     records = read_keys(open_store(pool_env["url"]), "p")
     assert not any(r["id"] in json.dumps(shown) or r["answer"] in shown["id"] for r in records)  # nothing leaks
 
@@ -546,6 +550,8 @@ def test_a_participant_answers_three_captchas_in_chromium_and_the_report_counts_
                 if SCREENSHOT:
                     shutil.copy(shot, SCREENSHOT)
                 assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 5000
+                seen_pixels = np.asarray(Image.open(io.BytesIO(image.screenshot_as_png)).convert("RGB")).astype(int)
+                assert (seen_pixels.max(2) - seen_pixels.min(2)).mean() > 2  # the browser shows colour
                 box.send_keys(truth[2:])  # typed right, by the keyboard
             else:
                 box.send_keys("0000" if truth != "0000" else "1111")  # typed wrong

@@ -182,7 +182,7 @@ def read_folder(path: str | Path, charset: Charset, glyphs: bool = True) -> Labe
             images[k] = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
             mask = None if mask is None else np.asarray(Image.fromarray(mask).resize((width, height))) > 0
         if glyphs:
-            found.append(mask if mask is not None else estimate_glyphs(grey_array(images[k])))
+            found.append(mask if mask is not None else estimate_glyphs(images[k]))
     if glyphs:
         given = sum(m is not None for m in masks)
         notes.append(f"glyph masks: {given} given, {len(images) - given} estimated")
@@ -206,7 +206,8 @@ def _given_mask(image_path: Path, shape: tuple[int, int]) -> np.ndarray | None:
 
 
 def estimate_glyphs(image: np.ndarray, min_pixels: int = 6) -> np.ndarray:
-    """Where the glyphs probably are: Otsu's threshold, the minority side as ink, specks dropped.
+    """Where the glyphs of a uint8 (H, W) or (H, W, 3) image probably are: Otsu's threshold, the minority side as ink,
+    specks dropped.
 
     Captcha text covers less of the image than its background, dark or light; connected
     components under `min_pixels` are noise dots rather than strokes.
@@ -214,6 +215,7 @@ def estimate_glyphs(image: np.ndarray, min_pixels: int = 6) -> np.ndarray:
     from scipy import ndimage  # here: ~0.5 s to import, and only folders without glyph masks need it
     from skimage.filters import threshold_otsu
 
+    image = grey_array(image)  # colour: its luminance, where ink and paper differ most for a reader
     if image.min() == image.max():
         return np.zeros(image.shape, dtype=bool)
     dark = image <= threshold_otsu(image)
