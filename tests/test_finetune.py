@@ -188,7 +188,8 @@ def test_the_attackers_right_answers_are_told_apart_by_the_keys_and_left_out_of_
     assert len(everything) - len(mistakes) == int((queries.solved & ~queries.holdout).sum()) > 0
     held_mistakes = queries.split(held=True, mistakes_only=True)[1]
     # a mistake of the wrong length or alphabet is no label: never a row to learn or measure
-    assert len(held_mistakes) == int((queries.holdout & ~queries.solved & queries.learnable).sum()) < int(queries.holdout.sum())
+    held_wrong = queries.holdout & ~queries.solved & queries.learnable
+    assert len(held_mistakes) == int(held_wrong.sum()) < int(queries.holdout.sum())
 
 
 def test_the_answers_name_the_donor_that_fails_where_the_attacker_failed(attacked, substitute):
