@@ -85,7 +85,8 @@ def main():
     substitute = load_solver(*read_solver_dir(args.substitute)) if args.substitute else load_solver(*registry.bundled())
     out = {"substitute": substitute.version}
     if not args.skip_read:
-        out["substitute_colour"] = scheme_accuracy(substitute, ["classic"], args.read, seed=args.seed)["classic"]["accuracy"]
+        fresh = scheme_accuracy(substitute, ["classic"], args.read, seed=args.seed)
+        out["substitute_colour"] = fresh["classic"]["accuracy"]
         out["substitute_package"] = package_accuracy(substitute, args.read, args.seed)
         print(f"substitute {substitute.version}: fresh colour classic {out['substitute_colour']:.1%}, "
               f"the package's own images {out['substitute_package']:.1%} ({args.read} each)", flush=True)

@@ -110,7 +110,8 @@ def _echo_pool_table(table: dict, chains: list[str]) -> None:
     click.echo("worst clean-up per solver: the chain under which it reads the most adversarial captchas"
                + (", per conversion to grey and overall" if in_colour else ""))
     for name, row in table.items():
-        worsts = [*row["worst_per_conversion"].items(), ("overall", row["worst"])] if in_colour else [("", row["worst"])]
+        worsts = ([*row["worst_per_conversion"].items(), ("overall", row["worst"])] if in_colour
+                  else [("", row["worst"])])
         for i, (conversion, worst) in enumerate(worsts):
             who = f"{name:14s} {row['role']:10s}" if i == 0 else ""
             click.echo(f"  {who:25s} {conversion:{11 if in_colour else 0}s}{worst['chain']:{width}s} "

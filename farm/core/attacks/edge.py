@@ -63,7 +63,8 @@ def edge_zones(glyphs: np.ndarray, band: int, dot_width: float) -> tuple[np.ndar
 
 
 def glyph_tone(x: torch.Tensor) -> torch.Tensor:
-    """The glyphs' own tone per captcha and channel (B, C, 1, 1): a dark quantile, so dots in colour wear the glyphs' colour."""
+    """The glyphs' own tone per captcha and channel (B, C, 1, 1): a dark quantile, so dots on colour captchas
+    wear the glyphs' colour."""
     return x.flatten(2).quantile(TONE_QUANTILE, dim=2)[..., None, None]
 
 

@@ -235,8 +235,8 @@ def _dot_samples(samples, settings) -> None:
 ITERATIVE = Declaration((
     Setting("norm", "linf", str, "Budget norm.", choices=NORMS),
     Setting("eps", 8 / 255, float, "Budget: radius of the ball around the clean captcha, pixel values in [0, 1] "
-                                   "(off the glyphs when --eps-glyph is smaller), e.g. 8/255; on colour captchas, per channel: "
-                                   "each of R, G, B moves at most eps.", _eps),
+                                   "(off the glyphs when --eps-glyph is smaller), e.g. 8/255; on colour captchas, "
+                                   "per channel: each of R, G, B moves at most eps.", _eps),
     Setting("alpha", None, float, "Step size.", _alpha),
     Setting("steps", 10, int, "Gradient steps.", _steps),
     Setting("random_start", False, bool, "Start from a random point of the budget ball."),
