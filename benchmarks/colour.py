@@ -4,10 +4,10 @@
    package draws itself (its own `secrets`, not ours: texts from a seeded generator).
 2. A pool of colour `classic` under a preset (farm generate's default; --set NAME=VALUE over it) and a
    grey pool of the same captchas: the BT.601 grey of each colour one (`classic_grey` below, the colour
-   scheme's luminance, so the two differ only in colour), attacked the same way. Every held-out zoo solver
+   scheme's luminance, so the two differ only in colour), attacked the same way. Every zoo solver
    reads both: the grey pool after each clean-up chain, the colour pool after every grey conversion
    and channel choice alone and before each chain (farm.core.preprocess.colour_chains).
-Held-out solvers only report; nothing is chosen by this table.
+Settings are chosen on the donors' rows; the held-out rows report.
 Last lines: `substitute_colour`, `substitute_package`, and `colour_minus_grey_worst: <the largest, over
 held-out solvers, of (worst chain on colour, any conversion) - (worst chain on grey)>`: <= 0 meets the goal.
 """
@@ -19,7 +19,7 @@ import tempfile
 import numpy as np
 from captcha.image import ImageCaptcha
 
-from benchmarks.cleanup import held_out_solvers, setting
+from benchmarks.cleanup import setting
 from farm.core.checkpoint import load_solver, read_solver_dir
 from farm.core.colour import grey_array
 from farm.core.preprocess import CHAINS
@@ -27,6 +27,8 @@ from farm.core.presets import DEFAULT_PRESET, PRESETS
 from farm.core.schemes import get_scheme, register, scheme_names
 from farm.core.schemes.base import Scheme
 from farm.core.spec import PoolSpec
+from farm.core.zoo import HELD_OUT, members, zoo_path
+from farm.core.zoo_loading import load_member
 from farm.ops.evaluate import load_pool, pool_report, scheme_accuracy, sequence_accuracy
 from farm.ops.shard import attack_solvers
 from farm.ops.submit import generate_pool
@@ -92,8 +94,8 @@ def main():
               f"the package's own images {out['substitute_package']:.1%} ({args.read} each)", flush=True)
     if "classic_grey" not in scheme_names():
         register(ClassicGrey)
-    solvers = held_out_solvers()
-    roles = {name: "held-out" for name in solvers}
+    trained = [m for m in members() if (zoo_path() / m.name / "card.json").exists()]
+    solvers, roles = {m.name: load_member(m.name) for m in trained}, {m.name: m.role for m in trained}
     chains = ["none", *(args.chain or CHAINS)]
     reports = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,26 +112,29 @@ def main():
           f"colour {colour['ssim_glyph_colour']:.3f}")
     conversions = colour["conversions"]
     print("held-out accuracy on adversarial captchas (clean in brackets): as served, then the worst chain")
-    print(f"{'solver':14s} {'grey as is':>12s} {'grey worst':>12s} {'colour as is':>13s}"
+    print(f"{'solver':24s} {'grey as is':>12s} {'grey worst':>12s} {'colour as is':>13s}"
           + "".join(f"{c:>12s}" for c in conversions))
     gaps = {}
     for name in solvers:
         g, c = grey["accuracy"][name], colour["accuracy"][name]
         per = c["worst_per_conversion"]
-        print(f"{name:14s} {g['adversarial']['none']:12.1%} {g['worst']['adversarial']:12.1%} "
+        print(f"{name + ' (' + roles[name] + ')':24s} {g['adversarial']['none']:12.1%} {g['worst']['adversarial']:12.1%} "
               f"{c['adversarial']['none']:13.1%}" + "".join(f"{per[k]['adversarial']:12.1%}" for k in conversions))
-        print(f"{'  worst chain':14s} {'':12s} {g['worst']['chain']:>12s} {'':13s}"
+        print(f"{'  worst chain':24s} {'':12s} {g['worst']['chain']:>12s} {'':13s}"
               + "".join(f"{per[k]['chain'].split('>', 1)[-1] if '>' in per[k]['chain'] else '-':>12s}"
                         for k in conversions))
         gaps[name] = round(c["worst"]["adversarial"] - g["worst"]["adversarial"], 4)
     out.update(reports=reports, gaps=gaps)
+    donors = [gaps[n] for n in solvers if roles[n] != HELD_OUT]
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
     if "substitute_colour" in out:
         print(f"substitute_colour: {out['substitute_colour']:.3f}")
         print(f"substitute_package: {out['substitute_package']:.3f}")
-    print(f"colour_minus_grey_worst: {max(gaps.values()):+.3f}")
+    if donors:
+        print(f"donors_colour_minus_grey_worst: {max(donors):+.3f}")
+    print(f"colour_minus_grey_worst: {max(gaps[n] for n in solvers if roles[n] == HELD_OUT):+.3f}")
 
 
 if __name__ == "__main__":
