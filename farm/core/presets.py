@@ -18,8 +18,11 @@ PRESETS: dict[str, dict] = {
     # The setting that transferred best to the zoo's donors, chosen with benchmarks/transfer.py on donor
     # solvers only (held-out solvers report it, never choose it): momentum with input diversity and
     # smoothed (translation-invariant) gradients, every step spent, 32/255 off the glyphs and 8/255 on them.
+    # On colour captchas (issue 28) half its steps read through a random grey conversion bots use (conversions
+    # 0.5, chosen on the donors with benchmarks/colour.py: 1.0 read the same after clean-up and more as served;
+    # 0 leaves HSV saturation thresholding 75-81%); grey captchas draw nothing for it, so their bytes are unchanged.
     "recommended": {"method": "momentum", "mask": "full", "eps": 32 / 255, "eps_glyph": 8 / 255, "steps": 20,
-                    "diversity": 0.7, "smoothing": 2.0, "early_stop": False},
+                    "diversity": 0.7, "smoothing": 2.0, "early_stop": False, "conversions": 0.5},
     # advCAPTCHA's plain iterative method (Shi et al. 2020): 8/255 in 10 steps off the glyphs, early stop.
     "paper": {"method": "iterative", "mask": "background"},
     # Geometry instead of noise, for a generation a bot adapted on the noise has not learned (issue 26,
