@@ -66,7 +66,7 @@ def test_a_solver_reads_colour_through_its_cards_conversion(substitute):
     image = get_scheme("classic").sample(5).image
     as_colour = substitute.model(to_tensor([image]))
     as_grey = substitute.model(to_tensor([grey_array(image)]))  # PIL's convert("L"): BT.601
-    assert torch.allclose(as_colour, as_grey, atol=0.05)
+    assert torch.allclose(as_colour.exp(), as_grey.exp(), atol=0.02)  # probabilities: PIL rounds to levels
     assert substitute.read([image]) == substitute.read([grey_array(image)])
     card = {**substitute.card, "config": {**substitute.card["config"], "grey": "mean"}}
     mean_reader = load_solver(weights_bytes(substitute.model), card)
