@@ -8,7 +8,7 @@ from farm.core.attacks.methods import make_attack
 from farm.core.checkpoint import load_solver
 from farm.core.generator import GeneratorConfig, PerturbationGenerator, draw_codes, perturb_captchas
 from farm.core.zoo_loading import load_member
-from farm.exceptions import CheckpointError, HeldOutError
+from farm.exceptions import CheckpointError, HeldOutError, SettingError
 from farm.ops.generator_training import GeneratorTraining, load_generator_dir, save_generator_dir, train_generator
 from farm.storage import registry
 
@@ -91,3 +91,10 @@ def test_refinement_starts_from_the_given_images_and_keeps_the_budget():
 def test_training_refuses_a_held_out_solver():
     with pytest.raises(HeldOutError, match="crnn-aug"):
         train_generator([load_solver(*registry.bundled()), load_member("crnn-aug")], GeneratorTraining(steps=1))
+
+
+def test_colour_captchas_are_refused_by_name():
+    images, glyphs, allowed, budget = _captchas(2)
+    colour = np.repeat(images[..., None], 3, axis=3)
+    with pytest.raises(SettingError, match="reads grey captchas and these are in colour"):
+        perturb_captchas(_generator(), colour, glyphs, allowed, budget, [1, 2])

@@ -26,10 +26,10 @@ from torch import nn
 
 from farm.core.checkpoint import sha256_hex
 from farm.core.preprocess import blur
-from farm.exceptions import CheckpointError
+from farm.exceptions import CheckpointError, SettingError
 
 __all__ = ["GeneratorConfig", "PerturbationGenerator", "draw_codes", "perturb_captchas", "generator_bytes", "generator_card",
-           "load_generator", "GENERATOR_FORMAT"]
+           "load_generator", "GENERATOR_FORMAT", "refuse_colour"]
 
 GENERATOR_FORMAT = "captchafarm-generator/1"
 
@@ -128,6 +128,13 @@ def draw_codes(seeds: list[int], shape: tuple[int, int], channels: int) -> torch
                         for s in seeds])
 
 
+def refuse_colour(images: np.ndarray) -> None:
+    """The spike's network reads one channel: a colour captcha (N, H, W, 3) is a SettingError saying so."""
+    if np.asarray(images).ndim == 4:
+        raise SettingError("images: the generator (issue 27's spike) reads grey captchas and these are in colour "
+                           "(classic draws in colour); use a grey scheme (lines, wave) or a grey --source folder")
+
+
 @torch.no_grad()
 def perturb_captchas(model: PerturbationGenerator, images: np.ndarray, glyphs: np.ndarray, allowed: np.ndarray,
                      budget: np.ndarray, seeds: list[int], batch_size: int = 256) -> np.ndarray:
@@ -136,6 +143,7 @@ def perturb_captchas(model: PerturbationGenerator, images: np.ndarray, glyphs: n
     images uint8 (N, H, W); glyphs and allowed bool (N, H, W); budget (N, H, W) per-pixel L-inf radius
     (farm.core.masks.glyph_budget); seeds: each captcha's own seed, from which its code is drawn.
     """
+    refuse_colour(images)
     if not len(images) == len(glyphs) == len(allowed) == len(budget) == len(seeds):
         raise ValueError(f"images: {len(images)} captchas but {len(glyphs)} glyph masks, {len(allowed)} masks, "
                          f"{len(budget)} budgets and {len(seeds)} seeds")

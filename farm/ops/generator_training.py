@@ -24,7 +24,8 @@ from tqdm import tqdm
 from farm.core import masks
 from farm.core.attacks.base import input_diversity
 from farm.core.checkpoint import Solver, read_solver_dir
-from farm.core.generator import GeneratorConfig, PerturbationGenerator, generator_bytes, generator_card, load_generator
+from farm.core.generator import (GeneratorConfig, PerturbationGenerator, generator_bytes, generator_card, load_generator,
+                                 refuse_colour)
 from farm.core.preprocess.ops import straight_through
 from farm.core.seeds import Seeds
 from farm.core.spec import MAX_SHARD_SIZE, PoolSpec
@@ -84,6 +85,7 @@ class TrainingSet:
 
 def training_set(spec: PoolSpec, clean: CleanShard) -> TrainingSet:
     """A shard's clean captchas (farm.ops.shard.render_shard) with that pool's mask and two-level budget as tensors."""
+    refuse_colour(clean.images)
     budget = masks.glyph_budget(spec, clean.glyphs)
     if budget is None and spec.norm == "linf":
         budget = np.full(clean.glyphs.shape, spec.eps)
