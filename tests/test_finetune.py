@@ -10,6 +10,7 @@ from dataclasses import replace
 from functools import partial
 
 import pytest
+import torch
 
 import farm.core.families
 import farm.ops.finetune
@@ -119,6 +120,8 @@ def test_when_no_weights_agree_better_the_base_publishes_with_the_donor_the_answ
     for k in base.list(""):
         store.put(k, base.get(k))
     still = FinetuneConfig(**{**SMALL, "steps": 30}, lr=1e-12)  # nothing moves: no step agrees better
+    # (in train mode batch-norm statistics would still drift with the batches, whatever the step size)
+    monkeypatch.setattr(torch.nn.Module, "train", lambda self, mode=True: self)
     with pytest.raises(FinetuneRefused, match="no gain.*nothing was published"):  # without donors, as before
         finetune(store, [key], config=replace(still, donors=0), progress=False)
     result = finetune(store, [key], config=still, progress=False)
@@ -311,7 +314,7 @@ def test_farm_finetune_tells_what_it_learned_and_which_donor_joins_the_next_pool
                                        "--tolerance", "0.5", "--dry-run"])
     assert result.exit_code == 0, result.output
     counts, agreement_line, donors, family, published = result.output.strip().splitlines()[-5:]  # after the bar
-    assert re.search(r"(^|\]) *\d+ answers trained on, \d+ held out, skipped none$", counts), counts
+    assert re.search(r"(^|\]) *\d+ answers trained on, \d+ held out, skipped (none|\{.*\})$", counts), counts
     assert re.fullmatch(r"agreement with the attacker [\d.]+% -> [\d.]+% \(on its \d+ held-out mistakes [\d.]+% -> "
                         r"[\d.]+%\); clean classic [\d.]+% -> [\d.]+%", agreement_line), agreement_line
     assert re.fullmatch(r"pools of the new version would also be aimed at crnn-b(: it fails|, resnet-a: they fail) where "
@@ -512,8 +515,10 @@ def test_the_finetune_task_that_loses_the_race_returns_the_kept_version(attacked
 @pytest.mark.slow
 def test_a_model_the_guard_refuses_is_kept_unpromoted_and_marked_refused(attacked, tmp_path):
     store = copy_of(attacked[0], tmp_path / "store")
-    # no drop allowed: the best admissible weights (step 5) read one of the final check's 50 captchas less
-    config = FinetuneConfig(**{**QUICK, "eval_every": 5}, steps=15, lr=1e-3, tolerance=0.0, mistakes_only=False)
+    # no drop allowed: the best admissible weights read one of the final check's 50 captchas less (seed 1:
+    # which batches, and so which steps, hold up on the guard is the seed's)
+    config = FinetuneConfig(**{**QUICK, "eval_every": 5}, steps=15, lr=5e-4, tolerance=0.0, mistakes_only=False,
+                            seed=1)
     with pytest.raises(FinetuneRefused) as refused:
         finetune(store, [attacked[1]], config=config, progress=False)
     assert re.match(r"guard: clean accuracy on classic fell from [\d.]+% to [\d.]+% \([\d.]+% > tolerance 0\.0%\); "

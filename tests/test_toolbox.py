@@ -127,8 +127,8 @@ def test_the_names_evaluation_used_before_chains_still_work(captchas):
 
 @pytest.mark.slow  # every zoo solver reads the pool three times: 25 s on a busy machine
 def test_evaluate_reports_each_solver_after_each_chain_and_its_worst(store, substitute, monkeypatch):
-    spec = PoolSpec(count=8, shard_size=8, method="none")
-    generate_pool(store, "tiny", spec, [substitute], b"test-secret-not-for-production", progress=False)
+    spec = PoolSpec(count=8, shard_size=8, method="none", scheme="lines")  # grey: a colour pool's report is
+    generate_pool(store, "tiny", spec, [substitute], b"test-secret-not-for-production", progress=False)  # tests/test_toolbox_colour.py
     monkeypatch.setenv("FARM_STORE", store.url)
     result = CliRunner().invoke(main, ["evaluate", "--pool", "tiny", "--json", "--chain", "otsu",
                                        "--chain", "median3>otsu>open3"])
