@@ -3,8 +3,9 @@
 1. The substitute (bundled, or --substitute DIR) on fresh colour `classic` and on images the `captcha`
    package draws itself (its own `secrets`, not ours: texts from a seeded generator).
 2. A pool of colour `classic` under a preset (farm generate's default; --set NAME=VALUE over it) and a
-   grey pool of the same captchas: the BT.601 grey of each colour one (`classic_grey` below, the colour
-   scheme's luminance, so the two differ only in colour), attacked the same way. Every zoo solver
+   grey pool of the same captchas under farm generate's defaults, the grey default the colour pool is
+   judged against: the BT.601 grey of each colour one (`classic_grey` below, the colour scheme's
+   luminance, so with the default preset the two differ only in colour). Every zoo solver
    reads both: the grey pool after each clean-up chain, the colour pool after every grey conversion
    and channel choice alone and before each chain (farm.core.preprocess.colour_chains).
 Settings are chosen on the donors' rows; the held-out rows report.
@@ -77,7 +78,8 @@ def main():
     parser.add_argument("--read", type=int, default=500, help="fresh captchas and package images the substitute reads")
     parser.add_argument("--seed", type=int, default=7, help="seed of the pools' clean captchas")
     parser.add_argument("--substitute", help="a checkpoint folder [default: the bundled substitute]")
-    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS), help="the pools' preset")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS),
+                        help="the colour pool's preset (the grey pool's is always the default)")
     parser.add_argument("--set", type=setting, action="append", default=[], metavar="NAME=VALUE",
                         help="a setting over the preset's (repeatable)")
     parser.add_argument("--chain", action="append", help="clean-up chains [default: farm.core.preprocess.CHAINS]")
@@ -100,8 +102,9 @@ def main():
     reports = {}
     with tempfile.TemporaryDirectory() as tmp:
         store = LocalStore(tmp)
-        for scheme in ("classic_grey", "classic"):
-            pool = make_pool(store, scheme, args.count, args.seed, args.preset, dict(args.set), substitute)
+        pools = (("classic_grey", DEFAULT_PRESET, {}), ("classic", args.preset, dict(args.set)))
+        for scheme, preset, changes in pools:
+            pool = make_pool(store, scheme, args.count, args.seed, preset, changes, substitute)
             records, adversarial, clean = load_pool(store, pool)
             reports[scheme] = pool_report(solvers, roles, records, adversarial, clean, chains, progress=True)
             reports[scheme]["ssim_glyph"] = round(mean(records, "ssim_glyph"), 4)
