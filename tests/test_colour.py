@@ -164,3 +164,11 @@ def test_conversions_put_colour_into_the_perturbation_and_leave_grey_captchas_al
     grey = to_tensor([grey_array(c.image) for c in captchas])
     assert torch.equal(make_attack("momentum", substitute, conversions=1.0, **settings)(grey, texts),
                        make_attack("momentum", substitute, **settings)(grey, texts))
+
+
+def test_pool_stats_of_a_colour_pool_tell_luminance_and_colour_apart(colour_pool):
+    from farm.storage.pools import pool_stats
+    store, _ = colour_pool
+    stats, records = pool_stats(store, "c"), read_keys(store, "c")
+    assert stats["mean_ssim_glyph_colour"] == round(sum(r["ssim_glyph_colour"] for r in records) / len(records), 5)
+    assert stats["mean_ssim_glyph"] == round(sum(r["ssim_glyph"] for r in records) / len(records), 5)

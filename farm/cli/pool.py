@@ -63,6 +63,9 @@ def stats(name, store_url, as_json):
                    f"{s['substitute_accuracy_adversarial']:.1%} adversarial")
         click.echo(f"SSIM mean {s['mean_ssim']:.3f} (min {s['min_ssim']:.3f}), L-inf mean {s['mean_linf'] * 255:.1f}/255, "
                    f"pixels changed {s['mean_changed']:.1%}")
+        if "mean_ssim_glyph_colour" in s:
+            click.echo(f"colour: SSIM above on luminance; glyph region {s['mean_ssim_glyph']:.3f} on luminance, "
+                       f"{s['mean_ssim_glyph_colour']:.3f} on colour")
 
 
 @pool.command()
