@@ -29,7 +29,8 @@ def test_the_dots_lie_only_on_the_glyphs_edges_and_the_rest_within_the_noise_bud
     for band in (1, 3):
         banded = PoolSpec.from_preset("edge", count=4, seed=5, band=band, **FAST).validate()
         adversarial = perturb(banded, clean, [substitute], 0)
-        moved = abs(adversarial.astype(int) - clean.images.astype(int)).max(-1) > round(EPS * 255)  # ink, not noise (any channel)
+        # ink, not noise, in any channel
+        moved = abs(adversarial.astype(int) - clean.images.astype(int)).max(-1) > round(EPS * 255)
         _, reach = edge_zones(clean.glyphs, band, banded.dot_width)
         assert moved.any(axis=(1, 2)).all(), "every captcha has dots"
         assert not (moved & ~reach).any(), f"ink beyond {band} px off the glyphs plus a dot's radius"

@@ -25,7 +25,7 @@ THRESHOLDS = ["otsu", "thr100", "thr128", "thr160", "thr200", "adaptive", "sauvo
 def captchas():
     """Four classic captchas with a perturbation-sized noise, (4, 1, 60, 160) on 8-bit levels."""
     scheme = get_scheme("classic")
-    clean = to_tensor([grey_array(scheme.sample(i).image) for i in range(4)])  # the grey toolbox: BT.601 of colour classic
+    clean = to_tensor([grey_array(scheme.sample(i).image) for i in range(4)])  # grey: BT.601 of colour classic
     noise = (torch.rand(clean.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1) * 16 / 255
     return (clean + noise).clamp(0, 1).mul(255).round().div(255)
 
@@ -127,8 +127,9 @@ def test_the_names_evaluation_used_before_chains_still_work(captchas):
 
 @pytest.mark.slow  # every zoo solver reads the pool three times: 25 s on a busy machine
 def test_evaluate_reports_each_solver_after_each_chain_and_its_worst(store, substitute, monkeypatch):
-    spec = PoolSpec(count=8, shard_size=8, method="none", scheme="lines")  # grey: a colour pool's report is
-    generate_pool(store, "tiny", spec, [substitute], b"test-secret-not-for-production", progress=False)  # tests/test_toolbox_colour.py
+    # a grey pool (a colour pool's report: tests/test_toolbox_colour.py)
+    spec = PoolSpec(count=8, shard_size=8, method="none", scheme="lines")
+    generate_pool(store, "tiny", spec, [substitute], b"test-secret-not-for-production", progress=False)
     monkeypatch.setenv("FARM_STORE", store.url)
     result = CliRunner().invoke(main, ["evaluate", "--pool", "tiny", "--json", "--chain", "otsu",
                                        "--chain", "median3>otsu>open3"])

@@ -28,8 +28,8 @@ from farm.core.checkpoint import sha256_hex
 from farm.core.preprocess import blur
 from farm.exceptions import CheckpointError, SettingError
 
-__all__ = ["GeneratorConfig", "PerturbationGenerator", "draw_codes", "perturb_captchas", "generator_bytes", "generator_card",
-           "load_generator", "GENERATOR_FORMAT", "refuse_colour"]
+__all__ = ["GeneratorConfig", "PerturbationGenerator", "draw_codes", "perturb_captchas", "generator_bytes",
+           "generator_card", "load_generator", "GENERATOR_FORMAT", "refuse_colour"]
 
 GENERATOR_FORMAT = "captchafarm-generator/1"
 

@@ -106,7 +106,8 @@ def describe(name: str) -> str:
 
 
 def shown(value, pixels: bool = False) -> str:
-    """A value as the CLI takes it: 8/255 for a budget on the 8-bit grid (not a length in pixels), on/off for a switch."""
+    """A value as the CLI takes it: 8/255 for a budget on the 8-bit grid (not a length in pixels), on/off for a
+    switch."""
     if isinstance(value, tuple):
         return "+".join(value)
     if not pixels and isinstance(value, float) and 0 < value < 1 and abs(value * 255 - round(value * 255)) < 1e-9:

@@ -1,8 +1,8 @@
 """Other solver architectures attackers plausibly run, for the zoo that judges transfer.
 
-Every solver maps (B, 1, H, W) floats (colour (B, 3, H, W): farm.core.colour) in [0, 1] (any size; it resizes itself) to log-probs
-(T, B, C), and says how to score (`loss`) and read (`decode`) them, so attacks, training and
-evaluation treat every architecture alike.
+Every solver maps (B, 1, H, W) floats in [0, 1] (colour: (B, 3, H, W), read through its card's grey
+conversion, farm.core.colour; any size: it resizes itself) to log-probs (T, B, C), and says how to
+score (`loss`) and read (`decode`) them, so attacks, training and evaluation treat every architecture alike.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from tqdm import tqdm
 from farm.core import masks
 from farm.core.attacks.base import input_diversity
 from farm.core.checkpoint import Solver, read_solver_dir
-from farm.core.generator import (GeneratorConfig, PerturbationGenerator, generator_bytes, generator_card, load_generator,
-                                 refuse_colour)
+from farm.core.generator import (GeneratorConfig, PerturbationGenerator, generator_bytes, generator_card,
+                                 load_generator, refuse_colour)
 from farm.core.preprocess.ops import straight_through
 from farm.core.seeds import Seeds
 from farm.core.spec import MAX_SHARD_SIZE, PoolSpec

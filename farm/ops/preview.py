@@ -29,12 +29,14 @@ def pool_pairs(store: Store, pool: str, n: int) -> list[tuple[dict, np.ndarray, 
 
 
 def contact_sheet(pairs: list[tuple[dict, np.ndarray, np.ndarray]], title: str = "") -> Image.Image:
-    """One row per captcha; a caption line under each row. Colour pools give a colour sheet (the perturbation per channel)."""
+    """One row per captcha; a caption line under each row. Colour pools give a colour sheet (the perturbation
+    per channel)."""
     if not pairs:
         raise ValueError("preview: the pool has no complete shard yet")
     h, w = pairs[0][1].shape[:2]
     pad, caption, header = 6, 16, 22
-    sheet = Image.new("RGB" if pairs[0][1].ndim == 3 else "L", (3 * w + 4 * pad, header + len(pairs) * (h + caption + pad) + pad), "white")
+    size = (3 * w + 4 * pad, header + len(pairs) * (h + caption + pad) + pad)
+    sheet = Image.new("RGB" if pairs[0][1].ndim == 3 else "L", size, "white")
     draw = ImageDraw.Draw(sheet)
     small = font("DejaVuSansMono-Bold.ttf", 11)
     draw.text((pad, 4), title or "clean | adversarial | perturbation x8", fill=0, font=small)

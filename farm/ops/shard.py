@@ -85,7 +85,7 @@ def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int
         return clean.images.copy()
     attack = make_attack(spec.method, solvers, **spec.attack_settings(), seed=spec.seed * 1_000_003 + shard,
                          device=device)
-    plane = lambda a: torch.from_numpy(a).unsqueeze(1)  # noqa: E731  (N, H, W) -> (N, 1, H, W): one per pixel, every channel
+    plane = lambda a: torch.from_numpy(a).unsqueeze(1)  # noqa: E731  (N, H, W) -> (N, 1, H, W): for every channel
     budget = masks.glyph_budget(spec, clean.glyphs)
     adv = attack(to_tensor(clean.images), clean.texts, plane(clean.allowed),
                  budget=None if budget is None else plane(budget).float(), glyphs=plane(clean.glyphs),

@@ -18,7 +18,8 @@ from PIL import Image
 from farm.storage.store import Store
 from farm.exceptions import SettingError
 
-__all__ = ["check_pool_name", "captcha_id", "keys_key", "image_key", "manifest_key", "encode_png", "decode_png", "pixels",
+__all__ = ["check_pool_name", "captcha_id", "keys_key", "image_key", "manifest_key", "encode_png", "decode_png",
+           "pixels",
            "shard_complete"]
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")

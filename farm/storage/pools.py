@@ -120,13 +120,13 @@ def pool_stats(store: Store, pool: str) -> dict:
         value = float(np.mean([r[name] for r in records])) if n else math.nan
         return round(value, 5) if math.isfinite(value) else None
     stats = {"pool": pool, "status": manifest.get("status"), "spec": spec.to_dict(), "count": spec.count,
-            "complete": n, "shards_complete": len({r["shard"] for r in records}), "shards": spec.shards,
-            "substitutes": sorted({r["substitute"] for r in records}),
-            "generation": manifest.get("substitute", {}).get("generation"), "family": pool_family(manifest),
-            "substitute_accuracy_clean": solved("reading_clean"), "substitute_accuracy_adversarial": solved("reading"),
-            "mean_ssim": mean("ssim"), "min_ssim": round(min(r["ssim"] for r in records), 5) if n else None,
-            "mean_psnr": mean("psnr"), "mean_linf": mean("linf"), "mean_l2": mean("l2"),
-            "mean_changed": mean("changed"), "mean_glyph_changed": mean("glyph_changed")}
+             "complete": n, "shards_complete": len({r["shard"] for r in records}), "shards": spec.shards,
+             "substitutes": sorted({r["substitute"] for r in records}),
+             "generation": manifest.get("substitute", {}).get("generation"), "family": pool_family(manifest),
+             "substitute_accuracy_clean": solved("reading_clean"), "substitute_accuracy_adversarial": solved("reading"),
+             "mean_ssim": mean("ssim"), "min_ssim": round(min(r["ssim"] for r in records), 5) if n else None,
+             "mean_psnr": mean("psnr"), "mean_linf": mean("linf"), "mean_l2": mean("l2"),
+             "mean_changed": mean("changed"), "mean_glyph_changed": mean("glyph_changed")}
     if n and all("ssim_glyph_colour" in r for r in records):  # a colour pool: its SSIM above is on luminance
         stats.update(mean_ssim_glyph=mean("ssim_glyph"), mean_ssim_glyph_colour=mean("ssim_glyph_colour"))
     return stats

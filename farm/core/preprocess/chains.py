@@ -25,8 +25,7 @@ from farm.core.preprocess import colour, ops
 from farm.exceptions import SettingError
 
 __all__ = ["Step", "Chain", "Family", "FAMILIES", "CHAINS", "CONVERSIONS", "IMPLICIT_CONVERSION", "colour_chains",
-           "random_conversion",
-           "parse_step", "parse_chain", "parse_chains", "apply"]
+           "random_conversion", "parse_step", "parse_chain", "parse_chains", "apply"]
 
 Operation = Callable[[torch.Tensor], torch.Tensor]
 
@@ -92,7 +91,8 @@ class Chain:
         late = [step.name for step in self.steps[1:] if step.converts]
         if late:
             first, rest = self.steps[0], ">".join(step.name for step in self.steps if not step.converts)
-            fix = f"a chain converts once: drop {first.name} or {late[0]}" if first.converts else f"write {late[0]}>{rest}"
+            fix = (f"a chain converts once: drop {first.name} or {late[0]}" if first.converts
+                   else f"write {late[0]}>{rest}")
             raise SettingError(f"chain: {self.name!r}: {late[0]} converts colour to grey and must be the first step; "
                                f"{fix}")
 

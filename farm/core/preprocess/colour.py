@@ -52,7 +52,8 @@ def grey709_real(x: torch.Tensor) -> torch.Tensor:
     """BT.709 luma on 8-bit levels, halves rounded up as a fixed-point converter does."""
     if not is_colour(x):
         return x
-    luma = (to_levels(x).double() * torch.tensor(GREY["bt709"], dtype=torch.double, device=x.device).view(1, 3, 1, 1)).sum(1)
+    weights = torch.tensor(GREY["bt709"], dtype=torch.double, device=x.device).view(1, 3, 1, 1)
+    luma = (to_levels(x).double() * weights).sum(1)
     return _grey((luma + 0.5).floor().long(), x)
 
 
