@@ -172,3 +172,19 @@ def test_pool_stats_of_a_colour_pool_tell_luminance_and_colour_apart(colour_pool
     stats, records = pool_stats(store, "c"), read_keys(store, "c")
     assert stats["mean_ssim_glyph_colour"] == round(sum(r["ssim_glyph_colour"] for r in records) / len(records), 5)
     assert stats["mean_ssim_glyph"] == round(sum(r["ssim_glyph"] for r in records) / len(records), 5)
+
+
+def test_what_a_solver_is_fed_ready_made_is_grey_by_its_cards_conversion(substitute):
+    from farm.core.checkpoint import input_bytes
+    from farm.core.dataset import render_batch
+    from farm.core.model import model_input
+    from farm.core.schemes import captcha_seed
+    card = {**substitute.card, "config": {**substitute.card["config"], "grey": "mean"}}
+    mean_reader = load_solver(weights_bytes(substitute.model), card)
+    captcha = get_scheme("classic").sample(captcha_seed(0, 0, 1))
+    itself = model_input(to_tensor([captcha.image]), mean_reader.model.config).mul(255)  # what it computes itself
+    size = tuple(itself.shape[-2:])
+    for fed in (input_bytes(mean_reader, [captcha.image]), render_batch(["classic"], [captcha_seed(0, 0, 1)], size,
+                                                                        "mean").images.mul(255)):
+        assert (fed.float() - itself).abs().max() <= 1
+    assert (input_bytes(substitute, [captcha.image]).float() - itself).abs().max() > 1  # BT.601 is another grey

@@ -184,5 +184,7 @@ def load_solver_dir(directory: Path, expect_charset: Charset | None = None, devi
 
 
 def input_bytes(solver: Solver, images) -> torch.Tensor:
-    """uint8 (H, W) arrays of one size as uint8 (N, 1, H, W) at the solver's input size: compact to keep."""
-    return to_input_bytes(images, (solver.model.config.input_height, solver.model.config.input_width))
+    """uint8 (H, W) or (H, W, 3) arrays of one size as uint8 (N, 1, H, W) at the solver's input (size, grey
+    conversion): compact to keep."""
+    config = solver.model.config
+    return to_input_bytes(images, (config.input_height, config.input_width), config.grey)

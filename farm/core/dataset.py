@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
+from farm.core.colour import DEFAULT_GREY
 from farm.core.model import resize_input, to_grey, to_tensor
 from farm.core.schemes import captcha_seed, get_scheme
 from farm.exceptions import SettingError
@@ -33,24 +34,22 @@ class Batch:
     schemes: list[str]
 
 
-def render_batch(names: list[str], seeds: list[int], size: tuple[int, int]) -> Batch:
-    """Render captchas (any mix of schemes) and bring them to the model's input: grey, at its size.
-
-    Colour schemes are converted by BT.601, the conversion every solver's card names unless it says otherwise.
-    """
+def render_batch(names: list[str], seeds: list[int], size: tuple[int, int], grey: str = DEFAULT_GREY) -> Batch:
+    """Render captchas (any mix of schemes) and bring them to the model's input: at its size, colour schemes
+    converted to grey by the model's conversion (`grey`, its config's), as the model itself would."""
     captchas = [get_scheme(n).sample(s) for n, s in zip(names, seeds)]
     images = torch.empty(len(captchas), 1, *size)
     for name in set(names):  # resize scheme by scheme: each has its own native size
         idx = [i for i, n in enumerate(names) if n == name]
-        images[idx] = resize_input(to_grey(to_tensor([captchas[i].image for i in idx])), size)
+        images[idx] = resize_input(to_grey(to_tensor([captchas[i].image for i in idx]), grey), size)
     return Batch(images, [c.text for c in captchas], list(names))
 
 
 class CaptchaStream(IterableDataset):
-    """Batches of a weighted scheme mix, from batch `start` to `stop` (None: forever)."""
+    """Batches of a weighted scheme mix, from batch `start` to `stop` (None: forever); `size` and `grey` the model's."""
 
     def __init__(self, mix: dict[str, float], batch_size: int, seed: int, size: tuple[int, int],
-                 purpose: int = TRAIN, start: int = 0, stop: int | None = None):
+                 purpose: int = TRAIN, start: int = 0, stop: int | None = None, grey: str = DEFAULT_GREY):
         names = list(mix)
         weights = np.array([mix[n] for n in names], dtype=float)
         if not names or (weights <= 0).any():
@@ -59,14 +58,14 @@ class CaptchaStream(IterableDataset):
             get_scheme(name)
         self.names, self.weights = names, weights / weights.sum()
         self.batch_size, self.seed, self.size = batch_size, seed, size
-        self.purpose, self.start, self.stop = purpose, start, stop
+        self.purpose, self.start, self.stop, self.grey = purpose, start, stop, grey
 
     def batch(self, index: int) -> Batch:
         rng = np.random.default_rng([self.seed, self.purpose, index])
         names = [self.names[i] for i in rng.choice(len(self.names), self.batch_size, p=self.weights)]
         first = index * self.batch_size
         seeds = [captcha_seed(self.seed, first + i, self.purpose) for i in range(self.batch_size)]
-        return render_batch(names, seeds, self.size)
+        return render_batch(names, seeds, self.size, self.grey)
 
     def __iter__(self):
         info = get_worker_info()
@@ -87,14 +86,14 @@ def batches(stream: CaptchaStream, workers: int):
 
 
 def render_set(mix: dict[str, float], count: int, seed: int, size: tuple[int, int], purpose: int = TRAIN,
-               workers: int = 2, chunk: int = 250, progress: bool = False) -> Batch:
+               workers: int = 2, chunk: int = 250, progress: bool = False, grey: str = DEFAULT_GREY) -> Batch:
     """`count` captchas of a mix, rendered once in `workers` processes and kept as uint8 (N, 1, H, W).
 
     Rendering costs about as much CPU as a training step, so training makes several passes
     over a set rendered once instead of rendering every sample afresh.
     """
 
-    stream = CaptchaStream(mix, chunk, seed, size, purpose, stop=-(-count // chunk))
+    stream = CaptchaStream(mix, chunk, seed, size, purpose, stop=-(-count // chunk), grey=grey)
     images, texts, schemes = [], [], []
     with tqdm(total=count, desc="render", unit="captcha", disable=not progress, leave=False) as bar:
         for batch in batches(stream, workers):

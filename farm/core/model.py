@@ -121,9 +121,9 @@ def greedy_decode(log_probs: torch.Tensor, charset: Charset) -> list[str]:
     return texts
 
 
-def to_input_bytes(images, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 (H, W) or (H, W, 3) arrays of one size -> uint8 (B, 1, H, W) grey (BT.601) at a model's input size."""
-    return resize_input(to_grey(to_tensor(list(images))), size).mul(255).round().to(torch.uint8)
+def to_input_bytes(images, size: tuple[int, int], grey: str = DEFAULT_GREY) -> torch.Tensor:
+    """uint8 (H, W) or (H, W, 3) arrays of one size -> uint8 (B, 1, H, W) at a model's input: its size, its grey."""
+    return resize_input(to_grey(to_tensor(list(images)), grey), size).mul(255).round().to(torch.uint8)
 
 
 def to_grey(images: torch.Tensor, conversion: str = DEFAULT_GREY) -> torch.Tensor:

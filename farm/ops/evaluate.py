@@ -38,7 +38,7 @@ def scheme_accuracy(solver: Solver, schemes: list[str], count: int, seed: int = 
     for name in schemes:
         batch_size_here = min(batch_size, count)
         stream = CaptchaStream({name: 1.0}, batch_size_here, seed, size, purpose,
-                               stop=math.ceil(count / batch_size_here))
+                               stop=math.ceil(count / batch_size_here), grey=solver.model.config.grey)
         readings, truths = [], []
         bar = tqdm(total=count, desc=f"evaluate {name}", unit="captcha", disable=not progress, leave=False)
         for batch in batches(stream, workers):

@@ -251,7 +251,8 @@ def fit(base: Solver, images: torch.Tensor, labels: list[str], held_images: torc
     mix = {name: spec["weight"] for name, spec in (base.card.get("schemes") or {}).items()}
     size = (model.config.input_height, model.config.input_width)
     n_replay = round(config.batch_size * config.replay) if mix else 0  # a folder-only substitute: no scheme to replay
-    replay = render_set(mix, config.replay_count, config.seed + 7, size, TRAIN, workers) if n_replay else None
+    replay = render_set(mix, config.replay_count, config.seed + 7, size, TRAIN, workers,
+                        grey=model.config.grey) if n_replay else None
     encoded = [base.charset.encode(a) for a in labels]
     replay_labels = [base.charset.encode(t) for t in replay.texts] if replay else []
     generator = torch.Generator().manual_seed(config.seed)
@@ -347,7 +348,7 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     size = (base_solver.model.config.input_height, base_solver.model.config.input_width)
     # the guard inside the fit: other captchas (VALIDATION) than the final check's (EVALUATION), as many
     guard = render_set({name: 1.0 for name in targets}, config.guard_count * len(targets), config.seed, size,
-                       VALIDATION, 0) if targets else None
+                       VALIDATION, 0, grey=base_solver.model.config.grey) if targets else None
     solver = fit(base_solver, train_images, train_answers, held_images, held_answers, config, progress, guard)
     model = solver.model
     best_step, history = solver.card["best_step"], solver.card["history"]

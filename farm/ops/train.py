@@ -205,14 +205,15 @@ def train(config: TrainConfig, out: Path, resume: bool = True,
         step, elapsed = _load_state(state_dir, model, optimizer)
         log.info("resuming at step %d", step)
     size = (model.config.input_height, model.config.input_width)
-    validation = {name: CaptchaStream({name: 1.0}, config.val_count, config.seed, size, VALIDATION, stop=1).batch(0)
-                  for name in config.schemes}
+    grey = model.config.grey
+    validation = {name: CaptchaStream({name: 1.0}, config.val_count, config.seed, size, VALIDATION, stop=1,
+                                      grey=grey).batch(0) for name in config.schemes}
     generated = render_set(config.schemes, config.samples, config.seed, size, TRAIN, config.workers,
-                           progress=progress) if config.schemes else None
+                           progress=progress, grey=grey) if config.schemes else None
     images, texts = (generated.images, generated.texts) if generated else (torch.empty(0, 1, *size, dtype=torch.uint8), [])
     if folder is not None:
         held = torch.from_numpy(folder.held_out(0.1, most=1000))
-        folder_images = to_input_bytes(folder.images, size)
+        folder_images = to_input_bytes(folder.images, size, grey)
         rows = (~held).nonzero().squeeze(1).tolist()
         images, texts = torch.cat([images, folder_images[rows]]), texts + [folder.texts[i] for i in rows]
         held_rows = held.nonzero().squeeze(1).tolist()
