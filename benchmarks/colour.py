@@ -4,7 +4,7 @@
    package draws itself (its own `secrets`, not ours: texts from a seeded generator).
 2. A pool of colour `classic` under a preset (farm generate's default; --set NAME=VALUE over it) and a
    grey pool of the same captchas under farm generate's defaults, the grey default the colour pool is
-   judged against: the BT.601 grey of each colour one (`classic_grey` below, the colour scheme's
+   judged against: the BT.601 grey of each colour one (the built-in `classic_grey`, the colour scheme's
    luminance, so with the default preset the two differ only in colour). Every zoo solver
    reads both: the grey pool after each clean-up chain, the colour pool after every grey conversion
    and channel choice alone and before each chain (farm.core.preprocess.colour_chains).
@@ -22,11 +22,9 @@ from captcha.image import ImageCaptcha
 
 from benchmarks.cleanup import setting
 from farm.core.checkpoint import load_solver, read_solver_dir
-from farm.core.colour import grey_array
 from farm.core.preprocess import CHAINS
 from farm.core.presets import DEFAULT_PRESET, PRESETS
-from farm.core.schemes import get_scheme, register, scheme_names
-from farm.core.schemes.base import Scheme
+from farm.core.schemes import get_scheme
 from farm.core.spec import PoolSpec
 from farm.core.zoo import HELD_OUT, members, zoo_path
 from farm.core.zoo_loading import load_member
@@ -36,16 +34,6 @@ from farm.ops.submit import generate_pool
 from farm.storage import registry
 from farm.storage.config import secret
 from farm.storage.store import LocalStore
-
-
-class ClassicGrey(Scheme):
-    """`classic` as grey: the luminance (PIL's convert("L")) of each colour captcha, same seed, same mask."""
-
-    name, width, height, lengths, mode = "classic_grey", 160, 60, (4, 4), "L"
-
-    def draw(self, text, rng):
-        image, mask = get_scheme("classic").draw(text, rng)
-        return grey_array(image), mask
 
 
 def package_accuracy(solver, count: int, seed: int) -> float:
@@ -94,8 +82,6 @@ def main():
         out["substitute_package"] = package_accuracy(substitute, args.read, args.seed)
         print(f"substitute {substitute.version}: fresh colour classic {out['substitute_colour']:.1%}, "
               f"the package's own images {out['substitute_package']:.1%} ({args.read} each)", flush=True)
-    if "classic_grey" not in scheme_names():
-        register(ClassicGrey)
     trained = [m for m in members() if (zoo_path() / m.name / "card.json").exists()]
     solvers, roles = {m.name: load_member(m.name) for m in trained}, {m.name: m.role for m in trained}
     chains = ["none", *(args.chain or CHAINS)]

@@ -5,8 +5,8 @@ Side by side in one run, on one torch thread: captchas/s of clean rendering, of 
 8/255 on them, the substitute as `farm generate` attacks with it) and of the generator (one
 forward pass, same budgets and mask), each from rendering to the 8-bit image; rates from the
 process's CPU time (the machine is shared: wall time measures the neighbours), wall time beside.
-Then, on the same fresh `classic` captchas (a benchmark secret: neither a pool's nor the
-generator's training captchas), every held-out zoo solver reads the default's and the
+Then, on the same fresh grey captchas (`--scheme`, by default `classic_grey`, `classic` in grey; a
+benchmark secret: neither a pool's nor the generator's training captchas), every held-out zoo solver reads the default's and the
 generator's images as served and after each clean-up chain (benchmarks/cleanup.py's machinery),
 with glyph-region SSIM, and the "no universal pattern" check: each pool's mean perturbation
 subtracted from each of its captchas, and what each held-out solver reads back.
@@ -14,7 +14,7 @@ Held-out solvers only report. Train a generator first (farm.ops.generator_traini
 
 Last line: `generator_vs_default_rate: <generator captchas/s over the default's>`.
 
-Measured 2026-12-07 on the shared 2-core machine (load 5-10 beside other jobs; 36% of a core):
+Measured 2026-12-07, before `classic` drew in colour (on its grey look of then), on the shared 2-core machine (load 5-10 beside other jobs; 36% of a core):
 generator trained with GeneratorTraining's defaults (4000 captchas, 1500 steps of 2 x 16, against
 substitute-v3 + crnn-b + resnet-a: 11.6 CPU-min, 17.5 min wall), then
 `python -m benchmarks.generator --generator DIR --count 200 --refine 2` (33 min wall; `--train` does both):
@@ -134,6 +134,8 @@ def main():
     parser.add_argument("--rate-count", type=int, default=64, help="captchas a round of the rate measurement")
     parser.add_argument("--rounds", type=int, default=3, help="rate rounds (best of)")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--scheme", default=GeneratorTraining.scheme,
+                        help="a grey scheme (the generator reads one channel) [default: %(default)s]")
     parser.add_argument("--refine", type=int, action="append", default=[],
                         help="also the generator refined by K steps of the default attack (repeatable)")
     parser.add_argument("--json", help="write every number here")
@@ -148,11 +150,11 @@ def main():
         print(f"trained in {summary['cpu_seconds']:.0f} CPU-s ({summary['seconds']:.0f} s wall): {summary['steps']} steps, "
               f"final CTC {summary['final_ctc']} ({', '.join(summary['solvers'])})")
     model = load_generator_dir(args.generator)
-    spec = PoolSpec.from_preset("recommended", count=args.count, shard_size=args.count, scheme="classic",
+    spec = PoolSpec.from_preset("recommended", count=args.count, shard_size=args.count, scheme=args.scheme,
                                 seed=args.seed).validate()
     attackers = attack_solvers(spec, substitute)  # what `farm generate` attacks with by default
     rate_spec = PoolSpec.from_preset("recommended", count=args.rate_count, shard_size=args.rate_count,
-                                     scheme="classic", seed=args.seed + 1).validate()
+                                     scheme=args.scheme, seed=args.seed + 1).validate()
     rate = rates(rate_spec, model, attackers, seeds, args.rounds, args.refine)
     print(f"rate ({args.rate_count} captchas, best of {args.rounds}, one thread): captchas/s of CPU time (wall)")
     for name, r in rate.items():

@@ -8,6 +8,7 @@ from PIL import Image, ImageDraw
 from scipy.ndimage import binary_dilation
 
 from farm.core.charset import DEFAULT_ALPHABET
+from farm.core.schemes import get_scheme
 from farm.core.schemes.classic import ClassicScheme
 
 
@@ -82,3 +83,14 @@ def test_each_character_is_inked_as_the_package_inks_it():
                         theirs = theirs.crop(theirs.getbbox())
                         ours = generator.inked(font, c, color, dx1, dy1)
                         assert ours.size == theirs.size and ours.tobytes() == theirs.tobytes(), (font.size, c, dx1, dy1)
+
+
+def test_classic_grey_is_the_luminance_of_classic_with_its_mask():
+    """The grey `classic` platforms served before colour: PIL's convert("L") of the same draw, same glyph mask."""
+    colour, grey = get_scheme("classic"), get_scheme("classic_grey")
+    assert grey.mode == "L" and (grey.width, grey.height, grey.lengths) == (colour.width, colour.height, colour.lengths)
+    image, mask = colour.draw("AB12", np.random.default_rng(5))
+    grey_image, grey_mask = grey.draw("AB12", np.random.default_rng(5))
+    assert grey_image.shape == (60, 160) and grey_image.dtype == np.uint8
+    assert np.array_equal(grey_image, np.asarray(Image.fromarray(image).convert("L")))
+    assert np.array_equal(grey_mask, mask)

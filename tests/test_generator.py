@@ -98,3 +98,11 @@ def test_colour_captchas_are_refused_by_name():
     colour = np.repeat(images[..., None], 3, axis=3)
     with pytest.raises(SettingError, match="reads grey captchas and these are in colour"):
         perturb_captchas(_generator(), colour, glyphs, allowed, budget, [1, 2])
+
+
+def test_training_draws_grey_classic_and_refuses_a_colour_scheme_by_name():
+    assert GeneratorTraining().scheme == "classic_grey"
+    with pytest.raises(SettingError, match="scheme: classic draws in colour"):
+        GeneratorTraining(scheme="classic").validate()
+    with pytest.raises(SettingError, match="scheme: unknown scheme 'nope'"):
+        GeneratorTraining(scheme="nope").validate()

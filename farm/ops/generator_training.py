@@ -1,6 +1,6 @@
 """Training a perturbation generator (farm.core.generator) against the substitute and its donors.
 
-The loop reads top to bottom: render a set of fresh `classic` captchas once, the way pools render
+The loop reads top to bottom: render a set of fresh grey captchas once (`classic_grey`), the way pools render
 them (farm.ops.shard.render_shard under a training secret: never a pool's or a benchmark's captchas),
 with the pool's masks and two-level budget -> each step, a batch of captchas each with two codes
 -> perturb, round to 8 bits (straight through) -> input diversity as the default attacks with ->
@@ -27,6 +27,7 @@ from farm.core.checkpoint import Solver, read_solver_dir
 from farm.core.generator import (GeneratorConfig, PerturbationGenerator, generator_bytes, generator_card,
                                  load_generator, refuse_colour)
 from farm.core.preprocess.ops import straight_through
+from farm.core.schemes import get_scheme
 from farm.core.seeds import Seeds
 from farm.core.spec import MAX_SHARD_SIZE, PoolSpec
 from farm.core.zoo import HELD_OUT
@@ -44,6 +45,7 @@ class GeneratorTraining:
     """What a generator training run does; saved in the card so the run can be repeated."""
 
     preset: str = "recommended"  # whose budgets and mask the generator is trained (and bound) to
+    scheme: str = "classic_grey"  # a grey scheme: the spike's network reads one channel
     captchas: int = 4000  # distinct training captchas, rendered once (rendering costs as much as a step)
     steps: int = 1500
     batch_size: int = 16  # captchas a step, each with two codes: 2 x batch_size perturbed images
@@ -69,6 +71,9 @@ class GeneratorTraining:
             raise SettingError(f"teacher: must be 0 to captchas ({self.captchas}), got {self.teacher}")
         if not 0 <= self.diversity <= 1:
             raise SettingError(f"diversity: must be in [0, 1] (got {self.diversity})")
+        if get_scheme(self.scheme).mode != "L":  # SettingError naming the known ones for an unknown scheme
+            raise SettingError(f"scheme: {self.scheme} draws in colour and the generator reads grey captchas; "
+                               f"use a grey scheme (classic_grey, lines, wave)")
         return self
 
 
@@ -121,7 +126,7 @@ def train_generator(solvers: list[Solver], config: GeneratorTraining, progress: 
     if held_out:
         raise HeldOutError(f"solvers: {', '.join(held_out)} held out; a generator trains against donors only")
     spec = PoolSpec.from_preset(config.preset, count=config.captchas, shard_size=config.captchas,
-                                scheme="classic", seed=config.seed).validate()
+                                scheme=config.scheme, seed=config.seed).validate()
     started, cpu_started = time.perf_counter(), time.process_time()
     seeds = Seeds(TRAINING_SECRET)
     clean = render_shard(spec, 0, seeds)

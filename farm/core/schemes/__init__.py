@@ -21,7 +21,7 @@ from importlib.metadata import EntryPoint, entry_points
 from farm.core.charset import Charset
 from farm.exceptions import SchemeError, SettingError
 from farm.core.schemes.base import Captcha, Scheme, captcha_seed
-from farm.core.schemes.classic import ClassicScheme
+from farm.core.schemes.classic import ClassicGreyScheme, ClassicScheme
 from farm.core.schemes.lines import LinesScheme
 from farm.core.schemes.wave import WaveScheme
 
@@ -149,5 +149,5 @@ def get_scheme(name: str) -> Scheme:
     return _INSTANCES[name]
 
 
-for _cls in (ClassicScheme, LinesScheme, WaveScheme):
+for _cls in (ClassicScheme, ClassicGreyScheme, LinesScheme, WaveScheme):
     register(_cls)

@@ -17,9 +17,10 @@ import numpy as np
 from captcha.image import ImageCaptcha
 from PIL import Image, ImageDraw, ImageFilter
 
+from farm.core.colour import grey_array
 from farm.core.schemes.base import Scheme
 
-__all__ = ["ClassicScheme"]
+__all__ = ["ClassicScheme", "ClassicGreyScheme"]
 
 BITS = 2**32  # the package's randbits(32) / (2**32): a randbelow(2**32) scaled to [0, 1)
 
@@ -180,3 +181,20 @@ class ClassicScheme(Scheme):
         self._generator.draw_noise(image, color, draws)
         image = image.filter(ImageFilter.SMOOTH)
         return np.asarray(image, dtype=np.uint8), glyphs
+
+
+class ClassicGreyScheme(ClassicScheme):
+    """`classic` in grey, as platforms served it before colour: the luminance of the same draw, the same mask.
+
+    PIL's convert("L") (BT.601), what a bot's Image.open(...).convert("L") gets: the grey default colour pools are
+    judged against (benchmarks/colour.py), and grey `classic` for the grey-only generator spike (issue 27).
+    Shape: image uint8 (60, 160), glyph mask bool (60, 160).
+    """
+
+    name = "classic_grey"
+    mode = "L"
+    description = "classic's luminance (PIL's convert(\"L\")): the package's look in grey, same glyph mask"
+
+    def draw(self, text, rng):
+        image, glyphs = super().draw(text, rng)
+        return grey_array(image), glyphs
