@@ -12,7 +12,7 @@ override the preset's, as options do on the command line.
 from __future__ import annotations
 
 from farm.core.families import base_preset
-from farm.core.spec import PoolSpec
+from farm.core.spec import PoolSpec, scheme_mode
 from farm.ops.client import PoolClient
 from farm.ops.shard import attack_solvers
 from farm.ops.submit import generate_pool
@@ -34,7 +34,7 @@ def generate(pool: str, count: int, *, store: str | None = None, preset: str | N
     """
     target = open_store(store)
     if preset is None:
-        preset = base_preset(registry.family(target, version), None, settings)
+        preset = base_preset(registry.family(target, version, scheme_mode(scheme)), None, settings)
     spec = PoolSpec.from_preset(preset, count=count, scheme=scheme, seed=seed, **settings).validate()
     if version is None:
         registry.ensure_current(target)  # a write path, as `farm generate`'s

@@ -33,7 +33,7 @@ def refused(result, *messages: str) -> bool:
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--alpha", "-1"], "alpha: the step size must be in (0, eps] = (0, 0.1255]"),
+    (["--alpha", "-1"], "alpha: the step size must be in (0, eps] = (0, 0.09412]"),  # the colour default: 24/255
     (["--diversity", "5"], "diversity: a probability, must be in [0, 1] (got 5.0)"),
     (["--smoothing", "-3"], "smoothing: the Gaussian sigma must be in [0, 10] pixels"),
     (["--decay", "-1"], "decay: the momentum decay must be in [0, 2] (got -1.0)"),
@@ -52,7 +52,7 @@ def test_generate_refuses_settings_out_of_range_and_writes_nothing(pool_store, a
     (["--method", "iterative", "--decay", "0.5"], "decay: only momentum, robust and edge take it, not iterative"),
     (["--method", "direct", "--steps", "3"], "steps: only iterative, momentum, robust, warp and edge take it, not direct"),
     (["--method", "robust", "--no-early-stop"], "early-stop: only iterative, momentum and edge take it, not robust"),
-    (["--samples", "2"], "samples: only robust takes it, not momentum"),
+    (["--samples", "2"], "samples: only robust takes it, not edge"),
     (["--method", "none", "--eps", "8/255"],
      "eps: only direct, iterative, momentum, robust and edge take it, not none"),
 ])

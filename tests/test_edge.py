@@ -94,7 +94,8 @@ def test_farm_generate_makes_an_edge_pool_into_a_folder_store(tmp_path, monkeypa
     assert result.exit_code == 0, result.output
     store = LocalStore(tmp_path / "store")
     spec = read_manifest(store, "e")["spec"]
-    assert spec["method"] == "edge" and spec["dots"] == 12 and spec["ensemble"] == ["crnn-b", "resnet-a"]
+    assert spec["method"] == "edge" and spec["ensemble"] == ["crnn-b", "resnet-a"]
+    assert spec["dots"] == 8 and spec["eps"] == 24 / 255 and spec["conversions"] == 0.5  # classic: colour values
     assert len(store.list("pools/e/images/")) == 4
     keys = [json.loads(line) for key in store.list("pools/e/keys/") for line in store.get(key).decode().splitlines()]
     assert {k["method"] for k in keys} == {"edge"} and len(keys) == 4

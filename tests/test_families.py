@@ -12,9 +12,10 @@ import farm.ops.finetune
 from farm.api import generate
 from farm.cli import main
 from farm.core.families import FAMILIES, LEARNED, METHOD_FAMILIES, next_family
-from farm.core.presets import preset_value
+from farm.core.presets import PRESETS, preset_value
 from farm.core.defaults import FinetuneConfig
 from farm.core.spec import PoolSpec
+from farm.exceptions import SettingError
 from farm.ops.submit import generate_pool
 from farm.storage import registry
 from farm.storage.answers import ingest
@@ -105,9 +106,33 @@ def test_generate_with_no_method_options_follows_the_family_of_the_generation(tm
     assert spec_of("method") == PoolSpec(count=2, shard_size=2, steps=1)
     assert CliRunner().invoke(main, [*cli, "--pool", "paper", "--preset", "paper", "--steps", "1"]).exit_code == 0
     assert spec_of("paper") == PoolSpec.from_preset("paper", count=2, shard_size=2, steps=1)
-    # a pinned version: its family, not CURRENT's
-    assert CliRunner().invoke(main, [*cli, "--pool", "v1", "--version", "v1", "--steps", "1"]).exit_code == 0
-    assert spec_of("v1") == PoolSpec(count=2, shard_size=2, steps=1)
+    # a pinned version: its family, not CURRENT's; v1 names none: noise on a grey scheme, ink on colour
+    assert CliRunner().invoke(main, [*cli, "--pool", "v1", "--version", "v1", "--steps", "1", "--scheme",
+                                     "classic_grey"]).exit_code == 0
+    assert spec_of("v1") == PoolSpec(count=2, shard_size=2, steps=1, scheme="classic_grey")
+    assert CliRunner().invoke(main, [*cli, "--pool", "v1c", "--version", "v1", "--steps", "1"]).exit_code == 0
+    assert spec_of("v1c") == PoolSpec.from_preset("edge", count=2, shard_size=2, steps=1)
+    assert spec_of("v1c").dots == PRESETS["edge"]["colour"]["dots"]  # the preset's colour values: classic is colour
+    assert read_manifest(store, "v1c")["family"] == "ink"
+
+
+def test_a_colour_source_folder_takes_the_colour_default(tmp_path):
+    """A platform's colour captchas are colour: --source follows the folder's mode as --scheme follows the scheme's."""
+    from farm.storage.folder import folder_mode
+    from tests.test_folders import make_folder
+    make_folder(tmp_path / "grey", count=3, labels="csv", scheme="lines", digits=False)
+    make_folder(tmp_path / "colour", count=3, labels="csv", scheme="classic", digits=False)
+    (tmp_path / "colour" / "odd.png").write_bytes(b"not a png")  # read_folder names it later; the mode reads past it
+    assert folder_mode(tmp_path / "grey") == "L" and folder_mode(tmp_path / "colour") == "RGB"
+    (tmp_path / "colour" / "odd.png").unlink()
+    root = tmp_path / "store"
+    cli = ["generate", "--store", str(root), "--no-progress", "--steps", "1", "--shard-size", "3"]
+    for folder, family in (("grey", "noise"), ("colour", "ink")):
+        run = CliRunner().invoke(main, [*cli, "--pool", folder, "--source", str(tmp_path / folder)])
+        assert run.exit_code == 0, run.output
+        manifest = read_manifest(LocalStore(root), folder)
+        assert manifest["family"] == family
+    assert read_manifest(LocalStore(root), "colour")["spec"]["eps"] == PRESETS["edge"]["colour"]["eps"]
 
 
 def answers_reading(store, pool: str, share: float) -> str:
@@ -125,7 +150,9 @@ def test_farm_finetune_moves_to_another_family_once_the_bot_reads_this_one(tmp_p
     monkeypatch.setenv("FARM_STORE", store.url)
     monkeypatch.setattr(farm.ops.finetune, "FinetuneConfig", partial(FinetuneConfig, **QUICK))
     substitute = registry.load(store, registry.ensure_current(store)["version"])
-    spec = PoolSpec(count=40, shard_size=40, method="iterative", mask="full", eps=8 / 255, steps=2)
+    # grey captchas: v1 names no family, and on grey that is noise (on colour, ink: DEFAULT_FAMILIES)
+    spec = PoolSpec(count=40, shard_size=40, method="iterative", mask="full", eps=8 / 255, steps=2,
+                    scheme="classic_grey")
     generate_pool(store, "p", spec, [substitute], SECRET, progress=False, processes=1)
     quick = ["--steps", "15", "--lr", "1e-12", "--donors", "0"]  # no weights move, no donor is named
     # the bot reads 20% of noise: still a defence, and with nothing learned nothing is published
@@ -152,3 +179,32 @@ def test_every_attack_method_has_a_family():
     that the move counts as clean captchas."""
     from farm.core.attacks.settings import DECLARED
     assert set(METHOD_FAMILIES) == set(DECLARED)
+
+
+def test_a_generation_naming_no_family_is_noise_on_grey_and_ink_on_colour():
+    """Issue 28: on colour a bot reading the channel of most contrast gets back what dense noise takes; ink holds."""
+    from farm.core.families import DEFAULT_FAMILIES, card_family
+    assert DEFAULT_FAMILIES == {"L": "noise", "RGB": "ink"}
+    assert card_family({}) == card_family({}, "L") == "noise" and card_family({}, "RGB") == "ink"
+    assert card_family({"family": {"name": "geometry"}}, "RGB") == "geometry"  # a named family holds on any mode
+    with pytest.raises(SettingError, match="mode: 'CMYK'"):
+        card_family({}, "CMYK")
+
+
+def test_the_edge_preset_takes_its_colour_values_on_colour_schemes_only():
+    from farm.core.presets import PRESETS, expand
+    colour = PRESETS["edge"]["colour"]
+    on_grey, on_colour = expand("edge", {}), expand("edge", {}, mode="RGB")
+    assert {k: on_colour[k] for k in colour} == colour and on_grey["dots"] == 12 and on_grey["eps"] == 32 / 255
+    assert expand("edge", {"dots": 5}, mode="RGB")["dots"] == 5  # what is given wins over the colour values
+    assert expand("recommended", {}, mode="RGB") == expand("recommended", {})  # a preset with none: unchanged
+    spec = PoolSpec.from_preset("edge", count=1, scheme="classic")
+    assert spec.dots == colour["dots"] and spec.eps == colour["eps"]
+    assert PoolSpec.from_preset("edge", count=1, scheme="classic_grey").dots == 12
+
+
+def test_registry_and_api_follow_the_default_family_of_the_schemes_mode(store):
+    registry.ensure_current(store)
+    assert registry.family(store, "v1") == "noise" and registry.family(store, "v1", mode="RGB") == "ink"
+    publish_of_family(store, "noise")  # v2 names its family: it holds on colour too
+    assert registry.family(store, mode="RGB") == "noise"

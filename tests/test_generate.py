@@ -238,7 +238,8 @@ def test_the_cli_the_python_api_and_a_task_make_the_same_default_pool(tmp_path, 
     from click.testing import CliRunner
 
     from farm.cli import main
-    from farm.ops.shard import generate_shard
+    from farm.core.presets import PRESETS
+    from farm.ops.shard import attack_solvers, generate_shard
     from farm.storage.store import LocalStore
     from workers.tasks import parse_shard
 
@@ -248,14 +249,16 @@ def test_the_cli_the_python_api_and_a_task_make_the_same_default_pool(tmp_path, 
     assert result.exit_code == 0, result.output
     cli = LocalStore(tmp_path / "cli")
     stored = read_manifest(cli, "p")["spec"]
-    api = PoolSpec(count=4, shard_size=4, steps=2)
-    assert api.to_dict() == stored
+    # classic draws in colour, where a generation naming no family is of ink: the edge preset's colour values
+    api = PoolSpec.from_preset("edge", count=4, shard_size=4, steps=2)
+    assert api.to_dict() == stored and api.eps == PRESETS["edge"]["colour"]["eps"]
     task = parse_shard("p", 0, 4, json.loads(json.dumps(stored)))
-    named = parse_shard("p", 0, 4, {"preset": "recommended", "count": 4, "shard_size": 4, "steps": 2})
+    named = parse_shard("p", 0, 4, {"preset": "edge", "count": 4, "shard_size": 4, "steps": 2})
     assert task == named == api
     stores = {"api": LocalStore(tmp_path / "api"), "task": LocalStore(tmp_path / "task")}
-    generate_pool(stores["api"], "p", api, [substitute], SECRET, progress=False, processes=1)
-    generate_shard(stores["task"], "p", 0, task, [substitute], SECRET)
+    solvers = attack_solvers(api, substitute)  # the substitute and the preset's donors, as the CLI attacks with
+    generate_pool(stores["api"], "p", api, solvers, SECRET, progress=False, processes=1)
+    generate_shard(stores["task"], "p", 0, task, solvers, SECRET)
     images = cli.list("pools/p/images/")
     assert len(images) == 4
     for name, store in stores.items():

@@ -16,7 +16,7 @@ from click.core import ParameterSource
 from farm.cli.common import Fraction, checkpoint_option, json_out, open_store, store_option, substitute, \
     version_option
 from farm.core.attacks.settings import DECLARED, METHOD_NAMES, SETTINGS, Setting, listed, takers
-from farm.core.families import FAMILIES
+from farm.core.families import DEFAULT_FAMILIES, FAMILIES
 from farm.core.presets import DEFAULT_PRESET, PRESETS, describe, preset_value, shown
 
 
@@ -61,7 +61,9 @@ def preset_options(command):
                           + "; ".join(f"{name} ({describe(name)})" for name in PRESETS)
                           + ". Options given override it; another --method than the preset's takes its own defaults. "
                             "Left out, the preset of the family of the substitute's generation (`farm checkpoint "
-                            "list`), which the farm's move (`farm finetune`) chooses."),
+                            "list`), which the farm's move (`farm finetune`) chooses; a generation that names none "
+                            "is of " + " and ".join(f"{family} on {'colour' if mode == 'RGB' else 'grey'} captchas"
+                                                    for mode, family in DEFAULT_FAMILIES.items()) + "."),
         click.option("--method", type=click.Choice(METHOD_NAMES), default=preset_value(DEFAULT_PRESET, "method"),
                      show_default=True, help="none (clean control), direct, iterative, momentum, robust (pixel noise), "
                                                  "warp (geometry: a smooth displacement field) or edge (dots on the "
@@ -110,8 +112,9 @@ def generate(pool, count, scheme, source, settings, margin, ensemble, shard_size
     --checkpoint (published), kept to by every shard, else with CURRENT as each shard starts.
     """
     from farm.core.families import base_preset
-    from farm.core.spec import MASKS, PoolSpec
+    from farm.core.spec import MASKS, PoolSpec, scheme_mode
     from farm.exceptions import SettingError
+    from farm.storage.folder import folder_mode
     from farm.storage.layout import check_pool_name
 
     if count is None and source is None:
@@ -121,11 +124,12 @@ def generate(pool, count, scheme, source, settings, margin, ensemble, shard_size
     pool_fields = dict(count=1 if count is None else count, scheme=scheme, margin=margin, seed=seed,
                        shard_size=shard_size, **({"ensemble": tuple(ensemble)} if ensemble else {}))
     preset = settings.pop("preset")
+    mode = folder_mode(source) if source is not None else scheme_mode(scheme)  # a preset's colour values, family
     if preset is None and "method" not in settings:  # the preset of the generation's family (one card read)
         # the pool's own fields first: reading the family loads the registry, and with it torch
         PoolSpec.from_preset(DEFAULT_PRESET, **pool_fields).validate()
-        preset = base_preset(_family(store_url, checkpoint, version), None, settings)
-    spec = PoolSpec.from_preset(preset or DEFAULT_PRESET, **pool_fields, **settings)
+        preset = base_preset(_family(store_url, checkpoint, version, mode), None, settings)
+    spec = PoolSpec.from_preset(preset or DEFAULT_PRESET, mode, **pool_fields, **settings)
     if source is not None and spec.mask not in MASKS:
         raise SettingError("--mask: a --source pool takes full, background, glyph or strokes; give glyph masks as "
                            "<image>.mask.png in the folder")
@@ -168,15 +172,16 @@ def generate(pool, count, scheme, source, settings, margin, ensemble, shard_size
                    f"mean SSIM {summary['mean_ssim']:.3f}, mean L-inf {summary['mean_linf'] * 255:.1f}/255")
 
 
-def _family(store_url, checkpoint: Path | None, version: str | None) -> str:
-    """The family of the substitute a pool is made with: a checkpoint folder's card, a version's, or CURRENT's."""
+def _family(store_url, checkpoint: Path | None, version: str | None, mode: str) -> str:
+    """The family of the substitute a pool of `mode` captchas is made with: a checkpoint folder's card, a version's,
+    or CURRENT's."""
     from farm.core.checkpoint import read_solver_dir
     from farm.core.families import card_family
     from farm.storage import registry
 
     if checkpoint is not None:
-        return card_family(read_solver_dir(checkpoint)[1])
-    return registry.family(open_store(store_url), version)
+        return card_family(read_solver_dir(checkpoint)[1], mode)
+    return registry.family(open_store(store_url), version, mode)
 
 
 def _source_spec(spec, source: Path, count: int | None, store, solver):

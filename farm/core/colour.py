@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["GREY", "DEFAULT_GREY", "PIL_BT601", "check_grey", "grey_array"]
+from farm.exceptions import SettingError
+
+__all__ = ["GREY", "DEFAULT_GREY", "PIL_BT601", "MODES", "check_grey", "check_mode", "grey_array"]
 
 GREY = {
     "bt601": (0.299, 0.587, 0.114),  # ITU-R BT.601 luma: PIL's convert("L"), OpenCV's COLOR_RGB2GRAY
@@ -20,6 +22,7 @@ GREY = {
 }
 DEFAULT_GREY = "bt601"
 PIL_BT601 = (19595, 38470, 7471)  # PIL's BT.601 in 1/65536 (sum 65536), rounded by adding half: exact on uint8
+MODES = ("L", "RGB")  # what a scheme draws: grey or colour (farm.core.schemes)
 
 
 def check_grey(name: str) -> str:
@@ -27,6 +30,13 @@ def check_grey(name: str) -> str:
     if name not in GREY:
         raise ValueError(f"grey: unknown conversion {name!r}; known: {', '.join(GREY)}")
     return name
+
+
+def check_mode(mode: str) -> str:
+    """`mode` if it is a scheme's mode; else SettingError naming them."""
+    if mode not in MODES:
+        raise SettingError(f"mode: {mode!r} is not a scheme's mode; known: {', '.join(MODES)} (grey, colour)")
+    return mode
 
 
 def grey_array(image: np.ndarray) -> np.ndarray:

@@ -11,10 +11,11 @@ Torch-free and store-free, like the presets: a card or a spec is a dict or a nam
 
 from __future__ import annotations
 
+from farm.core.colour import check_mode
 from farm.core.presets import DEFAULT_PRESET
 from farm.exceptions import SettingError
 
-__all__ = ["FAMILIES", "METHOD_FAMILIES", "DEFAULT_FAMILY", "LEARNED", "family_preset", "method_family",
+__all__ = ["FAMILIES", "METHOD_FAMILIES", "DEFAULT_FAMILIES", "DEFAULT_FAMILY", "LEARNED", "family_preset", "method_family",
            "card_family", "base_preset", "next_family"]
 
 # Each family and the preset its pools are made with, in the order the farm moves to an unseen one.
@@ -26,8 +27,12 @@ FAMILIES: dict[str, str] = {"noise": "recommended", "geometry": "warp", "ink": "
 METHOD_FAMILIES: dict[str, str] = {"direct": "noise", "iterative": "noise", "momentum": "noise", "robust": "noise",
                                    "warp": "geometry", "edge": "ink"}
 
-# The family of a generation whose card names none: the bundled v1, and cards from before families.
-DEFAULT_FAMILY = next(name for name, preset in FAMILIES.items() if preset == DEFAULT_PRESET)
+# The family of a generation whose card names none (the bundled v1, cards from before families), by what the
+# scheme draws: dense noise on grey; ink on colour, where a bot reading the channel of most contrast gets back
+# what noise takes and the glyph-coloured dots hold (issue 28, benchmarks/colour.py).
+DEFAULT_FAMILIES: dict[str, str] = {"L": next(name for name, preset in FAMILIES.items() if preset == DEFAULT_PRESET),
+                                    "RGB": "ink"}
+DEFAULT_FAMILY = DEFAULT_FAMILIES["L"]
 
 # A family the bot reads this share of is learned, and the farm moves on: issue 26's goal is that a bot adapted
 # on generation k reads at most 25% of generation k+1, so a family read at 25% or more is no longer a defence.
@@ -46,10 +51,11 @@ def method_family(method: str) -> str | None:
     return METHOD_FAMILIES.get(method)
 
 
-def card_family(card: dict) -> str:
-    """The family a version's pools are made with: its card's, else (bundled v1, older cards) the default's."""
+def card_family(card: dict, mode: str = "L") -> str:
+    """The family a version's pools of a `mode` scheme are made with: its card's, else (bundled v1, older cards) the
+    default of the mode."""
     name = (card.get("family") or {}).get("name") if isinstance(card.get("family"), dict) else None
-    return name if isinstance(name, str) and name else DEFAULT_FAMILY
+    return name if isinstance(name, str) and name else DEFAULT_FAMILIES[check_mode(mode)]
 
 
 def base_preset(family: str, preset: str | None, given: dict) -> str:

@@ -10,10 +10,13 @@ Torch-free, like the declarations: the CLI shows a preset's values in its help.
 from __future__ import annotations
 
 from farm.core.attacks.settings import DECLARED, SETTINGS, Declaration, declaration, not_taken
+from farm.core.colour import check_mode
 from farm.exceptions import SettingError
 
-__all__ = ["PRESETS", "DEFAULT_PRESET", "PRESET_FIELDS", "expand", "preset_value", "describe", "shown"]
+__all__ = ["PRESETS", "DEFAULT_PRESET", "PRESET_FIELDS", "COLOUR", "expand", "preset_value",
+           "describe", "shown"]
 
+COLOUR = "colour"  # a preset's values for colour schemes (mode RGB), over its own
 PRESETS: dict[str, dict] = {
     # The setting that transferred best to the zoo's donors, chosen with benchmarks/transfer.py on donor
     # solvers only (held-out solvers report it, never choose it): momentum with input diversity and
@@ -34,8 +37,12 @@ PRESETS: dict[str, dict] = {
     # the attacker's clean-up chains, then the recommended noise through the substitute alone. Settings chosen
     # on donors with benchmarks/ink_research.py, reported on held-out solvers (README, "Measured").
     # 14 noise steps, not 20, pay for the placement's 2 rounds x 2 gradients of three models.
+    # On colour (issue 28, benchmarks/colour.py): 8 dots, 24/255 of noise, half its steps through a bot's grey
+    # conversions. Dots in the glyphs' colour survive the channel of most contrast that gives back what noise takes;
+    # less noise keeps the glyphs' colour SSIM over 0.85 (32/255: 0.83); of those that do, the donors read least here.
     "edge": {"method": "edge", "mask": "full", "eps": 32 / 255, "eps_glyph": 8 / 255, "steps": 14,
-             "diversity": 0.7, "smoothing": 2.0, "early_stop": False, "ensemble": ("crnn-b", "resnet-a")},
+             "diversity": 0.7, "smoothing": 2.0, "early_stop": False, "ensemble": ("crnn-b", "resnet-a"),
+             COLOUR: {"dots": 8, "eps": 24 / 255, "conversions": 0.5}},
 }
 DEFAULT_PRESET = "recommended"
 
@@ -44,22 +51,26 @@ PRESET_FIELDS = ("method", *SETTINGS, "mask", "eps_glyph", "ensemble")
 _POOL_DEFAULTS = {"mask": "background", "eps_glyph": None, "ensemble": ()}  # a preset that leaves them out
 
 
-def _preset(name: str) -> dict:
+def _preset(name: str, mode: str = "L") -> dict:
+    """Preset `name`'s values for a scheme of `mode`: on colour, its colour values over its own."""
     if not isinstance(name, str) or name not in PRESETS:
         raise SettingError(f"preset: unknown preset {name!r}; known: {', '.join(PRESETS)}")
-    return PRESETS[name]
+    check_mode(mode)
+    preset = {k: v for k, v in PRESETS[name].items() if k != COLOUR}
+    return {**preset, **PRESETS[name].get(COLOUR, {})} if mode == "RGB" else preset
 
 
-def expand(name: str, given: dict, strict: bool = True) -> dict:
+def expand(name: str, given: dict, strict: bool = True, mode: str = "L") -> dict:
     """Every field of PRESET_FIELDS: those `given`, then the preset's, then the method's own defaults.
 
     The preset's settings apply only to its own method; its mask and glyph budget to any that takes
     them (a geometric method, warp, takes neither: mask full, no glyph budget); its ensemble to any. The glyph
     budget applies where it is smaller than eps under L-inf (given, it is kept and checked by
     PoolSpec.validate). A setting the method does not take is None; given, it is refused (strict)
-    or kept unused (not strict: a spec built as before presets).
+    or kept unused (not strict: a spec built as before presets). `mode`: the scheme's (a preset's colour values
+    apply on "RGB").
     """
-    preset = _preset(name)
+    preset = _preset(name, mode)
     method = given.get("method", preset["method"])
     if strict:
         declared = declaration(method)  # ValueError for an unknown method
@@ -98,11 +109,13 @@ def preset_value(name: str, field: str):
 
 
 def describe(name: str) -> str:
-    """One line: the preset's method and what it changes from that method's defaults."""
-    preset = _preset(name)
-    parts = [preset["method"]] + [f"{k.replace('_', '-')} {shown(v, k in SETTINGS and SETTINGS[k].pixels)}"
-                                  for k, v in preset.items() if k != "method"]
-    return ", ".join(parts)
+    """One line: the preset's method and what it changes from that method's defaults (and on colour schemes)."""
+    def listed(values: dict) -> list[str]:
+        return [f"{k.replace('_', '-')} {shown(v, k in SETTINGS and SETTINGS[k].pixels)}" for k, v in values.items()
+                if k != "method"]
+    colour = PRESETS[name].get(COLOUR) if name in PRESETS else None
+    line = ", ".join([_preset(name)["method"], *listed(_preset(name))])
+    return f"{line}; on colour schemes {', '.join(listed(colour))}" if colour else line
 
 
 def shown(value, pixels: bool = False) -> str:

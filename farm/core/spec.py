@@ -15,7 +15,7 @@ from PIL import Image
 
 from farm.core.attacks.settings import DECLARED, declaration
 from farm.core.presets import DEFAULT_PRESET, PRESET_FIELDS, expand
-from farm.core.schemes import get_scheme
+from farm.core.schemes import get_scheme, scheme_names
 from farm.core.zoo import member
 from farm.exceptions import SettingError
 
@@ -64,13 +64,19 @@ _ADDED_LATER = ("early_stop", "source", "samples", "displacement", "displacement
                 "dots", "dot_width", "band", "dot_rounds", "dot_samples", "dot_placement", "conversions")
 
 
+def scheme_mode(name) -> str:
+    """What scheme `name` draws, "L" (grey) or "RGB" (colour); grey for a folder or an unknown name (validate names it)."""
+    return get_scheme(name).mode if isinstance(name, str) and name in scheme_names() else "L"
+
+
 @dataclass(frozen=True)
 class PoolSpec:
     """What a pool holds and how it was perturbed. Stored in the manifest; equal specs give equal bytes.
 
     A field left out takes the recommended preset's value (farm.core.presets), as `farm generate`
-    does, or, under another method, that method's own default: PoolSpec(count=n) is
-    `farm generate --count n`. PoolSpec.from_preset names another preset and refuses a setting the
+    does on grey schemes, or, under another method, that method's own default: PoolSpec(count=n,
+    scheme="classic_grey") is `farm generate --count n --scheme classic_grey` (on colour schemes
+    `farm generate`'s default family is ink: PoolSpec.from_preset("edge", ...)). PoolSpec.from_preset names another preset and refuses a setting the
     method does not take; the constructor keeps one unused (so every stored spec reads back as it was).
     A setting the method does not take is None.
     """
@@ -116,9 +122,13 @@ class PoolSpec:
                     object.__setattr__(self, name, value)
 
     @classmethod
-    def from_preset(cls, name: str = DEFAULT_PRESET, **given) -> "PoolSpec":
-        """The spec of preset `name` with `given` fields over it; ValueError for a setting the method does not take."""
-        return cls(**{**given, **expand(name, given)})
+    def from_preset(cls, name: str = DEFAULT_PRESET, mode: str | None = None, **given) -> "PoolSpec":
+        """The spec of preset `name` with `given` fields over it; ValueError for a setting the method does not take.
+
+        `mode`: the captchas' (grey "L" or colour "RGB"), for a preset's colour values; by default the scheme's,
+        grey for a --source folder (name its mode).
+        """
+        return cls(**{**given, **expand(name, given, mode=mode or scheme_mode(given.get("scheme", "classic")))})
 
     def validate(self) -> "PoolSpec":
         """The spec, or ValueError naming the first field out of range: nothing is written before this passes."""

@@ -48,7 +48,7 @@ from farm.ops.resemblance import choose_donors
 from farm.storage.store import Store
 from farm.core.families import card_family
 from farm.core.zoo import card_ensemble
-from farm.core.spec import PoolSpec
+from farm.core.spec import PoolSpec, scheme_mode
 from farm.storage.manifest import read_manifest
 from farm.storage.pools import pool_family, read_keys
 
@@ -362,7 +362,9 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     hardened_on = {"answers": list(batch_keys), "data": None if data is None else Path(data).name,
                    "pools": queries.pools}
     # the farm's move: the next generation's family, from the share of each family the bot read
-    move = choose_family(card_family(base_solver.card), queries.families, queries.solved.tolist())
+    # a card naming no family made its colour pools with the colour default (farm.core.families.DEFAULT_FAMILIES)
+    mode = "RGB" if any(scheme_mode(name) == "RGB" for name in targets) else "L"
+    move = choose_family(card_family(base_solver.card, mode), queries.families, queries.solved.tolist())
     result = {"base": parent, "version": None, "published": False, "promoted": False, "reason": None,
               "best_step": best_step, "steps_run": history[-1]["step"] if history else 0,
               "queries": {"train": len(train_answers), "holdout": len(held_answers),

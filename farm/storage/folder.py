@@ -29,10 +29,10 @@ from PIL import Image, UnidentifiedImageError
 from farm.core.charset import Charset
 from farm.core.colour import grey_array
 from farm.exceptions import DataError
-from farm.storage.layout import pixels
+from farm.storage.layout import GREY_MODES, pixels
 from farm.storage.store import Store
 
-__all__ = ["Labelled", "read_folder", "estimate_glyphs", "import_source", "read_source", "source_chunk",
+__all__ = ["Labelled", "read_folder", "folder_mode", "estimate_glyphs", "import_source", "read_source", "source_chunk",
            "SOURCE_CHUNK", "IMAGE_SUFFIXES"]
 
 log = logging.getLogger(__name__)
@@ -189,6 +189,23 @@ def read_folder(path: str | Path, charset: Charset, glyphs: bool = True) -> Labe
     shape = (len(images), height, width)
     return Labelled(folder.name, [p.name for p in files], texts, np.stack(images),
                     np.stack(found) if glyphs else np.zeros(shape, dtype=bool), charset, notes)
+
+
+def folder_mode(path: str | Path) -> str:
+    """What a folder's captchas are, as read_folder reads them: "RGB" when any image is in colour, else "L".
+
+    Headers only (no image is decoded); a file that cannot be opened is left to read_folder to name.
+    """
+    for p in Path(path).iterdir() if Path(path).is_dir() else ():
+        if p.suffix.lower() not in IMAGE_SUFFIXES or p.name.endswith(".mask.png"):
+            continue
+        try:
+            with Image.open(p) as im:
+                if im.mode not in GREY_MODES:
+                    return "RGB"
+        except (OSError, UnidentifiedImageError, ValueError):
+            continue
+    return "L"
 
 
 def _given_mask(image_path: Path, shape: tuple[int, int]) -> np.ndarray | None:

@@ -35,7 +35,7 @@ from importlib import resources
 
 from farm.core.charset import Charset
 from farm.core.checkpoint import Solver, load_solver, sha256_hex
-from farm.core.families import DEFAULT_FAMILY, card_family
+from farm.core.families import card_family
 from farm.core.zoo import card_ensemble
 from farm.exceptions import CheckpointError, ConflictError, FarmError, HeldOutError, SettingError, SwitchLostError
 from farm.storage.store import Store
@@ -384,18 +384,19 @@ def generation(store: Store, version: str, cards: dict[str, dict] | None = None)
     return steps if version is None and steps else None
 
 
-def family(store: Store, version: str | None = None) -> str:
-    """The perturbation family of `version`'s pools (default: CURRENT's; an empty store's first version's).
+def family(store: Store, version: str | None = None, mode: str = "L") -> str:
+    """The perturbation family of `version`'s pools of a `mode` scheme (default: CURRENT's; an empty store's first
+    version's).
 
-    Its card's, else the default family (farm.core.families.card_family): the bundled v1 and cards
-    written before families name none, and were all made with the default preset.
+    Its card's, else the mode's default family (farm.core.families.card_family): the bundled v1 and cards
+    written before families name none.
     """
     if version is None:
         now = current(store)
         if now is None:
-            return DEFAULT_FAMILY  # the bundled substitute, published as v1 by the first write
+            return card_family({}, mode)  # the bundled substitute, published as v1 by the first write
         version = now["version"]
-    return card_family(card(store, version))
+    return card_family(card(store, version), mode)
 
 
 def _is_generation(number) -> bool:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
 from farm.core.charset import Charset
+from farm.core.colour import MODES
 from farm.exceptions import SchemeError, SettingError
 from farm.core.schemes.base import Captcha, Scheme, captcha_seed
 from farm.core.schemes.classic import ClassicGreyScheme, ClassicScheme
@@ -31,7 +32,6 @@ __all__ = ["Captcha", "Scheme", "Plugin", "captcha_seed", "check_scheme", "get_s
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "captchafarm.schemes"
 BUILT_IN = "built-in"
-MODES = ("L", "RGB")  # grey, colour: what a scheme's draw returns
 MAX_LENGTH = 12  # the substitute reads 24 columns, and CTC needs a blank between repeated characters
 _NAME = re.compile(r"[a-z][a-z0-9_]*")  # goes into --scheme, --mix "a=0.5,b=0.5", manifests and metrics
 
