@@ -6,15 +6,17 @@ Side by side in one run, on one torch thread: captchas/s of clean rendering, of 
 forward pass, same budgets and mask), each from rendering to the 8-bit image; rates from the
 process's CPU time (the machine is shared: wall time measures the neighbours), wall time beside.
 Then, on the same fresh grey captchas (`--scheme`, by default `classic_grey`, `classic` in grey; a
-benchmark secret: neither a pool's nor the generator's training captchas), every held-out zoo solver reads the default's and the
-generator's images as served and after each clean-up chain (benchmarks/cleanup.py's machinery),
-with glyph-region SSIM, and the "no universal pattern" check: each pool's mean perturbation
-subtracted from each of its captchas, and what each held-out solver reads back.
+benchmark secret: neither a pool's nor the generator's training captchas), every held-out zoo
+solver reads the default's and the generator's images as served and after each clean-up chain
+(benchmarks/cleanup.py's machinery), with glyph-region SSIM, and the "no universal pattern"
+check: each pool's mean perturbation subtracted from each of its captchas, and what each held-out
+solver reads back.
 Held-out solvers only report. Train a generator first (farm.ops.generator_training).
 
 Last line: `generator_vs_default_rate: <generator captchas/s over the default's>`.
 
-Measured 2026-12-07, before `classic` drew in colour (on its grey look of then), on the shared 2-core machine (load 5-10 beside other jobs; 36% of a core):
+Measured 2026-12-07, before `classic` drew in colour (on its grey look of then), on the shared
+2-core machine (load 5-10 beside other jobs; 36% of a core):
 generator trained with GeneratorTraining's defaults (4000 captchas, 1500 steps of 2 x 16, against
 substitute-v3 + crnn-b + resnet-a: 11.6 CPU-min, 17.5 min wall), then
 `python -m benchmarks.generator --generator DIR --count 200 --refine 2` (33 min wall; `--train` does both):

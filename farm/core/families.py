@@ -15,7 +15,7 @@ from farm.core.colour import check_mode
 from farm.core.presets import DEFAULT_PRESET
 from farm.exceptions import SettingError
 
-__all__ = ["FAMILIES", "METHOD_FAMILIES", "DEFAULT_FAMILIES", "DEFAULT_FAMILY", "LEARNED", "family_preset", "method_family",
+__all__ = ["FAMILIES", "METHOD_FAMILIES", "DEFAULT_FAMILIES", "LEARNED", "family_preset", "method_family",
            "card_family", "base_preset", "next_family"]
 
 # Each family and the preset its pools are made with, in the order the farm moves to an unseen one.
@@ -32,7 +32,6 @@ METHOD_FAMILIES: dict[str, str] = {"direct": "noise", "iterative": "noise", "mom
 # what noise takes and the glyph-coloured dots hold (issue 28, benchmarks/colour.py).
 DEFAULT_FAMILIES: dict[str, str] = {"L": next(name for name, preset in FAMILIES.items() if preset == DEFAULT_PRESET),
                                     "RGB": "ink"}
-DEFAULT_FAMILY = DEFAULT_FAMILIES["L"]
 
 # A family the bot reads this share of is learned, and the farm moves on: issue 26's goal is that a bot adapted
 # on generation k reads at most 25% of generation k+1, so a family read at 25% or more is no longer a defence.

@@ -113,8 +113,9 @@ def describe(name: str) -> str:
     def listed(values: dict) -> list[str]:
         return [f"{k.replace('_', '-')} {shown(v, k in SETTINGS and SETTINGS[k].pixels)}" for k, v in values.items()
                 if k != "method"]
-    colour = PRESETS[name].get(COLOUR) if name in PRESETS else None
-    line = ", ".join([_preset(name)["method"], *listed(_preset(name))])
+    preset = _preset(name)
+    line = ", ".join([preset["method"], *listed(preset)])
+    colour = PRESETS[name].get(COLOUR)
     return f"{line}; on colour schemes {', '.join(listed(colour))}" if colour else line
 
 

@@ -65,7 +65,8 @@ _ADDED_LATER = ("early_stop", "source", "samples", "displacement", "displacement
 
 
 def scheme_mode(name) -> str:
-    """What scheme `name` draws, "L" (grey) or "RGB" (colour); grey for a folder or an unknown name (validate names it)."""
+    """What scheme `name` draws, "L" (grey) or "RGB" (colour); grey for a folder or an unknown name (validate
+    names it)."""
     return get_scheme(name).mode if isinstance(name, str) and name in scheme_names() else "L"
 
 
@@ -76,9 +77,9 @@ class PoolSpec:
     A field left out takes the recommended preset's value (farm.core.presets), as `farm generate`
     does on grey schemes, or, under another method, that method's own default: PoolSpec(count=n,
     scheme="classic_grey") is `farm generate --count n --scheme classic_grey` (on colour schemes
-    `farm generate`'s default family is ink: PoolSpec.from_preset("edge", ...)). PoolSpec.from_preset names another preset and refuses a setting the
-    method does not take; the constructor keeps one unused (so every stored spec reads back as it was).
-    A setting the method does not take is None.
+    `farm generate`'s default family is ink: PoolSpec.from_preset("edge", ...)). PoolSpec.from_preset
+    names another preset and refuses a setting the method does not take; the constructor keeps one
+    unused (so every stored spec reads back as it was). A setting the method does not take is None.
     """
 
     count: int

@@ -116,6 +116,12 @@ def _labels(folder: Path, images: list[Path]) -> dict[str, str]:
     return {p.name: p.stem.split("_", 1)[0] for p in images}
 
 
+def _images(folder: Path) -> list[Path]:
+    """The captcha images of a folder, sorted by name: its image files but the glyph masks (<image>.mask.png)."""
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.endswith(".mask.png"))
+
+
 def read_folder(path: str | Path, charset: Charset, glyphs: bool = True) -> Labelled:
     """Read and check a labelled folder against the alphabet that will read it; DataError names what is wrong.
 
@@ -124,8 +130,7 @@ def read_folder(path: str | Path, charset: Charset, glyphs: bool = True) -> Labe
     folder = Path(path)
     if not folder.is_dir():
         raise DataError(f"data: {folder} is not a folder")
-    files = sorted(p for p in folder.iterdir()
-                   if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.endswith(".mask.png"))
+    files = _images(folder)
     if not files:
         raise DataError(f"data: {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
                         f"put captchas there with their answers (see `farm train --help`)")
@@ -196,9 +201,7 @@ def folder_mode(path: str | Path) -> str:
 
     Headers only (no image is decoded); a file that cannot be opened is left to read_folder to name.
     """
-    for p in Path(path).iterdir() if Path(path).is_dir() else ():
-        if p.suffix.lower() not in IMAGE_SUFFIXES or p.name.endswith(".mask.png"):
-            continue
+    for p in _images(Path(path)) if Path(path).is_dir() else ():
         try:
             with Image.open(p) as im:
                 if im.mode not in GREY_MODES:
