@@ -82,8 +82,10 @@ import torch
 
 from farm.api import generate
 from farm.core.checkpoint import load_solver_dir
+from farm.core.model import to_grey, to_tensor
 from farm.core.defaults import FinetuneConfig
 from farm.core.preprocess import parse_chains
+from farm.core.spec import scheme_mode
 from farm.core.zoo import HELD_OUT, ZOO
 from farm.core.zoo_loading import load_member
 from farm.exceptions import FinetuneRefused
@@ -104,9 +106,12 @@ QUICK = {"adapt": 200, "answers": 100, "test": 50, "adapt_steps": 60,
 
 
 def read(store, pool: str, bot, otsu) -> tuple[float, float]:
-    """The bot's accuracy on a pool as served and after Otsu binarisation (the toolbox's most useful step)."""
+    """The bot's accuracy on a pool as served and after Otsu binarisation (the toolbox's most useful step).
+
+    A colour pool is read in the bot's grey (the conversion it was trained with), at the captchas' size.
+    """
     records, _, adversarial = pool_images(store, pool)
-    x = torch.from_numpy(adversarial).unsqueeze(1).float() / 255
+    x = to_grey(to_tensor(list(adversarial)), bot.model.config.grey)
     truth = [bot.charset.normalize(r["answer"]) for r in records]
     served = bot.read(x)
     cleaned = bot.read(torch.cat([otsu.apply(x[i:i + 200]) for i in range(0, len(x), 200)]))
@@ -145,18 +150,23 @@ def run(args) -> None:
         store = LocalStore(root / "store")
         registry.ensure_current(store)
         bases = {name: "v1" for name in bots}  # the version whose generation each bot meets next
+        bought = {name: [] for name in bots}  # the labelled pools each bot adapted on, round by round
+        mode = scheme_mode("classic")  # the scheme `farm generate` makes pools of by default
         solvers = {name: load_member(name) for name in bots}
         rows, gains = [], {}
         for round_ in range(1, args.rounds + 1):
             for name in bots:
                 base = bases[name]
-                print(f"round {round_}, {name}: generation of {base} ({registry.family(store, base)})", flush=True)
+                print(f"round {round_}, {name}: generation of {base} ({registry.family(store, base, mode)})",
+                      flush=True)
                 labelled = make_pool(store, f"{base}-adapt-r{round_}", n_adapt, ADAPT_SEED + round_, base)
+                bought[name].append(labelled)
+                pools = bought[name] if args.remember else [labelled]
                 answered = make_pool(store, f"{base}-answers-r{round_}", n_answers, ANSWER_SEED + round_, base)
-                out = root / "bots" / f"{name}-r{round_}"
+                out = root / "bots" / f"{name}-r{round_}{'-remember' if args.remember and round_ > 1 else ''}"
                 started = time.perf_counter()
                 if not (out / "card.json").exists():
-                    adapt(solvers[name], store, [labelled], n_adapt, out, steps=quick.get("adapt_steps", 600),
+                    adapt(solvers[name], store, pools, n_adapt * len(pools), out, steps=quick.get("adapt_steps", 600),
                           progress=False)
                 adapted_s = time.perf_counter() - started
                 bot = solvers[name] = load_solver_dir(out)

@@ -11,11 +11,13 @@ from click.testing import CliRunner
 import farm.ops.finetune
 from farm.api import generate
 from farm.cli import main
+from farm.cli.finetune import _family_line
 from farm.core.families import FAMILIES, LEARNED, METHOD_FAMILIES, next_family
 from farm.core.presets import PRESETS, preset_value
 from farm.core.defaults import FinetuneConfig
 from farm.core.spec import PoolSpec
 from farm.exceptions import SettingError
+from farm.ops.move import choose_family, evidence
 from farm.ops.submit import generate_pool
 from farm.storage import registry
 from farm.storage.answers import ingest
@@ -48,6 +50,34 @@ def test_next_family_keeps_an_unlearned_family_and_leaves_a_learned_one():
     # every family answered and learned: the one read least, the earlier on a tie
     assert next_family("geometry", {"noise": 0.3, "geometry": 0.7, "ink": 0.5}, order) == "noise"
     assert next_family("ink", {"noise": 0.4, "geometry": 0.4, "ink": 0.5}, order) == "noise"
+
+
+def test_a_bot_that_learned_ink_has_learned_its_noise_so_the_move_skips_noise():
+    # edge pools are dots on top of the default's noise: adapted on ink, a bot reads noise too (53.6%, warp 21.2%)
+    assert next_family("ink", {"ink": 0.7}) == "geometry"
+    # learned noise: ink is partly new (its dots), geometry wholly so
+    assert next_family("noise", {"noise": 0.7}) == "geometry"
+    # noise was never answered, but ink carries it: counted as read as much as ink, and geometry is read less
+    assert next_family("geometry", {"ink": 0.7, "geometry": 0.5}) == "geometry"
+    assert next_family("geometry", {"ink": 0.4, "geometry": 0.5}) == "noise"
+
+
+def test_the_move_weighs_what_earlier_generations_showed_of_the_bot():
+    # round 2: the answers show geometry only; the card of v2 showed noise read at 90%, which a bot keeping its
+    # labels still reads: the move goes on to ink, where with this batch alone it would go back to noise
+    move = choose_family("geometry", ["geometry"] * 4, [True, True, False, True], earlier={"noise": 0.9})
+    assert move == {"name": "ink", "from": "geometry", "read": {"geometry": 0.75}, "earlier": {"noise": 0.9},
+                    "answers": 4, "learned": LEARNED}
+    assert choose_family("geometry", ["geometry"] * 4, [True, True, False, True])["name"] == "noise"
+    # a card holds its lineage's evidence: what its move was given, and what its answers showed on top
+    assert evidence({"family": move}) == {"noise": 0.9, "geometry": 0.75}
+    assert evidence({"family": {"name": "noise"}}) == {} == evidence({})
+    assert _family_line(move, published=True) == (
+        "pools of the new version are of family ink, not geometry: the bot read geometry 75.0% (4 answers; earlier "
+        "generations: noise 90.0%; learned at 25%)")
+    # what this batch shows of a family replaces what earlier ones showed: the bot no longer reads geometry
+    assert choose_family("geometry", ["geometry"] * 10, [True] + [False] * 9, earlier={"geometry": 0.9})["name"] == \
+        "geometry"
 
 
 def test_a_version_records_its_family_and_cards_naming_none_are_of_the_default(store, monkeypatch):
@@ -164,14 +194,23 @@ def test_farm_finetune_moves_to_another_family_once_the_bot_reads_this_one(tmp_p
     assert moved.exit_code == 0, moved.output
     result = json.loads(moved.output[moved.output.index("{"):])
     assert result["weights"] == "unchanged" and result["version"] == "v2" and result["promoted"]
-    evidence = {"name": "geometry", "from": "noise", "read": {"noise": 0.6}, "answers": 40, "learned": LEARNED}
-    assert result["family"] == evidence and registry.card(store, "v2")["family"] == evidence
+    shown = {"name": "geometry", "from": "noise", "read": {"noise": 0.6}, "earlier": {}, "answers": 40,
+             "learned": LEARNED}
+    assert result["family"] == shown and registry.card(store, "v2")["family"] == shown
     assert registry.card(store, "v2")["sha256"] == registry.card(store, "v1")["sha256"]
     # the next pools `farm generate` makes are of the new family
     made = CliRunner().invoke(main, ["generate", "--pool", "next", "--count", "2", "--steps", "1", "--no-progress"])
     assert made.exit_code == 0, made.output
     assert PoolSpec.from_dict(read_manifest(store, "next")["spec"]) == PoolSpec.from_preset("warp", count=2, steps=1)
     assert read_manifest(store, "next")["family"] == "geometry"
+    # the bot learns geometry too: v2's card remembers it read noise, so the move goes on to ink, not back to noise
+    generate_pool(store, "g", PoolSpec.from_preset("warp", count=40, shard_size=40, steps=1, scheme="classic_grey"),
+                  [substitute], SECRET, progress=False, processes=1)
+    again = CliRunner().invoke(main, ["finetune", "--answers", answers_reading(store, "g", 0.6), *quick, "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output[again.output.index("{"):])["family"] == {
+        "name": "ink", "from": "geometry", "read": {"geometry": 0.6}, "earlier": {"noise": 0.6}, "answers": 40,
+        "learned": LEARNED}
 
 
 def test_every_attack_method_has_a_family():

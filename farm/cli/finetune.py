@@ -106,8 +106,10 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
 
 def _family_line(move: dict, published: bool) -> str:
     """The farm's move: the family of the new version's pools, and the share of each family the bot read."""
-    read = ", ".join(f"{name} {share:.1%}" for name, share in move["read"].items()) or "no pool of a family"
-    evidence = f"the bot read {read} ({move['answers']} answers; learned at {move['learned']:.0%})"
+    shares = lambda read: ", ".join(f"{name} {share:.1%}" for name, share in read.items())  # noqa: E731
+    earlier = f"; earlier generations: {shares(move['earlier'])}" if move.get("earlier") else ""
+    evidence = (f"the bot read {shares(move['read']) or 'no pool of a family'} ({move['answers']} answers{earlier}; "
+                f"learned at {move['learned']:.0%})")
     if move["name"] == move["from"]:
         return f"family stays {move['name']}: {evidence}"
     verb = "are" if published else "would be"

@@ -43,7 +43,7 @@ from farm.core.charset import Charset
 from farm.storage.folder import read_folder
 from farm.core.charset import MAX_ANSWER_CHARS
 from farm.storage.layout import check_pool_name, decode_png, image_key
-from farm.ops.move import choose_family
+from farm.ops.move import choose_family, evidence
 from farm.ops.resemblance import choose_donors
 from farm.storage.store import Store
 from farm.core.families import card_family
@@ -364,7 +364,8 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     # the farm's move: the next generation's family, from the share of each family the bot read
     # a card naming no family made its colour pools with the colour default (farm.core.families.DEFAULT_FAMILIES)
     mode = "RGB" if any(scheme_mode(name) == "RGB" for name in targets) else "L"
-    move = choose_family(card_family(base_solver.card, mode), queries.families, queries.solved.tolist())
+    move = choose_family(card_family(base_solver.card, mode), queries.families, queries.solved.tolist(),
+                         earlier=evidence(base_solver.card))
     result = {"base": parent, "version": None, "published": False, "promoted": False, "reason": None,
               "best_step": best_step, "steps_run": history[-1]["step"] if history else 0,
               "queries": {"train": len(train_answers), "holdout": len(held_answers),

@@ -13,7 +13,7 @@ from collections import Counter
 
 from farm.core.families import LEARNED, next_family
 
-__all__ = ["family_read", "choose_family"]
+__all__ = ["family_read", "choose_family", "evidence"]
 
 
 def family_read(families: list[str | None], solved: list[bool]) -> tuple[dict[str, float], int]:
@@ -29,11 +29,31 @@ def family_read(families: list[str | None], solved: list[bool]) -> tuple[dict[st
     return {name: round(right[name] / seen[name], 4) for name in seen}, sum(seen.values())
 
 
-def choose_family(current: str, families: list[str | None], solved: list[bool]) -> dict:
+def choose_family(current: str, families: list[str | None], solved: list[bool],
+                  earlier: dict[str, float] | None = None) -> dict:
     """The card's `family`: the next generation's family, the one it moves from, and the evidence.
 
-    {"name", "from", "read": {family: share read}, "answers": rows counted, "learned": the bar}.
+    `earlier`: what earlier generations' answers showed (evidence of the base's card); this batch's share of a
+    family replaces it. An operator who keeps the labels it bought still reads what it learned
+    then, so a family learned once counts as learned until answers show otherwise.
+    {"name", "from", "read": {family: share read in this batch}, "earlier", "answers": rows counted,
+    "learned": the bar}.
     """
     read, answers = family_read(families, solved)
-    return {"name": next_family(current, read), "from": current, "read": read, "answers": answers,
-            "learned": LEARNED}
+    earlier = dict(earlier or {})
+    return {"name": next_family(current, {**earlier, **read}), "from": current, "read": read, "earlier": earlier,
+            "answers": answers, "learned": LEARNED}
+
+
+def evidence(card: dict) -> dict[str, float]:
+    """What the answers behind a version showed of each family: its move's evidence and what that move was given.
+
+    A move records both in the card's `family` (choose_family), so a version's card holds its whole
+    lineage's evidence, the newest of a family winning; cards from before moves recorded it hold none.
+    """
+    move = card.get("family") if isinstance(card.get("family"), dict) else {}
+    shown: dict[str, float] = {}
+    for source in (move.get("earlier"), move.get("read")):
+        if isinstance(source, dict):
+            shown.update({k: v for k, v in source.items() if isinstance(k, str) and isinstance(v, (int, float))})
+    return shown
