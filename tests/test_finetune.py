@@ -535,3 +535,24 @@ def test_a_model_the_guard_refuses_is_kept_unpromoted_and_marked_refused(attacke
 
 def _finetunes(metrics, result: str) -> float:
     return metrics.registry.get_sample_value("farm_finetune_runs_total", {"result": result}) or 0
+
+
+@pytest.mark.slow
+def test_a_new_family_does_not_wait_for_weights_the_guard_refused(attacked, tmp_path):
+    store = copy_of(attacked[0], tmp_path / "store")
+    weights, card = registry.bundled()  # the bundled weights, of a noise generation: the bot's pool is noise
+    assert registry.publish(store, weights, {**card, "family": {"name": "noise"}}) == "v2"
+    # the guard's refusal of the same fine-tune as above (same weights, answers and seed)
+    config = FinetuneConfig(**{**QUICK, "eval_every": 5}, steps=15, lr=5e-4, tolerance=0.0, mistakes_only=False,
+                            seed=1)
+    result = finetune(store, [attacked[1]], config=config, progress=False)
+    assert result["family"]["from"] == "noise" and result["family"]["name"] == "geometry", result["family"]
+    # the trained weights are kept, refused; the move is published with the base's weights and is CURRENT
+    refused = result["weights_refused"]
+    assert refused["version"] == "v3" and refused["reason"].startswith("guard: clean accuracy on classic fell")
+    assert registry.card(store, "v3")["refused"] == refused["reason"]
+    assert result["version"] == "v4" and result["promoted"] and result["weights"] == "unchanged"
+    moved = registry.card(store, "v4")
+    assert moved["sha256"] == registry.card(store, "v2")["sha256"] and moved["family"]["name"] == "geometry"
+    assert moved["parent"] == "v2" and "refused" not in moved and registry.current(store)["version"] == "v4"
+    assert moved["metrics"]["accuracy"] == result["after"]["clean"] == result["before"]["clean"]

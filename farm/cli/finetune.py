@@ -85,7 +85,12 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
     click.echo(f"{q['train']} answers trained on{right}, {q['holdout']} held out, skipped {q['skipped'] or 'none'}")
     mimicry = (f" (on its {q['holdout_mistakes']} held-out mistakes {b['agreement_on_mistakes']:.1%} -> "
                f"{a['agreement_on_mistakes']:.1%})" if 0 < q["holdout_mistakes"] < q["holdout"] else "")
-    if result["weights"] == "unchanged":
+    if result.get("weights_refused"):
+        refused = result["weights_refused"]
+        kept = f"; kept as {refused['version']}, marked refused" if refused["version"] else ""
+        click.echo(f"{refused['reason']}{kept}: the weights stay {result['base']}'s, and the new family goes out "
+                   f"with them")
+    elif result["weights"] == "unchanged":
         click.echo(f"no weights agreed better with the held-out answers ({b['agreement']:.1%}): the weights stay "
                    f"{result['base']}'s")
     else:

@@ -398,7 +398,18 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
         fate = (f"kept as {result['version']}, unpromoted and marked refused (`farm checkpoint show {result['version']}`"
                 f"; `farm checkpoint promote --force {result['version']}` uses it anyway)" if publish
                 else "nothing was published")
-        raise FinetuneRefused(f"{reason}; {fate}. Use more replay (--replay), a smaller --lr, or more answers", result)
+        if move["name"] == move["from"]:
+            raise FinetuneRefused(f"{reason}; {fate}. Use more replay (--replay), a smaller --lr, or more answers",
+                                  result)
+        # a new family does not wait for weights the guard refused: the base's weights carry the move
+        log.warning("fine-tune: %s; %s. The move to family %s is published with %s's weights", reason, fate,
+                    move["name"], parent)
+        result.update(weights_refused={"reason": reason, "version": result["version"]}, version=None,
+                      published=False, reason=None, best_step=0, weights="unchanged", after=before,
+                      clean_drop={name: 0.0 for name in targets})
+        model = base_solver.model
+        weights = weights_bytes(model)
+        card = _card(model, weights, base_solver, parent, config, command, result)
     if publish:
         result.update(published=True, **_publish(store, weights, card, parent, promote))
     return result
