@@ -95,7 +95,9 @@ def test_a_version_records_its_family_and_cards_naming_none_are_of_the_default(s
     monkeypatch.setenv("FARM_STORE", store.url)
     listed = json.loads(CliRunner().invoke(main, ["checkpoint", "list", "--json"]).output)
     assert [r["family"] for r in listed] == ["noise", "noise", "geometry"]
-    assert "  geometry  " in CliRunner().invoke(main, ["checkpoint", "list"]).output.splitlines()[2]
+    assert [r["family_colour"] for r in listed] == ["ink", "ink", "geometry"]  # naming none: ink on colour schemes
+    shown = CliRunner().invoke(main, ["checkpoint", "list"]).output.splitlines()
+    assert "  noise|ink  " in shown[0] and "  geometry  " in shown[2]
 
 
 def test_a_pool_records_its_family_and_pools_before_families_read_it_from_their_method(store, monkeypatch):

@@ -20,6 +20,9 @@ def checkpoint():
 def list_(store_url, as_json):
     """Published versions, oldest first: generation, family, lineage (<- parent <- its parent ...), * on CURRENT.
 
+    A version whose card names no family (the bundled v1) makes noise pools of grey schemes and ink pools of
+    colour ones: shown noise|ink (JSON: family, family_colour).
+
     A status marks versions held back from CURRENT. unpromoted: stored without becoming CURRENT (a
     fine-tune that lost the race for it, --no-promote, --no-current) and not promoted since;
     refused: kept by a fine-tune the guard refused.
@@ -50,7 +53,7 @@ def list_(store_url, as_json):
     for r in rows:
         if "error" not in r:
             r.update(status=_status(r, promoted), generation=registry.generation(store, r["version"], cards),
-                     family=card_family(cards[r["version"]]),
+                     family=card_family(cards[r["version"]]), family_colour=card_family(cards[r["version"]], "RGB"),
                      lineage=registry.lineage(cards, r["version"])[1:])
     if as_json:
         json_out(rows)
@@ -64,8 +67,9 @@ def list_(store_url, as_json):
             continue
         acc = ", ".join(f"{k} {v:.1%}" for k, v in (r["accuracy"] or {}).items())
         line = " <- ".join(["", *r["lineage"]])
+        family = r["family"] if r["family"] == r["family_colour"] else f"{r['family']}|{r['family_colour']}"
         click.echo(f"{mark} {r['version']:6s} gen {r['generation'] or '?'!s:3s} {r['status'] or '':10s} "
-                   f"{r['sha256'][:12]}  {r['published']}  {r['family']:8s}  {acc} {line}".rstrip())
+                   f"{r['sha256'][:12]}  {r['published']}  {family:9s}  {acc} {line}".rstrip())
     if any(r.get("status") for r in rows):
         click.echo("(`farm checkpoint show VERSION` says why a version is unpromoted or refused; "
                    "`farm checkpoint promote VERSION` promotes it, --force for a refused one)")
