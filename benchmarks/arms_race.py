@@ -73,6 +73,8 @@ def main():
     parser.add_argument("--test", type=int, help="--adaptive: captchas in each generation's test pool")
     parser.add_argument("--bots", help="--adaptive: held-out zoo solvers, comma-separated")
     parser.add_argument("--keep", type=Path, help="--adaptive: keep the store and the bots here (a rerun resumes)")
+    parser.add_argument("--anticipate", type=int, default=0, metavar="N", help="--adaptive: the farm's move adapts "
+                        "hardened copies on N own captchas per learned family (farm finetune --anticipate)")
     parser.add_argument("--remember", action="store_true", help="--adaptive: the operator keeps every label it bought "
                         "and retrains on all of them each round (default: on the last generation's only)")
     parser.add_argument("--quick", action="store_true", help="small bot, N = 250 and 1000, 200-captcha pools")

@@ -174,7 +174,7 @@ def run(args) -> None:
         if name not in ZOO or ZOO[name].role != HELD_OUT:
             raise SystemExit(f"--bots: {name} is not a held-out zoo solver ("
                              f"{', '.join(m for m in ZOO if ZOO[m].role == HELD_OUT)}); donors never judge")
-    config = FinetuneConfig(**quick.get("finetune", {}))
+    config = FinetuneConfig(**quick.get("finetune", {}), anticipate=args.anticipate)
     torch.set_num_threads(1)
     otsu = parse_chains(["otsu"])[0]
     began = time.perf_counter()

@@ -36,6 +36,10 @@ _DEFAULT = FinetuneConfig()
 @click.option("--donors", default=_DEFAULT.donors, show_default=True,
               help="Zoo donors that fail where the attackers failed, joined to every pool of the new version "
                    "(at most this many; 0: none).")
+@click.option("--anticipate", default=_DEFAULT.anticipate, show_default=True, metavar="N",
+              help="Once the bot has learned the current family: make N labelled captchas of each family it learned, "
+                   "adapt copies of the substitute and donors on them as the bot adapts, and aim the new version's "
+                   "pools at those copies too (0: off; 3000 takes ~20 min on 2 cores).")
 @click.option("--risk", "risks", multiple=True, default=("attacker",), show_default=True,
               help="Risk ratings whose answers count as queries to an attack model (repeatable).")
 @click.option("--seed", default=0, show_default=True)
@@ -45,8 +49,8 @@ _DEFAULT = FinetuneConfig()
                    "any --base may be fine-tuned then.")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answers, donors, risks, seed, dry_run,
-             no_promote, store_url, as_json):
+def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answers, donors, anticipate, risks, seed,
+             dry_run, no_promote, store_url, as_json):
     """Fine-tune the substitute on attackers' answers (model extraction) or a labelled folder; publish it.
 
     Each answer is the attacker's reading of a pool captcha: a query to its model. Training mixes
@@ -66,7 +70,8 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
         raise SettingError("give --answers BATCH (attackers' answers), --data DIR (a labelled folder), or both")
     store = open_store(store_url)
     config = FinetuneConfig(steps=steps, lr=lr, replay=replay, holdout=holdout, tolerance=tolerance,
-                            mistakes_only=not all_answers, donors=donors, risks=tuple(risks), seed=seed).validate()
+                            mistakes_only=not all_answers, donors=donors, anticipate=anticipate, risks=tuple(risks),
+                            seed=seed).validate()
     keys = resolve_batches(store, list(names)) if names else []
     try:
         result = run(store, keys, base=base, config=config, publish=not dry_run, data=data, promote=not no_promote,
@@ -106,6 +111,10 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
         click.echo(f"pools of the new version {verb} aimed at {', '.join(result['donors_kept'])}, as {result['base']}'s "
                    f"are")
     click.echo(_family_line(result["family"], result["published"]))
+    if result.get("hardened"):
+        copies = ", ".join(f"{c['of']} as {c['version']}" for c in result["hardened"]["copies"])
+        click.echo(f"pools of the new version {verb} aimed at copies hardened on the farm's own pools "
+                   f"({', '.join(result['hardened']['on'].values())}): {copies}")
     click.echo(_fate(result))
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -63,6 +63,8 @@ class Solver:
     model: torch.nn.Module
     charset: Charset
     card: dict
+    # a version's hardened copies (its card's `hardened`, farm.ops.anticipation): attack targets beside it
+    companions: list["Solver"] = field(default_factory=list, repr=False)
 
     @property
     def version(self) -> str:

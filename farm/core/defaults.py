@@ -26,6 +26,11 @@ class FinetuneConfig:
     # gradients balanced, a second donor fools the bot and every held-out solver more
     # (benchmarks/arms_race.py --donors 1 vs 2); each costs one more model per attack step
     donors: int = 2
+    # anticipation (farm.ops.anticipation): once the bot has learned the family, own labelled captchas made per
+    # family it learned, on which copies of the substitute and donors are adapted as the bot adapts and become
+    # the next generation's targets; 0: off. 3,000 is the operator's N (issue 26); the move then takes ~20 min
+    anticipate: int = 0
+    anticipate_steps: int = 600  # the operator's recipe (farm.ops.attacker.OPERATOR), the copies' replay as the fit's
     eval_every: int = 50
     patience: int = 3  # evaluations without a better agreement before stopping
     tolerance: float = 0.02  # largest drop of clean accuracy on a target scheme that may be published
@@ -51,6 +56,9 @@ class FinetuneConfig:
             raise SettingError(f"holdout: must be in (0, 1) (got {self.holdout})")
         if self.donors < 0:
             raise SettingError(f"donors: must be >= 0 (got {self.donors})")
+        if self.anticipate < 0 or self.anticipate_steps < 1:
+            raise SettingError(f"anticipate: must be >= 0 captchas per family, in >= 1 steps (got "
+                               f"{self.anticipate}, {self.anticipate_steps})")
         if self.tolerance < 0:
             raise SettingError(f"tolerance: must be >= 0 (got {self.tolerance})")
         return self

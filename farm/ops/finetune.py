@@ -25,7 +25,7 @@ import logging
 import re
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -46,7 +46,7 @@ from farm.storage.layout import check_pool_name, decode_png, image_key
 from farm.ops.move import choose_family, evidence
 from farm.ops.resemblance import choose_donors
 from farm.storage.store import Store
-from farm.core.families import card_family
+from farm.core.families import FAMILIES, LEARNED, card_family
 from farm.core.zoo import card_ensemble
 from farm.core.spec import PoolSpec, scheme_mode
 from farm.storage.manifest import read_manifest
@@ -366,12 +366,13 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     mode = "RGB" if any(scheme_mode(name) == "RGB" for name in targets) else "L"
     move = choose_family(card_family(base_solver.card, mode), queries.families, queries.solved.tolist(),
                          earlier=evidence(base_solver.card))
+    hardened = _anticipate(store, parent, base_solver, move, targets, config) if publish else None
     result = {"base": parent, "version": None, "published": False, "promoted": False, "reason": None,
               "best_step": best_step, "steps_run": history[-1]["step"] if history else 0,
               "queries": {"train": len(train_answers), "holdout": len(held_answers),
                           "holdout_mistakes": len(held_mistakes[1]), "skipped": queries.skipped,
                           "solved_left_out": int((~queries.holdout & queries.learnable).sum()) - len(train_answers)},
-              "hardened_on": hardened_on, "family": move, "target_schemes": targets, "before": before, "after": after,
+              "hardened_on": hardened_on, "family": move, "hardened": hardened, "target_schemes": targets, "before": before, "after": after,
               "clean_drop": drops,
               "ensemble": ensemble, "donors_named": named, "donors_kept": kept, "resemblance": resembles,
               # no step agreed better, yet the answers named donors: the base's weights publish with them
@@ -381,7 +382,7 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     worst = max(drops, key=drops.get, default=None)
     # nothing learned and the family stays: nothing worth keeping. A new family is worth a version even with the
     # base's weights and donors: it is what the next pools are made of
-    if best_step == 0 and not named and move["name"] == move["from"]:
+    if best_step == 0 and not named and not hardened and move["name"] == move["from"]:
         closest = _closest_miss(history, before["agreement"], result["guard_floor"])
         donors = ", and no zoo donor fails where the attacker failed more than the substitute" if config.donors else ""
         raise FinetuneRefused(
@@ -415,6 +416,25 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     return result
 
 
+def _anticipate(store: Store, parent: str, base_solver: Solver, move: dict, targets: list[str],
+                config: FinetuneConfig) -> dict | None:
+    """Hardened copies for the next generation (farm.ops.anticipation) once the bot learned the current family.
+
+    They are adapted on the farm's own pools of every family the bot was seen to learn (this batch
+    and the lineage's evidence); None when anticipation is off or nothing is learned yet.
+    """
+    shown = {**move["earlier"], **move["read"]}
+    learned = [name for name in FAMILIES if shown.get(name, 0.0) >= LEARNED]
+    if not config.anticipate or not targets or move["from"] not in learned:
+        return None
+    from farm.ops.anticipation import harden  # it adapts as farm.ops.attacker does, which fits with this module
+    from farm.ops.attacker import OPERATOR
+
+    recipe = replace(OPERATOR, steps=config.anticipate_steps, replay_count=config.replay_count, workers=config.workers,
+                     guard_count=config.guard_count, seed=config.seed)
+    return harden(store, parent, base_solver, learned, config.anticipate, targets[0], recipe)
+
+
 def _card(model, weights: bytes, base_solver: Solver, parent: str, config: FinetuneConfig, command: str | None,
           result: dict) -> dict:
     """The new version's card: what it was hardened on, how it was trained (to repeat the run), what it measured.
@@ -425,6 +445,7 @@ def _card(model, weights: bytes, base_solver: Solver, parent: str, config: Finet
     return build_card(model, base_solver.charset, weights,
                       schemes=base_solver.card.get("schemes"), ensemble=result["ensemble"],
                       hardened_on=result["hardened_on"], family=result["family"],
+                      **({"hardened": result["hardened"]} if result["hardened"] else {}),
                       training={"finetune": {"config": asdict(config), "queries": result["queries"],
                                              "best_step": result["best_step"], "seconds": result["seconds"]},
                                 "command": command or f"farm finetune --base {parent}",

@@ -36,13 +36,15 @@ __all__ = ["CleanShard", "AttackedShard", "attack_solvers", "render_shard", "che
 
 
 def attack_solvers(spec: PoolSpec, substitute: Solver, device: str = "cpu") -> list[Solver]:
-    """The substitute first, then the spec's donors and those its card names (held-out solvers are refused).
+    """The substitute first, then the spec's donors and those its card names (held-out solvers are refused), then
+    its hardened copies.
 
     A fine-tune names the donors whose failures match the attackers' (farm.ops.resemblance), so
-    every pool made with that version is aimed at them too.
+    every pool made with that version is aimed at them too; its anticipation, copies adapted on
+    the farm's own pools as the bot adapts (farm.ops.anticipation).
     """
     names = dict.fromkeys([*spec.ensemble, *card_ensemble(substitute.card)])
-    return [substitute] + [load_donor(name, device) for name in names]
+    return [substitute] + [load_donor(name, device) for name in names] + [c.to(device) for c in substitute.companions]
 
 
 @dataclass

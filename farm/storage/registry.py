@@ -312,6 +312,21 @@ def _verify(store: Store, version: str, device: str = "cpu") -> Solver:
         raise CheckpointError(f"version {version} refused: {e}") from e
 
 
+def _companions(store: Store, version: str, c: dict, device: str) -> list[Solver]:
+    """The hardened copies a version's card names (farm.ops.anticipation), each verified against its sha256 there."""
+    copies = (c.get("hardened") or {}).get("copies") if isinstance(c.get("hardened"), dict) else None
+    loaded = []
+    for copy in copies or []:
+        if not isinstance(copy, dict) or not isinstance(copy.get("version"), str):
+            raise CheckpointError(f"version {version}: card.json's hardened copies are malformed ({copy!r})")
+        solver = _verify(store, copy["version"], device)
+        if solver.sha256 != copy.get("sha256"):
+            raise CheckpointError(f"version {version}: its hardened copy {copy['version']} has sha256 "
+                                  f"{solver.sha256[:12]}, not the {str(copy.get('sha256'))[:12]} its card names")
+        loaded.append(solver)
+    return loaded
+
+
 def promote(store: Store, version: str, allow_charset_change: bool = False, force: bool = False) -> None:
     """Make an existing, verified version CURRENT (rollback promotes an older one).
 
@@ -441,6 +456,7 @@ def load(store: Store, version: str | None = None, device: str = "cpu",
         solver = _CACHE[key]
     else:
         solver = _verify(store, version, device)
+        solver.companions = _companions(store, version, c, device)
         _CACHE[key] = solver
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)

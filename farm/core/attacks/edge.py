@@ -86,7 +86,9 @@ class Edge(Attack):
         noise["alpha"] = kwargs.get("alpha")  # None: momentum's own 2.5 eps / steps, which may pass eps
         self.chains = [parse_chain(name) for name in PLACEMENT_CHAINS]
         self.kernel = disc_kernel(self.dot_width).to(self.device)
-        self.noise = Momentum(self.solvers[:1], **noise,
+        # the noise is aimed at the substitute and its hardened copies (farm.ops.anticipation): the donors place dots
+        substitute = self.solvers[0]
+        self.noise = Momentum([substitute, *substitute.companions], **noise,
                               stop_loss=self.stop_loss, loss=self.loss, batch_size=self.batch_size, seed=self.seed,
                               device=str(self.device))
         self.ink: list[torch.Tensor] = []  # per batch, the dots' ink (B, 1, H, W) in [0, 1]: what measures read

@@ -1,0 +1,80 @@
+"""Anticipation: the farm adapts copies of its models on its own labelled pools, as a blocked operator adapts its bot.
+
+An operator who keeps every label it bought learns every family in turn, and then no family is new
+to it (benchmarks/arms_race.py --adaptive --remember: adapted on ink and geometry, crnn-aug reads
+62% of geometry and 67% of noise). The farm holds unlimited labelled captchas of its own
+generations, so it can do what the operator does: make `count` captchas of each family the bot
+learned (pools `farm-own-<base>-<family>`, with the base's weights and the family's preset), adapt
+a copy of the substitute and of each zoo donor in HARDENED on all of them (farm.ops.attacker.adapt,
+the operator's recipe), and aim the next generation at those copies beside the substitute. Against
+that bot, geometry aimed at the three copies is read at 28% instead of 62% (benchmarks/anticipation.py).
+
+The copies are published as versions of their own, unpromoted and marked refused (a copy loses
+about 14 points of clean accuracy and never serves as the substitute); the new version's card
+names them in `hardened` with their sha256, and registry.load attaches them to the substitute it
+loads, so every worker aims at them (farm.ops.shard.attack_solvers).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from farm.core.checkpoint import Solver
+from farm.core.defaults import FinetuneConfig
+from farm.core.families import family_preset
+from farm.core.spec import PoolSpec, scheme_mode
+from farm.core.zoo_loading import load_donor
+from farm.ops.attacker import OPERATOR, adapt
+from farm.ops.shard import attack_solvers
+from farm.ops.submit import generate_pool
+from farm.storage import config as store_config
+from farm.storage import registry
+from farm.storage.manifest import read_manifest
+from farm.storage.pools import pool_names
+from farm.storage.store import Store
+
+__all__ = ["HARDENED", "OWN_SEED", "own_pool", "harden"]
+
+log = logging.getLogger(__name__)
+
+HARDENED = ("substitute", "crnn-b", "resnet-a")  # the substitute and the zoo donors the farm adapts copies of
+OWN_SEED = 7_770_000  # the farm's own pools: far from any seed a platform's pools are likely to use
+
+
+def own_pool(store: Store, base: str, family: str, count: int, scheme: str, substitute: Solver) -> str:
+    """The farm's own labelled pool of `family` made with `base` (reused when complete): its name."""
+    name = f"farm-own-{base}-{family}"
+    if name in pool_names(store) and read_manifest(store, name).get("status") == "complete":
+        return name
+    spec = PoolSpec.from_preset(family_preset(family), mode=scheme_mode(scheme), count=count, scheme=scheme,
+                                seed=OWN_SEED + sorted(["noise", "geometry", "ink"]).index(family)).validate()
+    generate_pool(store, name, spec, attack_solvers(spec, substitute), store_config.secret(store), progress=False,
+                  processes=1)
+    return name
+
+
+def harden(store: Store, base: str, substitute: Solver, families: list[str], count: int, scheme: str,
+           recipe: FinetuneConfig = OPERATOR) -> dict:
+    """Adapt copies of HARDENED on `count` own captchas of each family; publish them. Returns the card's `hardened`.
+
+    {"on": {family: pool}, "copies": [{"of", "version", "sha256"}], "count", "seconds"}.
+    """
+    started = time.perf_counter()
+    pools = {family: own_pool(store, base, family, count, scheme, substitute) for family in families}
+    copies = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in HARDENED:
+            model = substitute if name == "substitute" else load_donor(name)
+            card = adapt(model, store, list(pools.values()), count * len(pools), Path(tmp) / name, steps=recipe.steps,
+                         progress=False, recipe=recipe)
+            weights = (Path(tmp) / name / "model.safetensors").read_bytes()
+            reason = (f"a copy of {name} hardened on the farm's own pools ({', '.join(pools)}): an attack target "
+                      f"for the next generation, not a substitute (it reads clean captchas worse)")
+            version = registry.publish(store, weights, {**card, "refused": reason}, parent=base, make_current=False,
+                                       allow_charset_change=True, held_back="a hardened copy")
+            copies.append({"of": name, "version": version, "sha256": card["sha256"]})
+            log.info("anticipation: %s hardened on %s as %s", name, ", ".join(pools), version)
+    return {"on": pools, "copies": copies, "count": count, "seconds": round(time.perf_counter() - started, 1)}
