@@ -33,7 +33,9 @@ steps, 134-161 s each; their clean accuracy: substitute 82.4% (96.8% before), cr
 What it says: a hardened copy helps only where the dense noise is aimed at it (edge's dots alone do
 not reach it), and then takes the bot from 69% to 42-51% as served, but nothing after Otsu (48-54%);
 moving to another family does more (geometry: 21.2% / 14.0%, the farm's move in benchmarks/arms_race.py
---adaptive). Not built into the farm's move.
+--adaptive). Against a bot that keeps its labels, though, every family is learned by round 2, and
+there copies hardened on all the families it learned, the dense noise or warp aimed at them, take it
+from 62% to 28-30%: that is the farm's move now (farm.ops.anticipation; arms_race --adaptive --remember).
 """
 
 from __future__ import annotations

@@ -186,7 +186,8 @@ def test_farm_finetune_moves_to_another_family_once_the_bot_reads_this_one(tmp_p
     spec = PoolSpec(count=40, shard_size=40, method="iterative", mask="full", eps=8 / 255, steps=2,
                     scheme="classic_grey")
     generate_pool(store, "p", spec, [substitute], SECRET, progress=False, processes=1)
-    quick = ["--steps", "15", "--lr", "1e-12", "--donors", "0"]  # no weights move, no donor is named
+    # no weights move, no donor is named, no copy is hardened (tests/test_anticipation.py)
+    quick = ["--steps", "15", "--lr", "1e-12", "--donors", "0", "--anticipate", "0"]
     # the bot reads 20% of noise: still a defence, and with nothing learned nothing is published
     unlearned = CliRunner().invoke(main, ["finetune", "--answers", answers_reading(store, "p", 0.2), *quick])
     assert unlearned.exit_code == 1 and "Error: no gain" in unlearned.output, unlearned.output

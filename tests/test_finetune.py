@@ -542,9 +542,9 @@ def test_a_new_family_does_not_wait_for_weights_the_guard_refused(attacked, tmp_
     store = copy_of(attacked[0], tmp_path / "store")
     weights, card = registry.bundled()  # the bundled weights, of a noise generation: the bot's pool is noise
     assert registry.publish(store, weights, {**card, "family": {"name": "noise"}}) == "v2"
-    # the guard's refusal of the same fine-tune as above (same weights, answers and seed)
+    # the guard's refusal of the same fine-tune as above (same weights, answers and seed), hardening no copy
     config = FinetuneConfig(**{**QUICK, "eval_every": 5}, steps=15, lr=5e-4, tolerance=0.0, mistakes_only=False,
-                            seed=1)
+                            seed=1, anticipate=0)
     result = finetune(store, [attacked[1]], config=config, progress=False)
     assert result["family"]["from"] == "noise" and result["family"]["name"] == "geometry", result["family"]
     # the trained weights are kept, refused; the move is published with the base's weights and is CURRENT
