@@ -8,6 +8,7 @@ import pytest
 
 from farm.core.attacks.methods import make_attack
 from farm.core.defaults import FinetuneConfig
+from farm.core.families import FAMILIES
 from farm.core.spec import PoolSpec
 from farm.exceptions import CheckpointError, FinetuneRefused
 from farm.ops.anticipation import HARDENED
@@ -57,6 +58,21 @@ def test_once_the_bot_learned_the_family_the_next_version_is_aimed_at_hardened_c
     # ink: the donors place the dots, and the dense noise is aimed at the substitute and its copies
     ink = PoolSpec.from_preset("edge", count=2, scheme="classic_grey")
     assert make_attack("edge", solvers, **ink.attack_settings()).noise.solvers == [loaded, *loaded.companions]
+
+
+@pytest.mark.slow
+def test_copies_publish_a_version_even_when_the_family_stays_and_no_weights_moved(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path / "store")
+    monkeypatch.setenv("FARM_SECRET", SECRET.decode())
+    substitute = registry.load(store, registry.ensure_current(store)["version"])
+    weights, card = registry.bundled()  # a lineage whose bot learned geometry and ink already: noise is read least
+    registry.publish(store, weights, {**card, "family": {"name": "noise", "read": {"geometry": 0.9, "ink": 0.9}}})
+    generate_pool(store, "p", PoolSpec(count=40, shard_size=40, method="iterative", mask="full", eps=8 / 255, steps=2,
+                                       scheme="classic_grey"), [substitute], SECRET, progress=False, processes=1)
+    result = finetune(store, [answers_reading(store, "p", 0.6)], config=SMALL, progress=False)
+    assert result["family"]["name"] == result["family"]["from"] == "noise" and result["weights"] == "unchanged"
+    assert list(result["hardened"]["on"]) == list(FAMILIES)  # every family the lineage shows learned
+    assert result["version"] == "v6" and result["promoted"] and registry.card(store, "v6")["hardened"]
 
 
 @pytest.mark.slow

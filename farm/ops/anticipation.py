@@ -24,7 +24,7 @@ from pathlib import Path
 
 from farm.core.checkpoint import Solver
 from farm.core.defaults import FinetuneConfig
-from farm.core.families import family_preset
+from farm.core.families import FAMILIES, family_preset
 from farm.core.spec import PoolSpec, scheme_mode
 from farm.core.zoo_loading import load_donor
 from farm.ops.attacker import OPERATOR, adapt
@@ -50,7 +50,7 @@ def own_pool(store: Store, base: str, family: str, count: int, scheme: str, subs
     if name in pool_names(store) and read_manifest(store, name).get("status") == "complete":
         return name
     spec = PoolSpec.from_preset(family_preset(family), mode=scheme_mode(scheme), count=count, scheme=scheme,
-                                seed=OWN_SEED + sorted(["noise", "geometry", "ink"]).index(family)).validate()
+                                seed=OWN_SEED + list(FAMILIES).index(family)).validate()
     generate_pool(store, name, spec, attack_solvers(spec, substitute), store_config.secret(store), progress=False,
                   processes=1)
     return name

@@ -366,6 +366,7 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     mode = "RGB" if any(scheme_mode(name) == "RGB" for name in targets) else "L"
     move = choose_family(card_family(base_solver.card, mode), queries.families, queries.solved.tolist(),
                          earlier=evidence(base_solver.card))
+    # copies are published as they are made: a dry run (publish off) hardens none
     hardened = _anticipate(store, parent, base_solver, move, targets, config) if publish else None
     result = {"base": parent, "version": None, "published": False, "promoted": False, "reason": None,
               "best_step": best_step, "steps_run": history[-1]["step"] if history else 0,
@@ -399,10 +400,10 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
         fate = (f"kept as {result['version']}, unpromoted and marked refused (`farm checkpoint show {result['version']}`"
                 f"; `farm checkpoint promote --force {result['version']}` uses it anyway)" if publish
                 else "nothing was published")
-        if move["name"] == move["from"]:
+        if move["name"] == move["from"] and not hardened:
             raise FinetuneRefused(f"{reason}; {fate}. Use more replay (--replay), a smaller --lr, or more answers",
                                   result)
-        # a new family does not wait for weights the guard refused: the base's weights carry the move
+        # a new family or new hardened copies do not wait for weights the guard refused: the base's weights carry them
         log.warning("fine-tune: %s; %s. The move to family %s is published with %s's weights", reason, fate,
                     move["name"], parent)
         result.update(weights_refused={"reason": reason, "version": result["version"]}, version=None,
