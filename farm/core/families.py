@@ -15,8 +15,8 @@ from farm.core.colour import check_mode
 from farm.core.presets import DEFAULT_PRESET
 from farm.exceptions import SettingError
 
-__all__ = ["FAMILIES", "INGREDIENTS", "METHOD_FAMILIES", "DEFAULT_FAMILIES", "LEARNED", "family_preset", "method_family",
-           "card_family", "base_preset", "next_family"]
+__all__ = ["FAMILIES", "INGREDIENTS", "METHOD_FAMILIES", "DEFAULT_FAMILIES", "LEARNED", "family_preset",
+           "method_family", "card_family", "base_preset", "next_family"]
 
 # Each family and the preset its pools are made with, in the order the farm moves to an unseen one.
 # ink: dots in the glyphs' tone on their edges, which survive the thresholds that wipe dense noise (issue 25).

@@ -373,7 +373,8 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
               "queries": {"train": len(train_answers), "holdout": len(held_answers),
                           "holdout_mistakes": len(held_mistakes[1]), "skipped": queries.skipped,
                           "solved_left_out": int((~queries.holdout & queries.learnable).sum()) - len(train_answers)},
-              "hardened_on": hardened_on, "family": move, "hardened": hardened, "target_schemes": targets, "before": before, "after": after,
+              "hardened_on": hardened_on, "family": move, "hardened": hardened, "target_schemes": targets,
+              "before": before, "after": after,
               "clean_drop": drops,
               "ensemble": ensemble, "donors_named": named, "donors_kept": kept, "resemblance": resembles,
               # no step agreed better, yet the answers named donors: the base's weights publish with them
@@ -404,8 +405,8 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
             raise FinetuneRefused(f"{reason}; {fate}. Use more replay (--replay), a smaller --lr, or more answers",
                                   result)
         # a new family or new hardened copies do not wait for weights the guard refused: the base's weights carry them
-        log.warning("fine-tune: %s; %s. The move to family %s is published with %s's weights", reason, fate,
-                    move["name"], parent)
+        log.warning("fine-tune: %s; %s. The move (family %s%s) is published with %s's weights", reason, fate,
+                    move["name"], ", hardened copies" if hardened else "", parent)
         result.update(weights_refused={"reason": reason, "version": result["version"]}, version=None,
                       published=False, reason=None, best_step=0, weights="unchanged", after=before,
                       clean_drop={name: 0.0 for name in targets})
