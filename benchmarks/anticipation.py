@@ -35,7 +35,8 @@ not reach it), and then takes the bot from 69% to 42-51% as served, but nothing 
 moving to another family does more (geometry: 21.2% / 14.0%, the farm's move in benchmarks/arms_race.py
 --adaptive). Against a bot that keeps its labels, though, every family is learned by round 2, and
 there copies hardened on all the families it learned, the dense noise or warp aimed at them, take it
-from 62% to 28-30%: that is the farm's move now (farm.ops.anticipation; arms_race --adaptive --remember).
+from 62% to 28% (a scratch screening) and, as the farm's move now does it (farm.ops.anticipation),
+to 29.6% (arms_race --adaptive --remember --anticipate 3000).
 """
 
 from __future__ import annotations

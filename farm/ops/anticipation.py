@@ -7,7 +7,8 @@ generations, so it can do what the operator does: make `count` captchas of each 
 learned (pools `farm-own-<base>-<family>`, with the base's weights and the family's preset), adapt
 a copy of the substitute and of each zoo donor in HARDENED on all of them (farm.ops.attacker.adapt,
 the operator's recipe), and aim the next generation at those copies beside the substitute. Against
-that bot, geometry aimed at the three copies is read at 28% instead of 62% (benchmarks/anticipation.py).
+that bot the next generation is read at 29.6% instead of 61.6% (crnn-aug) and 27.6% instead of 59.6%
+(transformer-a): benchmarks/arms_race.py --adaptive --remember --anticipate 3000.
 
 The copies are published as versions of their own, unpromoted and marked refused (a copy loses
 about 14 points of clean accuracy and never serves as the substitute); the new version's card
@@ -22,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from farm.core.checkpoint import Solver
+from farm.core.checkpoint import Solver, read_solver_dir
 from farm.core.defaults import FinetuneConfig
 from farm.core.families import FAMILIES, family_preset
 from farm.core.spec import PoolSpec, scheme_mode
@@ -68,9 +69,9 @@ def harden(store: Store, base: str, substitute: Solver, families: list[str], cou
     with tempfile.TemporaryDirectory() as tmp:
         for name in HARDENED:
             model = substitute if name == "substitute" else load_donor(name)
-            card = adapt(model, store, list(pools.values()), count * len(pools), Path(tmp) / name, steps=recipe.steps,
-                         progress=False, recipe=recipe)
-            weights = (Path(tmp) / name / "model.safetensors").read_bytes()
+            adapt(model, store, list(pools.values()), count * len(pools), Path(tmp) / name, progress=False,
+                  recipe=recipe)
+            weights, card = read_solver_dir(Path(tmp) / name)
             reason = (f"a copy of {name} hardened on the farm's own pools ({', '.join(pools)}): an attack target "
                       f"for the next generation, not a substitute (it reads clean captchas worse)")
             version = registry.publish(store, weights, {**card, "refused": reason}, parent=base, make_current=False,

@@ -83,10 +83,10 @@ def write_answers(path: Path, records: list[dict]) -> None:
 OPERATOR = FinetuneConfig(steps=600, lr=1e-3, replay=0.3, eval_every=100, patience=3)
 
 
-def adapt(attacker: Solver, store, pools: list[str], count: int, out: Path, steps: int = 600,
+def adapt(attacker: Solver, store, pools: list[str], count: int, out: Path, steps: int | None = None,
           progress: bool = True, recipe: FinetuneConfig = OPERATOR) -> dict:
     """Retrain the bot on `count` labelled adversarial captchas of `pools` (mixed with clean replay), as `recipe`
-    says (its steps: `steps`)."""
+    says (`steps`: other than the recipe's)."""
     images, labels = [], []
     for pool in pools:
         need = count - len(labels)
@@ -101,7 +101,7 @@ def adapt(attacker: Solver, store, pools: list[str], count: int, out: Path, step
     held = torch.zeros(len(labels), dtype=torch.bool)
     held[::10] = True
     rows, held_rows = (~held).nonzero().squeeze(1), held.nonzero().squeeze(1)
-    config = replace(recipe, steps=steps)
+    config = recipe if steps is None else replace(recipe, steps=steps)
     solver = fit(attacker, images[rows], [labels[i] for i in rows.tolist()], images[held_rows],
                  [labels[i] for i in held_rows.tolist()], config, progress)
     history = solver.card.pop("history")

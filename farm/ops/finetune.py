@@ -43,10 +43,10 @@ from farm.core.charset import Charset
 from farm.storage.folder import read_folder
 from farm.core.charset import MAX_ANSWER_CHARS
 from farm.storage.layout import check_pool_name, decode_png, image_key
-from farm.ops.move import choose_family, evidence
+from farm.ops.move import choose_family, evidence, learned
 from farm.ops.resemblance import choose_donors
 from farm.storage.store import Store
-from farm.core.families import FAMILIES, LEARNED, card_family
+from farm.core.families import card_family
 from farm.core.zoo import card_ensemble
 from farm.core.spec import PoolSpec, scheme_mode
 from farm.storage.manifest import read_manifest
@@ -425,16 +425,15 @@ def _anticipate(store: Store, parent: str, base_solver: Solver, move: dict, targ
     They are adapted on the farm's own pools of every family the bot was seen to learn (this batch
     and the lineage's evidence); None when anticipation is off or nothing is learned yet.
     """
-    shown = {**move["earlier"], **move["read"]}
-    learned = [name for name in FAMILIES if shown.get(name, 0.0) >= LEARNED]
-    if not config.anticipate or not targets or move["from"] not in learned:
+    families = learned(move)
+    if not config.anticipate or not targets or move["from"] not in families:
         return None
     from farm.ops.anticipation import harden  # it adapts as farm.ops.attacker does, which fits with this module
     from farm.ops.attacker import OPERATOR
 
     recipe = replace(OPERATOR, steps=config.anticipate_steps, replay_count=config.replay_count, workers=config.workers,
                      guard_count=config.guard_count, seed=config.seed)
-    return harden(store, parent, base_solver, learned, config.anticipate, targets[0], recipe)
+    return harden(store, parent, base_solver, families, config.anticipate, targets[0], recipe)
 
 
 def _card(model, weights: bytes, base_solver: Solver, parent: str, config: FinetuneConfig, command: str | None,

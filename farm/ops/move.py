@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from farm.core.families import LEARNED, next_family
+from farm.core.families import FAMILIES, LEARNED, next_family
 
-__all__ = ["family_read", "choose_family", "evidence"]
+__all__ = ["family_read", "choose_family", "shown", "learned", "evidence"]
 
 
 def family_read(families: list[str | None], solved: list[bool]) -> tuple[dict[str, float], int]:
@@ -45,15 +45,25 @@ def choose_family(current: str, families: list[str | None], solved: list[bool],
             "answers": answers, "learned": LEARNED}
 
 
+def shown(move: dict) -> dict[str, float]:
+    """What a move's answers and the lineage before it showed of each family, the newest of a family winning."""
+    result: dict[str, float] = {}
+    for source in (move.get("earlier"), move.get("read")):
+        if isinstance(source, dict):
+            result.update({k: v for k, v in source.items() if isinstance(k, str) and isinstance(v, (int, float))})
+    return result
+
+
+def learned(move: dict) -> list[str]:
+    """The families a move's evidence shows the bot reads LEARNED or more of, in FAMILIES' order."""
+    read = shown(move)
+    return [name for name in FAMILIES if read.get(name, 0.0) >= LEARNED]
+
+
 def evidence(card: dict) -> dict[str, float]:
     """What the answers behind a version showed of each family: its move's evidence and what that move was given.
 
     A move records both in the card's `family` (choose_family), so a version's card holds its whole
     lineage's evidence, the newest of a family winning; cards from before moves recorded it hold none.
     """
-    move = card.get("family") if isinstance(card.get("family"), dict) else {}
-    shown: dict[str, float] = {}
-    for source in (move.get("earlier"), move.get("read")):
-        if isinstance(source, dict):
-            shown.update({k: v for k, v in source.items() if isinstance(k, str) and isinstance(v, (int, float))})
-    return shown
+    return shown(card["family"]) if isinstance(card.get("family"), dict) else {}
