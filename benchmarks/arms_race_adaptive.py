@@ -132,10 +132,11 @@ from farm.core.zoo_loading import load_member
 from farm.exceptions import FinetuneRefused
 from farm.ops.attacker import adapt, answer_pool
 from farm.ops.finetune import finetune
+from farm.ops.preview import contact_sheet, pool_pairs
 from farm.storage import registry
 from farm.storage.answers import ingest
 from farm.storage.manifest import read_manifest
-from farm.storage.pools import pool_images, pool_names
+from farm.storage.pools import pool_images, pool_names, pool_stats
 from farm.storage.store import LocalStore
 
 __all__ = ["run"]
@@ -158,6 +159,18 @@ def read(store, pool: str, bot, otsu) -> tuple[float, float]:
     cleaned = bot.read(torch.cat([otsu.apply(x[i:i + 200]) for i in range(0, len(x), 200)]))
     return (sum(a == t for a, t in zip(served, truth)) / len(truth),
             sum(a == t for a, t in zip(cleaned, truth)) / len(truth))
+
+
+def usability(store, pool: str, sheets: Path | None) -> float | None:
+    """A test pool's glyph-region SSIM (on colour where it is colour), and its contact sheet under `sheets` if given.
+
+    On a warp pool SSIM scores every moved stroke as damage (benchmarks/warp_measures.py): the sheet says more.
+    """
+    stats = pool_stats(store, pool)
+    if sheets:
+        sheets.mkdir(parents=True, exist_ok=True)
+        contact_sheet(pool_pairs(store, pool, 12), title=f"{pool} ({stats['family']})").save(sheets / f"{pool}.png")
+    return stats.get("mean_ssim_glyph_colour", stats.get("mean_ssim_glyph"))
 
 
 def make_pool(store, name: str, count: int, seed: int, version: str) -> str:
@@ -226,11 +239,12 @@ def run(args) -> None:
                     except FinetuneRefused as refused:  # nothing published: the next generation is this one
                         result, new = refused.result, base
                     move_s = time.perf_counter() - started
-                on_base = read(store, make_pool(store, f"{base}-test", n_test, TEST_SEED, base), bot, otsu)
-                on_new = read(store, make_pool(store, f"{new}-test", n_test, TEST_SEED, new), bot, otsu)
+                tests = [make_pool(store, f"{v}-test", n_test, TEST_SEED, v) for v in (base, new)]
+                on_base, on_new = (read(store, pool, bot, otsu) for pool in tests)
+                ssim = [usability(store, pool, args.keep and root / "sheets") for pool in tests]
                 row = {"round": round_, "bot": name, "base": base, "new": new, "answered": answers["accuracy"],
                        "adapted_on": bot.card["adapted"]["count"], "answers": answers["count"],
-                       "gen_k": on_base, "gen_k1": on_new, "family": result.get("family"),
+                       "gen_k": on_base, "gen_k1": on_new, "ssim": ssim, "family": result.get("family"),
                        "clean": (result["before"]["clean"].get("classic"), result["after"]["clean"].get("classic")),
                        "weights": result["weights"], "ensemble": result["ensemble"], "move_s": move_s,
                        "adapt_s": adapted_s}
@@ -263,6 +277,10 @@ def _share(value) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
+def _ssim(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def print_row(r: dict, flush: bool = True) -> None:
     move = r["family"] or {}
     evidence = ", ".join(f"{k} {v:.1%}" for k, v in move.get("read", {}).items())
@@ -272,16 +290,16 @@ def print_row(r: dict, flush: bool = True) -> None:
           f"{move.get('from')} -> {move.get('name')} (read: {evidence or '-'}), substitute clean "
           f"{_share(r['clean'][0])} -> {_share(r['clean'][1])}, move {r['move_s']:.0f} s, adapt {r['adapt_s']:.0f} s; "
           f"gen k {r['gen_k'][0]:.1%} / Otsu {r['gen_k'][1]:.1%}, gen k+1 {r['gen_k1'][0]:.1%} / Otsu "
-          f"{r['gen_k1'][1]:.1%}", flush=flush)
+          f"{r['gen_k1'][1]:.1%}; glyph SSIM gen k {_ssim(r['ssim'][0])}, gen k+1 {_ssim(r['ssim'][1])}", flush=flush)
 
 
 def print_table(rows: list[dict]) -> None:
     print(f"\n{'round':>5} {'bot':14s} {'gen k':>5} {'served':>6} {'Otsu':>6} {'k+1':>4} {'served':>6} {'Otsu':>6} "
-          f"{'family (read by the bot)':28s} {'substitute clean':>16} {'move s':>6}")
+          f"{'family (read by the bot)':28s} {'substitute clean':>16} {'move s':>6} {'SSIM k+1':>8}")
     for r in rows:
         move = r["family"] or {}
         evidence = ", ".join(f"{k} {v:.0%}" for k, v in move.get("read", {}).items())
         family = f"{move.get('from')}->{move.get('name')} ({evidence})"
         print(f"{r['round']:>5} {r['bot']:14s} {r['base']:>5} {r['gen_k'][0]:>6.1%} {r['gen_k'][1]:>6.1%} "
               f"{r['new']:>4} {r['gen_k1'][0]:>6.1%} {r['gen_k1'][1]:>6.1%} {family:28s} "
-              f"{_share(r['clean'][0]):>6} -> {_share(r['clean'][1]):<6} {r['move_s']:>6.0f}")
+              f"{_share(r['clean'][0]):>6} -> {_share(r['clean'][1]):<6} {r['move_s']:>6.0f} {_ssim(r['ssim'][1]):>8}")

@@ -46,6 +46,7 @@ def test_once_the_bot_learned_the_family_the_next_version_is_aimed_at_hardened_c
     for c in copies:  # stored, never CURRENT: a copy reads clean captchas worse than the substitute
         card = registry.card(store, c["version"])
         assert card["sha256"] == c["sha256"] and card["refused"].startswith(f"a copy of {c['of']} hardened")
+        assert card["copy_of"] == c["of"]  # `farm checkpoint list` shows it as a copy
         with pytest.raises(CheckpointError, match="refused"):
             registry.promote(store, c["version"])
     assert result["version"] == "v5" and registry.current(store)["version"] == "v5"
@@ -90,3 +91,21 @@ def test_a_hardened_copy_that_does_not_match_its_card_is_refused_by_name(tmp_pat
         {**registry.card(store, version), "hardened": {"copies": ["v2"]}}).encode())
     with pytest.raises(CheckpointError, match="hardened copies are malformed"):
         registry.load(store, version)
+
+
+def test_checkpoint_list_shows_a_hardened_copy_as_a_copy_of_its_model(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from farm.cli import main
+
+    store = LocalStore(tmp_path / "store")
+    registry.ensure_current(store)
+    weights, card = registry.bundled()
+    registry.publish(store, weights, {**card, "refused": "a copy", "copy_of": "crnn-b"}, parent="v1",
+                     make_current=False, held_back="a hardened copy")
+    registry.publish(store, weights, {**card, "refused": "guard: fell"}, parent="v1", make_current=False)
+    monkeypatch.setenv("FARM_STORE", store.url)
+    listed = json.loads(CliRunner().invoke(main, ["checkpoint", "list", "--json"]).output)
+    assert [(r["status"], r["copy_of"]) for r in listed] == [(None, None), ("copy", "crnn-b"), ("refused", None)]
+    shown = CliRunner().invoke(main, ["checkpoint", "list"]).output.splitlines()
+    assert " copy of crnn-b " in shown[1] and " refused " in shown[2]

@@ -25,7 +25,8 @@ def list_(store_url, as_json):
 
     A status marks versions held back from CURRENT. unpromoted: stored without becoming CURRENT (a
     fine-tune that lost the race for it, --no-promote, --no-current) and not promoted since;
-    refused: kept by a fine-tune the guard refused.
+    refused: kept by a fine-tune the guard refused; copy: a copy of the substitute or a donor hardened on the
+    farm's own pools (anticipation), an attack target the version after it names, never a substitute.
     """
     from farm.core.families import card_family
     from farm.exceptions import CheckpointError, FarmError
@@ -48,7 +49,7 @@ def list_(store_url, as_json):
         rows.append({"version": version, "current": version == pointer.get("version"), "parent": c.get("parent"),
                      "sha256": c.get("sha256"), "published": c.get("published"),
                      "accuracy": (c.get("metrics") or {}).get("accuracy"),
-                     "held_back": c.get("held_back"), "refused": c.get("refused")})
+                     "held_back": c.get("held_back"), "refused": c.get("refused"), "copy_of": c.get("copy_of")})
     promoted = set(registry.lineage(cards, pointer.get("version")))
     for r in rows:
         if "error" not in r:
@@ -66,7 +67,7 @@ def list_(store_url, as_json):
             click.echo(f"{mark} {r['version']:6s} unreadable: {r['error']}")
             continue
         acc = ", ".join(f"{k} {v:.1%}" for k, v in (r["accuracy"] or {}).items())
-        line = " <- ".join(["", *r["lineage"]])
+        line = " <- ".join([f" copy of {r['copy_of']}" if r["copy_of"] else "", *r["lineage"]])
         family = r["family"] if r["family"] == r["family_colour"] else f"{r['family']}|{r['family_colour']}"
         click.echo(f"{mark} {r['version']:6s} gen {r['generation'] or '?'!s:3s} {r['status'] or '':10s} "
                    f"{r['sha256'][:12]}  {r['published']}  {family:9s}  {acc} {line}".rstrip())
@@ -76,10 +77,10 @@ def list_(store_url, as_json):
 
 
 def _status(row: dict, promoted: set[str]) -> str | None:
-    """refused / unpromoted for a version held back from CURRENT and not promoted since (CURRENT's lineage)."""
+    """copy, refused or unpromoted for a version held back from CURRENT and not promoted since (CURRENT's lineage)."""
     if row["version"] in promoted or not (row["refused"] or row["held_back"]):
         return None
-    return "refused" if row["refused"] else "unpromoted"
+    return "copy" if row["copy_of"] else "refused" if row["refused"] else "unpromoted"
 
 
 @checkpoint.command()
