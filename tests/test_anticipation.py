@@ -47,6 +47,8 @@ def test_once_the_bot_learned_the_family_the_next_version_is_aimed_at_hardened_c
         card = registry.card(store, c["version"])
         assert card["sha256"] == c["sha256"] and card["refused"].startswith(f"a copy of {c['of']} hardened")
         assert card["copy_of"] == c["of"]  # `farm checkpoint list` shows it as a copy
+        assert not {"hardened", "ensemble"} & set(card) and card["family"] is None  # the base's, not the copy's
+        assert card["metrics"]["accuracy_count"] == SMALL.guard_count  # the copy's own clean accuracy
         with pytest.raises(CheckpointError, match="refused"):
             registry.promote(store, c["version"])
     assert result["version"] == "v5" and registry.current(store)["version"] == "v5"
@@ -108,4 +110,4 @@ def test_checkpoint_list_shows_a_hardened_copy_as_a_copy_of_its_model(tmp_path, 
     listed = json.loads(CliRunner().invoke(main, ["checkpoint", "list", "--json"]).output)
     assert [(r["status"], r["copy_of"]) for r in listed] == [(None, None), ("copy", "crnn-b"), ("refused", None)]
     shown = CliRunner().invoke(main, ["checkpoint", "list"]).output.splitlines()
-    assert " copy of crnn-b " in shown[1] and " refused " in shown[2]
+    assert " copy of crnn-b " in shown[1] and "  -  " in shown[1] and " refused " in shown[2]

@@ -69,6 +69,7 @@ def list_(store_url, as_json):
         acc = ", ".join(f"{k} {v:.1%}" for k, v in (r["accuracy"] or {}).items())
         line = " <- ".join([f" copy of {r['copy_of']}" if r["copy_of"] else "", *r["lineage"]])
         family = r["family"] if r["family"] == r["family_colour"] else f"{r['family']}|{r['family_colour']}"
+        family = "-" if r["copy_of"] else family  # a copy is an attack target: no pool is made with it
         click.echo(f"{mark} {r['version']:6s} gen {r['generation'] or '?'!s:3s} {r['status'] or '':10s} "
                    f"{r['sha256'][:12]}  {r['published']}  {family:9s}  {acc} {line}".rstrip())
     if any(r.get("status") for r in rows):

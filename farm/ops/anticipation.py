@@ -23,12 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from farm.core.checkpoint import Solver, read_solver_dir
+from farm.core.checkpoint import Solver, load_solver, read_solver_dir
 from farm.core.defaults import FinetuneConfig
 from farm.core.families import FAMILIES, family_preset
 from farm.core.spec import PoolSpec, scheme_mode
 from farm.core.zoo_loading import load_donor
 from farm.ops.attacker import OPERATOR, adapt
+from farm.ops.evaluate import scheme_accuracy
 from farm.ops.shard import attack_solvers
 from farm.ops.submit import generate_pool
 from farm.storage import config as store_config
@@ -72,9 +73,12 @@ def harden(store: Store, base: str, substitute: Solver, families: list[str], cou
             adapt(model, store, list(pools.values()), count * len(pools), Path(tmp) / name, progress=False,
                   recipe=recipe)
             weights, card = read_solver_dir(Path(tmp) / name)
+            clean = scheme_accuracy(load_solver(weights, card), [scheme], recipe.guard_count, seed=recipe.seed,
+                                    workers=0)[scheme]  # what `farm checkpoint list` shows of it
+            card["metrics"] = {"accuracy": {scheme: clean["accuracy"]}, "accuracy_count": clean["count"]}
             reason = (f"a copy of {name} hardened on the farm's own pools ({', '.join(pools)}): an attack target "
                       f"for the next generation, not a substitute (it reads clean captchas worse)")
-            version = registry.publish(store, weights, {**card, "refused": reason, "copy_of": name}, parent=base,
+            version = registry.publish(store, weights, {**card, "refused": reason, "copy_of": name, "family": None}, parent=base,
                                        make_current=False, allow_charset_change=True, held_back="a hardened copy")
             copies.append({"of": name, "version": version, "sha256": card["sha256"]})
             log.info("anticipation: %s hardened on %s as %s", name, ", ".join(pools), version)

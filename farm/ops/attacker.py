@@ -83,6 +83,14 @@ def write_answers(path: Path, records: list[dict]) -> None:
 OPERATOR = FinetuneConfig(steps=600, lr=1e-3, replay=0.3, eval_every=100, patience=3)
 
 
+# What a card says of the weights it describes, not of weights adapted from them: the file's own fields, and a
+# published version's measures, lineage and generation (a hardened copy listed with the substitute's 97% clean
+# accuracy, its family and its copies would be three wrong statements).
+NOT_CARRIED = frozenset({"sha256", "format", "config", "architecture", "charset", "input_size",
+                         "version", "parent", "generation", "published", "held_back", "refused", "copy_of",
+                         "metrics", "training", "family", "hardened", "hardened_on", "ensemble", "target_schemes"})
+
+
 def adapt(attacker: Solver, store, pools: list[str], count: int, out: Path, steps: int | None = None,
           progress: bool = True, recipe: FinetuneConfig = OPERATOR) -> dict:
     """Retrain the bot on `count` labelled adversarial captchas of `pools` (mixed with clean replay), as `recipe`
@@ -105,8 +113,7 @@ def adapt(attacker: Solver, store, pools: list[str], count: int, out: Path, step
     solver = fit(attacker, images[rows], [labels[i] for i in rows.tolist()], images[held_rows],
                  [labels[i] for i in held_rows.tolist()], config, progress)
     history = solver.card.pop("history")
-    card = {k: v for k, v in attacker.card.items() if k not in ("sha256", "format", "config", "architecture",
-                                                               "charset", "input_size")}
+    card = {k: v for k, v in attacker.card.items() if k not in NOT_CARRIED}
     card.update(adapted={"pools": pools, "count": count, "best_step": solver.card.pop("best_step"),
                          "history": history}, parent=attacker.card.get("sha256"))
     return save_solver_dir(solver.model, solver.charset, out, **card)
