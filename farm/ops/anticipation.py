@@ -78,8 +78,9 @@ def harden(store: Store, base: str, substitute: Solver, families: list[str], cou
             card["metrics"] = {"accuracy": {scheme: clean["accuracy"]}, "accuracy_count": clean["count"]}
             reason = (f"a copy of {name} hardened on the farm's own pools ({', '.join(pools)}): an attack target "
                       f"for the next generation, not a substitute (it reads clean captchas worse)")
-            version = registry.publish(store, weights, {**card, "refused": reason, "copy_of": name, "family": None}, parent=base,
-                                       make_current=False, allow_charset_change=True, held_back="a hardened copy")
+            version = registry.publish(store, weights, {**card, "refused": reason, "copy_of": name, "family": None},
+                                       parent=base, make_current=False, allow_charset_change=True,
+                                       held_back="a hardened copy")
             copies.append({"of": name, "version": version, "sha256": card["sha256"]})
             log.info("anticipation: %s hardened on %s as %s", name, ", ".join(pools), version)
     return {"on": pools, "copies": copies, "count": count, "seconds": round(time.perf_counter() - started, 1)}
