@@ -111,3 +111,18 @@ def test_checkpoint_list_shows_a_hardened_copy_as_a_copy_of_its_model(tmp_path, 
     assert [(r["status"], r["copy_of"]) for r in listed] == [(None, None), ("copy", "crnn-b"), ("refused", None)]
     shown = CliRunner().invoke(main, ["checkpoint", "list"]).output.splitlines()
     assert " copy of crnn-b " in shown[1] and "  -  " in shown[1] and " refused " in shown[2]
+
+
+def test_own_pools_of_a_family_learned_earlier_are_made_with_the_generation_the_bot_learned_it_from(tmp_path):
+    from farm.ops.anticipation import made_with
+
+    store = LocalStore(tmp_path / "store")
+    registry.ensure_current(store)  # v1: noise on grey, ink on colour
+    weights, card = registry.bundled()
+    registry.publish(store, weights, {**card, "family": {"name": "geometry"}})  # v2, the move to geometry
+    registry.publish(store, weights, {**card, "refused": "a copy", "copy_of": "substitute", "family": None},
+                     parent="v2", make_current=False)  # v3: a copy, no generation of its own
+    registry.publish(store, weights, {**card, "family": {"name": "geometry"}})  # v4: geometry stays
+    assert made_with(store, "v4", "geometry", "RGB") == "v4"
+    assert made_with(store, "v4", "ink", "RGB") == "v1" and made_with(store, "v4", "noise", "L") == "v1"
+    assert made_with(store, "v4", "noise", "RGB") == "v4"  # no generation of it: shown learned by evidence alone

@@ -62,6 +62,16 @@ def test_a_bot_that_learned_ink_has_learned_its_noise_so_the_move_skips_noise():
     assert next_family("geometry", {"ink": 0.4, "geometry": 0.5}) == "noise"
 
 
+def test_on_colour_the_move_never_goes_to_noise_which_the_bots_clean_up_undoes():
+    # every family learned: noise, carried by ink, ties ink and comes first; on colour Otsu reads it back (44-60%)
+    assert next_family("geometry", {"ink": 0.6, "geometry": 0.7}) == "noise"
+    assert next_family("geometry", {"ink": 0.6, "geometry": 0.7}, mode="RGB") == "ink"
+    assert next_family("ink", {"ink": 0.7}, mode="RGB") == "geometry"
+    assert next_family("noise", {"noise": 0.1}, mode="RGB") == "noise"  # not learned: a lineage's family stays
+    move = choose_family("geometry", ["geometry"] * 2, [True, True], earlier={"ink": 0.6}, mode="RGB")
+    assert move["name"] == "ink"
+
+
 def test_the_move_weighs_what_earlier_generations_showed_of_the_bot():
     # round 2: the answers show geometry only; the card of v2 showed noise read at 90%, which a bot keeping its
     # labels still reads: the move goes on to ink, where with this batch alone it would go back to noise

@@ -15,7 +15,7 @@ from farm.core.colour import check_mode
 from farm.core.presets import DEFAULT_PRESET
 from farm.exceptions import SettingError
 
-__all__ = ["FAMILIES", "INGREDIENTS", "METHOD_FAMILIES", "DEFAULT_FAMILIES", "LEARNED", "family_preset",
+__all__ = ["FAMILIES", "INGREDIENTS", "UNDONE", "METHOD_FAMILIES", "DEFAULT_FAMILIES", "LEARNED", "family_preset",
            "method_family", "card_family", "base_preset", "next_family"]
 
 # Each family and the preset its pools are made with, in the order the farm moves to an unseen one.
@@ -27,6 +27,12 @@ FAMILIES: dict[str, str] = {"noise": "recommended", "geometry": "warp", "ink": "
 # captchas reads 53.6% of a noise generation, 21.2% of a geometry one).
 INGREDIENTS: dict[str, frozenset[str]] = {"noise": frozenset({"noise"}), "geometry": frozenset({"geometry"}),
                                           "ink": frozenset({"ink", "noise"})}
+
+# Families the bot's clean-up undoes on a mode's captchas, so the move never goes to them there: on colour, a bot
+# reading the channel of most contrast, or Otsu after its grey, gets back what dense noise takes (issue 28; on colour
+# `classic` a bot that retrained reads a noise generation after Otsu at 60.4% (crnn-aug, round 1) and 44.0%
+# (transformer-a, round 2), a geometry one at 11.2-22.0%: benchmarks/arms_race.py --adaptive).
+UNDONE: dict[str, frozenset[str]] = {"L": frozenset(), "RGB": frozenset({"noise"})}
 
 # The family of a spec by its method: every gradient-noise method is noise, whichever preset set it
 # (`--preset paper` is noise too). "none" (clean captchas, the control) belongs to none.
@@ -76,7 +82,8 @@ def base_preset(family: str, preset: str | None, given: dict) -> str:
     return DEFAULT_PRESET if "method" in given else family_preset(family)
 
 
-def next_family(current: str, read: dict[str, float], families: dict[str, str] | None = None) -> str:
+def next_family(current: str, read: dict[str, float], families: dict[str, str] | None = None,
+                mode: str = "L") -> str:
     """The family of the next generation, from the share of each family the bot read (`read`, families answered).
 
     The current family stays while the bot reads less than LEARNED of it (or its reading is
@@ -84,6 +91,7 @@ def next_family(current: str, read: dict[str, float], families: dict[str, str] |
     counts as read as much as that family (a bot that learned ink reads its noise). Then: the family
     the bot was never seen to read that shares fewest ingredients with what it learned (the earlier
     in FAMILIES' order on a tie), else the one it reads least: what it learned carries least there.
+    A family the clean-up undoes on `mode`'s captchas (UNDONE) is never moved to.
     """
     families = FAMILIES if families is None else families
     if read.get(current, 0.0) < LEARNED:
@@ -95,7 +103,7 @@ def next_family(current: str, read: dict[str, float], families: dict[str, str] |
         carriers = [read[other] for other in learned if _ingredients(name) <= _ingredients(other)]
         return read[name] if name in read else max(carriers, default=None)
 
-    order = list(families)
+    order = [name for name in families if name not in UNDONE[check_mode(mode)]]
     unseen = [name for name in order if known(name) is None]
     if unseen:
         return min(unseen, key=lambda name: (len(_ingredients(name) & learned_ingredients), order.index(name)))

@@ -4,7 +4,8 @@ An operator who keeps every label it bought learns every family in turn, and the
 to it (benchmarks/arms_race.py --adaptive --remember: adapted on ink and geometry, crnn-aug reads
 62% of geometry and 67% of noise). The farm holds unlimited labelled captchas of its own
 generations, so it can do what the operator does: make `count` captchas of each family the bot
-learned (pools `farm-own-<base>-<family>`, with the base's weights and the family's preset), adapt
+learned (pools `farm-own-<version>-<family>`, made with the family's preset by the version whose generation of
+it the bot learned: the base for its own family, an ancestor's for a family learned rounds ago), adapt
 a copy of the substitute and of each zoo donor in HARDENED on all of them (farm.ops.attacker.adapt,
 the operator's recipe), and aim the next generation at those copies beside the substitute. Against
 that bot the next generation is read at 29.6% instead of 61.6% (crnn-aug) and 27.6% instead of 59.6%
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from farm.core.checkpoint import Solver, load_solver, read_solver_dir
 from farm.core.defaults import FinetuneConfig
-from farm.core.families import FAMILIES, family_preset
+from farm.core.families import FAMILIES, card_family, family_preset
 from farm.core.spec import PoolSpec, scheme_mode
 from farm.core.zoo_loading import load_donor
 from farm.ops.attacker import OPERATOR, adapt
@@ -38,7 +39,7 @@ from farm.storage.manifest import read_manifest
 from farm.storage.pools import pool_names
 from farm.storage.store import Store
 
-__all__ = ["HARDENED", "OWN_SEED", "own_pool", "harden"]
+__all__ = ["HARDENED", "OWN_SEED", "made_with", "own_pool", "harden"]
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,34 @@ HARDENED = ("substitute", "crnn-b", "resnet-a")  # the substitute and the zoo do
 OWN_SEED = 7_770_000  # the farm's own pools: far from any seed a platform's pools are likely to use
 
 
+def made_with(store: Store, base: str, family: str, mode: str) -> str:
+    """The version whose generation of `family` the bot learned: the newest in `base`'s lineage (base first) whose
+    pools of a `mode` scheme are of that family; `base` when none is (a family the evidence alone shows learned)."""
+    version, seen = base, set()
+    while version is not None and version not in seen:
+        seen.add(version)
+        card = registry.card(store, version)
+        if card_family(card, mode) == family:
+            return version
+        version = card.get("parent")
+    return base
+
+
 def own_pool(store: Store, base: str, family: str, count: int, scheme: str, substitute: Solver) -> str:
-    """The farm's own labelled pool of `family` made with `base` (reused when complete): its name."""
-    name = f"farm-own-{base}-{family}"
+    """The farm's own labelled pool of `family`, made with the generation of it the bot learned (reused when
+    complete): its name, `farm-own-<version>-<family>`.
+
+    A family learned rounds ago was learned from that round's captchas, not from what `base` would make
+    of it today; its pool is usually there already, made by that round's move. `substitute`: `base`'s.
+    """
+    version = made_with(store, base, family, scheme_mode(scheme))
+    name = f"farm-own-{version}-{family}"
     if name in pool_names(store) and read_manifest(store, name).get("status") == "complete":
         return name
+    maker = substitute if version == base else registry.load(store, version)
     spec = PoolSpec.from_preset(family_preset(family), mode=scheme_mode(scheme), count=count, scheme=scheme,
                                 seed=OWN_SEED + list(FAMILIES).index(family)).validate()
-    generate_pool(store, name, spec, attack_solvers(spec, substitute), store_config.secret(store), progress=False,
+    generate_pool(store, name, spec, attack_solvers(spec, maker), store_config.secret(store), progress=False,
                   processes=1)
     return name
 

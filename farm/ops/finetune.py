@@ -365,7 +365,7 @@ def finetune(store: Store, batch_keys: list[str], base: str | None = None, confi
     # a card naming no family made its colour pools with the colour default (farm.core.families.DEFAULT_FAMILIES)
     mode = "RGB" if any(scheme_mode(name) == "RGB" for name in targets) else "L"
     move = choose_family(card_family(base_solver.card, mode), queries.families, queries.solved.tolist(),
-                         earlier=evidence(base_solver.card))
+                         earlier=evidence(base_solver.card), mode=mode)
     # copies are published as they are made: a dry run (publish off) hardens none
     hardened = _anticipate(store, parent, base_solver, move, targets, config) if publish else None
     result = {"base": parent, "version": None, "published": False, "promoted": False, "reason": None,

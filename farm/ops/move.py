@@ -30,19 +30,20 @@ def family_read(families: list[str | None], solved: list[bool]) -> tuple[dict[st
 
 
 def choose_family(current: str, families: list[str | None], solved: list[bool],
-                  earlier: dict[str, float] | None = None) -> dict:
+                  earlier: dict[str, float] | None = None, mode: str = "L") -> dict:
     """The card's `family`: the next generation's family, the one it moves from, and the evidence.
 
     `earlier`: what earlier generations' answers showed (evidence of the base's card); this batch's share of a
     family replaces it. An operator who keeps the labels it bought still reads what it learned
-    then, so a family learned once counts as learned until answers show otherwise.
+    then, so a family learned once counts as learned until answers show otherwise. `mode`: the captchas'
+    (grey "L", colour "RGB"), whose clean-up some families do not survive.
     {"name", "from", "read": {family: share read in this batch}, "earlier", "answers": rows counted,
     "learned": the bar}.
     """
     read, answers = family_read(families, solved)
     earlier = dict(earlier or {})
-    return {"name": next_family(current, {**earlier, **read}), "from": current, "read": read, "earlier": earlier,
-            "answers": answers, "learned": LEARNED}
+    return {"name": next_family(current, {**earlier, **read}, mode=mode), "from": current, "read": read,
+            "earlier": earlier, "answers": answers, "learned": LEARNED}
 
 
 def shown(move: dict) -> dict[str, float]:
