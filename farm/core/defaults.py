@@ -29,8 +29,8 @@ class FinetuneConfig:
     # anticipation (farm.ops.anticipation): once the bot has learned the family, own labelled captchas made per
     # family it learned, on which copies of the substitute and donors are adapted as the bot adapts and become
     # the next generation's targets; 0: off. 3,000 is the operator's N (issue 26). Against operators who keep
-    # every label, round 2 of benchmarks/arms_race.py --adaptive --remember: 61.6% -> 29.6% (crnn-aug) and
-    # 59.6% -> 27.6% (transformer-a); the move then takes ~18 min on 2 cores
+    # every label (benchmarks/arms_race.py --adaptive --remember --anticipate 3000): round 1 7.2% and 6.8% of the
+    # next generation (21.2% and 22.8% without), round 2 30.4% and 36.4%; a move takes up to ~27 min on 2 cores
     anticipate: int = 3000
     anticipate_steps: int = 600  # the operator's recipe (farm.ops.attacker.OPERATOR), the copies' replay as the fit's
     eval_every: int = 50
