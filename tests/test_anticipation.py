@@ -6,6 +6,9 @@ import json
 
 import pytest
 
+from click.testing import CliRunner
+
+from farm.cli import main
 from farm.core.attacks.methods import make_attack
 from farm.core.defaults import FinetuneConfig
 from farm.core.families import FAMILIES
@@ -61,6 +64,11 @@ def test_once_the_bot_learned_the_family_the_next_version_is_aimed_at_hardened_c
     # ink: the donors place the dots, and the dense noise is aimed at the substitute and its copies
     ink = PoolSpec.from_preset("edge", count=2, scheme="classic_grey")
     assert make_attack("edge", solvers, **ink.attack_settings()).noise.solvers == [loaded, *loaded.companions]
+    # `farm generate` says whom it aimed at: the donors by name, the copies by version
+    monkeypatch.setenv("FARM_STORE", store.url)
+    shown = CliRunner().invoke(main, ["generate", "--pool", "q", "--count", "2", "--scheme", "classic_grey",
+                                      "--steps", "1", "--version", "v5"])
+    assert "substitute v5 (with hardened copies v2, v3, v4) reads" in shown.output, shown.output
 
 
 @pytest.mark.slow
@@ -96,10 +104,6 @@ def test_a_hardened_copy_that_does_not_match_its_card_is_refused_by_name(tmp_pat
 
 
 def test_checkpoint_list_shows_a_hardened_copy_as_a_copy_of_its_model(tmp_path, monkeypatch):
-    from click.testing import CliRunner
-
-    from farm.cli import main
-
     store = LocalStore(tmp_path / "store")
     registry.ensure_current(store)
     weights, card = registry.bundled()

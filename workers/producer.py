@@ -20,9 +20,8 @@ from kombu.utils.url import maybe_sanitize_url
 from tqdm import tqdm
 
 from farm.core.spec import PoolSpec
-from farm.core.zoo import card_ensemble
 from farm.exceptions import JobError
-from farm.ops.shard import shard_outcome
+from farm.ops.shard import donor_names, shard_outcome
 from farm.storage import jobs
 from farm.storage.config import secret
 from farm.storage.jobs import READ_THREADS
@@ -49,7 +48,7 @@ class CeleryRunner:
 
     def donors(self, spec: PoolSpec, substitute) -> list[str]:
         """Those the workers load (farm.ops.shard.attack_solvers), as the substitute's card names them at submission."""
-        return list(dict.fromkeys([*spec.ensemble, *card_ensemble(substitute.card)]))
+        return donor_names(spec, substitute.card)
 
     def run(self, store: Store, job, progress: bool = True, wait: bool = True) -> list[dict] | None:
         _enqueue(job.record, job.spec, job.todo, job.substitute)

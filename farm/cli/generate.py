@@ -166,7 +166,10 @@ def generate(pool, count, scheme, source, settings, margin, ensemble, shard_size
     click.echo(f"pool {pool}: {summary['count']} captchas in {summary['store']} "
                f"({summary['generated']} new, {summary['captchas_per_second']:.1f}/s)")
     if summary["generated"]:
-        donors = f" (with donors {', '.join(summary['donors'])})" if summary.get("donors") else ""
+        aimed = [f"{label} {', '.join(names)}" for label, names in (("donors", summary.get("donors")),
+                                                                    ("hardened copies", summary.get("hardened")))
+                 if names]
+        donors = f" (with {'; '.join(aimed)})" if aimed else ""
         click.echo(f"substitute {summary['substitute']}{donors} reads {summary['substitute_accuracy_clean']:.1%} "
                    f"clean -> {summary['substitute_accuracy_adversarial']:.1%} adversarial; "
                    f"mean SSIM {summary['mean_ssim']:.3f}, mean L-inf {summary['mean_linf'] * 255:.1f}/255")

@@ -43,8 +43,21 @@ def attack_solvers(spec: PoolSpec, substitute: Solver, device: str = "cpu") -> l
     every pool made with that version is aimed at them too; its anticipation, copies adapted on
     the farm's own pools as the bot adapts (farm.ops.anticipation).
     """
-    names = dict.fromkeys([*spec.ensemble, *card_ensemble(substitute.card)])
-    return [substitute] + [load_donor(name, device) for name in names] + [c.to(device) for c in substitute.companions]
+    return ([substitute] + [load_donor(name, device) for name in donor_names(spec, substitute.card)]
+            + [c.to(device) for c in substitute.companions])
+
+
+def donor_names(spec: PoolSpec, card: dict) -> list[str]:
+    """The zoo donors a pool of `spec` is aimed at beside the substitute whose card is `card`: the spec's, then the
+    card's (farm.core.zoo.card_ensemble), each once."""
+    return list(dict.fromkeys([*spec.ensemble, *card_ensemble(card)]))
+
+
+def copy_versions(card: dict) -> list[str]:
+    """The versions of the hardened copies a substitute's card names (farm.ops.anticipation), aimed at after its
+    donors."""
+    hardened = card.get("hardened")
+    return [c.get("version") for c in hardened.get("copies") or []] if isinstance(hardened, dict) else []
 
 
 @dataclass

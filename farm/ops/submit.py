@@ -29,7 +29,7 @@ from farm.core.spec import PoolSpec
 from farm.core.zoo import card_ensemble
 from farm.exceptions import CheckpointError, JobError, PoolError, SettingError
 from farm.ops.local_runner import LocalRunner
-from farm.ops.shard import check_reads
+from farm.ops.shard import check_reads, copy_versions
 from farm.storage import jobs, registry
 from farm.storage.jobs import FOLLOWS_CURRENT, PINNED
 from farm.storage.layout import check_pool_name
@@ -101,7 +101,8 @@ def submit(store: Store, pool: str, spec: PoolSpec, substitute, runner: Runner, 
     manifest = write_manifest(store, pool, spec, substitute, status="complete",
                               shard_substitutes={r["shard"]: r["substitute"] for r in done})
     summary = summarise(manifest, spec.shards - len(todo), results, time.perf_counter() - started, store.url)
-    summary.update(substitute=substitute.version, donors=runner.donors(spec, substitute))
+    summary.update(substitute=substitute.version, donors=runner.donors(spec, substitute),
+                   hardened=copy_versions(substitute.card))
     if record is not None:
         summary["job"] = record["id"]
     if not runner.remote:  # the stages are timed in this process; the farm's are in its metrics
