@@ -22,7 +22,8 @@ from tqdm import tqdm
 from farm.core.checkpoint import Solver
 from farm.core.seeds import Seeds
 from farm.core.spec import PoolSpec
-from farm.ops.shard import attack_shard, donor_names, generate_shard, release_shard, render_shard, take_shard, write_shard
+from farm.ops.shard import (attack_shard, donor_names, generate_shard, release_shard, render_shard, take_shard,
+                            write_shard)
 from farm.storage.store import Store, open_store
 
 __all__ = ["LocalRunner", "cores"]
