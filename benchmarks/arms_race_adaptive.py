@@ -63,9 +63,10 @@ adaptive_gain (round 1; each bot's run prints its own): crnn-aug 0.891, transfor
   Warps of 3.5 and 4 px meet the goal on these 150 for both bots, after Otsu too; but the 250 read 36.4%
   where these 150 read 29.3% at 3 px, and the budget was looked for on the judges, which only donors may
   choose. The contact sheets of v9 (12 captchas, `farm generate --version v9 --displacement D`, `farm
-  preview`; 3 px: docs/warp-on-copies-sheet.png) show why a larger budget is not the answer without people's reading: aimed at hardened copies,
-  the warp bends glyphs towards others already at 3 px (a C towards an L, a 6 towards a b, a 0 towards a
-  D), as the gradients of robust models do (they point at features people see too), and more at 3.5-4 px.
+  preview`; 3 px: docs/warp-on-copies-sheet.png) show why a larger budget is not the answer without
+  people's reading: aimed at hardened copies, the warp bends glyphs towards others already at 3 px (a C
+  towards an L, a 6 towards a b, a 0 towards a D), as the gradients of robust models do (they point at
+  features people see too), and more at 3.5-4 px.
   Ink and noise are read least as served but given back by Otsu, noise most (the move never goes to noise
   on colour: farm.core.families.UNDONE).
 
