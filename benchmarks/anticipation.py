@@ -6,12 +6,12 @@ generation could be, on an arms race store (`python -m benchmarks.arms_race --ad
 whose version VERSION has hardened copies (its card's `hardened`): test captchas of a family (the seed
 every arms race test pool uses, so the same clean captchas), with settings over the family's preset,
 aimed at the solvers `farm generate` aims at (`--members all`: the substitute, its donors, its copies),
-at those without the copies (`no-copies`) or at the substitute alone (`sub`), are perturbed in memory
-as a shard is (render_shard, perturb) and read by the bot as served and after Otsu, by each member
-(white-box), with the glyph-region SSIM (on colour for colour captchas).
+at those without the copies (`no-copies`), at the substitute alone (`sub`) or at the copies alone
+(`copies`), are perturbed in memory as a shard is (render_shard, perturb) and read by the bot as served
+and after Otsu, by each member (white-box), with the glyph-region SSIM (on colour for colour captchas).
 
-  python -m benchmarks.anticipation --keep DIR --version v6 --bot DIR/bots/crnn-aug-r2-remember --family ink
-  python -m benchmarks.anticipation --keep DIR --version v6 --bot ... --family geometry --set '{"displacement": 4}'
+  python -m benchmarks.anticipation --keep DIR --version v9 --bot DIR/bots/crnn-aug-r2-remember --family ink
+  python -m benchmarks.anticipation --keep DIR --version v9 --bot ... --family geometry --set '{"displacement": 4}'
 
 Last line: the same as JSON.
 
@@ -42,12 +42,14 @@ from farm.storage.layout import decode_png, encode_png
 from farm.storage.store import LocalStore
 
 TEST_SEED = 2601  # benchmarks.arms_race_adaptive's: every generation's test pool holds the same clean captchas
-MEMBERS = ("all", "no-copies", "sub")
+MEMBERS = ("all", "no-copies", "sub", "copies")
 
 
 def members(solvers: list, copies: int, which: str) -> list:
-    """The solvers a variant is aimed at: all of them, all but the hardened copies (last), or the substitute."""
-    return {"all": solvers, "no-copies": solvers[:len(solvers) - copies], "sub": solvers[:1]}[which]
+    """The solvers a variant is aimed at: all of them, all but the hardened copies (last), the substitute, or the
+    copies alone."""
+    return {"all": solvers, "no-copies": solvers[:len(solvers) - copies], "sub": solvers[:1],
+            "copies": solvers[len(solvers) - copies:]}[which]
 
 
 def main() -> None:

@@ -57,7 +57,8 @@ def copy_versions(card: dict) -> list[str]:
     """The versions of the hardened copies a substitute's card names (farm.ops.anticipation), aimed at after its
     donors."""
     hardened = card.get("hardened")
-    return [c.get("version") for c in hardened.get("copies") or []] if isinstance(hardened, dict) else []
+    copies = hardened.get("copies") if isinstance(hardened, dict) else None
+    return [c.get("version") for c in copies if isinstance(c, dict)] if isinstance(copies, list) else []
 
 
 @dataclass
