@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from farm.core.spec import PoolSpec
 from farm.exceptions import JobError
-from farm.ops.shard import donor_names, shard_outcome
+from farm.ops.shard import shard_outcome
 from farm.storage import jobs
 from farm.storage.config import secret
 from farm.storage.jobs import READ_THREADS
@@ -45,10 +45,6 @@ class CeleryRunner:
     def check(self, store: Store) -> None:
         secret(store)  # a shared store without FARM_SECRET is refused here, before anything is queued
         _connect()  # an unreachable broker, too
-
-    def donors(self, spec: PoolSpec, substitute) -> list[str]:
-        """Those the workers load (farm.ops.shard.attack_solvers), as the substitute's card names them at submission."""
-        return donor_names(spec, substitute.card)
 
     def run(self, store: Store, job, progress: bool = True, wait: bool = True) -> list[dict] | None:
         _enqueue(job.record, job.spec, job.todo, job.substitute)

@@ -22,8 +22,7 @@ from tqdm import tqdm
 from farm.core.checkpoint import Solver
 from farm.core.seeds import Seeds
 from farm.core.spec import PoolSpec
-from farm.ops.shard import (attack_shard, donor_names, generate_shard, release_shard, render_shard, take_shard,
-                            write_shard)
+from farm.ops.shard import attack_shard, generate_shard, release_shard, render_shard, take_shard, write_shard
 from farm.storage.store import Store, open_store
 
 __all__ = ["LocalRunner", "cores"]
@@ -53,9 +52,6 @@ class LocalRunner:
 
     def check(self, store: Store) -> None:
         """Nothing to reach: the solvers are loaded and the secret given."""
-
-    def donors(self, spec: PoolSpec, substitute) -> list[str]:
-        return donor_names(spec, substitute.card)
 
     def run(self, store: Store, job, progress: bool = True, wait: bool = True) -> list[dict]:
         """Every shard of `job.todo` written (or found complete); one result per shard, as generate_shard gives."""

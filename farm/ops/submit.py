@@ -29,7 +29,7 @@ from farm.core.spec import PoolSpec
 from farm.core.zoo import card_ensemble
 from farm.exceptions import CheckpointError, JobError, PoolError, SettingError
 from farm.ops.local_runner import LocalRunner
-from farm.ops.shard import check_reads, copy_versions
+from farm.ops.shard import check_reads, copy_versions, donor_names
 from farm.storage import jobs, registry
 from farm.storage.jobs import FOLLOWS_CURRENT, PINNED
 from farm.storage.layout import check_pool_name
@@ -63,9 +63,6 @@ class Runner(Protocol):
 
     def check(self, store: Store) -> None:
         """Refuse before anything is written (a broker that does not answer, a shared store without FARM_SECRET)."""
-
-    def donors(self, spec: PoolSpec, substitute) -> list[str]:
-        """Names of the zoo donors attacked beside the substitute."""
 
     def run(self, store: Store, job: Job, progress: bool, wait: bool) -> list[dict] | None:
         """The shards of job.todo written; with `wait`, one result per shard (farm.ops.shard.shard_outcome's
@@ -101,7 +98,7 @@ def submit(store: Store, pool: str, spec: PoolSpec, substitute, runner: Runner, 
     manifest = write_manifest(store, pool, spec, substitute, status="complete",
                               shard_substitutes={r["shard"]: r["substitute"] for r in done})
     summary = summarise(manifest, spec.shards - len(todo), results, time.perf_counter() - started, store.url)
-    summary.update(substitute=substitute.version, donors=runner.donors(spec, substitute),
+    summary.update(substitute=substitute.version, donors=donor_names(spec, substitute.card),
                    hardened=copy_versions(substitute.card))
     if record is not None:
         summary["job"] = record["id"]
