@@ -39,7 +39,7 @@ _DEFAULT = FinetuneConfig()
 @click.option("--anticipate", default=_DEFAULT.anticipate, show_default=True, metavar="N",
               help="Once the bot has learned the current family: make N labelled captchas of each family it learned, "
                    "adapt copies of the substitute and donors on them as the bot adapts, and aim the new version's "
-                   "pools at those copies too (0: off; 3000 takes ~20 min on 2 cores).")
+                   "pools at those copies too (0: off; with 3000 a move took up to ~27 min on 2 cores).")
 @click.option("--risk", "risks", multiple=True, default=("attacker",), show_default=True,
               help="Risk ratings whose answers count as queries to an attack model (repeatable).")
 @click.option("--seed", default=0, show_default=True)
