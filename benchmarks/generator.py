@@ -1,19 +1,24 @@
-"""A trained perturbation generator against the default attack: cost per captcha and held-out transfer (issue 27).
+"""The `generator` method against the default: cost per captcha and held-out transfer (issue 27).
 
-Side by side in one run, on one torch thread: captchas/s of clean rendering, of the default
-(`recommended`: momentum + input diversity + smoothing, 20 steps, 32/255 off the glyphs and
-8/255 on them, the substitute as `farm generate` attacks with it) and of the generator (one
-forward pass, same budgets and mask), each from rendering to the 8-bit image; rates from the
-process's CPU time (the machine is shared: wall time measures the neighbours), wall time beside.
-Then, on the same fresh grey captchas (`--scheme`, by default `classic_grey`, `classic` in grey; a
-benchmark secret: neither a pool's nor the generator's training captchas), every held-out zoo
-solver reads the default's and the generator's images as served and after each clean-up chain
-(benchmarks/cleanup.py's machinery), with glyph-region SSIM, and the "no universal pattern"
-check: each pool's mean perturbation subtracted from each of its captchas, and what each held-out
-solver reads back.
-Held-out solvers only report. Train a generator first (farm.ops.generator_training).
+What `farm generate --method generator` does, measured through the library's own path
+(farm.ops.shard.perturb, the registry's generator): a store's CURRENT (by default a fresh local
+store, whose v1 is the bundled substitute with the bundled generator; `--train` first trains and
+publishes one against it; `--store` measures another store's CURRENT). Side by side in one run, on
+one torch thread: captchas/s of clean rendering, of the default (the pool `farm generate` makes on
+`--scheme` with no method options: on colour `classic` the ink family's `edge` preset, on grey
+schemes `recommended`), of `recommended` (the dense noise the generator stands in for) and of the
+generator (one forward pass; `--refine K` adds K momentum steps), from rendering to the 8-bit
+image; rates from the process's CPU time (the machine is shared), wall time beside.
+Then, on the same fresh captchas (a benchmark secret: neither a pool's nor the generator's
+training captchas), every held-out zoo solver reads each method's images as served and after each
+clean-up chain (farm.core.preprocess.CHAINS; on colour, each through BT.601 as a bot loads them, and
+every grey conversion alone, before Otsu and before 2-bit reduction), with glyph-region SSIM, and the
+"no universal pattern" check: each pool's mean perturbation subtracted from each of its captchas,
+and what each held-out solver reads back. Held-out solvers only report.
 
 Last line: `generator_vs_default_rate: <generator captchas/s over the default's>`.
+
+History: the spike, before the method existed.
 
 Measured 2026-12-07, before `classic` drew in colour (on its grey look of then), on the shared
 2-core machine (load 5-10 beside other jobs; 36% of a core):
@@ -50,64 +55,77 @@ Two more tries, same benchmark (`--count 200`, default column identical):
 
 import argparse
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from benchmarks.cleanup import held_out_solvers
-from farm.core.checkpoint import load_solver
-from farm.core.generator import perturb_captchas
-from farm.core.masks import glyph_budget
+from farm.core.families import base_preset
 from farm.core.measures import measure
-from farm.core.preprocess import CHAINS
+from farm.core.preprocess import CHAINS, CONVERSIONS
+from farm.core.schemes import get_scheme
 from farm.core.seeds import Seeds
 from farm.core.spec import PoolSpec
 from farm.ops.evaluate import chain_accuracy, worst_chain
-from farm.core.zoo import DONOR, members
-from farm.core.zoo_loading import load_donor
-from farm.ops.generator_training import GeneratorTraining, load_generator_dir, save_generator_dir, train_generator
+from farm.ops.generator_training import GeneratorTraining, train_for_store
 from farm.ops.shard import attack_solvers, perturb, render_shard
 from farm.storage import registry
+from farm.storage.store import LocalStore, open_store
 
 SECRET = b"benchmark generator"  # apart from pools and from the generator's training captchas
 
 
 def as_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).unsqueeze(1).float() / 255  # (N, H, W) uint8 -> (N, 1, H, W)
+    """uint8 (N, H, W) or (N, H, W, 3) -> (N, 1 or 3, H, W) in [0, 1]."""
+    x = torch.from_numpy(images).float() / 255
+    return x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
 
 
-def methods(spec: PoolSpec, model, attackers, seeds: Seeds, refine: list[int]) -> dict:
-    """Each method: clean shard -> uint8 (N, H, W) images, as a shard would write them.
-
-    `generator+K`: the generator's output refined by K steps of the default attack, each of the
-    default's own step size (2.5 eps / 20), so K steps move it at most K/8 of eps.
-    """
-    def generator(clean):
-        budget = glyph_budget(spec, clean.glyphs)
-        return perturb_captchas(model, clean.images, clean.glyphs, clean.allowed, budget,
-                                [seeds.captcha(spec.seed, i) for i in clean.indices])
-
-    def refined(steps):
-        fields = {f: getattr(spec, f) for f in ("count", "shard_size", "scheme", "seed")}
-        short = PoolSpec.from_preset("recommended", **fields, steps=steps, alpha=2.5 * spec.eps / spec.steps)
-        return lambda clean: perturb(short, clean, attackers, 0, start=generator(clean))
-    return {"clean": lambda clean: clean.images, "default": lambda clean: perturb(spec, clean, attackers, 0),
-            "generator": generator, **{f"generator+{k}": refined(k) for k in refine}}
+def specs(store, scheme: str, count: int, seed: int, refine: list[int]) -> dict:
+    """{method: PoolSpec}: the default pool of `scheme` (its generation's family's preset), recommended, and the
+    generator (refined by K steps for each K of `refine`), as `farm generate` expands them."""
+    mode = get_scheme(scheme).mode
+    fields = dict(count=count, shard_size=count, scheme=scheme, seed=seed)
+    default = base_preset(registry.family(store, None, mode), None, {})
+    made = {"default": PoolSpec.from_preset(default, **fields), "recommended": PoolSpec.from_preset("recommended",
+                                                                                                     **fields)}
+    made.update({"generator" + (f"+{k}" if k else ""): PoolSpec.from_preset("recommended", method="generator",
+                                                                              steps=k, **fields)
+                 for k in [0, *refine]})
+    return {name: spec.validate() for name, spec in made.items()}
 
 
-def rates(spec: PoolSpec, model, attackers, seeds: Seeds, rounds: int, refine: list[int]) -> dict:
-    """{method: {"cpu": captchas/s of CPU time, "wall": captchas/s}}: best of `rounds`, methods interleaved."""
-    runs = methods(spec, model, attackers, seeds, refine)
+def run(spec: PoolSpec, substitute, clean) -> np.ndarray:
+    """A shard's adversarial images, as a worker writes them (farm.ops.shard.perturb)."""
+    return perturb(spec, clean, attack_solvers(spec, substitute), 0)
+
+
+def rates(made: dict, substitute, seeds: Seeds, rounds: int) -> dict:
+    """{method: {"cpu": captchas/s of CPU time, "wall": captchas/s}}, clean rendering first: best of `rounds`,
+    methods interleaved; each from rendering to the 8-bit images."""
+    any_spec = next(iter(made.values()))
+    runs = {"clean": lambda: render_shard(any_spec, 0, seeds).images}
+    runs.update({name: (lambda spec=spec: run(spec, substitute, render_shard(spec, 0, seeds)))
+                 for name, spec in made.items()})
     best = {name: {"cpu": 0.0, "wall": 0.0} for name in runs}
     for _ in range(rounds):
-        for name, run in runs.items():
+        for name, go in runs.items():
             cpu, wall = time.process_time(), time.perf_counter()
-            run(render_shard(spec, 0, seeds))
+            go()
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-            best[name]["cpu"] = max(best[name]["cpu"], spec.count / cpu)
-            best[name]["wall"] = max(best[name]["wall"], spec.count / wall)
+            best[name]["cpu"] = max(best[name]["cpu"], any_spec.count / cpu)
+            best[name]["wall"] = max(best[name]["wall"], any_spec.count / wall)
     return best
+
+
+def chains_for(colour: bool) -> list[str]:
+    """The clean-ups measured: CHAINS (colour through BT.601, as a bot loads it), and on colour every grey conversion
+    alone, before Otsu and before 2-bit reduction (where issue 28 found the worst)."""
+    extra = [f"{c}{tail}" for c in CONVERSIONS for tail in ("", ">otsu", ">bits2")] if colour else []
+    return ["none", *CHAINS, *extra]
 
 
 def without_mean(clean: np.ndarray, adversarial: np.ndarray) -> np.ndarray:
@@ -117,83 +135,87 @@ def without_mean(clean: np.ndarray, adversarial: np.ndarray) -> np.ndarray:
 
 
 def held_out_table(solvers: dict, texts: list[str], clean: dict, adversarial: np.ndarray, chains: list[str]) -> dict:
-    """{solver: {"served": acc, "worst": {chain, clean, adversarial}, "clean": acc}} through cleanup's machinery.
-
-    clean: chain_accuracy of the clean captchas, read once for every table.
-    """
+    """{solver: {"clean", "served", "worst": {chain, clean, adversarial}}} through cleanup's machinery; `clean`:
+    chain_accuracy of the clean captchas, read once for every table."""
     read = chain_accuracy(solvers, texts, as_tensor(adversarial), chains)
-    rows = {name: {"clean": clean[name], "adversarial": read[name]} for name in solvers}
-    return {name: {"clean": row["clean"]["none"], "served": row["adversarial"]["none"], "worst": worst_chain(row)}
-            for name, row in rows.items()}
+    return {name: {"clean": clean[name]["none"], "served": read[name]["none"],
+                   "worst": worst_chain({"clean": clean[name], "adversarial": read[name]})} for name in solvers}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--generator", required=True, help="folder of a trained generator (model.safetensors, card.json)")
-    parser.add_argument("--train", action="store_true", help="first train one into --generator (GeneratorTraining's "
-                                                             "defaults, against the substitute and the zoo's donors)")
-    parser.add_argument("--count", type=int, default=200, help="captchas read by the held-out solvers")
+    parser.add_argument("--store", help="measure this store's CURRENT and its generator [default: a fresh local "
+                                        "store: the bundled substitute and generator]")
+    parser.add_argument("--train", action="store_true", help="first train a generator against CURRENT and publish "
+                                                             "it (GeneratorTraining's defaults), then measure it")
+    parser.add_argument("--scheme", default="classic", help="scheme of the captchas [default: %(default)s]")
+    parser.add_argument("--count", type=int, default=150, help="captchas read by the held-out solvers")
     parser.add_argument("--rate-count", type=int, default=64, help="captchas a round of the rate measurement")
     parser.add_argument("--rounds", type=int, default=3, help="rate rounds (best of)")
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--scheme", default=GeneratorTraining.scheme,
-                        help="a grey scheme (the generator reads one channel) [default: %(default)s]")
     parser.add_argument("--refine", type=int, action="append", default=[],
-                        help="also the generator refined by K steps of the default attack (repeatable)")
+                        help="also the generator refined by K steps (repeatable)")
     parser.add_argument("--json", help="write every number here")
     args = parser.parse_args()
     torch.set_num_threads(1)
     seeds = Seeds(SECRET)
-    substitute = load_solver(*registry.bundled())
+    store = open_store(args.store) if args.store else LocalStore(Path(tempfile.mkdtemp()) / "store")
+    registry.ensure_current(store)
     if args.train:
-        donors = [load_donor(m.name) for m in members(DONOR)]
-        save = lambda model, summary: save_generator_dir(model, args.generator, training=summary)  # noqa: E731
-        _, summary = train_generator([substitute, *donors], GeneratorTraining(), checkpoint=save)
-        print(f"trained in {summary['cpu_seconds']:.0f} CPU-s ({summary['seconds']:.0f} s wall): {summary['steps']} steps, "
-              f"final CTC {summary['final_ctc']} ({', '.join(summary['solvers'])})")
-    model = load_generator_dir(args.generator)
-    spec = PoolSpec.from_preset("recommended", count=args.count, shard_size=args.count, scheme=args.scheme,
-                                seed=args.seed).validate()
-    attackers = attack_solvers(spec, substitute)  # what `farm generate` attacks with by default
-    rate_spec = PoolSpec.from_preset("recommended", count=args.rate_count, shard_size=args.rate_count,
-                                     scheme=args.scheme, seed=args.seed + 1).validate()
-    rate = rates(rate_spec, model, attackers, seeds, args.rounds, args.refine)
+        result = train_for_store(store, GeneratorTraining(), Path(tempfile.mkdtemp()))
+        print(f"trained in {result['cpu_seconds'] / 60:.1f} CPU-min ({result['seconds']:.0f} s wall) against "
+              f"{', '.join(result['solvers'])}: published {result['version']}")
+    substitute = registry.load(store)
+    owner = registry.generator_version(store, substitute.version)
+    training = registry.card(store, owner)["generator"]["training"] if owner else {}
+    print(f"CURRENT {substitute.version}; generator of {owner} (trained {training.get('steps')} steps, "
+          f"{(training.get('cpu_seconds') or 0) / 60:.1f} CPU-min, against {', '.join(training.get('solvers') or [])})")
+
+    rate = rates(specs(store, args.scheme, args.rate_count, args.seed + 1, args.refine), substitute, seeds,
+                 args.rounds)
     print(f"rate ({args.rate_count} captchas, best of {args.rounds}, one thread): captchas/s of CPU time (wall)")
     for name, r in rate.items():
-        print(f"  {name:10s} {r['cpu']:8.1f} ({r['wall']:.1f})  {rate['clean']['cpu'] / r['cpu']:5.2f}x clean's cost")
+        print(f"  {name:14s} {r['cpu']:8.1f} ({r['wall']:.1f})  {rate['clean']['cpu'] / r['cpu']:5.2f}x clean's cost")
 
-    clean = render_shard(spec, 0, seeds)
-    runs = methods(spec, model, attackers, seeds, args.refine)
-    images = {name: run(clean) for name, run in runs.items() if name != "clean"}
+    made = specs(store, args.scheme, args.count, args.seed, args.refine)
+    clean = render_shard(made["default"], 0, seeds)
+    images = {name: run(spec, substitute, clean) for name, spec in made.items()}
     ssim = {name: float(np.mean([measure(clean.images[k], adv[k], clean.glyphs[k])["ssim_glyph"]
                                  for k in range(len(adv))])) for name, adv in images.items()}
-    substitute_reads = {name: float(np.mean([r == substitute.charset.normalize(t) for r, t in
-                                             zip(substitute.read(list(adv)), clean.texts)])) for name, adv in images.items()}
+    texts = [substitute.charset.normalize(t) for t in clean.texts]
+    substitute_reads = {name: float(np.mean([r == t for r, t in zip(substitute.read(list(adv)), texts)]))
+                        for name, adv in images.items()}
     solvers = held_out_solvers()
-    chains = ["none", *CHAINS]
+    chains = chains_for(clean.images.ndim == 4)
     read_clean = chain_accuracy(solvers, clean.texts, as_tensor(clean.images), chains)
     tables = {name: held_out_table(solvers, clean.texts, read_clean, adv, chains) for name, adv in images.items()}
     tables.update({f"{name} - mean": held_out_table(solvers, clean.texts, read_clean, without_mean(clean.images, adv),
                                                     chains) for name, adv in images.items() if "+" not in name})
-    print(f"held-out accuracy on {args.count} captchas: as served / after its worst chain (which)")
-    print(f"  {'solver':14s} {'clean':>6s}   " + "   ".join(f"{name:>32s}" for name in tables))
-    for solver in solvers:
-        cells = [f"{t[solver]['served']:6.1%} / {t[solver]['worst']['adversarial']:6.1%} ({t[solver]['worst']['chain']})"
-                 for t in tables.values()]
-        print(f"  {solver:14s} {tables['default'][solver]['clean']:6.1%}   " + "   ".join(f"{c:>32s}" for c in cells))
+    print(f"held-out accuracy on {args.count} {args.scheme} captchas over {len(chains) - 1} chains "
+          f"(default: the {made['default'].method} method): as served / after its worst chain (which)")
+    for name, table in tables.items():
+        print(f"  {name}")
+        for solver, row in table.items():
+            print(f"    {solver:14s} clean {row['clean']:6.1%}   {row['served']:6.1%} / "
+                  f"{row['worst']['adversarial']:6.1%} ({row['worst']['chain']})")
     for name in images:
-        if name + " - mean" not in tables:
-            print(f"{name}: glyph SSIM {ssim[name]:.3f}, substitute reads {substitute_reads[name]:.1%}")
-            continue
-        gains = [f"{solver} {tables[name + ' - mean'][solver]['served'] - tables[name][solver]['served']:+.1%} / "
-                 f"{tables[name + ' - mean'][solver]['worst']['adversarial'] - tables[name][solver]['worst']['adversarial']:+.1%}"
-                 for solver in solvers]
-        print(f"{name}: glyph SSIM {ssim[name]:.3f}, substitute reads {substitute_reads[name]:.1%}; "
-              f"mean perturbation subtracted gives back (served / worst chain): {', '.join(gains)}")
+        line = f"{name}: glyph SSIM {ssim[name]:.3f}, substitute reads {substitute_reads[name]:.1%}"
+        if name + " - mean" in tables:
+            back = tables[name + " - mean"]
+            line += "; mean perturbation subtracted gives back (served / worst chain): " + ", ".join(
+                f"{solver} {back[solver]['served'] - row['served']:+.1%} / "
+                f"{back[solver]['worst']['adversarial'] - row['worst']['adversarial']:+.1%}"
+                for solver, row in tables[name].items())
+        print(line)
+    gap = {name: max(max(tables[name][s]["served"] - tables["default"][s]["served"],
+                         tables[name][s]["worst"]["adversarial"] - tables["default"][s]["worst"]["adversarial"])
+                     for s in solvers) for name in images if name.startswith("generator")}
+    print("largest held-out gap to the default (points, as served or after the worst chain; goal <= 5): "
+          + ", ".join(f"{name} {g:+.1%}" for name, g in gap.items()))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rates": rate, "ssim_glyph": ssim, "substitute": substitute_reads, "held_out": tables,
-                       "generator_card": json.load(open(f"{args.generator}/card.json"))}, f, indent=2)
+                       "chains": chains, "generator_of": owner, "gap": gap}, f, indent=2)
     print(f"generator_vs_default_rate: {rate['generator']['cpu'] / rate['default']['cpu']:.2f}")
 
 

@@ -89,7 +89,7 @@ def test_the_app_takes_json_only_acks_late_and_routes_each_task_to_its_queue(mon
     assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
     assert conf.broker_transport_options["visibility_timeout"] == 7200
     assert conf.task_routes == {"generate_shard": {"queue": "generate"}, "finetune": {"queue": "finetune"},
-                                "refill_pools": {"queue": "refill"}}
+                                "train_generator": {"queue": "finetune"}, "refill_pools": {"queue": "refill"}}
     keys = {q.name: q.routing_key for q in conf.task_queues}
     assert keys == {"generate": "generate", "finetune": "finetune", "refill": "refill"}  # a task lands on one queue only
     assert "visibility_timeout" not in create_app("amqp://guest:guest@127.0.0.1:5672//").conf.broker_transport_options

@@ -268,9 +268,10 @@ def test_the_cli_the_python_api_and_a_task_make_the_same_default_pool(tmp_path, 
 
 def test_a_setting_the_method_does_not_take_is_refused_by_the_api_and_a_task_naming_a_preset():
     from workers.tasks import parse_shard
-    with pytest.raises(ValueError, match="decay: only momentum, robust and edge take it, not iterative"):
+    with pytest.raises(ValueError, match="decay: only momentum, robust, edge and generator take it, not iterative"):
         PoolSpec.from_preset("recommended", count=8, method="iterative", decay=0.5)
-    with pytest.raises(ValueError, match="steps: only iterative, momentum, robust, warp and edge take it, not direct"):
+    with pytest.raises(ValueError, match="steps: only iterative, momentum, robust, warp, edge and generator take it, "
+                                         "not direct"):
         parse_shard("p", 0, 8, {"preset": "paper", "count": 8, "method": "direct", "steps": 3})
     with pytest.raises(ValueError, match="preset: unknown preset 'best'; known: recommended, paper"):
         parse_shard("p", 0, 8, {"preset": "best", "count": 8})
@@ -334,14 +335,15 @@ def test_farm_generate_has_an_option_for_every_declared_setting_showing_the_pres
 def test_the_readme_lists_each_methods_settings_as_they_are_declared():
     from pathlib import Path
 
-    from farm.core.attacks.settings import DECLARED, SETTINGS
+    from farm.core.attacks.settings import DECLARED, REFINE_STEP_OF, SETTINGS
     from farm.core.presets import shown
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert "| setting | " + " | ".join(DECLARED) + " |" in readme
+    alpha = {"generator": f"2.5 eps / {REFINE_STEP_OF}"}  # a refining step is one of the recommended's
     for name in SETTINGS:
-        cells = ["–" if name not in declared else "2.5 eps / steps" if declared[name].default is None
-                 else shown(declared[name].default, declared[name].pixels) for declared in DECLARED.values()]
+        cells = ["–" if name not in declared else alpha.get(method, "2.5 eps / steps") if declared[name].default is None
+                 else shown(declared[name].default, declared[name].pixels) for method, declared in DECLARED.items()]
         assert f"| `--{name.replace('_', '-')}` | " + " | ".join(cells) + " |" in readme, name
 
 

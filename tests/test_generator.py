@@ -1,5 +1,8 @@
 """The perturbation generator: bounded like the default, reproducible, a perturbation per code, safetensors only."""
 
+import json
+import subprocess
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +14,8 @@ from farm.core.zoo_loading import load_member
 from farm.exceptions import CheckpointError, HeldOutError, SettingError
 from farm.ops.generator_training import GeneratorTraining, load_generator_dir, save_generator_dir, train_generator
 from farm.storage import registry
+from farm.storage.store import LocalStore
+from tests.test_farm import redis_broker, redis_port  # noqa: F401 (fixtures)
 
 H, W = 60, 160
 
@@ -93,16 +98,238 @@ def test_training_refuses_a_held_out_solver():
         train_generator([load_solver(*registry.bundled()), load_member("crnn-aug")], GeneratorTraining(steps=1))
 
 
-def test_colour_captchas_are_refused_by_name():
+def test_a_colour_captcha_moves_each_channel_by_the_grey_perturbation():
     images, glyphs, allowed, budget = _captchas(2)
-    colour = np.repeat(images[..., None], 3, axis=3)
-    with pytest.raises(SettingError, match="reads grey captchas and these are in colour"):
-        perturb_captchas(_generator(), colour, glyphs, allowed, budget, [1, 2])
+    mid = (images // 2 + 64).astype(np.uint8)  # no channel near 0 or 255: nothing is clipped
+    colour = np.stack([mid, mid // 2 + 60, 255 - mid], axis=3)
+    adv = perturb_captchas(_generator(), colour, glyphs, allowed, budget, [1, 2])
+    change = adv.astype(int) - colour.astype(int)
+    assert adv.shape == colour.shape
+    assert (change[..., 0] == change[..., 1]).all() and (change[..., 1] == change[..., 2]).all()
+    assert (np.abs(change[glyphs]) <= 8).all() and (change[~allowed] == 0).all() and np.abs(change).max() == 32
 
 
-def test_training_draws_grey_classic_and_refuses_a_colour_scheme_by_name():
-    assert GeneratorTraining().scheme == "classic_grey"
-    with pytest.raises(SettingError, match="scheme: classic draws in colour"):
-        GeneratorTraining(scheme="classic").validate()
+def test_training_reads_a_colour_scheme_in_grey_and_refuses_an_unknown_one_by_name():
+    assert GeneratorTraining().scheme == "classic"
+    GeneratorTraining(scheme="classic").validate()
     with pytest.raises(SettingError, match="scheme: unknown scheme 'nope'"):
         GeneratorTraining(scheme="nope").validate()
+    with pytest.raises(SettingError, match="unknown generator training settings \\['stepz'\\]"):
+        GeneratorTraining.from_dict({"stepz": 3})
+    assert GeneratorTraining.from_dict({"ensemble": ["crnn-b"]}).ensemble == ("crnn-b",)
+
+
+def test_a_centred_generator_takes_away_the_pattern_its_captchas_share():
+    """One captcha, many codes: what the codes do not change is a shared pattern; centring removes it."""
+    images, glyphs, allowed, budget = _captchas(n=1)
+    many = [np.repeat(a, 64, axis=0) for a in (images, glyphs, allowed, budget)]
+    seeds = list(range(64))
+
+    def shared(model):  # the pool's mean perturbation, per budget: what an attacker estimates and subtracts
+        adv = perturb_captchas(model, *many[:1], many[1], many[2], many[3], seeds)
+        return np.abs((adv.astype(float) - many[0]).mean(0) / (many[3][0] * 255))[allowed[0]].mean()
+
+    torch.manual_seed(0)
+    plain = PerturbationGenerator(GeneratorConfig(gain=2.0))
+    torch.manual_seed(0)
+    centred = PerturbationGenerator(GeneratorConfig(gain=2.0, centred=True))
+    centred.load_state_dict({**plain.state_dict(), "centre": centred.centre}, strict=True)
+    centred.train()  # calibrate the running mean on the captchas, as training does
+    x = torch.from_numpy(many[0][:32]).unsqueeze(1).float() / 255
+    as_tensor = lambda a: torch.from_numpy(a[:32]).unsqueeze(1).float()  # noqa: E731
+    with torch.no_grad():
+        for _ in range(300):
+            centred(x, as_tensor(many[1]), draw_codes(seeds[:32], (H, W), 4), as_tensor(many[3]), as_tensor(many[2]))
+    assert shared(plain) > 0.3 and shared(centred) < shared(plain) / 3, (shared(plain), shared(centred))
+
+
+# --- the generator as a method, an artefact of the registry, a command and a task ---------------------------------
+
+def _without_generator(card: dict) -> dict:
+    return {k: v for k, v in card.items() if k != "generator"}
+
+
+def _published_generator(store, seed=0):
+    """v1 (the bundled substitute, published without a generator) and v2: v1 with a small random generator."""
+    from farm.core.generator import generator_bytes, generator_card
+
+    weights, card = registry.bundled()
+    registry.publish(store, weights, _without_generator(card))
+    model = _generator(seed=seed, gain=2.0)
+    data = generator_bytes(model)
+    return registry.with_generator(store, "v1", data, generator_card(model, data, trained_against={"version": "v1"}))
+
+
+def _attack_inputs(colour=False, n=3):
+    images, glyphs, allowed, budget = _captchas(n)
+    as_tensor = lambda a: torch.from_numpy(np.asarray(a)).unsqueeze(1).float()  # noqa: E731
+    x = as_tensor(images) / 255
+    if colour:
+        x = torch.cat([x, x * 0.5 + 0.2, 1 - x], 1)
+    return x, as_tensor(glyphs).bool(), as_tensor(allowed).bool(), as_tensor(budget)
+
+
+@pytest.mark.parametrize("colour", [False, True])
+def test_the_generator_method_runs_the_versions_generator_within_budget_and_mask(store, colour):
+    version = _published_generator(store)
+    solver = registry.load(store, version)
+    x, glyphs, allowed, budget = _attack_inputs(colour)
+    labels = ["ab12", "cd34", "ef56"]
+    plain = make_attack("generator", [solver], eps=32 / 255)(x, labels, allowed, budget=budget, glyphs=glyphs)
+    change = (plain - x).abs() * 255
+    assert (change <= budget * 255 + 1e-3).all() and (change * ~allowed == 0).all() and change.max() > 30
+    again = make_attack("generator", [solver], eps=32 / 255)(x, labels, allowed, budget=budget, glyphs=glyphs)
+    assert torch.equal(plain, again)  # seeded: a shard writes the same bytes every run
+    refined = make_attack("generator", [solver], eps=32 / 255, steps=2)(x, labels, allowed, budget=budget,
+                                                                          glyphs=glyphs)
+    moved = (refined - plain).abs() * 255
+    assert 0 < moved.max() <= 2 * 2.5 * 32 / 20 + 1e-3  # two refining steps of the recommended's length
+    assert ((refined - x).abs() * 255 <= budget * 255 + 1e-3).all()
+
+
+def test_the_generator_method_needs_a_generator_glyphs_and_no_target(store, substitute):
+    x, glyphs, allowed, budget = _attack_inputs()
+    with pytest.raises(SettingError, match="has no trained generator; train one with `farm generator train`"):
+        make_attack("generator", [substitute])(x, ["a", "b", "c"], allowed, glyphs=glyphs)
+    solver = registry.load(store, _published_generator(store))
+    with pytest.raises(ValueError, match="glyphs: the generator reads the glyph masks"):
+        make_attack("generator", [solver])(x, ["a", "b", "c"], allowed)
+    with pytest.raises(ValueError, match="targets"):
+        make_attack("generator", [solver])(x, ["a", "b", "c"], allowed, targets=["x", "y", "z"], glyphs=glyphs)
+    with pytest.raises(SettingError, match="steps: refining steps"):
+        make_attack("generator", [solver], steps=-1)
+    with pytest.raises(SettingError, match="norm: must be one of linf"):
+        make_attack("generator", [solver], norm="l2")
+
+
+def test_a_generator_is_stored_beside_its_version_checked_and_inherited_by_later_versions(store):
+    from farm.core.generator import generator_bytes, generator_card
+
+    v2 = _published_generator(store)
+    assert v2 == "v2" and registry.generation(store, "v2") == registry.generation(store, "v1") == 1
+    assert registry.card(store, "v2")["sha256"] == registry.card(store, "v1")["sha256"]  # the same substitute
+    assert registry.family(store, "v2", mode="RGB") == registry.family(store, "v1", mode="RGB") == "ink"
+    assert registry.load(store, "v1").generator is None and registry.load(store, "v2").generator is not None
+    weights, card = registry.bundled()
+    from safetensors.torch import load, save
+    tensors = load(weights)  # another substitute (a fine-tune's), with no generator of its own
+    tensors[sorted(tensors)[0]] += 1e-4
+    v3 = registry.publish(store, save(tensors), {k: v for k, v in _without_generator(card).items() if k != "sha256"})
+    assert registry.generator_version(store, v3) == "v2" and registry.load(store, v3).generator is not None
+    assert registry.generation(store, v3) == 2
+    model = _generator(seed=1, gain=2.0)
+    data = generator_bytes(model)
+    with pytest.raises(CheckpointError, match="names a generator but no generator weights"):
+        registry.publish(store, weights, {**card, "generator": generator_card(model, data)})
+    with pytest.raises(CheckpointError, match="card names no generator"):
+        registry.publish(store, weights, _without_generator(card), generator=data)
+    with pytest.raises(CheckpointError, match="generator: weights: sha256 does not match"):
+        registry.publish(store, weights, {**card, "generator": generator_card(model, data)},
+                         generator=data[:-1] + bytes([data[-1] ^ 1]))
+    assert registry.versions(store) == ["v1", "v2", "v3"]  # nothing refused was stored
+    key = "checkpoints/v2/generator.safetensors"
+    store.put(key, store.get(key)[:-1] + b"\x00")  # corrupt on the store
+    registry._CACHE.clear()
+    with pytest.raises(CheckpointError, match="version v2: its generator is refused: weights: sha256"):
+        registry.load(store, "v2")
+
+
+def test_a_training_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(substitute, tmp_path):
+    config = dict(captchas=24, steps=4, batch_size=2, ensemble=())
+    straight, _ = train_generator([substitute], GeneratorTraining(**config), progress=False)
+    _, summary = train_generator([substitute], GeneratorTraining(**config, cpu_minutes=0), progress=False,
+                                       state=tmp_path / "run")
+    assert summary["steps"] == 1
+    resumed, summary = train_generator([substitute], GeneratorTraining(**config), progress=False,
+                                       state=tmp_path / "run")
+    assert summary["steps"] == 4
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    assert all(p.requires_grad for p in substitute.model.parameters())  # given back as they were
+    with pytest.raises(SettingError, match="differs in lr"):
+        train_generator([substitute], GeneratorTraining(**config, lr=0.1), progress=False, state=tmp_path / "run")
+
+
+def test_farm_generator_train_publishes_a_version_that_generate_uses(tmp_path):
+    from click.testing import CliRunner
+
+    from farm.cli import main
+
+    env = {"FARM_STORE": f"file://{tmp_path / 'store'}"}
+    args = ["generator", "train", "--steps", "2", "--captchas", "16", "--batch-size", "2", "--no-donors",
+            "--work", str(tmp_path / "work"), "--json"]
+    runner = CliRunner()
+    stopped = runner.invoke(main, [*args, "--cpu-minutes", "0"], env=env)
+    assert stopped.exit_code == 0, stopped.output
+    assert json.loads(stopped.output)["complete"] is False and json.loads(stopped.output)["version"] is None
+    done = runner.invoke(main, args, env=env)
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.output)
+    assert result["complete"] and result["steps"] == 2 and result["version"] == registry.current(
+        LocalStore(tmp_path / "store"))["version"]
+    made = runner.invoke(main, ["generate", "--pool", "g", "--method", "generator", "--count", "8", "--no-progress"],
+                         env=env)
+    assert made.exit_code == 0, made.output
+    assert f"with the generator of {result['version']}" in made.output
+
+
+@pytest.mark.slow
+def test_the_generator_task_publishes_a_generator_the_farm_then_makes_pools_with_and_a_fine_tune_retrains_it(
+        redis_broker, bucket, tmp_path):
+    """Real Redis, the Procfile's finetune and generate workers, S3 on moto: the task trains and publishes v2; a
+    farm job with --method generator is made with it; a fine-tune on top (v3) queues the generator's retraining
+    (v4), and until then v3's pools use v2's generator."""
+    from celery import Celery
+
+    from farm.storage.pools import read_keys
+    from farm.storage.store import open_store
+    from tests.farm_parts import Worker, free_port, procfile, stop, wait_for
+    from tests.test_farm import farm_store_env, run_farm
+    from tests.test_finetune import SMALL, attacked_store
+
+    env = farm_store_env(redis_broker, bucket)
+    store = open_store(env["FARM_STORE"])
+    local, key = attacked_store(tmp_path / "local", count=64)
+    for k in local.list(""):
+        store.put(k, local.get(k))
+    generate = Worker.start(env, tmp_path)
+    log = tmp_path / "finetune.log"
+    with open(log, "wb") as out:
+        finetuner = subprocess.Popen(procfile()["finetune"], shell=True, env={**env, "PORT": str(free_port())},
+                                     cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        generate.wait_ready()
+        wait_for(lambda: " ready." in log.read_text(errors="replace") or finetuner.poll() is not None, 90,
+                 "the fine-tune worker")
+        assert finetuner.poll() is None, log.read_text()[-3000:]
+        app = Celery(broker=redis_broker)
+        queue = dict(queue="finetune", routing_key="finetune", exchange="finetune")
+        recipe = {"steps": 2, "captchas": 16, "batch_size": 2, "ensemble": []}
+        app.send_task("train_generator", kwargs={"config": recipe}, **queue)
+        newest = lambda: max(registry.versions(store), key=lambda v: int(v[1:]))  # noqa: E731
+        wait_for(lambda: "generator" in registry.card(store, newest()), 300, "the generator's version", interval=1)
+        v2 = newest()
+        assert registry.current(store)["version"] == v2 and registry.card(store, v2)["generation"] == 1
+        run_farm(env, "generate", "--pool", "made", "--method", "generator", "--count", "8", "--shard-size", "4",
+                 "--no-progress", cwd=tmp_path)
+        records = read_keys(store, "made")
+        assert {r["substitute"] for r in records} == {v2} and {r["method"] for r in records} == {"generator"}
+        assert all(0 < r["linf"] for r in records)
+        app.send_task("finetune", args=[[key], None], kwargs={"config": {**SMALL, "tolerance": 0.5,
+                                                                         "mistakes_only": False}}, **queue)
+        def child(parent, with_generator):  # the version published on top of `parent`, with or without a generator
+            cards = {v: registry.card(store, v) for v in registry.versions(store)}
+            return next((v for v, c in cards.items() if c.get("parent") == parent
+                         and ("generator" in c) == with_generator), None)
+
+        v3 = wait_for(lambda: child(v2, with_generator=False), 300, "the fine-tune to publish", interval=1)
+        assert registry.generator_version(store, v3) == v2  # until its own is trained, v2's generator serves
+        v4 = wait_for(lambda: child(v3, with_generator=True), 300, "the generator retrained for the fine-tune's "
+                                                                   "version", interval=1)
+        assert registry.current(store)["version"] == v4
+        assert registry.card(store, v4)["sha256"] == registry.card(store, v3)["sha256"]
+        assert registry.card(store, v4)["generator"]["training"]["config"]["steps"] == 2  # the same recipe
+        assert "generator trained against" in log.read_text()
+    finally:
+        stop(finetuner)
+        stop(generate.process)

@@ -22,12 +22,13 @@ from kombu import Exchange, Queue
 from kombu.utils.url import maybe_sanitize_url
 
 __all__ = ["create_app", "broker_url", "visibility_timeout", "refill_seconds", "GENERATE_SHARD", "FINETUNE",
-           "REFILL_POOLS", "QUEUES"]
+           "TRAIN_GENERATOR", "REFILL_POOLS", "QUEUES"]
 
 log = logging.getLogger(__name__)
 
 GENERATE_SHARD = "generate_shard"  # task names are a contract (design: queues and tasks), not module paths
 FINETUNE = "finetune"
+TRAIN_GENERATOR = "train_generator"  # on the finetune queue: it trains against a published version and publishes
 REFILL_POOLS = "refill_pools"
 QUEUES = ("generate", "finetune", "refill")
 # Redis hands an unacknowledged task to another worker after this many seconds. It must exceed
@@ -85,7 +86,7 @@ def create_app(broker: str | None = None) -> Celery:
         # generate task would also land on the finetune queue
         task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
         task_routes={GENERATE_SHARD: {"queue": "generate"}, FINETUNE: {"queue": "finetune"},
-                     REFILL_POOLS: {"queue": "refill"}},
+                     TRAIN_GENERATOR: {"queue": "finetune"}, REFILL_POOLS: {"queue": "refill"}},
         # read by the beat process only; a refill not started within its period is dropped, not piled up
         beat_schedule={"refill-pools": {"task": REFILL_POOLS, "schedule": refill_seconds(),
                                         "options": {"queue": "refill", "expires": refill_seconds()}}},

@@ -66,6 +66,12 @@ class FarmMetrics:
         self.finetune_duration = Histogram(
             "farm_finetune_duration_seconds", "Wall time of a fine-tune run.",
             buckets=FINETUNE_DURATION_BUCKETS, registry=r)
+        self.generator_runs = Counter(
+            "farm_generator_runs_total", "Generator training runs by result: published (beside CURRENT's weights, now "
+            "CURRENT), stopped (by its CPU budget: run again to resume), or failed.", ["result"], registry=r)
+        self.generator_duration = Histogram(
+            "farm_generator_duration_seconds", "Wall time of a generator training run.",
+            buckets=FINETUNE_DURATION_BUCKETS, registry=r)
         self.store_bytes_written = Counter(
             "farm_store_bytes_written_total", "Bytes of images and keys files written to the object store.",
             registry=r)

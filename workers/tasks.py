@@ -9,14 +9,20 @@ its sha256 changed. Reading never publishes: with an empty registry the shard fa
 which command publishes one. `finetune(answer_batches, base_version)` runs
 farm.ops.finetune.finetune, the function `farm finetune` calls, and publishes on top of the base;
 the registry's conditional write of CURRENT decides between two fine-tunes that finish together,
-and the loser keeps its result as an unpromoted version.
+and the loser keeps its result as an unpromoted version. A fine-tune that published on top of a
+version with a trained generator queues `train_generator` for the new one, with the same recipe,
+so `--method generator` keeps pace with the substitute. `train_generator(config)` runs
+farm.ops.generator_training.train_for_store, what `farm generator train` calls, on the finetune queue.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import tempfile
 import time
+from pathlib import Path
 
 from celery import Task, shared_task
 
@@ -31,11 +37,11 @@ from farm.storage.config import device, secret
 from farm.storage.layout import check_pool_name, shard_complete
 from farm.storage.manifest import read_manifest
 from farm.storage.store import Store, open_store
-from workers.app import FINETUNE, GENERATE_SHARD, REFILL_POOLS, visibility_timeout
+from workers.app import FINETUNE, GENERATE_SHARD, REFILL_POOLS, TRAIN_GENERATOR, visibility_timeout
 from workers.metrics import METRICS
 
-__all__ = ["generate_shard", "finetune", "refill_pools", "parse_shard", "parse_finetune", "current_substitute",
-           "job_substitute"]
+__all__ = ["generate_shard", "finetune", "train_generator", "refill_pools", "parse_shard", "parse_finetune",
+           "current_substitute", "job_substitute", "generator_work"]
 
 log = logging.getLogger(__name__)
 STORE_RETRIES = 3  # on top of botocore's own retries: an outage of the store, not a blip, fails a shard
@@ -231,9 +237,53 @@ def finetune(self, answer_batches: list[str], base_version: str | None = None, c
         raise
     METRICS.finetune_runs.labels("published" if result["promoted"] else "kept").inc()
     METRICS.finetune_duration.observe(time.perf_counter() - started)
+    outcome = {k: result[k] for k in ("version", "base", "published", "promoted", "reason", "before", "after",
+                                      "queries")}
     if result["promoted"]:  # a kept one is logged by farm.ops.finetune, with the reason
         log.info("fine-tune published %s on top of %s", result["version"], result["base"])
-    return {k: result[k] for k in ("version", "base", "published", "promoted", "reason", "before", "after", "queries")}
+        recipe = _generator_recipe(registry.card(store, result["base"]))
+        if recipe is not None:  # the base pools could be made by a generator: so can the new version's
+            self.app.send_task(TRAIN_GENERATOR, kwargs={"config": recipe})
+            outcome["generator_queued"] = True
+    return outcome
+
+
+def _generator_recipe(card: dict) -> dict | None:
+    """The training settings of the generator a card names (farm.ops.generator_training), or None."""
+    generator = card.get("generator")
+    training = generator.get("training") if isinstance(generator, dict) else None
+    recipe = training.get("config") if isinstance(training, dict) else None
+    return {k: v for k, v in recipe.items() if k != "cpu_minutes"} if isinstance(recipe, dict) else None
+
+
+def generator_work() -> Path:
+    """Where a worker keeps generator training state (FARM_GENERATOR_WORK, else the temp folder): a redelivered
+    task resumes it."""
+    return Path(os.environ.get("FARM_GENERATOR_WORK") or Path(tempfile.gettempdir()) / "captchafarm-generator")
+
+
+@shared_task(name=TRAIN_GENERATOR, bind=True)
+def train_generator(self, config: dict | None = None) -> dict:
+    """Train a generator against CURRENT and publish it beside CURRENT's weights (farm.ops.generator_training).
+
+    `config`: optional GeneratorTraining fields (steps, captchas, ensemble, seed...), JSON like every argument.
+    A run stopped by its cpu_minutes is an outcome (stopped; a later task resumes it), not a failure.
+    """
+    from farm.exceptions import FarmError
+    from farm.ops.generator_training import GeneratorTraining, train_for_store
+
+    started = time.perf_counter()
+    try:
+        settings = GeneratorTraining.from_dict(config or {}).validate()
+        result = train_for_store(_store(), settings, generator_work(), progress=False, device=device())
+    except (ValueError, TypeError, FarmError):
+        METRICS.generator_runs.labels("failed").inc()
+        raise
+    METRICS.generator_runs.labels("published" if result["complete"] else "stopped").inc()
+    METRICS.generator_duration.observe(time.perf_counter() - started)
+    if result["complete"]:
+        log.info("generator trained against %s published as %s", result["base"], result["version"])
+    return result
 
 
 class RefillTask(Task):

@@ -14,13 +14,15 @@ from farm.cli.train import train
 from farm.cli.attacker import attacker
 from farm.cli.checkpoint import checkpoint
 from farm.cli.finetune import finetune
+from farm.cli.generator import generator
 from farm.cli.job import job
 from farm.cli.pool import pool
 from farm.cli.serve import serve
 from farm.cli.study import study
 from farm.cli.zoo import zoo
 
-GROUPS = (train, solve, evaluate, generate, preview, schemes, checkpoint, pool, answers, zoo, job, finetune, attacker, serve, study)
+GROUPS = (train, solve, evaluate, generate, preview, schemes, checkpoint, pool, answers, zoo, job, finetune, generator,
+          attacker, serve, study)
 
 
 def register_all(main: click.Group) -> None:

@@ -167,8 +167,9 @@ def generate(pool, count, scheme, source, settings, margin, ensemble, shard_size
                f"({summary['generated']} new, {summary['captchas_per_second']:.1f}/s)")
     if summary["generated"]:
         aimed = [f"{label} {', '.join(names)}" for label, names in (("donors", summary.get("donors")),
-                                                                    ("hardened copies", summary.get("hardened")))
-                 if names]
+                                                                    ("hardened copies", summary.get("hardened")),
+                                                                    ("the generator of", [summary.get("generator")]))
+                 if names and names[0]]
         donors = f" (with {'; '.join(aimed)})" if aimed else ""
         click.echo(f"substitute {summary['substitute']}{donors} reads {summary['substitute_accuracy_clean']:.1%} "
                    f"clean -> {summary['substitute_accuracy_adversarial']:.1%} adversarial; "

@@ -65,6 +65,9 @@ class Solver:
     card: dict
     # a version's hardened copies (its card's `hardened`, farm.ops.anticipation): attack targets beside it
     companions: list["Solver"] = field(default_factory=list, repr=False)
+    # the perturbation generator trained against this version (farm.core.generator), stored beside it: the
+    # `generator` method runs it
+    generator: torch.nn.Module | None = field(default=None, repr=False)
 
     @property
     def version(self) -> str:

@@ -7,7 +7,13 @@ captcha's own seed, so no two captchas of a pool share a perturbation), and its 
 squashed into exactly the default's budgets and mask: `budget * tanh(gain * standardised(blur(raw)))` where the
 attack may act, the per-pixel two-level L-inf budget of farm.core.masks.glyph_budget. The fixed
 Gaussian on the raw output plays the part of the default's smoothed gradients (low frequencies
-transfer). No I/O here: training is farm.ops.generator_training.
+transfer). A centred generator then takes away the part every captcha shares (the batch's mean in
+training, its running estimate afterwards, as batch normalisation does): a pattern common to a pool
+is what an attacker estimates from many captchas and subtracts, so it must not be what fools.
+A colour captcha is read in grey (the solvers' BT.601) and the perturbation is added to each
+channel: R, G and B move alike, so the grey a solver reads moves by exactly it.
+No I/O here: training is farm.ops.generator_training; the registry stores a generator beside the
+substitute it was trained against, and the `generator` attack method runs it.
 
 Shape: images, glyphs, budget, allowed (B, 1, H, W) float; codes (B, code_channels, H/4, W/4).
 """
@@ -25,11 +31,12 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from farm.core.checkpoint import sha256_hex
+from farm.core.model import to_arrays, to_grey, to_tensor
 from farm.core.preprocess import blur
-from farm.exceptions import CheckpointError, SettingError
+from farm.exceptions import CheckpointError
 
 __all__ = ["GeneratorConfig", "PerturbationGenerator", "draw_codes", "perturb_captchas", "generator_bytes",
-           "generator_card", "load_generator", "GENERATOR_FORMAT", "refuse_colour"]
+           "generator_card", "load_generator", "GENERATOR_FORMAT"]
 
 GENERATOR_FORMAT = "captchafarm-generator/1"
 
@@ -44,6 +51,9 @@ class GeneratorConfig:
     smoothing: float = 2.0  # sigma (full-resolution pixels) of the fixed Gaussian on the raw output: the default's
     gain: float = 2.0  # tanh(gain * standardised output): about 80% of the budget used on average, and no pixel
     # so saturated that it stops learning
+    centred: bool = False  # take away the pool's shared pattern (its running mean, kept at `centre_shape`)
+    centre_shape: tuple[int, int] = (30, 80)  # half a 60x160 captcha: the smoothed output holds no finer detail
+    centre_momentum: float = 0.02  # weight of each training batch in the running mean
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,6 +63,8 @@ class GeneratorConfig:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise CheckpointError(f"card: unknown generator config fields {sorted(unknown)}")
+        if "centre_shape" in data:  # JSON holds it as a list
+            data = {**data, "centre_shape": tuple(data["centre_shape"])}
         return cls(**data)
 
 
@@ -83,6 +95,8 @@ class PerturbationGenerator(nn.Module):
         self.blocks = nn.Sequential(*[_Residual(w) for _ in range(config.blocks)])
         self.up = nn.Conv2d(w, 16, 3, padding=1)
         self.out = nn.Conv2d(16, 1, 3, padding=1)  # at (H/2, W/2), with the first block's features: glyph edges
+        if config.centred:  # the running mean of the bounded output, in budget units; saved with the weights
+            self.register_buffer("centre", torch.zeros(1, 1, *config.centre_shape))
 
     def raw(self, images: torch.Tensor, glyphs: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Unbounded, smoothed output (B, 1, H, W) before squashing.
@@ -108,12 +122,32 @@ class PerturbationGenerator(nn.Module):
         # standardised per captcha: no uniform shift (a pattern shared by every captcha, and a quick dead end where
         # the whole image saturates at one sign) and a fixed contrast, so training learns the pattern, not its size
         mean, std = raw.mean((2, 3), keepdim=True), raw.std((2, 3), keepdim=True)
-        return torch.tanh(self.config.gain * (raw - mean) / (std + 1e-6)) * budget * allowed
+        unit = torch.tanh(self.config.gain * (raw - mean) / (std + 1e-6))  # (B, 1, H, W) in (-1, 1)
+        if self.config.centred:
+            unit = self._centre(unit)
+        return unit * budget * allowed
+
+    def _centre(self, unit: torch.Tensor) -> torch.Tensor:
+        """`unit` less the pool's shared pattern, still in [-1, 1]: training takes the batch's mean (so the gradient
+        sees it go) and updates the running one; a trained generator takes the running one, so that a captcha's
+        perturbation never depends on its batch."""
+        size = unit.shape[-2:]
+        if self.training:
+            shared = unit.mean(0, keepdim=True)
+            with torch.no_grad():
+                m = self.config.centre_momentum
+                self.centre.mul_(1 - m).add_(m * F.interpolate(shared, size=self.centre.shape[-2:], mode="area"))
+        else:
+            shared = F.interpolate(self.centre, size=size, mode="bilinear", align_corners=False)
+        return ((unit - shared) / (1 + shared.abs())).clamp(-1, 1)  # |unit - shared| <= 1 + |shared|
 
     def perturb(self, images: torch.Tensor, glyphs: torch.Tensor, codes: torch.Tensor, budget: torch.Tensor,
                 allowed: torch.Tensor) -> torch.Tensor:
-        """Adversarial images in [0, 1] (not yet rounded to 8 bits), as an attack returns them."""
-        return (images + self(images, glyphs, codes, budget, allowed)).clamp(0, 1)
+        """Adversarial images in [0, 1] (not yet rounded to 8 bits), as an attack returns them.
+
+        images (B, 1 or 3, H, W): colour is read in BT.601 grey, and each channel moves by the same perturbation.
+        """
+        return (images + self(to_grey(images), glyphs, codes, budget, allowed)).clamp(0, 1)
 
 
 def draw_codes(seeds: list[int], shape: tuple[int, int], channels: int) -> torch.Tensor:
@@ -128,22 +162,14 @@ def draw_codes(seeds: list[int], shape: tuple[int, int], channels: int) -> torch
                         for s in seeds])
 
 
-def refuse_colour(images: np.ndarray) -> None:
-    """The spike's network reads one channel: a colour captcha (N, H, W, 3) is a SettingError saying so."""
-    if np.asarray(images).ndim == 4:
-        raise SettingError("images: the generator (issue 27's spike) reads grey captchas and these are in colour "
-                           "(classic draws in colour); use a grey scheme (lines, wave) or a grey --source folder")
-
-
 @torch.no_grad()
 def perturb_captchas(model: PerturbationGenerator, images: np.ndarray, glyphs: np.ndarray, allowed: np.ndarray,
                      budget: np.ndarray, seeds: list[int], batch_size: int = 256) -> np.ndarray:
-    """Adversarial captchas as uint8 (N, H, W), one forward pass each, as a pool's shard would write them.
+    """Adversarial captchas as uint8 shaped as `images`, one forward pass each, as a pool's shard would write them.
 
-    images uint8 (N, H, W); glyphs and allowed bool (N, H, W); budget (N, H, W) per-pixel L-inf radius
-    (farm.core.masks.glyph_budget); seeds: each captcha's own seed, from which its code is drawn.
+    images uint8 (N, H, W) or (N, H, W, 3); glyphs and allowed bool (N, H, W); budget (N, H, W) per-pixel L-inf
+    radius (farm.core.masks.glyph_budget); seeds: each captcha's own seed, from which its code is drawn.
     """
-    refuse_colour(images)
     if not len(images) == len(glyphs) == len(allowed) == len(budget) == len(seeds):
         raise ValueError(f"images: {len(images)} captchas but {len(glyphs)} glyph masks, {len(allowed)} masks, "
                          f"{len(budget)} budgets and {len(seeds)} seeds")
@@ -152,10 +178,10 @@ def perturb_captchas(model: PerturbationGenerator, images: np.ndarray, glyphs: n
     out = []
     for start in range(0, len(images), batch_size):
         sl = slice(start, start + batch_size)
-        x = as_tensor(images[sl]) / 255
+        x = to_tensor(list(images[sl]))
         codes = draw_codes(seeds[sl], x.shape[-2:], model.config.code_channels)
         adv = model.perturb(x, as_tensor(glyphs[sl]), codes, as_tensor(budget[sl]), as_tensor(allowed[sl]))
-        out.append(adv.squeeze(1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy())  # the 8-bit grid
+        out.append(to_arrays(adv))  # the 8-bit grid
     return np.concatenate(out) if out else np.asarray(images).copy()
 
 

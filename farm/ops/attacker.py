@@ -88,7 +88,8 @@ OPERATOR = FinetuneConfig(steps=600, lr=1e-3, replay=0.3, eval_every=100, patien
 # accuracy, its family and its copies would be three wrong statements).
 NOT_CARRIED = frozenset({"sha256", "format", "config", "architecture", "charset", "input_size",
                          "version", "parent", "generation", "published", "held_back", "refused", "copy_of",
-                         "metrics", "training", "family", "hardened", "hardened_on", "ensemble", "target_schemes"})
+                         "metrics", "training", "family", "hardened", "hardened_on", "ensemble", "target_schemes",
+                         "generator"})
 
 
 def adapt(attacker: Solver, store, pools: list[str], count: int, out: Path, steps: int | None = None,

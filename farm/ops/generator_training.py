@@ -1,17 +1,24 @@
-"""Training a perturbation generator (farm.core.generator) against the substitute and its donors.
+"""Training a perturbation generator (farm.core.generator) against the substitute, its donors and copies.
 
-The loop reads top to bottom: render a set of fresh grey captchas once (`classic_grey`), the way pools render
-them (farm.ops.shard.render_shard under a training secret: never a pool's or a benchmark's captchas),
-with the pool's masks and two-level budget -> each step, a batch of captchas each with two codes
+The loop reads top to bottom: render a set of fresh captchas once, the way pools render them
+(farm.ops.shard.render_shard under a training secret: never a pool's or a benchmark's captchas), in
+the grey the solvers read (a colour captcha's perturbation moves its channels alike), with the
+pool's masks and two-level budget -> each step, a batch of captchas each with two codes
 -> perturb, round to 8 bits (straight through) -> input diversity as the default attacks with ->
 maximise every solver's CTC loss of the true label, capped so captchas already misread stop
 steering; a mode-seeking term (Mao et al. 2019) keeps the two codes' perturbations apart, so the
-code matters and no pattern is shared by a pool. Seeded; progress bar; stops at a time budget.
+code matters, and a centred generator takes away the pattern a pool would share.
+Seeded and resumable (each step draws from its own seed; the state is saved every `every` steps);
+progress bar; stops at a CPU budget. `train_for_store` trains against a registry version and
+publishes the generator beside it (registry.with_generator): what `farm generator train` and the
+fine-tune queue's task run.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,19 +30,22 @@ from tqdm import tqdm
 
 from farm.core import masks
 from farm.core.attacks.base import input_diversity
-from farm.core.checkpoint import Solver, read_solver_dir
-from farm.core.generator import (GeneratorConfig, PerturbationGenerator, generator_bytes, generator_card,
-                                 load_generator, refuse_colour)
+from farm.core.checkpoint import Solver, read_solver_dir, sha256_hex
+from farm.core.colour import grey_array
+from farm.core.generator import GeneratorConfig, PerturbationGenerator, generator_bytes, generator_card, load_generator
 from farm.core.preprocess.ops import straight_through
 from farm.core.schemes import get_scheme
 from farm.core.seeds import Seeds
 from farm.core.spec import MAX_SHARD_SIZE, PoolSpec
 from farm.core.zoo import HELD_OUT
 from farm.exceptions import HeldOutError, SettingError
-from farm.ops.shard import CleanShard, perturb, render_shard
+from farm.ops.resume import check_same_run, has_state, load_state, save_state
+from farm.ops.shard import CleanShard, attack_solvers, perturb, render_shard
+from farm.storage import registry
+from farm.storage.store import Store
 
-__all__ = ["GeneratorTraining", "TrainingSet", "training_set", "train_generator", "save_generator_dir",
-           "load_generator_dir"]
+__all__ = ["GeneratorTraining", "TrainingSet", "training_set", "train_generator", "training_spec", "train_for_store",
+           "save_generator_dir", "load_generator_dir"]
 
 TRAINING_SECRET = b"captchafarm generator training"  # a stream of its own: no pool or benchmark draws from it
 
@@ -45,7 +55,9 @@ class GeneratorTraining:
     """What a generator training run does; saved in the card so the run can be repeated."""
 
     preset: str = "recommended"  # whose budgets and mask the generator is trained (and bound) to
-    scheme: str = "classic_grey"  # a grey scheme: the spike's network reads one channel
+    scheme: str = "classic"  # whose captchas, read in grey as the solvers read them
+    ensemble: tuple[str, ...] = ("crnn-b", "resnet-a")  # zoo donors trained against beside the substitute, its
+    # card's donors and its hardened copies: the default colour pools are aimed at both
     captchas: int = 4000  # distinct training captchas, rendered once (rendering costs as much as a step)
     steps: int = 1500
     batch_size: int = 16  # captchas a step, each with two codes: 2 x batch_size perturbed images
@@ -59,7 +71,7 @@ class GeneratorTraining:
     distil: float = 10.0  # weight of the squared gap to the teacher's perturbation (per budget, 0 to 4)
     seed: int = 0
     cpu_minutes: float | None = None  # stop early once this process has used this much CPU (screening)
-    generator: dict | None = None  # overrides of GeneratorConfig
+    generator: dict | None = None  # overrides of GeneratorConfig (over a centred generator)
 
     def validate(self) -> "GeneratorTraining":
         for name in ("captchas", "steps", "batch_size"):
@@ -71,10 +83,22 @@ class GeneratorTraining:
             raise SettingError(f"teacher: must be 0 to captchas ({self.captchas}), got {self.teacher}")
         if not 0 <= self.diversity <= 1:
             raise SettingError(f"diversity: must be in [0, 1] (got {self.diversity})")
-        if get_scheme(self.scheme).mode != "L":  # SettingError naming the known ones for an unknown scheme
-            raise SettingError(f"scheme: {self.scheme} draws in colour and the generator reads grey captchas; "
-                               f"use a grey scheme (classic_grey, lines, wave)")
+        get_scheme(self.scheme)  # SettingError naming the known ones for an unknown scheme
         return self
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GeneratorTraining":
+        """From JSON (a task's argument, a card's record of its run); SettingError naming an unknown field."""
+        if not isinstance(data, dict):
+            raise SettingError(f"config: must be a JSON object of generator training settings (got {data!r})")
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise SettingError(f"config: unknown generator training settings {unknown}; known: "
+                               f"{', '.join(cls.__dataclass_fields__)}")
+        return cls(**{**data, **({"ensemble": tuple(data["ensemble"])} if "ensemble" in data else {})})
+
+    def model_config(self) -> GeneratorConfig:
+        return GeneratorConfig(**{"centred": True, **(self.generator or {})})
 
 
 @dataclass
@@ -89,15 +113,16 @@ class TrainingSet:
 
 
 def training_set(spec: PoolSpec, clean: CleanShard) -> TrainingSet:
-    """A shard's clean captchas (farm.ops.shard.render_shard) with that pool's mask and two-level budget as tensors."""
-    refuse_colour(clean.images)
+    """A shard's clean captchas (farm.ops.shard.render_shard) in grey, with that pool's mask and two-level budget as
+    tensors."""
+    images = np.stack([grey_array(image) for image in clean.images])  # as the solvers read colour: BT.601
     budget = masks.glyph_budget(spec, clean.glyphs)
     if budget is None and spec.norm == "linf":
         budget = np.full(clean.glyphs.shape, spec.eps)
     if budget is None:
         raise SettingError(f"norm: the generator is bounded in L-inf; the preset's norm is {spec.norm}")
     as_tensor = lambda a: torch.from_numpy(np.asarray(a)).unsqueeze(1).float()  # noqa: E731  (N, H, W) -> (N, 1, H, W)
-    return TrainingSet(as_tensor(clean.images) / 255, as_tensor(clean.glyphs), as_tensor(budget),
+    return TrainingSet(as_tensor(images) / 255, as_tensor(clean.glyphs), as_tensor(budget),
                        as_tensor(clean.allowed), clean.texts)
 
 
@@ -106,7 +131,8 @@ def teacher_perturbations(spec: PoolSpec, clean: CleanShard, substitute: Solver,
     first = CleanShard(clean.indices[:count], clean.texts[:count], clean.images[:count], clean.glyphs[:count],
                        clean.allowed[:count])
     adversarial = perturb(spec, first, [substitute], shard=0)
-    return torch.from_numpy(adversarial.astype(np.float32) - first.images).unsqueeze(1) / 255
+    grey = lambda images: np.stack([grey_array(i) for i in images]).astype(np.float32)  # noqa: E731
+    return torch.from_numpy(grey(adversarial) - grey(first.images)).unsqueeze(1) / 255
 
 
 def _ctc_losses(solvers: list[Solver], x: torch.Tensor, labels: list[list[int]]) -> list[torch.Tensor]:
@@ -115,10 +141,12 @@ def _ctc_losses(solvers: list[Solver], x: torch.Tensor, labels: list[list[int]])
 
 def train_generator(solvers: list[Solver], config: GeneratorTraining, progress: bool = True,
                     generator: PerturbationGenerator | None = None, checkpoint: Callable | None = None,
-                    every: int = 100) -> tuple[PerturbationGenerator, dict]:
+                    every: int = 100, state: Path | None = None) -> tuple[PerturbationGenerator, dict]:
     """Train (or go on training `generator`) against `solvers` (substitute first, then donors; never held-out).
 
     checkpoint(model, summary) is called every `every` steps and at the end (e.g. save_generator_dir).
+    state: a folder where the run saves its state every `every` steps and from which it resumes (the same
+    settings, SettingError otherwise): a resumed run ends where an uninterrupted one would.
     """
     config.validate()
     torch.manual_seed(config.seed)
@@ -136,18 +164,35 @@ def train_generator(solvers: list[Solver], config: GeneratorTraining, progress: 
     teacher_seconds = time.perf_counter() - started - render_seconds
     charset = solvers[0].charset
     labels = [charset.encode(charset.normalize(t)) for t in data.texts]
+    frozen = [p for solver in solvers for p in solver.model.parameters() if p.requires_grad]
     for solver in solvers:
         solver.model.eval()
-        solver.model.requires_grad_(False)
-    model = generator or PerturbationGenerator(GeneratorConfig(**(config.generator or {})))
+    for p in frozen:  # the solvers only steer; given back as they were (a worker's cached substitute is fine-tuned)
+        p.requires_grad_(False)
+    try:
+        return _train(solvers, config, progress, generator, checkpoint, every, state, data, labels, teacher,
+                      (started, cpu_started, render_seconds, teacher_seconds))
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def _train(solvers, config, progress, generator, checkpoint, every, state, data, labels, teacher, clock):
+    started, cpu_started, render_seconds, teacher_seconds = clock
+    model = generator or PerturbationGenerator(config.model_config())
     model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.steps)
-    rng = torch.Generator().manual_seed(config.seed)
+    step = 0
+    if state is not None and has_state(state):
+        check_same_run(state, config, free=("cpu_minutes",), flag="--restart")
+        step, _ = load_state(state, model, optimiser)
     shape, channels = tuple(data.images.shape[-2:]), model.config.code_channels
-    history, step = [], 0
-    bar = tqdm(total=config.steps, desc="train generator", unit="step", disable=not progress)
-    for step in range(1, config.steps + 1):
+    history = []
+    bar = tqdm(total=config.steps, initial=step, desc="train generator", unit="step", disable=not progress)
+    while step < config.steps:
+        for group in optimiser.param_groups:  # cosine schedule, by the step: a resumed run keeps it
+            group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+        rng = torch.Generator().manual_seed(config.seed * 1_000_003 + step)  # the step's own draws: resumes repeat
         rows = torch.randint(0, config.captchas, (config.batch_size,), generator=rng)
         twice = torch.cat([rows, rows])  # each captcha with two codes
         codes = torch.randn(len(twice), channels, -(-shape[0] // 4), -(-shape[1] // 4), generator=rng)
@@ -172,7 +217,7 @@ def train_generator(solvers: list[Solver], config: GeneratorTraining, progress: 
         optimiser.zero_grad(set_to_none=True)
         objective.backward()
         optimiser.step()
-        schedule.step()
+        step += 1
         record = {"step": step, "loss": [round(float(loss.detach().mean()), 3) for loss in losses],
                   "apart": round(float(apart.detach()), 3),
                   "used": round(float((delta.detach().abs() / data.budget[twice]).mean()), 3)}
@@ -180,14 +225,19 @@ def train_generator(solvers: list[Solver], config: GeneratorTraining, progress: 
         bar.set_postfix(ctc="/".join(f"{v:.1f}" for v in record["loss"]), apart=f"{record['apart']:.2f}",
                         used=f"{record['used']:.2f}")
         bar.update()
-        if checkpoint and step % every == 0:
-            checkpoint(model, _summary(config, solvers, history, step, started, cpu_started, render_seconds,
-                                       teacher_seconds))
+        if step % every == 0:
+            if state is not None:
+                save_state(state, model, optimiser, step, config, time.perf_counter() - started)
+            if checkpoint:
+                checkpoint(model, _summary(config, solvers, history, step, started, cpu_started, render_seconds,
+                                           teacher_seconds))
         if config.cpu_minutes is not None and time.process_time() - cpu_started > 60 * config.cpu_minutes:
             break
     bar.close()
     model.eval()
     summary = _summary(config, solvers, history, step, started, cpu_started, render_seconds, teacher_seconds)
+    if state is not None:
+        save_state(state, model, optimiser, step, config, time.perf_counter() - started)
     if checkpoint:
         checkpoint(model, summary)
     return model, summary
@@ -199,8 +249,10 @@ def _summary(config, solvers, history, step, started, cpu_started, render_second
             "cpu_seconds": round(time.process_time() - cpu_started, 1), "render_seconds": round(render_seconds, 1),
             "teacher_seconds": round(teacher_seconds, 1),
             "solvers": [s.card.get("zoo", {}).get("name") or s.version for s in solvers],
-            "final_ctc": [round(float(np.mean([r["loss"][k] for r in last])), 3) for k in range(len(solvers))],
-            "final_apart": round(float(np.mean([r["apart"] for r in last])), 3), "config": asdict(config),
+            "final_ctc": [round(float(np.mean([r["loss"][k] for r in last])), 3) if last else None
+                          for k in range(len(solvers))],
+            "final_apart": round(float(np.mean([r["apart"] for r in last])), 3) if last else None,
+            "config": asdict(config),
             "history": history[::25]}
 
 
@@ -218,3 +270,41 @@ def save_generator_dir(model: PerturbationGenerator, directory: Path, **card_fie
 def load_generator_dir(directory: Path) -> PerturbationGenerator:
     """The generator a folder holds, sha256-checked; CheckpointError naming what is missing or wrong."""
     return load_generator(*read_solver_dir(directory, what="generator"))
+
+
+def training_spec(config: GeneratorTraining) -> PoolSpec:
+    """The pool a generator trained by `config` stands in for: method generator with the preset's mask and glyph
+    budget and the config's donors (whose solvers it trains against: farm.ops.shard.attack_solvers)."""
+    return PoolSpec.from_preset(config.preset, method="generator", scheme=config.scheme, ensemble=config.ensemble,
+                                count=1).validate()
+
+
+def train_for_store(store: Store, config: GeneratorTraining, work: Path, progress: bool = True, device: str = "cpu",
+                    restart: bool = False) -> dict:
+    """Train a generator against CURRENT (its substitute, donors and hardened copies) and publish it beside CURRENT's
+    weights as a new version of the same generation (registry.with_generator).
+
+    The run's state lives in `work`, one folder per version trained against: run again to resume one
+    stopped (by `cpu_minutes`, or killed); `restart` starts it over. A run stopped before its last step
+    publishes nothing. Returns {version, base, steps, complete, ...the training summary}.
+    """
+    registry.ensure_current(store)
+    base = registry.load(store, device=device)
+    solvers = attack_solvers(training_spec(config), base, device)
+    # never resumes a run against another version, or another store's version of that name
+    state = Path(work) / f"{sha256_hex(store.url.encode())[:8]}-{base.version}-{base.sha256[:12]}"
+    if restart and state.exists():
+        shutil.rmtree(state)
+    model, summary = train_generator(solvers, config, progress, state=state)
+    result = {"base": base.version, "version": None, "complete": summary["steps"] >= config.steps,
+              "state": str(state), **{k: summary[k] for k in ("steps", "seconds", "cpu_seconds", "solvers",
+                                                               "final_ctc", "final_apart")}}
+    if not result["complete"]:
+        return result
+    weights = generator_bytes(model)
+    card = generator_card(model, weights, trained_against={"version": base.version, "sha256": base.sha256,
+                                                           "solvers": summary["solvers"]},
+                          training={k: v for k, v in summary.items() if k != "history"})
+    result["version"] = registry.with_generator(store, base.version, weights, card)
+    shutil.rmtree(state, ignore_errors=True)  # published: nothing left to resume
+    return result

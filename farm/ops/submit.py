@@ -83,6 +83,7 @@ def submit(store: Store, pool: str, spec: PoolSpec, substitute, runner: Runner, 
     if not wait and not runner.remote:
         raise ValueError("wait: only a job run elsewhere (the farm) can be left running")
     check_reads(substitute, spec_charset(spec, store), f"pool {pool!r} ({spec.scheme})")
+    generator = check_generator(store, spec, substitute)
     check_spec_matches(store, pool, spec, grow=grow)
     runner.check(store)
     write_manifest(store, pool, spec, substitute, status="generating")
@@ -99,7 +100,7 @@ def submit(store: Store, pool: str, spec: PoolSpec, substitute, runner: Runner, 
                               shard_substitutes={r["shard"]: r["substitute"] for r in done})
     summary = summarise(manifest, spec.shards - len(todo), results, time.perf_counter() - started, store.url)
     summary.update(substitute=substitute.version, donors=donor_names(spec, substitute.card),
-                   hardened=copy_versions(substitute.card))
+                   hardened=copy_versions(substitute.card), generator=generator)
     if record is not None:
         summary["job"] = record["id"]
     if not runner.remote:  # the stages are timed in this process; the farm's are in its metrics
@@ -108,6 +109,18 @@ def submit(store: Store, pool: str, spec: PoolSpec, substitute, runner: Runner, 
             stages.update(r.get("stages", {}))
         summary["stage_seconds"] = {stage: round(stages[stage], 2) for stage in STAGES}
     return summary
+
+
+def check_generator(store: Store, spec: PoolSpec, substitute) -> str | None:
+    """For the generator method, the version whose generator makes the pool (registry.generator_version);
+    PoolError before anything is written when there is none. None for every other method."""
+    if spec.method != "generator":
+        return None
+    owner = registry.generator_version(store, substitute.version)
+    if owner is None:
+        raise PoolError(f"method: substitute {substitute.version} has no trained generator, nor has any version it "
+                        f"was made from; train one with `farm generator train`, or choose another --method")
+    return owner
 
 
 def summarise(manifest: dict, complete_before: int, results: list[dict], seconds: float, store_url: str) -> dict:

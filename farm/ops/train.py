@@ -6,7 +6,6 @@ warm-up + cosine learning rate -> now and then a validation pass and a resumable
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shlex
@@ -18,7 +17,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from farm.core.charset import DEFAULT_ALPHABET, Charset, parse_alphabet
@@ -28,6 +26,7 @@ from farm.storage.folder import Labelled, read_folder
 from farm.core.model import to_input_bytes
 from farm.core.charset import MAX_ANSWER_CHARS
 from farm.ops.evaluate import scheme_accuracy, sequence_accuracy
+from farm.ops.resume import check_same_run, load_state, save_state
 from farm.core.schemes import get_scheme
 from farm.core.zoo import member, zoo_path
 from farm.core.preprocess import apply
@@ -139,49 +138,7 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _save_state(path: Path, model, optimizer, step: int, config: TrainConfig, elapsed: float):
-    """A resumable state without pickle: tensors in safetensors, the rest in JSON."""
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    opt = optimizer.state_dict()
-    for index, state in opt["state"].items():
-        for name, value in state.items():
-            tensors[f"opt.{index}.{name}"] = torch.as_tensor(value).detach().clone().contiguous()
-    path.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path / "state.safetensors.tmp"))
-    (path / "state.safetensors.tmp").replace(path / "state.safetensors")
-    (path / "state.json").write_text(json.dumps({"step": step, "elapsed": elapsed, "config": asdict(config),
-                                                 "model": model.config.to_dict()}, indent=2))
-
-
 _RESUME_FREE = ("workers", "threads", "eval_every")  # may change between a run and its resume: same result
-
-
-def _check_same_run(path: Path, config: TrainConfig) -> None:
-    """A resume continues the same run: other settings would silently mix two recipes in one checkpoint."""
-    try:
-        saved = json.loads((path / "state.json").read_text())["config"]
-    except (ValueError, KeyError, OSError) as e:
-        raise SettingError(f"resume: {path / 'state.json'} is unreadable ({e}); remove {path} or use --no-resume") from e
-    now = json.loads(json.dumps(asdict(config)))  # tuples as lists, like the saved JSON
-    differs = [k for k in now if k not in _RESUME_FREE and saved.get(k) != now[k]]
-    if differs:
-        raise SettingError(f"resume: {path} holds a run with other settings (differs in {', '.join(differs)}); "
-                           f"repeat them, choose another --out, or pass --no-resume to start over")
-
-
-def _load_state(path: Path, model, optimizer) -> tuple[int, float]:
-    meta = json.loads((path / "state.json").read_text())
-    tensors = load_file(str(path / "state.safetensors"))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    opt = optimizer.state_dict()
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    opt["state"] = state
-    optimizer.load_state_dict(opt)
-    return meta["step"], meta.get("elapsed", 0.0)
 
 
 def train(config: TrainConfig, out: Path, resume: bool = True,
@@ -201,8 +158,8 @@ def train(config: TrainConfig, out: Path, resume: bool = True,
     state_dir = out / "train-state"
     step, elapsed = 0, 0.0
     if resume and (state_dir / "state.json").exists():
-        _check_same_run(state_dir, config)
-        step, elapsed = _load_state(state_dir, model, optimizer)
+        check_same_run(state_dir, config, _RESUME_FREE)
+        step, elapsed = load_state(state_dir, model, optimizer)
         log.info("resuming at step %d", step)
     size = (model.config.input_height, model.config.input_width)
     grey = model.config.grey
@@ -246,7 +203,7 @@ def train(config: TrainConfig, out: Path, resume: bool = True,
         if step % config.eval_every == 0 or step == config.steps:
             val = _validate(model, charset, validation)
             model.train()
-            _save_state(state_dir, model, optimizer, step, config, elapsed + time.perf_counter() - started)
+            save_state(state_dir, model, optimizer, step, config, elapsed + time.perf_counter() - started)
         rate = seen / max(time.perf_counter() - started, 1e-9)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", img_s=f"{rate:.0f}",
                         **{f"val_{k}": f"{v:.3f}" for k, v in val.items()}, refresh=False)

@@ -15,6 +15,11 @@ rollback makes the pools of the generation it goes back to. Cards written before
 theirs from the lineage (`generation`). A version's card also names the perturbation family its
 pools are made with (`family`, farm.core.families): the fine-tune's move chooses it; any other
 publish keeps the parent's; a card naming none (the bundled v1, older cards) is of the default family.
+A version may carry a perturbation generator trained against it (farm.core.generator): its weights
+beside the substitute's (`generator.safetensors`), its card as the card's `generator`, with their
+sha256; `with_generator` publishes one on top of the version it was trained against, same weights,
+same generation (nothing a bot learned from changes), and loading attaches it (`Solver.generator`),
+or, for a version without one (a fine-tune's), its newest ancestor's.
 Loading checks CURRENT, the card and the sha256 before building anything, caches by sha256, and
 never unpickles. A worker keeps the solver it holds when a newer one fails to load (`refresh`).
 Only the write paths publish: `ensure_current` (the bundled substitute as v1 in an empty store) is
@@ -36,13 +41,14 @@ from importlib import resources
 from farm.core.charset import Charset
 from farm.core.checkpoint import Solver, load_solver, sha256_hex
 from farm.core.families import card_family
+from farm.core.generator import load_generator
 from farm.core.zoo import card_ensemble
 from farm.exceptions import CheckpointError, ConflictError, FarmError, HeldOutError, SettingError, SwitchLostError
 from farm.storage.store import Store
 
 __all__ = ["publish", "current", "require_current", "versions", "card", "Reference", "reference", "find_sha256", "load",
-           "refresh", "ensure_current", "bundled", "promote", "rollback", "lineage", "generation", "family",
-           "CURRENT"]
+           "refresh", "ensure_current", "bundled", "bundled_generator", "promote", "rollback", "lineage", "generation",
+           "family", "with_generator", "generator_version", "read_weights", "CURRENT", "GENERATOR_FILE"]
 
 log = logging.getLogger(__name__)
 CURRENT = "checkpoints/CURRENT"
@@ -50,6 +56,7 @@ CACHE_SIZE = 4  # a worker needs the current solver and perhaps the previous one
 _CACHE: OrderedDict[str, Solver] = OrderedDict()
 # set by publish, never by the caller
 _PUBLISHED_FIELDS = ("version", "parent", "generation", "published", "sha256", "held_back")
+GENERATOR_FILE = "generator.safetensors"  # a version's generator, beside its model.safetensors (and a bundled one's)
 CLAIM_ATTEMPTS = 8  # an unpromoted publish moves to the next number when another publisher took this one
 
 
@@ -61,6 +68,19 @@ def bundled() -> tuple[bytes, dict]:
     except FileNotFoundError as e:
         raise CheckpointError(f"bundled substitute: {e.filename} is missing; reinstall captchafarm or train one "
                               f"with `farm train --out farm/bundled`") from e
+
+
+def bundled_generator() -> tuple[bytes, dict] | None:
+    """The generator shipped beside the bundled substitute, trained against it: (weights, its card), if any.
+
+    Kept apart from the substitute's card, so that card publishes alone as before; the first version of an
+    empty store carries both (ensure_current).
+    """
+    folder = resources.files("farm") / "bundled"
+    try:
+        return (folder / GENERATOR_FILE).read_bytes(), json.loads((folder / "generator.json").read_text())
+    except FileNotFoundError:
+        return None
 
 
 def _number(version: str) -> int | None:
@@ -213,16 +233,28 @@ def _create(store: Store, key: str, data: bytes, content_type: str) -> None:
 
 
 def publish(store: Store, weights: bytes, card_fields: dict, parent: str | None = None,
-            make_current: bool = True, allow_charset_change: bool = False, held_back: str | None = None) -> str:
+            make_current: bool = True, allow_charset_change: bool = False, held_back: str | None = None,
+            generator: bytes | None = None, keeps_generation: bool = False) -> str:
     """Publish weights with their card as a new version; returns the version.
 
     With `parent`, CURRENT must still be that version when the switch happens (a fine-tune
     publishes on top of the base it trained from); without, on top of whatever CURRENT was read.
     Without `make_current` the version is stored unpromoted: nothing switches, so `parent` (what
     it was made from) is recorded unchecked, and the card's `held_back` says why (`held_back`).
+    `generator`: the weights of the generator the card's `generator` describes, stored beside the
+    substitute's. `keeps_generation`: the version changes nothing its pools perturb with beyond its
+    parent's (it adds a generator), so it is of its parent's generation, not the next.
     """
     if held_back is not None and make_current:
         raise ValueError("held_back: only a version published without make_current is held back")
+    if (generator is None) != ("generator" not in card_fields):
+        raise CheckpointError("card: names a generator but no generator weights were given" if generator is None
+                              else "generator: weights were given but the card names no generator (its `generator`)")
+    if generator is not None:
+        try:  # refuse to publish a generator that cannot load, or whose weights its card does not describe
+            load_generator(generator, card_fields["generator"])
+        except CheckpointError as e:
+            raise CheckpointError(f"generator: {e}") from e
     digest = sha256_hex(weights)
     if card_fields.get("sha256") not in (None, digest):
         raise CheckpointError("card: its sha256 does not match the weights being published")
@@ -244,11 +276,14 @@ def publish(store: Store, weights: bytes, card_fields: dict, parent: str | None 
     _check_charset(fields, running, allow_charset_change)
     parent = parent or (pointer or {}).get("version")
     above = generation(store, parent) if parent else 0  # None: the parent's is unknown, and so is this one's
-    if parent and "family" not in fields:  # a generation keeps its parent's family unless the move chose another
-        fields["family"] = {"name": family(store, parent)}
+    if parent and "family" not in fields and not keeps_generation:  # a generation keeps its parent's family unless
+        fields["family"] = {"name": family(store, parent)}  # the move chose another; a version of its parent's
+        # generation keeps the parent's card as it stands (no family: the default of each scheme's mode)
     version = _claim(store, weights, 1 if make_current else CLAIM_ATTEMPTS)
+    if generator is not None:  # before the card: a version is whole once its card exists
+        _create(store, f"checkpoints/{version}/{GENERATOR_FILE}", generator, "application/octet-stream")
     full_card = {**fields, "sha256": digest, "version": version, "parent": parent,
-                 "generation": None if above is None else above + 1,
+                 "generation": None if above is None else above + (0 if keeps_generation and parent else 1),
                  "published": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if not make_current:
         full_card["held_back"] = held_back or "published without switching CURRENT"
@@ -298,6 +333,62 @@ def _read(store: Store, version: str) -> tuple[bytes, dict]:
     except KeyError:
         raise CheckpointError(f"version {version}: model.safetensors is missing") from None
     return weights, c
+
+
+def read_weights(store: Store, version: str) -> bytes:
+    """A version's substitute weights, sha256-checked against its card (what a version made on top of it reuses)."""
+    data, c = _read(store, version)
+    if sha256_hex(data) != c.get("sha256"):
+        raise CheckpointError(f"version {version}: model.safetensors does not match its card's sha256; the version "
+                              f"is corrupt")
+    return data
+
+
+def generator_version(store: Store, version: str) -> str | None:
+    """The version whose generator `version`'s pools of the generator method use: its own, else its newest
+    ancestor's (trained against an older substitute, until one is trained against this version); None if none.
+
+    A fine-tune publishes without one, and pools made with the generator method must not stop meanwhile.
+    """
+    seen = set()
+    while isinstance(version, str) and version not in seen:
+        seen.add(version)
+        try:
+            c = card(store, version)
+        except (CheckpointError, SettingError):
+            return None  # an ancestor gone: no generator to fall back on
+        if "generator" in c:
+            return version
+        version = c.get("parent")
+    return None
+
+
+def _generator(store: Store, version: str):
+    """The generator `version` uses (generator_version), verified against the sha256 its card names; else None."""
+    owner = generator_version(store, version)
+    if owner is None:
+        return None
+    try:
+        data = store.get(f"checkpoints/{owner}/{GENERATOR_FILE}")
+    except KeyError:
+        raise CheckpointError(f"version {owner}: its card names a generator but {GENERATOR_FILE} is missing; "
+                              f"the version is corrupt, train one again (`farm generator train`)") from None
+    try:
+        model = load_generator(data, card(store, owner)["generator"])
+    except CheckpointError as e:
+        raise CheckpointError(f"version {owner}: its generator is refused: {e}") from e
+    if owner != version:
+        log.info("version %s has no generator of its own: using %s's", version, owner)
+    return model
+
+
+def with_generator(store: Store, version: str, generator: bytes, generator_card: dict) -> str:
+    """Publish `version`'s weights and card again with a generator trained against it, on top of it (CURRENT must
+    still be `version`), of its generation; returns the new version."""
+    base = card(store, version)
+    fields = {k: v for k, v in base.items() if k not in _PUBLISHED_FIELDS and k != "generator"}
+    return publish(store, read_weights(store, version), {**fields, "generator": generator_card}, parent=version,
+                   generator=generator, keeps_generation=True)
 
 
 def _verify(store: Store, version: str, device: str = "cpu") -> Solver:
@@ -427,9 +518,12 @@ def ensure_current(store: Store) -> dict:
     now = current(store)
     if now is not None:
         return now
-    weights, c = bundled()
+    data, c = bundled()
+    generator = bundled_generator()
+    if generator is not None:
+        c = {**c, "generator": generator[1]}
     try:
-        publish(store, weights, c)
+        publish(store, data, c, generator=None if generator is None else generator[0])
     except ConflictError:
         deadline = time.monotonic() + ENSURE_WAIT_SECONDS
         while (now := current(store)) is None and time.monotonic() < deadline:
@@ -457,6 +551,7 @@ def load(store: Store, version: str | None = None, device: str = "cpu",
     else:
         solver = _verify(store, version, device)
         solver.companions = _companions(store, version, c, device)
+        solver.generator = _generator(store, version)
         _CACHE[key] = solver
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)

@@ -3,6 +3,7 @@
 from farm.core.attacks.base import Attack
 from farm.core.attacks.direct import Direct
 from farm.core.attacks.edge import Edge
+from farm.core.attacks.generated import Generated
 from farm.core.attacks.iterative import Iterative
 from farm.core.attacks.momentum import Momentum
 from farm.core.attacks.robust import Robust
@@ -11,7 +12,8 @@ from farm.core.attacks.warp import Warp
 
 __all__ = ["Attack", "METHODS", "make_attack"]
 
-METHODS: dict[str, type[Attack]] = {cls.name: cls for cls in (Direct, Iterative, Momentum, Robust, Warp, Edge)}
+METHODS: dict[str, type[Attack]] = {cls.name: cls for cls in (Direct, Iterative, Momentum, Robust, Warp, Edge,
+                                                               Generated)}
 
 
 def make_attack(method: str, solvers, **kwargs) -> Attack:

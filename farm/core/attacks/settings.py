@@ -15,7 +15,8 @@ from typing import Callable
 from farm.exceptions import SettingError
 
 __all__ = ["Setting", "Declaration", "NORMS", "MAX_L2_EPS", "MAX_SMOOTHING", "MAX_DECAY", "MAX_DISPLACEMENT",
-           "MAX_GRID", "MAX_BAND", "DIRECT", "ITERATIVE", "MOMENTUM", "ROBUST", "WARP", "EDGE", "PLACEMENTS",
+           "MAX_GRID", "MAX_BAND", "DIRECT", "ITERATIVE", "MOMENTUM", "ROBUST", "WARP", "EDGE", "GENERATOR",
+           "REFINE_STEP_OF", "PLACEMENTS",
            "DECLARED", "METHOD_NAMES", "SETTINGS",
            "declaration", "takers", "not_taken", "listed"]
 
@@ -152,6 +153,11 @@ def _alpha(alpha, settings) -> None:
 def _steps(steps, settings) -> None:
     if not steps >= 1:
         raise SettingError(f"steps: must be at least 1 (got {steps})")
+
+
+def _refine_steps(steps, settings) -> None:
+    if not steps >= 0:
+        raise SettingError(f"steps: refining steps after the generator's forward pass, 0 or more (got {steps})")
 
 
 def _smoothing(smoothing, settings) -> None:
@@ -291,13 +297,25 @@ EDGE = MOMENTUM.derive(defaults={"early_stop": False}, add=(
                                               "random places of the same band.", choices=PLACEMENTS),
 ))
 
+# generator (issue 27): a trained perturbation generator's forward pass (farm.core.generator), then `steps` momentum
+# steps refining it, each as long as one of the recommended's 20 (2.5 eps / 20); the recommended's budget, input
+# diversity, smoothing and colour conversions for those steps. Bounded pixel by pixel, so L-inf only.
+REFINE_STEP_OF = 20  # the recommended preset's steps: a refining step is one of its steps
+GENERATOR = MOMENTUM.derive(
+    drop=("norm", "steps", "random_start", "early_stop"),
+    defaults={"eps": 32 / 255, "diversity": 0.7, "smoothing": 2.0, "conversions": 0.5},
+    add=(Setting("norm", "linf", str, "Budget norm: the generator bounds its output pixel by pixel.",
+                 choices=("linf",)),
+         Setting("steps", 0, int, f"Momentum steps refining the generator's output, each of 2.5 eps / "
+                                  f"{REFINE_STEP_OF} unless --alpha; 0: its forward pass alone.", _refine_steps)))
+
 DECLARED: dict[str, Declaration] = {"direct": DIRECT, "iterative": ITERATIVE, "momentum": MOMENTUM, "robust": ROBUST,
-                                    "warp": WARP, "edge": EDGE}
+                                    "warp": WARP, "edge": EDGE, "generator": GENERATOR}
 METHOD_NAMES = ("none", *DECLARED)  # none: the clean captchas, a control that takes no setting
 
 # Every setting any method takes, once, in the order options are listed (help and type of the first declaring it)
 SETTINGS: dict[str, Setting] = {}
-for _declaration in (ITERATIVE, MOMENTUM, ROBUST, DIRECT, WARP, EDGE):
+for _declaration in (ITERATIVE, MOMENTUM, ROBUST, DIRECT, WARP, EDGE, GENERATOR):
     for _setting in _declaration.settings:
         SETTINGS.setdefault(_setting.name, _setting)
 
