@@ -100,7 +100,7 @@ def test_every_alert_has_a_passing_promtool_test_that_fires_it():
     assert result.returncode == 0, result.stdout + result.stderr
     alerts = {r["alert"] for r in rules() if "alert" in r}
     assert alerts == {"FarmGenerationStalled", "FarmCheckpointLoadsFailing", "FarmPoolBelowFloor",
-                      "FarmFinetuneFailing"}
+                      "FarmFinetuneFailing", "FarmGeneratorTrainingFailing"}
     cases = [case for test in yaml.safe_load((PROMETHEUS / "tests.yml").read_text())["tests"]
              for case in test.get("alert_rule_test", [])]
     fired = {case["alertname"] for case in cases if case.get("exp_alerts")}

@@ -271,6 +271,26 @@ def test_farm_generator_train_publishes_a_version_that_generate_uses(tmp_path):
                          env=env)
     assert made.exit_code == 0, made.output
     assert f"with the generator of {result['version']}" in made.output
+    listed = {r["version"]: r for r in json.loads(runner.invoke(main, ["checkpoint", "list", "--json"], env=env).output)}
+    assert listed[result["version"]]["generator"] == result["version"] and listed["v1"]["generator"] == "v1"
+    shown = runner.invoke(main, ["checkpoint", "list"], env=env).output
+    assert f"{result['version']}     gen 1" in shown and "+gen" in shown
+
+
+def test_a_fresh_machine_makes_generator_pools_with_the_bundled_generator(tmp_path):
+    from click.testing import CliRunner
+
+    from farm.cli import main
+
+    env = {"FARM_STORE": f"file://{tmp_path / 'store'}"}
+    made = CliRunner().invoke(main, ["generate", "--pool", "g", "--method", "generator", "--count", "8", "--json"],
+                              env=env)
+    assert made.exit_code == 0, made.output
+    summary = json.loads(made.output)
+    assert summary["generator"] == summary["substitute"] == "v1" and summary["generated"] == 8
+    store = LocalStore(tmp_path / "store")
+    assert registry.card(store, "v1")["generator"] == registry.bundled_generator()[1]
+    assert 0 < summary["mean_linf"] <= 32 / 255 + 1e-6
 
 
 @pytest.mark.slow

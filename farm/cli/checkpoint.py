@@ -21,7 +21,9 @@ def list_(store_url, as_json):
     """Published versions, oldest first: generation, family, lineage (<- parent <- its parent ...), * on CURRENT.
 
     A version whose card names no family (the bundled v1) makes noise pools of grey schemes and ink pools of
-    colour ones: shown noise|ink (JSON: family, family_colour).
+    colour ones: shown noise|ink (JSON: family, family_colour). `+gen` marks a version with a trained
+    perturbation generator of its own (`farm generator train`; JSON: generator, the version whose generator
+    `--method generator` uses, its own or an ancestor's).
 
     A status marks versions held back from CURRENT. unpromoted: stored without becoming CURRENT (a
     fine-tune that lost the race for it, --no-promote, --no-current) and not promoted since;
@@ -55,7 +57,8 @@ def list_(store_url, as_json):
         if "error" not in r:
             r.update(status=_status(r, promoted), generation=registry.generation(store, r["version"], cards),
                      family=card_family(cards[r["version"]]), family_colour=card_family(cards[r["version"]], "RGB"),
-                     lineage=registry.lineage(cards, r["version"])[1:])
+                     lineage=registry.lineage(cards, r["version"])[1:],
+                     generator=registry.generator_version(store, r["version"], cards))
     if as_json:
         json_out(rows)
         return
@@ -70,8 +73,9 @@ def list_(store_url, as_json):
         line = " <- ".join([f" copy of {r['copy_of']}" if r["copy_of"] else "", *r["lineage"]])
         family = r["family"] if r["family"] == r["family_colour"] else f"{r['family']}|{r['family_colour']}"
         family = "-" if r["copy_of"] else family  # a copy is an attack target: no pool is made with it
+        family += " +gen" if r["generator"] == r["version"] else ""
         click.echo(f"{mark} {r['version']:6s} gen {r['generation'] or '?'!s:3s} {r['status'] or '':10s} "
-                   f"{r['sha256'][:12]}  {r['published']}  {family:9s}  {acc} {line}".rstrip())
+                   f"{r['sha256'][:12]}  {r['published']}  {family:14s}  {acc} {line}".rstrip())
     if any(r.get("status") for r in rows):
         click.echo("(`farm checkpoint show VERSION` says why a version is unpromoted or refused; "
                    "`farm checkpoint promote VERSION` promotes it, --force for a refused one)")

@@ -344,18 +344,19 @@ def read_weights(store: Store, version: str) -> bytes:
     return data
 
 
-def generator_version(store: Store, version: str) -> str | None:
+def generator_version(store: Store, version: str, cards: dict[str, dict] | None = None) -> str | None:
     """The version whose generator `version`'s pools of the generator method use: its own, else its newest
     ancestor's (trained against an older substitute, until one is trained against this version); None if none.
 
     A fine-tune publishes without one, and pools made with the generator method must not stop meanwhile.
+    `cards` ({version: card}, as `farm checkpoint list` holds them) saves reading the store.
     """
     seen = set()
     while isinstance(version, str) and version not in seen:
         seen.add(version)
         try:
-            c = card(store, version)
-        except (CheckpointError, SettingError):
+            c = cards[version] if cards is not None else card(store, version)
+        except (KeyError, CheckpointError, SettingError):
             return None  # an ancestor gone: no generator to fall back on
         if "generator" in c:
             return version
