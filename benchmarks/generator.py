@@ -7,8 +7,9 @@ publishes one against it; `--store` measures another store's CURRENT). Side by s
 one torch thread: captchas/s of clean rendering, of the default (the pool `farm generate` makes on
 `--scheme` with no method options: on colour `classic` the ink family's `edge` preset, on grey
 schemes `recommended`), of `recommended` (the dense noise the generator stands in for) and of the
-generator (one forward pass; `--refine K` adds K momentum steps), from rendering to the 8-bit
-image; rates from the process's CPU time (the machine is shared), wall time beside.
+generator (one forward pass, its dots then its noise; `--refine K` adds K momentum steps; and with
+no dots, to show what they do), from rendering to the 8-bit image and to the PNG a shard writes;
+rates from the process's CPU time (the machine is shared), wall time beside.
 Then, on the same fresh captchas (a benchmark secret: neither a pool's nor the generator's
 training captchas), every held-out zoo solver reads each method's images as served and after each
 clean-up chain (farm.core.preprocess.CHAINS; on colour, each through BT.601 as a bot loads them, and
@@ -73,6 +74,7 @@ from farm.ops.evaluate import chain_accuracy, worst_chain
 from farm.ops.generator_training import GeneratorTraining, train_for_store
 from farm.ops.shard import attack_solvers, perturb, render_shard
 from farm.storage import registry
+from farm.storage.layout import encode_png
 from farm.storage.store import LocalStore, open_store
 
 SECRET = b"benchmark generator"  # apart from pools and from the generator's training captchas
@@ -95,6 +97,7 @@ def specs(store, scheme: str, count: int, seed: int, refine: list[int]) -> dict:
     made.update({"generator" + (f"+{k}" if k else ""): PoolSpec.from_preset("recommended", method="generator",
                                                                               steps=k, **fields)
                  for k in [0, *refine]})
+    made["generator, no dots"] = PoolSpec.from_preset("recommended", method="generator", dots=0, **fields)
     return {name: spec.validate() for name, spec in made.items()}
 
 
@@ -103,9 +106,9 @@ def run(spec: PoolSpec, substitute, clean) -> np.ndarray:
     return perturb(spec, clean, attack_solvers(spec, substitute), 0)
 
 
-def rates(made: dict, substitute, seeds: Seeds, rounds: int) -> dict:
+def rates(made: dict, substitute, seeds: Seeds, rounds: int, png: bool = False) -> dict:
     """{method: {"cpu": captchas/s of CPU time, "wall": captchas/s}}, clean rendering first: best of `rounds`,
-    methods interleaved; each from rendering to the 8-bit images."""
+    methods interleaved; each from rendering to the 8-bit images (`png`: to the PNG files a shard writes)."""
     any_spec = next(iter(made.values()))
     runs = {"clean": lambda: render_shard(any_spec, 0, seeds).images}
     runs.update({name: (lambda spec=spec: run(spec, substitute, render_shard(spec, 0, seeds)))
@@ -114,7 +117,9 @@ def rates(made: dict, substitute, seeds: Seeds, rounds: int) -> dict:
     for _ in range(rounds):
         for name, go in runs.items():
             cpu, wall = time.process_time(), time.perf_counter()
-            go()
+            images = go()
+            if png:
+                [encode_png(image) for image in images]
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             best[name]["cpu"] = max(best[name]["cpu"], any_spec.count / cpu)
             best[name]["wall"] = max(best[name]["wall"], any_spec.count / wall)
@@ -171,11 +176,15 @@ def main():
     print(f"CURRENT {substitute.version}; generator of {owner} (trained {training.get('steps')} steps, "
           f"{(training.get('cpu_seconds') or 0) / 60:.1f} CPU-min, against {', '.join(training.get('solvers') or [])})")
 
-    rate = rates(specs(store, args.scheme, args.rate_count, args.seed + 1, args.refine), substitute, seeds,
-                 args.rounds)
-    print(f"rate ({args.rate_count} captchas, best of {args.rounds}, one thread): captchas/s of CPU time (wall)")
+    rate_specs = specs(store, args.scheme, args.rate_count, args.seed + 1, args.refine)
+    rate = rates(rate_specs, substitute, seeds, args.rounds)
+    with_png = rates(rate_specs, substitute, seeds, args.rounds, png=True)
+    print(f"rate ({args.rate_count} captchas, best of {args.rounds}, one thread): captchas/s of CPU time (wall), "
+          f"to the 8-bit image | to the PNG a shard writes")
     for name, r in rate.items():
-        print(f"  {name:14s} {r['cpu']:8.1f} ({r['wall']:.1f})  {rate['clean']['cpu'] / r['cpu']:5.2f}x clean's cost")
+        p = with_png[name]
+        print(f"  {name:14s} {r['cpu']:8.1f} ({r['wall']:.1f})  {rate['clean']['cpu'] / r['cpu']:5.2f}x clean's cost"
+              f" | {p['cpu']:8.1f}  {with_png['clean']['cpu'] / p['cpu']:5.2f}x")
 
     made = specs(store, args.scheme, args.count, args.seed, args.refine)
     clean = render_shard(made["default"], 0, seeds)
@@ -190,7 +199,8 @@ def main():
     read_clean = chain_accuracy(solvers, clean.texts, as_tensor(clean.images), chains)
     tables = {name: held_out_table(solvers, clean.texts, read_clean, adv, chains) for name, adv in images.items()}
     tables.update({f"{name} - mean": held_out_table(solvers, clean.texts, read_clean, without_mean(clean.images, adv),
-                                                    chains) for name, adv in images.items() if "+" not in name})
+                                                    chains) for name, adv in images.items()
+                   if name in ("default", "recommended", "generator")})
     print(f"held-out accuracy on {args.count} {args.scheme} captchas over {len(chains) - 1} chains "
           f"(default: the {made['default'].method} method): as served / after its worst chain (which)")
     for name, table in tables.items():
@@ -214,8 +224,8 @@ def main():
           + ", ".join(f"{name} {g:+.1%}" for name, g in gap.items()))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rates": rate, "ssim_glyph": ssim, "substitute": substitute_reads, "held_out": tables,
-                       "chains": chains, "generator_of": owner, "gap": gap}, f, indent=2)
+            json.dump({"rates": rate, "rates_png": with_png, "ssim_glyph": ssim, "substitute": substitute_reads,
+                       "held_out": tables, "chains": chains, "generator_of": owner, "gap": gap}, f, indent=2)
     print(f"generator_vs_default_rate: {rate['generator']['cpu'] / rate['default']['cpu']:.2f}")
 
 

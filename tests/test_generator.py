@@ -109,9 +109,25 @@ def test_a_colour_captcha_moves_each_channel_by_the_grey_perturbation():
     assert (np.abs(change[glyphs]) <= 8).all() and (change[~allowed] == 0).all() and np.abs(change).max() == 32
 
 
-def test_training_reads_a_colour_scheme_in_grey_and_refuses_an_unknown_one_by_name():
-    assert GeneratorTraining().scheme == "classic"
-    GeneratorTraining(scheme="classic").validate()
+def test_a_colour_generator_perturbs_each_channel_within_the_budget_and_refuses_grey_captchas():
+    images, glyphs, allowed, budget = _captchas(2)
+    colour = np.stack([images, images // 2 + 60, 255 - images], axis=3)
+    torch.manual_seed(0)
+    model = PerturbationGenerator(GeneratorConfig(gain=50.0, channels=3))
+    adv = perturb_captchas(model, colour, glyphs, allowed, budget, [1, 2])
+    change = adv.astype(int) - colour.astype(int)
+    assert (np.abs(change[glyphs]) <= 8).all() and (change[~allowed] == 0).all()
+    assert (change[..., 0] != change[..., 1]).mean() > 0.3  # a perturbation per channel
+    with pytest.raises(SettingError, match="trained on colour captchas and these are grey"):
+        perturb_captchas(model, images, glyphs, allowed, budget, [1, 2])
+
+
+def test_training_reads_a_colour_scheme_in_colour_and_refuses_an_unknown_one_by_name():
+    colour, grey = GeneratorTraining().model_config(), GeneratorTraining(scheme="lines").model_config()
+    assert GeneratorTraining().scheme == "classic" and colour.channels == 3 and grey.channels == 1
+    assert colour.dots == 8 and grey.dots == 0  # as the default pools: ink on colour, noise on grey
+    with pytest.raises(SettingError, match="conversions: must be in"):
+        GeneratorTraining(conversions=2).validate()
     with pytest.raises(SettingError, match="scheme: unknown scheme 'nope'"):
         GeneratorTraining(scheme="nope").validate()
     with pytest.raises(SettingError, match="unknown generator training settings \\['stepz'\\]"):
@@ -187,6 +203,29 @@ def test_the_generator_method_runs_the_versions_generator_within_budget_and_mask
     assert ((refined - x).abs() * 255 <= budget * 255 + 1e-3).all()
 
 
+def test_a_generator_with_a_dot_placer_puts_its_dots_on_the_glyphs_edges_unless_told_none(store, tmp_path):
+    from farm.core.generator import generator_bytes, generator_card
+
+    weights, card = registry.bundled()
+    registry.publish(store, weights, _without_generator(card))
+    torch.manual_seed(0)
+    model = PerturbationGenerator(GeneratorConfig(gain=2.0, channels=3, dots=4))
+    data = generator_bytes(model)
+    solver = registry.load(store, registry.with_generator(store, "v1", data, generator_card(model, data)))
+    x, glyphs, allowed, budget = _attack_inputs(colour=True)
+    labels = ["ab12", "cd34", "ef56"]
+    dotted = make_attack("generator", [solver], eps=32 / 255)(x, labels, allowed, budget=budget, glyphs=glyphs)
+    plain = make_attack("generator", [solver], eps=32 / 255, dots=0)(x, labels, allowed, budget=budget, glyphs=glyphs)
+    inked = ((dotted - x).abs() * 255 > 33).any(1)  # past the noise's budget: a dot's ink
+    near = torch.nn.functional.max_pool2d(glyphs.float(), 15, 1, 7)[:, 0] > 0  # the glyphs and 7 px around
+    assert inked.any() and not inked[~near].any()
+    assert ((plain - x).abs() * 255 <= budget * 255 + 1e-3).all()
+    other = LocalStore(tmp_path / "other")
+    noise_only = make_attack("generator", [registry.load(other, _published_generator(other))], eps=32 / 255, dots=2)
+    with pytest.raises(SettingError, match="has no dot placer.*--dots 0"):
+        noise_only(x, labels, allowed, budget=budget, glyphs=glyphs)
+
+
 def test_the_generator_method_needs_a_generator_glyphs_and_no_target(store, substitute):
     x, glyphs, allowed, budget = _attack_inputs()
     with pytest.raises(SettingError, match="has no trained generator; train one with `farm generator train`"):
@@ -235,7 +274,7 @@ def test_a_generator_is_stored_beside_its_version_checked_and_inherited_by_later
 
 
 def test_a_training_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(substitute, tmp_path):
-    config = dict(captchas=24, steps=4, batch_size=2, ensemble=())
+    config = dict(captchas=24, steps=4, batch_size=2, ensemble=(), dots=0)
     straight, _ = train_generator([substitute], GeneratorTraining(**config), progress=False)
     _, summary = train_generator([substitute], GeneratorTraining(**config, cpu_minutes=0), progress=False,
                                        state=tmp_path / "run")
@@ -257,6 +296,7 @@ def test_farm_generator_train_publishes_a_version_that_generate_uses(tmp_path):
 
     env = {"FARM_STORE": f"file://{tmp_path / 'store'}"}
     args = ["generator", "train", "--steps", "2", "--captchas", "16", "--batch-size", "2", "--no-donors",
+            "--dots", "0",
             "--work", str(tmp_path / "work"), "--json"]
     runner = CliRunner()
     stopped = runner.invoke(main, [*args, "--cpu-minutes", "0"], env=env)
@@ -275,6 +315,16 @@ def test_farm_generator_train_publishes_a_version_that_generate_uses(tmp_path):
     assert listed[result["version"]]["generator"] == result["version"] and listed["v1"]["generator"] == "v1"
     shown = runner.invoke(main, ["checkpoint", "list"], env=env).output
     assert f"{result['version']}     gen 1" in shown and "+gen" in shown
+    store, folder = LocalStore(tmp_path / "store"), tmp_path / "exported"  # a version copied out and published again
+    folder.mkdir()
+    for name in ("model.safetensors", "card.json"):
+        (folder / name).write_bytes(store.get(f"checkpoints/{result['version']}/{name}"))
+    missing = runner.invoke(main, ["checkpoint", "publish", str(folder)], env=env)
+    assert missing.exit_code == 1 and "names a generator but no generator weights were given" in missing.output
+    (folder / "generator.safetensors").write_bytes(store.get(f"checkpoints/{result['version']}/generator.safetensors"))
+    again = runner.invoke(main, ["checkpoint", "publish", str(folder), "--json"], env=env)
+    assert again.exit_code == 0, again.output
+    assert registry.load(store, json.loads(again.output)["version"]).generator is not None
 
 
 def test_a_fresh_machine_makes_generator_pools_with_the_bundled_generator(tmp_path):
@@ -290,7 +340,11 @@ def test_a_fresh_machine_makes_generator_pools_with_the_bundled_generator(tmp_pa
     assert summary["generator"] == summary["substitute"] == "v1" and summary["generated"] == 8
     store = LocalStore(tmp_path / "store")
     assert registry.card(store, "v1")["generator"] == registry.bundled_generator()[1]
-    assert 0 < summary["mean_linf"] <= 32 / 255 + 1e-6
+    assert summary["mean_linf"] > 32 / 255  # the bundled generator's dots: ink past the noise's budget, as edge's
+    grey = CliRunner().invoke(main, ["generate", "--pool", "h", "--method", "generator", "--scheme", "lines",
+                                     "--count", "8"], env=env)
+    assert grey.exit_code == 1 and "trained on colour captchas and lines draws grey ones" in grey.output
+    assert "pools/h/manifest.json" not in store.list("pools/")  # refused before anything was written
 
 
 @pytest.mark.slow
@@ -324,7 +378,7 @@ def test_the_generator_task_publishes_a_generator_the_farm_then_makes_pools_with
         assert finetuner.poll() is None, log.read_text()[-3000:]
         app = Celery(broker=redis_broker)
         queue = dict(queue="finetune", routing_key="finetune", exchange="finetune")
-        recipe = {"steps": 2, "captchas": 16, "batch_size": 2, "ensemble": []}
+        recipe = {"steps": 2, "captchas": 16, "batch_size": 2, "ensemble": [], "dots": 0}
         app.send_task("train_generator", kwargs={"config": recipe}, **queue)
         newest = lambda: max(registry.versions(store), key=lambda v: int(v[1:]))  # noqa: E731
         wait_for(lambda: "generator" in registry.card(store, newest()), 300, "the generator's version", interval=1)
@@ -353,3 +407,21 @@ def test_the_generator_task_publishes_a_generator_the_farm_then_makes_pools_with
     finally:
         stop(finetuner)
         stop(generate.process)
+
+
+def test_a_colour_generators_placer_learns_from_edges_placement_and_its_pools_carry_dots(tmp_path):
+    from farm.core.seeds import Seeds
+    from farm.core.spec import PoolSpec
+    from farm.ops.generator_training import train_for_store
+    from farm.ops.shard import attack_solvers, perturb, render_shard
+
+    store = LocalStore(tmp_path / "store")
+    config = GeneratorTraining(captchas=16, steps=2, batch_size=2, ensemble=(), placer_steps=3)
+    result = train_for_store(store, config, tmp_path / "work", progress=False)
+    placer = registry.card(store, result["version"])["generator"]["training"]["placer"]
+    assert placer["dots"] == 8 and placer["captchas"] == 16 and placer["steps"] == 3
+    solver = registry.load(store)
+    spec = PoolSpec.from_preset("recommended", method="generator", count=4).validate()
+    clean = render_shard(spec, 0, Seeds(b"placer test"))
+    change = np.abs(perturb(spec, clean, attack_solvers(spec, solver), 0).astype(int) - clean.images)
+    assert (change.max(axis=(1, 2, 3)) > 32).all()  # each captcha carries ink past the noise's budget

@@ -114,14 +114,19 @@ def show(version, store_url):
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the new version's card as JSON.")
 def publish(folder, parent, no_current, allow_charset_change, store_url, as_json):
-    """Publish a checkpoint FOLDER (model.safetensors + card.json) as a new version and make it CURRENT."""
+    """Publish a checkpoint FOLDER (model.safetensors + card.json) as a new version and make it CURRENT.
+
+    A card naming a generator (`generator`) publishes it too, from the folder's generator.safetensors.
+    """
     from farm.core.checkpoint import read_solver_dir
     from farm.storage import registry
 
     weights, card = read_solver_dir(folder)
+    generator = folder / registry.GENERATOR_FILE
     store = open_store(store_url)
     version = registry.publish(store, weights, card, parent=parent, make_current=not no_current,
-                               allow_charset_change=allow_charset_change)
+                               allow_charset_change=allow_charset_change,
+                               generator=generator.read_bytes() if "generator" in card and generator.exists() else None)
     if as_json:
         json_out(registry.card(store, version))
     else:

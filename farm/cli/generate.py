@@ -66,8 +66,10 @@ def preset_options(command):
                                                     for mode, family in DEFAULT_FAMILIES.items()) + "."),
         click.option("--method", type=click.Choice(METHOD_NAMES), default=preset_value(DEFAULT_PRESET, "method"),
                      show_default=True, help="none (clean control), direct, iterative, momentum, robust (pixel noise), "
-                                                 "warp (geometry: a smooth displacement field) or edge (dots on the "
-                                                 "glyphs' edges, then noise)."),
+                                                 "warp (geometry: a smooth displacement field), edge (dots on the "
+                                                 "glyphs' edges, then noise) or generator (one forward pass of the "
+                                                 "version's trained generator, `farm generator train`; --steps K "
+                                                 "refines it)."),
         *(_setting_option(setting) for setting in SETTINGS.values()),
         click.option("--mask", default=preset_value(DEFAULT_PRESET, "mask"), show_default=True,
                      help="full, background, glyph, strokes (random curves off the glyphs), or a PNG of the "

@@ -27,6 +27,9 @@ def generator():
 @click.option("--no-donors", is_flag=True, help="Train against the substitute (and its card's donors) alone.")
 @click.option("--scheme", default="classic", show_default=True,
               help="Scheme of the training captchas; colour ones are read in the solvers' grey.")
+@click.option("--dots", type=click.IntRange(min=0), default=None,
+              help="Dots its placer learns to put on the glyphs' edges, distilled from edge's gradient placement "
+                   "(0: no placer).  [default: as the scheme's default pool: edge's 8 on colour, none on grey]")
 @click.option("--seed", default=0, show_default=True, help="Seeds the network, the captchas' order and the codes.")
 @click.option("--cpu-minutes", type=float, default=None,
               help="Stop once this process has used this much CPU; run again to resume, nothing is published "
@@ -36,12 +39,14 @@ def generator():
 @click.option("--restart", is_flag=True, help="Start over instead of resuming a run found in --work.")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
-def train(steps, captchas, batch_size, donors, no_donors, scheme, seed, cpu_minutes, work, restart, store_url,
+def train(steps, captchas, batch_size, donors, no_donors, scheme, dots, seed, cpu_minutes, work, restart, store_url,
           as_json):
     """Train a generator against CURRENT and publish it beside CURRENT's weights as a new version.
 
     The generator reads a captcha, its glyph mask and a random code, and writes a perturbation within the pool's
-    budgets and mask; trained once against the substitute, the donors and the hardened copies CURRENT aims at, it
+    budgets and mask (on colour schemes, one per channel, trained through the grey conversions bots use); its dot
+    placer, distilled from edge's gradient placement, first puts dots on the glyphs' edges as the default colour
+    pools do. Trained once against the substitute, the donors and the hardened copies CURRENT aims at, it
     then costs one forward pass a captcha (`farm generate --method generator`, `--steps K` to refine it by K
     gradient steps). The new version keeps CURRENT's weights, card and generation and becomes CURRENT; workers
     pick it up as they pick up any checkpoint. A run stopped (--cpu-minutes, or killed) resumes where it stopped
@@ -50,7 +55,7 @@ def train(steps, captchas, batch_size, donors, no_donors, scheme, seed, cpu_minu
     from farm.ops.generator_training import GeneratorTraining, train_for_store
 
     config = GeneratorTraining(steps=steps, captchas=captchas, batch_size=batch_size, scheme=scheme, seed=seed,
-                               ensemble=() if no_donors else tuple(donors), cpu_minutes=cpu_minutes)
+                               dots=dots, ensemble=() if no_donors else tuple(donors), cpu_minutes=cpu_minutes)
     result = train_for_store(open_store(store_url), config, work, progress=not as_json, restart=restart)
     if as_json:
         json_out(result)

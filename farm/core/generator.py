@@ -7,11 +7,15 @@ captcha's own seed, so no two captchas of a pool share a perturbation), and its 
 squashed into exactly the default's budgets and mask: `budget * tanh(gain * standardised(blur(raw)))` where the
 attack may act, the per-pixel two-level L-inf budget of farm.core.masks.glyph_budget. The fixed
 Gaussian on the raw output plays the part of the default's smoothed gradients (low frequencies
-transfer). A centred generator then takes away the part every captcha shares (the batch's mean in
-training, its running estimate afterwards, as batch normalisation does): a pattern common to a pool
-is what an attacker estimates from many captchas and subtracts, so it must not be what fools.
-A colour captcha is read in grey (the solvers' BT.601) and the perturbation is added to each
-channel: R, G and B move alike, so the grey a solver reads moves by exactly it.
+transfer). A generator may also place dots in the glyphs' tone on their edges, as the `edge` method
+does (what a bot's threshold keeps): its dot placer, a small network of its own distilled from edge's
+gradient placement, scores each place a dot may go. A centred generator then takes away the part every
+captcha shares (the batch's mean in training, its running estimate afterwards, as batch normalisation
+does): a pattern common to a pool is what an attacker estimates from many captchas and subtracts, so
+it must not be what fools.
+A colour generator (`channels` 3, trained on a colour scheme through the grey conversions bots use)
+reads and perturbs each channel; a grey one reads a colour captcha in the solvers' BT.601 grey and
+adds its perturbation to each channel alike (which a bot reading HSV saturation does not see).
 No I/O here: training is farm.ops.generator_training; the registry stores a generator beside the
 substitute it was trained against, and the `generator` attack method runs it.
 
@@ -33,7 +37,7 @@ from torch import nn
 from farm.core.checkpoint import sha256_hex
 from farm.core.model import to_arrays, to_grey, to_tensor
 from farm.core.preprocess import blur
-from farm.exceptions import CheckpointError
+from farm.exceptions import CheckpointError, SettingError
 
 __all__ = ["GeneratorConfig", "PerturbationGenerator", "draw_codes", "perturb_captchas", "generator_bytes",
            "generator_card", "load_generator", "GENERATOR_FORMAT"]
@@ -51,6 +55,11 @@ class GeneratorConfig:
     smoothing: float = 2.0  # sigma (full-resolution pixels) of the fixed Gaussian on the raw output: the default's
     gain: float = 2.0  # tanh(gain * standardised output): about 80% of the budget used on average, and no pixel
     # so saturated that it stops learning
+    channels: int = 1  # 1: grey in, grey out; 3: colour in, a perturbation per channel out
+    dots: int = 0  # dots its placer learned to place (edge's, distilled); 0: no placer
+    dot_width: float = 3.5  # the dots' diameter, and how far off the glyphs their centres lie: edge's defaults
+    band: int = 2
+    placer_width: int = 12  # channels of the dot placer
     centred: bool = False  # take away the pool's shared pattern (its running mean, kept at `centre_shape`)
     centre_shape: tuple[int, int] = (30, 80)  # half a 60x160 captcha: the smoothed output holds no finer detail
     centre_momentum: float = 0.02  # weight of each training batch in the running mean
@@ -78,6 +87,25 @@ class _Residual(nn.Module):
         return F.relu(x + self.body(x))
 
 
+class _DotPlacer(nn.Module):
+    """[grey, glyphs, where a dot's centre may lie] -> a dot's logit at each pixel (B, 1, H, W).
+
+    At half resolution, with dilated convolutions: its view spans a glyph or two, as the strokes a dot may join.
+    """
+
+    def __init__(self, width: int):
+        super().__init__()
+        layers, inputs = [], 3
+        for dilation in (1, 2, 4, 8, 1):
+            layers += [nn.Conv2d(inputs, width, 3, padding=dilation, dilation=dilation), nn.ReLU(inplace=True)]
+            inputs = width
+        self.net = nn.Sequential(*layers, nn.Conv2d(width, 1, 1))
+
+    def forward(self, grey: torch.Tensor, glyphs: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        x = F.avg_pool2d(torch.cat([grey * 2 - 1, glyphs * 2 - 1, centres * 2 - 1], 1), 2)
+        return F.interpolate(self.net(x), size=grey.shape[-2:], mode="bilinear", align_corners=False)
+
+
 class PerturbationGenerator(nn.Module):
     """(image, glyph mask, code) -> perturbation within the budget, zero where the mask forbids.
 
@@ -89,40 +117,46 @@ class PerturbationGenerator(nn.Module):
         super().__init__()
         self.config = config = config or GeneratorConfig()
         w = config.width
-        self.down1 = nn.Sequential(nn.Conv2d(2, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True))  # (H/2, W/2)
+        c = config.channels
+        self.down1 = nn.Sequential(nn.Conv2d(c + 1, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True))  # (H/2, W/2)
         self.down2 = nn.Sequential(nn.Conv2d(16, w, 3, stride=2, padding=1), nn.ReLU(inplace=True))  # (H/4, W/4)
         self.join = nn.Sequential(nn.Conv2d(w + config.code_channels, w, 1), nn.ReLU(inplace=True))
         self.blocks = nn.Sequential(*[_Residual(w) for _ in range(config.blocks)])
         self.up = nn.Conv2d(w, 16, 3, padding=1)
-        self.out = nn.Conv2d(16, 1, 3, padding=1)  # at (H/2, W/2), with the first block's features: glyph edges
+        self.out = nn.Conv2d(16, c, 3, padding=1)  # at (H/2, W/2), with the first block's features: glyph edges
         if config.centred:  # the running mean of the bounded output, in budget units; saved with the weights
-            self.register_buffer("centre", torch.zeros(1, 1, *config.centre_shape))
+            self.register_buffer("centre", torch.zeros(1, c, *config.centre_shape))
+        if config.dots:
+            self.placer = _DotPlacer(config.placer_width)
 
     def raw(self, images: torch.Tensor, glyphs: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """Unbounded, smoothed output (B, 1, H, W) before squashing.
+        """Unbounded, smoothed output (B, channels, H, W) before squashing.
 
         Computed at half resolution and smoothed there with half the sigma, then brought to full
         size: the Gaussian leaves nothing a half-resolution map cannot hold, at a quarter of the cost.
         """
-        inputs = torch.cat([images * 2 - 1, glyphs * 2 - 1], 1)  # (B, 2, H, W)
+        inputs = torch.cat([images * 2 - 1, glyphs * 2 - 1], 1)  # (B, channels + 1, H, W)
         half = self.down1(inputs)  # (B, 16, H/2, W/2)
         x = self.down2(half)  # (B, width, H/4, W/4)
         codes = F.interpolate(codes, size=x.shape[-2:], mode="bilinear", align_corners=False)
         x = self.blocks(self.join(torch.cat([x, codes], 1)))
         x = F.interpolate(self.up(x), size=half.shape[-2:], mode="bilinear", align_corners=False)
-        x = self.out(F.relu(x + half))  # (B, 1, H/2, W/2)
+        x = self.out(F.relu(x + half))  # (B, channels, H/2, W/2)
         if self.config.smoothing > 0:
             x = blur(x, self.config.smoothing / 2)
-        return F.interpolate(x, size=images.shape[-2:], mode="bilinear", align_corners=False)  # (B, 1, H, W)
+        return F.interpolate(x, size=images.shape[-2:], mode="bilinear", align_corners=False)  # (B, channels, H, W)
 
     def forward(self, images: torch.Tensor, glyphs: torch.Tensor, codes: torch.Tensor, budget: torch.Tensor,
                 allowed: torch.Tensor) -> torch.Tensor:
-        """The perturbation: |delta| <= budget everywhere, 0 where `allowed` is 0."""
+        """The perturbation (B, channels, H, W): |delta| <= budget everywhere, 0 where `allowed` is 0.
+
+        images: (B, channels, H, W), as the generator reads them (`perturb` converts).
+        """
         raw = self.raw(images, glyphs, codes)
         # standardised per captcha: no uniform shift (a pattern shared by every captcha, and a quick dead end where
         # the whole image saturates at one sign) and a fixed contrast, so training learns the pattern, not its size
         mean, std = raw.mean((2, 3), keepdim=True), raw.std((2, 3), keepdim=True)
-        unit = torch.tanh(self.config.gain * (raw - mean) / (std + 1e-6))  # (B, 1, H, W) in (-1, 1)
+        unit = torch.tanh(self.config.gain * (raw - mean) / (std + 1e-6))  # (B, channels, H, W) in (-1, 1)
         if self.config.centred:
             unit = self._centre(unit)
         return unit * budget * allowed
@@ -141,13 +175,29 @@ class PerturbationGenerator(nn.Module):
             shared = F.interpolate(self.centre, size=size, mode="bilinear", align_corners=False)
         return ((unit - shared) / (1 + shared.abs())).clamp(-1, 1)  # |unit - shared| <= 1 + |shared|
 
+    def dot_logits(self, images: torch.Tensor, glyphs: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W): how likely edge's placement would centre a dot at each pixel (the placer's logits).
+
+        images (B, 1 or 3, H, W), read in BT.601 grey; centres: where a dot's centre may lie
+        (farm.core.attacks.edge.edge_zones with the config's band and dot width).
+        """
+        if not self.config.dots:
+            raise SettingError("dots: this generator has no dot placer; train one that places dots "
+                               "(`farm generator train --dots N`), or give --dots 0")
+        return self.placer(to_grey(images), glyphs.float(), centres.float())
+
     def perturb(self, images: torch.Tensor, glyphs: torch.Tensor, codes: torch.Tensor, budget: torch.Tensor,
                 allowed: torch.Tensor) -> torch.Tensor:
         """Adversarial images in [0, 1] (not yet rounded to 8 bits), as an attack returns them.
 
-        images (B, 1 or 3, H, W): colour is read in BT.601 grey, and each channel moves by the same perturbation.
+        images (B, 1 or 3, H, W): a grey generator reads colour in BT.601 grey and moves each channel alike; a colour
+        one needs colour.
         """
-        return (images + self(to_grey(images), glyphs, codes, budget, allowed)).clamp(0, 1)
+        if self.config.channels == 3 and images.shape[1] != 3:
+            raise SettingError("images: this generator was trained on colour captchas and these are grey; train one "
+                               "on their scheme (`farm generator train --scheme`)")
+        seen = to_grey(images) if self.config.channels == 1 else images
+        return (images + self(seen, glyphs, codes, budget, allowed)).clamp(0, 1)
 
 
 def draw_codes(seeds: list[int], shape: tuple[int, int], channels: int) -> torch.Tensor:

@@ -7,7 +7,10 @@ pool's masks and two-level budget -> each step, a batch of captchas each with tw
 -> perturb, round to 8 bits (straight through) -> input diversity as the default attacks with ->
 maximise every solver's CTC loss of the true label, capped so captchas already misread stop
 steering; a mode-seeking term (Mao et al. 2019) keeps the two codes' perturbations apart, so the
-code matters, and a centred generator takes away the pattern a pool would share.
+code matters, and a centred generator takes away the pattern a pool would share. Then, for a
+generator that places dots, its dot placer learns where edge's gradient placement puts them
+(distillation: edge places the dots of the first `placer_captchas` captchas through the same solvers;
+the placer learns, by weighted cross-entropy over the band a dot may reach, where that ink lies).
 Seeded and resumable (each step draws from its own seed; the state is saved every `every` steps);
 progress bar; stops at a CPU budget. `train_for_store` trains against a registry version and
 publishes the generator beside it (registry.with_generator): what `farm generator train` and the
@@ -20,19 +23,25 @@ import json
 import math
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from farm.core import masks
 from farm.core.attacks.base import input_diversity
 from farm.core.checkpoint import Solver, read_solver_dir, sha256_hex
+from farm.core.attacks.edge import Edge, edge_zones
 from farm.core.colour import grey_array
+from farm.core.families import DEFAULT_FAMILIES
 from farm.core.generator import GeneratorConfig, PerturbationGenerator, generator_bytes, generator_card, load_generator
+from farm.core.model import to_tensor
+from farm.core.preprocess import random_conversion
 from farm.core.preprocess.ops import straight_through
 from farm.core.schemes import get_scheme
 from farm.core.seeds import Seeds
@@ -69,20 +78,30 @@ class GeneratorTraining:
     # give an attacker to subtract
     teacher: int = 0  # captchas (the first ones) the default attack perturbs as a teacher to distil; 0: none
     distil: float = 10.0  # weight of the squared gap to the teacher's perturbation (per budget, 0 to 4)
+    dots: int | None = None  # dots its placer learns to place; None: as the scheme's default pool does (edge's 8 on
+    # colour, where ink is the default family; none on grey, where it is noise); 0: no placer
+    placer_captchas: int = 1200  # captchas whose edge placement the dot placer learns from (at most `captchas`)
+    placer_steps: int = 800
+    conversions: float = 0.5  # colour schemes: probability a step reads through a random grey conversion bots use,
+    # as the default's colour attacks (a generator trained on BT.601 alone leaves HSV saturation to bots)
     seed: int = 0
     cpu_minutes: float | None = None  # stop early once this process has used this much CPU (screening)
     generator: dict | None = None  # overrides of GeneratorConfig (over a centred generator)
 
     def validate(self) -> "GeneratorTraining":
-        for name in ("captchas", "steps", "batch_size"):
+        for name in ("captchas", "steps", "batch_size", "placer_steps"):
             if getattr(self, name) < 1:
                 raise SettingError(f"{name}: must be at least 1 (got {getattr(self, name)})")
         if self.captchas > MAX_SHARD_SIZE:
             raise SettingError(f"captchas: at most {MAX_SHARD_SIZE}, rendered as one shard (got {self.captchas})")
+        if self.placer_captchas < 1 or (self.dots is not None and self.dots < 0):
+            raise SettingError(f"placer_captchas must be at least 1 and dots 0 or more (got {self.placer_captchas}, "
+                               f"{self.dots})")
         if not 0 <= self.teacher <= self.captchas:
             raise SettingError(f"teacher: must be 0 to captchas ({self.captchas}), got {self.teacher}")
-        if not 0 <= self.diversity <= 1:
-            raise SettingError(f"diversity: must be in [0, 1] (got {self.diversity})")
+        for name in ("diversity", "conversions"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise SettingError(f"{name}: must be in [0, 1] (got {getattr(self, name)})")
         get_scheme(self.scheme)  # SettingError naming the known ones for an unknown scheme
         return self
 
@@ -98,7 +117,18 @@ class GeneratorTraining:
         return cls(**{**data, **({"ensemble": tuple(data["ensemble"])} if "ensemble" in data else {})})
 
     def model_config(self) -> GeneratorConfig:
-        return GeneratorConfig(**{"centred": True, **(self.generator or {})})
+        """Centred, of the scheme's channels (a colour scheme's generator perturbs each channel), placing the dots of
+        `dots` (by default the scheme's default pool's, edge's on colour) with edge's dot width and band."""
+        mode = get_scheme(self.scheme).mode
+        channels = 3 if mode == "RGB" else 1
+        edge = self.edge_settings()
+        dots = self.dots if self.dots is not None else (edge["dots"] if DEFAULT_FAMILIES[mode] == "ink" else 0)
+        return GeneratorConfig(**{"centred": True, "channels": channels, "dots": dots, "dot_width": edge["dot_width"],
+                                  "band": edge["band"], **(self.generator or {})})
+
+    def edge_settings(self) -> dict:
+        """The edge preset's settings for the scheme (its colour values on colour): whose placement is distilled."""
+        return PoolSpec.from_preset("edge", count=1, scheme=self.scheme).attack_settings()
 
 
 @dataclass
@@ -112,27 +142,33 @@ class TrainingSet:
     texts: list[str]
 
 
-def training_set(spec: PoolSpec, clean: CleanShard) -> TrainingSet:
-    """A shard's clean captchas (farm.ops.shard.render_shard) in grey, with that pool's mask and two-level budget as
-    tensors."""
-    images = np.stack([grey_array(image) for image in clean.images])  # as the solvers read colour: BT.601
+def as_read(images: np.ndarray, channels: int) -> torch.Tensor:
+    """uint8 captchas as a generator of `channels` reads them: (N, channels, H, W) in [0, 1] (grey: BT.601)."""
+    if channels == 1:
+        images = np.stack([grey_array(image) for image in images])  # as the solvers read colour
+    return to_tensor(list(images))
+
+
+def training_set(spec: PoolSpec, clean: CleanShard, channels: int = 1) -> TrainingSet:
+    """A shard's clean captchas (farm.ops.shard.render_shard) as a generator of `channels` reads them, with that
+    pool's mask and two-level budget as tensors."""
     budget = masks.glyph_budget(spec, clean.glyphs)
     if budget is None and spec.norm == "linf":
         budget = np.full(clean.glyphs.shape, spec.eps)
     if budget is None:
         raise SettingError(f"norm: the generator is bounded in L-inf; the preset's norm is {spec.norm}")
     as_tensor = lambda a: torch.from_numpy(np.asarray(a)).unsqueeze(1).float()  # noqa: E731  (N, H, W) -> (N, 1, H, W)
-    return TrainingSet(as_tensor(images) / 255, as_tensor(clean.glyphs), as_tensor(budget),
+    return TrainingSet(as_read(clean.images, channels), as_tensor(clean.glyphs), as_tensor(budget),
                        as_tensor(clean.allowed), clean.texts)
 
 
-def teacher_perturbations(spec: PoolSpec, clean: CleanShard, substitute: Solver, count: int) -> torch.Tensor:
-    """(count, 1, H, W): the default attack's perturbations of the first `count` captchas, the teacher to distil."""
+def teacher_perturbations(spec: PoolSpec, clean: CleanShard, substitute: Solver, count: int,
+                          channels: int = 1) -> torch.Tensor:
+    """(count, channels, H, W): the default attack's perturbations of the first `count` captchas, the teacher."""
     first = CleanShard(clean.indices[:count], clean.texts[:count], clean.images[:count], clean.glyphs[:count],
                        clean.allowed[:count])
     adversarial = perturb(spec, first, [substitute], shard=0)
-    grey = lambda images: np.stack([grey_array(i) for i in images]).astype(np.float32)  # noqa: E731
-    return torch.from_numpy(grey(adversarial) - grey(first.images)).unsqueeze(1) / 255
+    return as_read(adversarial, channels) - as_read(first.images, channels)
 
 
 def _ctc_losses(solvers: list[Solver], x: torch.Tensor, labels: list[list[int]]) -> list[torch.Tensor]:
@@ -158,89 +194,140 @@ def train_generator(solvers: list[Solver], config: GeneratorTraining, progress: 
     started, cpu_started = time.perf_counter(), time.process_time()
     seeds = Seeds(TRAINING_SECRET)
     clean = render_shard(spec, 0, seeds)
-    data = training_set(spec, clean)  # codes are drawn afresh each step: a captcha meets many
+    channels = (generator.config if generator is not None else config.model_config()).channels
+    data = training_set(spec, clean, channels)  # codes are drawn afresh each step: a captcha meets many
     render_seconds = time.perf_counter() - started
-    teacher = teacher_perturbations(spec, clean, solvers[0], config.teacher) if config.teacher else None
+    teacher = (teacher_perturbations(spec, clean, solvers[0], config.teacher, channels) if config.teacher
+               else None)
     teacher_seconds = time.perf_counter() - started - render_seconds
     charset = solvers[0].charset
     labels = [charset.encode(charset.normalize(t)) for t in data.texts]
+    with _steering(solvers):
+        model = generator or PerturbationGenerator(config.model_config())
+        model.train()
+        optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+        step = 0
+        if state is not None and has_state(state):
+            check_same_run(state, config, free=("cpu_minutes",), flag="--restart")
+            step, _ = load_state(state, model, optimiser)
+        shape, channels = tuple(data.images.shape[-2:]), model.config.code_channels
+        history = []
+        bar = tqdm(total=config.steps, initial=step, desc="train generator", unit="step", disable=not progress)
+        while step < config.steps:
+            for group in optimiser.param_groups:  # cosine schedule, by the step: a resumed run keeps it
+                group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+            rng = torch.Generator().manual_seed(config.seed * 1_000_003 + step)  # the step's own draws: resumes repeat
+            rows = torch.randint(0, config.captchas, (config.batch_size,), generator=rng)
+            twice = torch.cat([rows, rows])  # each captcha with two codes
+            codes = torch.randn(len(twice), channels, -(-shape[0] // 4), -(-shape[1] // 4), generator=rng)
+            x0 = data.images[twice]
+            delta = model(x0, data.glyphs[twice], codes, data.budget[twice], data.allowed[twice])
+            x = (x0 + delta).clamp(0, 1)
+            x = straight_through(x, x.mul(255).round().div(255))  # what a PNG holds
+            x = input_diversity(x, config.diversity, rng)
+            if x.shape[1] == 3:  # colour: read through a grey conversion bots use, as the default's colour attacks
+                x = random_conversion(x, config.conversions, rng)
+            batch_labels = [labels[i] for i in twice.tolist()]
+            losses = _ctc_losses(solvers, x, batch_labels)
+            fooling = sum(loss.clamp(max=config.loss_cap).mean() for loss in losses) / len(losses)
+            half = len(rows)
+            # 0: codes ignored; 1: opposite signs
+            apart = ((delta[:half] - delta[half:]).abs() / data.budget[rows]).mean()
+            objective = -fooling - config.mode_seeking * apart.clamp(max=0.5)
+            if config.shared:
+                objective = objective + config.shared * (delta / data.budget[twice]).mean(0).pow(2).mean()
+            taught = twice < len(teacher) if teacher is not None else None
+            if taught is not None and taught.any():  # distil: the default's perturbation of a captcha, per budget
+                rows_taught = twice[taught]
+                gap = (delta[taught] - teacher[rows_taught]) / data.budget[rows_taught]
+                objective = objective + config.distil * gap.pow(2).mean()
+            optimiser.zero_grad(set_to_none=True)
+            objective.backward()
+            optimiser.step()
+            step += 1
+            record = {"step": step, "loss": [round(float(loss.detach().mean()), 3) for loss in losses],
+                      "apart": round(float(apart.detach()), 3),
+                      "used": round(float((delta.detach().abs() / data.budget[twice]).mean()), 3)}
+            history.append(record)
+            bar.set_postfix(ctc="/".join(f"{v:.1f}" for v in record["loss"]), apart=f"{record['apart']:.2f}",
+                            used=f"{record['used']:.2f}")
+            bar.update()
+            if step % every == 0:
+                if state is not None:
+                    save_state(state, model, optimiser, step, config, time.perf_counter() - started)
+                if checkpoint:
+                    checkpoint(model, _summary(config, solvers, history, step, started, cpu_started, render_seconds,
+                                               teacher_seconds))
+            if config.cpu_minutes is not None and time.process_time() - cpu_started > 60 * config.cpu_minutes:
+                break
+        bar.close()
+        placer = train_placer(model, solvers, config, clean, progress) if model.config.dots and step >= config.steps \
+            else None
+        model.eval()
+        summary = _summary(config, solvers, history, step, started, cpu_started, render_seconds, teacher_seconds)
+        summary["placer"] = placer
+        if state is not None:
+            save_state(state, model, optimiser, step, config, time.perf_counter() - started)
+        if checkpoint:
+            checkpoint(model, summary)
+        return model, summary
+
+
+def train_placer(model: PerturbationGenerator, solvers: list[Solver], config: GeneratorTraining, clean: CleanShard,
+                 progress: bool = True) -> dict:
+    """Distil edge's gradient placement through `solvers` into the generator's dot placer; returns what it did.
+
+    Edge places the generator's `dots` on the first `placer_captchas` clean captchas; the placer learns where
+    that ink lies, by cross-entropy over the band a dot may reach (the ink weighted up to the band's share).
+    """
+    started = time.process_time()
+    n = min(config.placer_captchas, len(clean.texts))
+    images, glyphs, allowed = (to_tensor(list(clean.images[:n])), torch.from_numpy(clean.glyphs[:n]).unsqueeze(1),
+                               torch.from_numpy(clean.allowed[:n]).unsqueeze(1))
+    settings = {**config.edge_settings(), "dots": model.config.dots, "steps": 1}  # its noise is not what is learned
+    settings["dot_rounds"] = min(settings["dot_rounds"], model.config.dots)
+    edge = Edge(solvers, **settings, seed=config.seed)
+    edge(images, clean.texts[:n], allowed, glyphs=glyphs)
+    target = (torch.cat(edge.ink) > 0.5).float()
+    centres, reach = (torch.from_numpy(a).unsqueeze(1).float()
+                      for a in edge_zones(clean.glyphs[:n], model.config.band, model.config.dot_width))
+    teacher_seconds = time.process_time() - started
+    share = ((target * reach).sum() / reach.sum().clamp_min(1)).clamp_min(1e-6)
+    optimiser = torch.optim.Adam(model.placer.parameters(), lr=3e-3)
+    rng = torch.Generator().manual_seed(config.seed)
+    model.placer.train()
+    losses = []
+    for _ in tqdm(range(config.placer_steps), desc="train dot placer", unit="step", disable=not progress):
+        rows = torch.randint(0, n, (32,), generator=rng)
+        logits = model.dot_logits(images[rows], glyphs[rows], centres[rows])
+        loss = F.binary_cross_entropy_with_logits(logits, target[rows], reduction="none",
+                                                  pos_weight=(1 - share) / share)
+        loss = (loss * reach[rows]).sum() / reach[rows].sum().clamp_min(1)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    model.placer.eval()
+    return {"captchas": n, "steps": config.placer_steps, "dots": model.config.dots,
+            "teacher_cpu_seconds": round(teacher_seconds, 1),
+            "cpu_seconds": round(time.process_time() - started, 1),
+            "final_loss": round(float(np.mean(losses[-50:])), 4)}
+
+
+@contextmanager
+def _steering(solvers: list[Solver]):
+    """The solvers in eval mode and frozen while they steer; their weights given back as they were (a worker's cached
+    substitute may be fine-tuned next)."""
     frozen = [p for solver in solvers for p in solver.model.parameters() if p.requires_grad]
     for solver in solvers:
         solver.model.eval()
-    for p in frozen:  # the solvers only steer; given back as they were (a worker's cached substitute is fine-tuned)
+    for p in frozen:
         p.requires_grad_(False)
     try:
-        return _train(solvers, config, progress, generator, checkpoint, every, state, data, labels, teacher,
-                      (started, cpu_started, render_seconds, teacher_seconds))
+        yield
     finally:
         for p in frozen:
             p.requires_grad_(True)
-
-
-def _train(solvers, config, progress, generator, checkpoint, every, state, data, labels, teacher, clock):
-    started, cpu_started, render_seconds, teacher_seconds = clock
-    model = generator or PerturbationGenerator(config.model_config())
-    model.train()
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
-    step = 0
-    if state is not None and has_state(state):
-        check_same_run(state, config, free=("cpu_minutes",), flag="--restart")
-        step, _ = load_state(state, model, optimiser)
-    shape, channels = tuple(data.images.shape[-2:]), model.config.code_channels
-    history = []
-    bar = tqdm(total=config.steps, initial=step, desc="train generator", unit="step", disable=not progress)
-    while step < config.steps:
-        for group in optimiser.param_groups:  # cosine schedule, by the step: a resumed run keeps it
-            group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / config.steps))
-        rng = torch.Generator().manual_seed(config.seed * 1_000_003 + step)  # the step's own draws: resumes repeat
-        rows = torch.randint(0, config.captchas, (config.batch_size,), generator=rng)
-        twice = torch.cat([rows, rows])  # each captcha with two codes
-        codes = torch.randn(len(twice), channels, -(-shape[0] // 4), -(-shape[1] // 4), generator=rng)
-        x0 = data.images[twice]
-        delta = model(x0, data.glyphs[twice], codes, data.budget[twice], data.allowed[twice])
-        x = (x0 + delta).clamp(0, 1)
-        x = straight_through(x, x.mul(255).round().div(255))  # what a PNG holds
-        x = input_diversity(x, config.diversity, rng)
-        batch_labels = [labels[i] for i in twice.tolist()]
-        losses = _ctc_losses(solvers, x, batch_labels)
-        fooling = sum(loss.clamp(max=config.loss_cap).mean() for loss in losses) / len(losses)
-        half = len(rows)
-        apart = ((delta[:half] - delta[half:]).abs() / data.budget[rows]).mean()  # 0: codes ignored; 1: opposite signs
-        objective = -fooling - config.mode_seeking * apart.clamp(max=0.5)
-        if config.shared:
-            objective = objective + config.shared * (delta / data.budget[twice]).mean(0).pow(2).mean()
-        taught = twice < len(teacher) if teacher is not None else None
-        if taught is not None and taught.any():  # distil: the default's perturbation of the same captcha, per budget
-            rows_taught = twice[taught]
-            gap = (delta[taught] - teacher[rows_taught]) / data.budget[rows_taught]
-            objective = objective + config.distil * gap.pow(2).mean()
-        optimiser.zero_grad(set_to_none=True)
-        objective.backward()
-        optimiser.step()
-        step += 1
-        record = {"step": step, "loss": [round(float(loss.detach().mean()), 3) for loss in losses],
-                  "apart": round(float(apart.detach()), 3),
-                  "used": round(float((delta.detach().abs() / data.budget[twice]).mean()), 3)}
-        history.append(record)
-        bar.set_postfix(ctc="/".join(f"{v:.1f}" for v in record["loss"]), apart=f"{record['apart']:.2f}",
-                        used=f"{record['used']:.2f}")
-        bar.update()
-        if step % every == 0:
-            if state is not None:
-                save_state(state, model, optimiser, step, config, time.perf_counter() - started)
-            if checkpoint:
-                checkpoint(model, _summary(config, solvers, history, step, started, cpu_started, render_seconds,
-                                           teacher_seconds))
-        if config.cpu_minutes is not None and time.process_time() - cpu_started > 60 * config.cpu_minutes:
-            break
-    bar.close()
-    model.eval()
-    summary = _summary(config, solvers, history, step, started, cpu_started, render_seconds, teacher_seconds)
-    if state is not None:
-        save_state(state, model, optimiser, step, config, time.perf_counter() - started)
-    if checkpoint:
-        checkpoint(model, summary)
-    return model, summary
 
 
 def _summary(config, solvers, history, step, started, cpu_started, render_seconds, teacher_seconds) -> dict:

@@ -24,6 +24,7 @@ from typing import Protocol
 
 from farm.core.checkpoint import Solver, read_solver_dir, sha256_hex
 from farm.core.charset import Charset
+from farm.core.schemes import get_scheme
 from farm.core.seeds import KEYED, derivation
 from farm.core.spec import PoolSpec
 from farm.core.zoo import card_ensemble
@@ -113,13 +114,18 @@ def submit(store: Store, pool: str, spec: PoolSpec, substitute, runner: Runner, 
 
 def check_generator(store: Store, spec: PoolSpec, substitute) -> str | None:
     """For the generator method, the version whose generator makes the pool (registry.generator_version);
-    PoolError before anything is written when there is none. None for every other method."""
+    PoolError before anything is written when there is none, or when a colour generator would meet grey
+    captchas. None for every other method."""
     if spec.method != "generator":
         return None
     owner = registry.generator_version(store, substitute.version)
     if owner is None:
         raise PoolError(f"method: substitute {substitute.version} has no trained generator, nor has any version it "
                         f"was made from; train one with `farm generator train`, or choose another --method")
+    channels = ((registry.card(store, owner).get("generator") or {}).get("config") or {}).get("channels", 1)
+    if channels == 3 and spec.source is None and get_scheme(spec.scheme).mode == "L":
+        raise PoolError(f"method: the generator of {owner} was trained on colour captchas and {spec.scheme} draws "
+                        f"grey ones; train one on it (`farm generator train --scheme {spec.scheme}`)")
     return owner
 
 

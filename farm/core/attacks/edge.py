@@ -116,8 +116,12 @@ class Edge(Attack):
         inked = x0 * (1 - ink) + glyph_tone(x0) * ink
         return self.noise.attack_batch(inked, labels, allowed, targets, generator, budget)
 
-    def place(self, x0, labels, targets, centres, where, generator) -> torch.Tensor:
-        """The dots' ink (B, 1, H, W): dot_rounds rounds, each placing its share of the dots best first."""
+    def place(self, x0, labels, targets, centres, where, generator, scorer=None) -> torch.Tensor:
+        """The dots' ink (B, 1, H, W): dot_rounds rounds, each placing its share of the dots best first.
+
+        scorer(x) -> (B, 1, H, W): a dot's worth centred at each pixel, instead of the gradient's gain (a trained
+        generator's dot placer, farm.core.generator).
+        """
         for solver in self.solvers:
             solver.model.eval()
         targeted = targets is not None
@@ -133,6 +137,8 @@ class Edge(Attack):
             x = x0 * (1 - ink) + tone * ink
             if self.dot_placement == "random":
                 score = torch.rand(ink.shape, generator=generator).to(self.device)
+            elif scorer is not None:
+                score = scorer(x)
             else:
                 score = self.gain(x, tone, goal, targeted, generator)
             score = score[:, 0].masked_fill(~free[:, 0], float("-inf"))  # (B, H, W)

@@ -2,13 +2,17 @@
 
 One forward pass instead of an attack's gradient steps: the generator was trained once against the
 substitute, its donors and copies, and the registry attaches it to the substitute version it was
-trained against (`Solver.generator`). Optional refinement (`steps` K, default 0) starts from its
-output, every step spent, each as long as one of the recommended's. Shape: see Attack; the glyph
-masks (B, 1, H, W) are required (glyphs=): the generator reads them.
+trained against (`Solver.generator`). A generator with a dot placer first puts `dots` dots in the
+glyphs' tone on their edges where it scores them best, greedily as edge does (edge's own placement,
+without a gradient); its noise then goes on top. Optional refinement (`steps` K, default 0) starts
+from its output, every step spent, each as long as one of the recommended's. Shape: see Attack; the
+glyph masks (B, 1, H, W) are required (glyphs=): the generator reads them.
 """
 
 import torch
+import torch.nn.functional as F
 
+from farm.core.attacks.edge import Edge, edge_zones, glyph_tone
 from farm.core.attacks.momentum import Momentum
 from farm.core.attacks.settings import GENERATOR, REFINE_STEP_OF
 from farm.exceptions import SettingError
@@ -43,16 +47,36 @@ class Generated(Momentum):
         expected = (len(images), 1, *images.shape[-2:])  # one plane, whatever the images' channels
         if glyphs is None or tuple(glyphs.shape) != expected:
             raise ValueError(f"glyphs: the generator reads the glyph masks; give them shaped {expected}")
+        model = self.solvers[0].generator
+        self.dot_count = model.config.dots if self.dots is None else self.dots
+        if self.dot_count and not model.config.dots:
+            model.dot_logits(images, glyphs, glyphs)  # SettingError naming the way out
         mask = torch.ones_like(images[:, :1], dtype=torch.bool) if mask is None else mask.bool()
-        return super().__call__(images, labels, torch.cat([mask, glyphs.bool()], 1), None, budget)
+        centres, reach = edge_zones(glyphs[:, 0].cpu().numpy(), model.config.band, model.config.dot_width)
+        zones = [mask, glyphs.bool(), torch.from_numpy(centres).unsqueeze(1), torch.from_numpy(reach).unsqueeze(1)]
+        return super().__call__(images, labels, torch.cat(zones, 1), None, budget)
 
     def attack_batch(self, images, labels, mask, targets, generator, budget=None, start=None) -> torch.Tensor:
         model = self.solvers[0].generator.to(self.device).eval()
         x0 = images.to(self.device, torch.float32)
-        allowed, glyphs = (mask[:, k:k + 1].to(self.device, torch.float32) for k in range(2))
+        allowed, glyphs, centres, reach = (mask[:, k:k + 1].to(self.device, torch.float32) for k in range(4))
         radius = torch.full_like(allowed, self.eps) if budget is None else budget.to(self.device, torch.float32)
         h, w = x0.shape[-2:]
         codes = torch.randn(len(x0), model.config.code_channels, -(-h // 4), -(-w // 4), generator=generator)
         with torch.no_grad():
+            if self.dot_count:
+                x0 = self._dotted(model, x0, labels, glyphs, centres, reach * allowed, generator)
             start = model.perturb(x0, glyphs, codes.to(self.device), radius, allowed)
-        return super().attack_batch(images, labels, allowed.bool(), None, generator, budget, start=start)
+        return super().attack_batch(x0, labels, allowed.bool(), None, generator, budget, start=start)
+
+    def _dotted(self, model, x0, labels, glyphs, centres, where, generator) -> torch.Tensor:
+        """x0 with `dot_count` dots where the generator's placer scores them best (edge's greedy placement)."""
+        edge = Edge(self.solvers, dots=self.dot_count, dot_width=model.config.dot_width, band=model.config.band,
+                    dot_rounds=1, device=str(self.device))
+
+        def scorer(x):  # a dot's worth centred at each pixel: the placer's probability of its ink around it
+            chances = torch.sigmoid(model.dot_logits(x, glyphs, centres))
+            return F.conv2d(chances, edge.kernel, padding=edge.kernel.shape[-1] // 2)
+
+        ink = edge.place(x0, labels, None, centres, where, generator, scorer=scorer)
+        return x0 * (1 - ink) + glyph_tone(x0) * ink

@@ -155,6 +155,11 @@ def _steps(steps, settings) -> None:
         raise SettingError(f"steps: must be at least 1 (got {steps})")
 
 
+def _generator_dots(dots, settings) -> None:
+    if not dots >= 0:
+        raise SettingError(f"dots: must be 0 or more (got {dots}); 0 places none")
+
+
 def _refine_steps(steps, settings) -> None:
     if not steps >= 0:
         raise SettingError(f"steps: refining steps after the generator's forward pass, 0 or more (got {steps})")
@@ -307,7 +312,10 @@ GENERATOR = MOMENTUM.derive(
     add=(Setting("norm", "linf", str, "Budget norm: the generator bounds its output pixel by pixel.",
                  choices=("linf",)),
          Setting("steps", 0, int, f"Momentum steps refining the generator's output, each of 2.5 eps / "
-                                  f"{REFINE_STEP_OF} unless --alpha; 0: its forward pass alone.", _refine_steps)))
+                                  f"{REFINE_STEP_OF} unless --alpha; 0: its forward pass alone.", _refine_steps),
+         Setting("dots", None, int, "Dots the generator's dot placer puts on the glyphs' edges (edge's, learned); "
+                                    "left out, as many as it was trained to place (none without a placer).",
+                 _generator_dots)))
 
 DECLARED: dict[str, Declaration] = {"direct": DIRECT, "iterative": ITERATIVE, "momentum": MOMENTUM, "robust": ROBUST,
                                     "warp": WARP, "edge": EDGE, "generator": GENERATOR}
