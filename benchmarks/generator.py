@@ -174,7 +174,8 @@ def main():
     owner = registry.generator_version(store, substitute.version)
     training = registry.card(store, owner)["generator"]["training"] if owner else {}
     print(f"CURRENT {substitute.version}; generator of {owner} (trained {training.get('steps')} steps, "
-          f"{(training.get('cpu_seconds') or 0) / 60:.1f} CPU-min, against {', '.join(training.get('solvers') or [])})")
+          f"{((training.get('cpu_seconds') or 0) + ((training.get('placer') or {}).get('cpu_seconds') or 0)) / 60:.1f} "
+          f"CPU-min with its dot placer, against {', '.join(training.get('solvers') or [])})")
 
     rate_specs = specs(store, args.scheme, args.rate_count, args.seed + 1, args.refine)
     rate = rates(rate_specs, substitute, seeds, args.rounds)

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,3 +111,19 @@ class Worker:
 
     def busy(self) -> bool:
         return len(self.tasks("received")) > len(self.tasks("succeeded"))
+
+
+@contextmanager
+def finetune_worker(env: dict, folder: Path):
+    """The Procfile's `finetune` worker, started and ready; yields its log file, and stops it on leaving."""
+    log = folder / "finetune.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(procfile()["finetune"], shell=True, env={**env, "PORT": str(free_port())},
+                                   cwd=folder, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: " ready." in log.read_text(errors="replace") or process.poll() is not None, START_TIMEOUT,
+                 "the fine-tune worker")
+        assert process.poll() is None, log.read_text()[-3000:]
+        yield log
+    finally:
+        stop(process)

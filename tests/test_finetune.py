@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import threading
 from dataclasses import replace
 from functools import partial
@@ -26,7 +25,7 @@ from farm.ops.resemblance import choose_donors, phi
 from farm.storage.store import LocalStore
 from farm.core.zoo_loading import load_donor
 from farm.ops.shard import attack_solvers
-from tests.farm_parts import Worker, free_port, procfile, stop, wait_for
+from tests.farm_parts import Worker, finetune_worker, stop, wait_for
 from tests.test_farm import farm_store_env, redis_broker, redis_port, run_farm  # noqa: F401 (fixtures)
 
 SECRET = b"test-secret-not-for-production"
@@ -243,27 +242,21 @@ def test_the_finetune_task_publishes_a_version_that_a_running_generation_worker_
     for k in local.list(""):
         store.put(k, local.get(k))
     generate = Worker.start(env, tmp_path)
-    log = tmp_path / "finetune.log"
-    with open(log, "wb") as out:
-        finetuner = subprocess.Popen(procfile()["finetune"], shell=True, env={**env, "PORT": str(free_port())}, cwd=tmp_path,
-                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        generate.wait_ready()
-        wait_for(lambda: " ready." in log.read_text(errors="replace") or finetuner.poll() is not None, 90,
-                 "the fine-tune worker")
-        assert finetuner.poll() is None, log.read_text()[-3000:]
-        app = Celery(broker=redis_broker)
-        config = {**SMALL, "tolerance": 0.5, "mistakes_only": False}
-        app.send_task("finetune", args=[[key], "v1"], kwargs={"config": config},
-                      queue="finetune", routing_key="finetune", exchange="finetune")
-        wait_for(lambda: registry.current(store)["version"] == "v2", 300, "the fine-tune to publish v2", interval=1)
-        assert "fine-tune published v2 on top of v1" in log.read_text()
-        run_farm(env, "generate", "--pool", "after", "--count", "8", "--shard-size", "4", "--steps", "1",
-                 "--no-progress", cwd=tmp_path)
-        assert {r["substitute"] for r in read_keys(store, "after")} == {"v2"}
-        assert "serving substitute v2" in generate.text()
+        with finetune_worker(env, tmp_path) as log:
+            generate.wait_ready()
+            app = Celery(broker=redis_broker)
+            config = {**SMALL, "tolerance": 0.5, "mistakes_only": False}
+            app.send_task("finetune", args=[[key], "v1"], kwargs={"config": config},
+                          queue="finetune", routing_key="finetune", exchange="finetune")
+            wait_for(lambda: registry.current(store)["version"] == "v2", 300, "the fine-tune to publish v2",
+                     interval=1)
+            assert "fine-tune published v2 on top of v1" in log.read_text()
+            run_farm(env, "generate", "--pool", "after", "--count", "8", "--shard-size", "4", "--steps", "1",
+                     "--no-progress", cwd=tmp_path)
+            assert {r["substitute"] for r in read_keys(store, "after")} == {"v2"}
+            assert "serving substitute v2" in generate.text()
     finally:
-        stop(finetuner)
         stop(generate.process)
 
 

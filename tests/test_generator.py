@@ -1,7 +1,6 @@
 """The perturbation generator: bounded like the default, reproducible, a perturbation per code, safetensors only."""
 
 import json
-import subprocess
 
 import numpy as np
 import pytest
@@ -311,8 +310,10 @@ def test_farm_generator_train_publishes_a_version_that_generate_uses(tmp_path):
                          env=env)
     assert made.exit_code == 0, made.output
     assert f"with the generator of {result['version']}" in made.output
-    listed = {r["version"]: r for r in json.loads(runner.invoke(main, ["checkpoint", "list", "--json"], env=env).output)}
-    assert listed[result["version"]]["generator"] == result["version"] and listed["v1"]["generator"] == "v1"
+    rows = json.loads(runner.invoke(main, ["checkpoint", "list", "--json"], env=env).output)
+    listed = {r["version"]: r for r in rows}
+    assert listed[result["version"]]["generator"] == result["version"]
+    assert listed["v1"]["generator"] == "v1"  # the bundled generator, published with v1
     shown = runner.invoke(main, ["checkpoint", "list"], env=env).output
     assert f"{result['version']}     gen 1" in shown and "+gen" in shown
     store, folder = LocalStore(tmp_path / "store"), tmp_path / "exported"  # a version copied out and published again
@@ -357,7 +358,7 @@ def test_the_generator_task_publishes_a_generator_the_farm_then_makes_pools_with
 
     from farm.storage.pools import read_keys
     from farm.storage.store import open_store
-    from tests.farm_parts import Worker, free_port, procfile, stop, wait_for
+    from tests.farm_parts import Worker, finetune_worker, stop, wait_for
     from tests.test_farm import farm_store_env, run_farm
     from tests.test_finetune import SMALL, attacked_store
 
@@ -367,45 +368,37 @@ def test_the_generator_task_publishes_a_generator_the_farm_then_makes_pools_with
     for k in local.list(""):
         store.put(k, local.get(k))
     generate = Worker.start(env, tmp_path)
-    log = tmp_path / "finetune.log"
-    with open(log, "wb") as out:
-        finetuner = subprocess.Popen(procfile()["finetune"], shell=True, env={**env, "PORT": str(free_port())},
-                                     cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        generate.wait_ready()
-        wait_for(lambda: " ready." in log.read_text(errors="replace") or finetuner.poll() is not None, 90,
-                 "the fine-tune worker")
-        assert finetuner.poll() is None, log.read_text()[-3000:]
-        app = Celery(broker=redis_broker)
-        queue = dict(queue="finetune", routing_key="finetune", exchange="finetune")
-        recipe = {"steps": 2, "captchas": 16, "batch_size": 2, "ensemble": [], "dots": 0}
-        app.send_task("train_generator", kwargs={"config": recipe}, **queue)
-        newest = lambda: max(registry.versions(store), key=lambda v: int(v[1:]))  # noqa: E731
-        wait_for(lambda: "generator" in registry.card(store, newest()), 300, "the generator's version", interval=1)
-        v2 = newest()
-        assert registry.current(store)["version"] == v2 and registry.card(store, v2)["generation"] == 1
-        run_farm(env, "generate", "--pool", "made", "--method", "generator", "--count", "8", "--shard-size", "4",
-                 "--no-progress", cwd=tmp_path)
-        records = read_keys(store, "made")
-        assert {r["substitute"] for r in records} == {v2} and {r["method"] for r in records} == {"generator"}
-        assert all(0 < r["linf"] for r in records)
-        app.send_task("finetune", args=[[key], None], kwargs={"config": {**SMALL, "tolerance": 0.5,
-                                                                         "mistakes_only": False}}, **queue)
-        def child(parent, with_generator):  # the version published on top of `parent`, with or without a generator
-            cards = {v: registry.card(store, v) for v in registry.versions(store)}
-            return next((v for v, c in cards.items() if c.get("parent") == parent
-                         and ("generator" in c) == with_generator), None)
+        with finetune_worker(env, tmp_path) as log:
+            generate.wait_ready()
+            app = Celery(broker=redis_broker)
+            queue = dict(queue="finetune", routing_key="finetune", exchange="finetune")
+            recipe = {"steps": 2, "captchas": 16, "batch_size": 2, "ensemble": [], "dots": 0}
+            app.send_task("train_generator", kwargs={"config": recipe}, **queue)
 
-        v3 = wait_for(lambda: child(v2, with_generator=False), 300, "the fine-tune to publish", interval=1)
-        assert registry.generator_version(store, v3) == v2  # until its own is trained, v2's generator serves
-        v4 = wait_for(lambda: child(v3, with_generator=True), 300, "the generator retrained for the fine-tune's "
-                                                                   "version", interval=1)
-        assert registry.current(store)["version"] == v4
-        assert registry.card(store, v4)["sha256"] == registry.card(store, v3)["sha256"]
-        assert registry.card(store, v4)["generator"]["training"]["config"]["steps"] == 2  # the same recipe
-        assert "generator trained against" in log.read_text()
+            def child(parent, with_generator):  # the version published on top of `parent`, with or without one
+                cards = {v: registry.card(store, v) for v in registry.versions(store)}
+                return next((v for v, c in cards.items() if c.get("parent") == parent
+                             and ("generator" in c) == with_generator), None)
+
+            v2 = wait_for(lambda: child("v1", with_generator=True), 300, "the generator's version", interval=1)
+            assert registry.current(store)["version"] == v2 and registry.card(store, v2)["generation"] == 1
+            run_farm(env, "generate", "--pool", "made", "--method", "generator", "--count", "8", "--shard-size", "4",
+                     "--no-progress", cwd=tmp_path)
+            records = read_keys(store, "made")
+            assert {r["substitute"] for r in records} == {v2} and {r["method"] for r in records} == {"generator"}
+            assert all(0 < r["linf"] for r in records)
+            config = {**SMALL, "tolerance": 0.5, "mistakes_only": False}
+            app.send_task("finetune", args=[[key], None], kwargs={"config": config}, **queue)
+            v3 = wait_for(lambda: child(v2, with_generator=False), 300, "the fine-tune to publish", interval=1)
+            assert registry.generator_version(store, v3) == v2  # until its own is trained, v2's generator serves
+            v4 = wait_for(lambda: child(v3, with_generator=True), 300, "the generator retrained for the fine-tune's "
+                                                                       "version", interval=1)
+            assert registry.current(store)["version"] == v4
+            assert registry.card(store, v4)["sha256"] == registry.card(store, v3)["sha256"]
+            assert registry.card(store, v4)["generator"]["training"]["config"]["steps"] == 2  # the same recipe
+            assert "generator trained against" in log.read_text()
     finally:
-        stop(finetuner)
         stop(generate.process)
 
 

@@ -64,8 +64,14 @@ def edge_zones(glyphs: np.ndarray, band: int, dot_width: float) -> tuple[np.ndar
 
 def glyph_tone(x: torch.Tensor) -> torch.Tensor:
     """The glyphs' own tone per captcha and channel (B, C, 1, 1): a dark quantile, so dots on colour captchas
-    wear the glyphs' colour."""
-    return x.flatten(2).quantile(TONE_QUANTILE, dim=2)[..., None, None]
+    wear the glyphs' colour. torch.quantile's linear interpolation between two order statistics, each found
+    by kthvalue: a third of a full sort's time (equal to it within 1e-8)."""
+    flat = x.flatten(2)
+    position = TONE_QUANTILE * (flat.shape[-1] - 1)
+    below = int(position)
+    above = min(below + 1, flat.shape[-1] - 1)
+    low, high = (flat.kthvalue(k + 1, dim=2).values for k in (below, above))
+    return torch.lerp(low, high, position - below)[..., None, None]
 
 
 class Edge(Attack):
@@ -116,17 +122,17 @@ class Edge(Attack):
         inked = x0 * (1 - ink) + glyph_tone(x0) * ink
         return self.noise.attack_batch(inked, labels, allowed, targets, generator, budget)
 
-    def place(self, x0, labels, targets, centres, where, generator, scorer=None) -> torch.Tensor:
+    def place(self, x0, labels, targets, centres, where, generator, scorer=None, tone=None) -> torch.Tensor:
         """The dots' ink (B, 1, H, W): dot_rounds rounds, each placing its share of the dots best first.
 
         scorer(x) -> (B, 1, H, W): a dot's worth centred at each pixel, instead of the gradient's gain (a trained
-        generator's dot placer, farm.core.generator).
+        generator's dot placer, farm.core.generator). tone: glyph_tone(x0), when the caller has it.
         """
         for solver in self.solvers:
             solver.model.eval()
         targeted = targets is not None
         goal = [self.charset.encode(self.charset.normalize(t)) for t in (targets if targeted else labels)]
-        tone = glyph_tone(x0)
+        tone = glyph_tone(x0) if tone is None else tone
         density = torch.zeros_like(x0[:, :1])  # dot centres, DOT_MASS each
         ink = torch.zeros_like(x0[:, :1])
         free = centres > 0  # centres still open: in the band, not near a dot taken

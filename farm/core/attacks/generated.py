@@ -78,5 +78,6 @@ class Generated(Momentum):
             chances = torch.sigmoid(model.dot_logits(x, glyphs, centres))
             return F.conv2d(chances, edge.kernel, padding=edge.kernel.shape[-1] // 2)
 
-        ink = edge.place(x0, labels, None, centres, where, generator, scorer=scorer)
-        return x0 * (1 - ink) + glyph_tone(x0) * ink
+        tone = glyph_tone(x0)
+        ink = edge.place(x0, labels, None, centres, where, generator, scorer=scorer, tone=tone)
+        return x0 * (1 - ink) + tone * ink
