@@ -107,7 +107,7 @@ def test_a_version_records_its_family_and_cards_naming_none_are_of_the_default(s
     assert [r["family"] for r in listed] == ["noise", "noise", "geometry"]
     assert [r["family_colour"] for r in listed] == ["ink", "ink", "geometry"]  # naming none: ink on colour schemes
     shown = CliRunner().invoke(main, ["checkpoint", "list"]).output.splitlines()
-    assert "  noise|ink  " in shown[0] and "  geometry  " in shown[2]
+    assert "  noise|ink +gen  " in shown[0] and "  geometry  " in shown[2]  # v1 carries the bundled generator
 
 
 def test_a_pool_records_its_family_and_pools_before_families_read_it_from_their_method(store, monkeypatch):
@@ -230,7 +230,11 @@ def test_every_attack_method_has_a_family():
     """METHOD_FAMILIES sits beside the methods' declarations: a new method left out of it would make pools
     that the move counts as clean captchas."""
     from farm.core.attacks.settings import DECLARED
+    from farm.core.families import method_family
     assert set(METHOD_FAMILIES) == set(DECLARED)
+    # a generator's pools are ink when it places dots, as a generator trained for colour does by default
+    cases = ((None, "RGB"), (None, "L"), (0, "RGB"), (8, "L"))
+    assert [method_family("generator", dots, mode) for dots, mode in cases] == ["ink", "noise", "noise", "ink"]
 
 
 def test_a_generation_naming_no_family_is_noise_on_grey_and_ink_on_colour():

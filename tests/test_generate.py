@@ -340,10 +340,12 @@ def test_the_readme_lists_each_methods_settings_as_they_are_declared():
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert "| setting | " + " | ".join(DECLARED) + " |" in readme
-    alpha = {"generator": f"2.5 eps / {REFINE_STEP_OF}"}  # a refining step is one of the recommended's
+    unset = {("generator", "alpha"): f"2.5 eps / {REFINE_STEP_OF}",  # a refining step is one of the recommended's
+             ("generator", "dots"): "as trained"}
     for name in SETTINGS:
-        cells = ["–" if name not in declared else alpha.get(method, "2.5 eps / steps") if declared[name].default is None
-                 else shown(declared[name].default, declared[name].pixels) for method, declared in DECLARED.items()]
+        cells = ["–" if name not in declared else unset.get((method, name), "2.5 eps / steps")
+                 if declared[name].default is None else shown(declared[name].default, declared[name].pixels)
+                 for method, declared in DECLARED.items()]
         assert f"| `--{name.replace('_', '-')}` | " + " | ".join(cells) + " |" in readme, name
 
 

@@ -59,7 +59,8 @@ def test_a_generated_pool_lands_in_the_bucket_in_the_exact_layout(pool_env, subs
     keys = {o["Key"] for o in listed}
     assert all(k.startswith("farm/") for k in keys)  # everything under the store's prefix
     assert {k.removeprefix("farm/") for k in keys} == expected_layout("p", COUNT, SHARD) | {
-        "checkpoints/CURRENT", "checkpoints/v1/model.safetensors", "checkpoints/v1/card.json"}
+        "checkpoints/CURRENT", "checkpoints/v1/model.safetensors", "checkpoints/v1/card.json",
+        "checkpoints/v1/generator.safetensors"}  # the bundled generator, published with v1
     store = open_store(pool_env["url"])
     assert json.loads(store.get("checkpoints/CURRENT"))["sha256"] == substitute.sha256
     manifest = json.loads(store.get("pools/p/manifest.json"))

@@ -64,9 +64,9 @@ def test_a_warp_pool_is_byte_identical_for_the_same_secret_seed_and_settings(tmp
 
 
 @pytest.mark.parametrize("given,message", [
-    ({"eps": 8 / 255}, "eps: only direct, iterative, momentum, robust and edge take it, not warp"),
-    ({"norm": "l2"}, "norm: only direct, iterative, momentum, robust and edge take it, not warp"),
-    ({"smoothing": 2.0}, "smoothing: only direct, iterative, momentum, robust and edge take it, not warp"),
+    ({"eps": 8 / 255}, "eps: only direct, iterative, momentum, robust, edge and generator take it, not warp"),
+    ({"norm": "l2"}, "norm: only direct, iterative, momentum, robust, edge and generator take it, not warp"),
+    ({"smoothing": 2.0}, "smoothing: only direct, iterative, momentum, robust, edge and generator take it, not warp"),
     ({"mask": "background"}, "mask: warp moves the whole captcha and adds no pixel, so it takes mask full only"),
     ({"eps_glyph": 4 / 255}, "eps-glyph: warp adds no pixel, so it has no per-pixel budget"),
     ({"displacement": 9.0}, r"displacement: .*\(0, 8\] pixels"),

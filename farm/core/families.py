@@ -36,8 +36,9 @@ UNDONE: dict[str, frozenset[str]] = {"L": frozenset(), "RGB": frozenset({"noise"
 
 # The family of a spec by its method: every gradient-noise method is noise, whichever preset set it
 # (`--preset paper` is noise too). "none" (clean captchas, the control) belongs to none.
+# A generator's pools are noise, or ink when it places dots (method_family).
 METHOD_FAMILIES: dict[str, str] = {"direct": "noise", "iterative": "noise", "momentum": "noise", "robust": "noise",
-                                   "warp": "geometry", "edge": "ink"}
+                                   "warp": "geometry", "edge": "ink", "generator": "noise"}
 
 # The family of a generation whose card names none (the bundled v1, cards from before families), by what the
 # scheme draws: dense noise on grey; ink on colour, where a bot reading the channel of most contrast gets back
@@ -57,8 +58,14 @@ def family_preset(name: str) -> str:
     return FAMILIES[name]
 
 
-def method_family(method: str) -> str | None:
-    """The family of a pool made with `method`; None for clean captchas (method none) or a method of no family."""
+def method_family(method: str, dots: int | None = None, mode: str = "L") -> str | None:
+    """The family of a pool made with `method`; None for clean captchas (method none) or a method of no family.
+
+    A generator that places dots makes ink, as edge: its `dots`, or left out, as many as a generator trained for a
+    `mode` scheme places (those of the mode's default pools: ink on colour, none on grey).
+    """
+    if method == "generator" and (dots if dots is not None else DEFAULT_FAMILIES[check_mode(mode)] == "ink"):
+        return "ink"
     return METHOD_FAMILIES.get(method)
 
 

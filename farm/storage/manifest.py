@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from farm.core.checkpoint import Solver
 from farm.core.families import method_family
 from farm.core.seeds import KEYED, derivation
-from farm.core.spec import PoolSpec
+from farm.core.spec import PoolSpec, scheme_mode
 from farm.exceptions import ConflictError, PoolError
 from farm.storage import registry
 from farm.storage.layout import keys_key, manifest_key
@@ -133,7 +133,8 @@ def write_manifest(store: Store, pool: str, spec: PoolSpec, substitute: Solver |
         done = status == "complete" and len(shards) == merged.shards
         return {"pool": pool, "spec": merged.to_dict(), "status": "complete" if done else "generating",
                 "derivation": seeded if old is None else derivation(old), "charset": charset,
-                "substitute": named_substitute, "family": method_family(merged.method),
+                "substitute": named_substitute,
+                "family": method_family(merged.method, merged.dots, scheme_mode(merged.scheme)),
                 "count": merged.count, "complete": sum(s["count"] for s in shards),
                 "shards": shards, "shard_count": merged.shards,
                 "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
