@@ -19,6 +19,38 @@ and what each held-out solver reads back. Held-out solvers only report.
 
 Last line: `generator_vs_default_rate: <generator captchas/s over the default's>`.
 
+Measured 2026-12-07 on the shared 2-core machine (a test run or another benchmark beside it), the bundled
+generator (a colour one: noise per channel trained 1500 steps through the grey conversions, 12.5
+CPU-min, and its dot placer distilled from edge's placement of 8 dots on 1,200 captchas, 2.4 CPU-min,
+against the bundled substitute, crnn-b and resnet-a), 150 fresh colour `classic`, 48 chains:
+`python -m benchmarks.generator --count 150 --refine 2` (~25 min wall):
+
+    captchas/s of CPU time, one thread (`--rates-only`, alone on the machine, after the tone's kthvalue):
+      clean 705   default (edge) 9.5   recommended 13.4   generator 176.3 (4.00x clean's cost; 3.37x to the
+      PNG; generator_vs_default_rate 18.51)   generator+2 75.3   generator, no dots 267.1 (2.64x; 28.1x the
+      default's). In the full run beside the tests: generator 144.8, default 9.9 (14.67x).
+    held-out, as served / worst chain   position-a (clean 80.7%)  transformer-a (90.0%)  crnn-aug (90.7%)
+      default (edge)                      0.0 / 33.3              4.0 / 32.7             3.3 / 39.3
+      recommended                         0.7 / 45.3              2.0 / 52.7             0.0 / 70.7
+      generator                           0.0 / 47.3              0.7 / 44.0             0.0 / 54.7
+      generator+2                         0.0 / 44.7              0.7 / 48.0             0.0 / 54.7
+      generator, no dots                  0.7 / 61.3              2.7 / 70.0             0.7 / 79.3
+    glyph-region SSIM: default 0.898, recommended 0.925, generator 0.867, no dots 0.935
+    the pool's mean perturbation subtracted gives back (served / worst chain):
+      default +6.7 / +0.7, +5.3 / -1.3, +0.7 / +2.7; recommended +4.7 / +10.0, +6.7 / +2.7, +1.3 / +2.0
+      generator +0.7 / -0.7, +5.3 / +11.3, +0.7 / +3.3
+    largest held-out gap to the default: generator +15.3 points (goal <= 5)
+
+The same run with the first colour generator, a grey one whose perturbation moved R, G and B alike
+and placed no dots: worst chains 72.7 / 82.7 / 82.0%, all through HSV saturation, which does not see a
+perturbation that moves the channels alike. Placement alone (a screening run on the same 150 captchas,
+that grey generator's noise on 8 dots placed three ways): at random 68 / 79 / 81%, by a learned placer
+51 / 54 / 56%, by edge's gradient 43 / 47 / 50%: the placer recovers two thirds of what placement gives.
+Goals: training (14.9 CPU-min) and as served met; rate (18.5x the default, 4.0x clean's cost), worst
+chain (+11 to +15 points) and SSIM (0.867 against 0.898) not; the mean check gives transformer-a 11.3
+points back after its worst chain (the default's own noise gives position-a 10 back: at 150 captchas the
+check's floor is a few points).
+
 History: the spike, before the method existed.
 
 Measured 2026-12-07, before `classic` drew in colour (on its grey look of then), on the shared
@@ -160,6 +192,7 @@ def main():
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--refine", type=int, action="append", default=[],
                         help="also the generator refined by K steps (repeatable)")
+    parser.add_argument("--rates-only", action="store_true", help="measure the rates alone (a few minutes)")
     parser.add_argument("--json", help="write every number here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -187,6 +220,9 @@ def main():
         print(f"  {name:14s} {r['cpu']:8.1f} ({r['wall']:.1f})  {rate['clean']['cpu'] / r['cpu']:5.2f}x clean's cost"
               f" | {p['cpu']:8.1f}  {with_png['clean']['cpu'] / p['cpu']:5.2f}x")
 
+    if args.rates_only:
+        print(f"generator_vs_default_rate: {rate['generator']['cpu'] / rate['default']['cpu']:.2f}")
+        return
     made = specs(store, args.scheme, args.count, args.seed, args.refine)
     clean = render_shard(made["default"], 0, seeds)
     images = {name: run(spec, substitute, clean) for name, spec in made.items()}
