@@ -46,6 +46,17 @@ def attacked_store(folder, count: int = 120) -> tuple[LocalStore, str]:
     return store, ingest(store, data).key
 
 
+def attacked_farm_store(env: dict, folder):
+    """attacked_store's objects copied into the farm's store (FARM_STORE of `env`): (store, answer batch key)."""
+    from farm.storage.store import open_store
+
+    store = open_store(env["FARM_STORE"])
+    local, key = attacked_store(folder / "local", count=64)
+    for k in local.list(""):
+        store.put(k, local.get(k))
+    return store, key
+
+
 @pytest.fixture(scope="module")
 def attacked(tmp_path_factory):
     return attacked_store(tmp_path_factory.mktemp("attacked") / "store")
@@ -234,13 +245,8 @@ def test_the_finetune_task_publishes_a_version_that_a_running_generation_worker_
         redis_broker, bucket, tmp_path):
     from celery import Celery
 
-    from farm.storage.store import open_store
-
     env = farm_store_env(redis_broker, bucket)
-    store = open_store(env["FARM_STORE"])
-    local, key = attacked_store(tmp_path / "local", count=64)
-    for k in local.list(""):
-        store.put(k, local.get(k))
+    store, key = attacked_farm_store(env, tmp_path)
     generate = Worker.start(env, tmp_path)
     try:
         with finetune_worker(env, tmp_path) as log:

@@ -357,16 +357,12 @@ def test_the_generator_task_publishes_a_generator_the_farm_then_makes_pools_with
     from celery import Celery
 
     from farm.storage.pools import read_keys
-    from farm.storage.store import open_store
     from tests.farm_parts import Worker, finetune_worker, stop, wait_for
     from tests.test_farm import farm_store_env, run_farm
-    from tests.test_finetune import SMALL, attacked_store
+    from tests.test_finetune import SMALL, attacked_farm_store
 
     env = farm_store_env(redis_broker, bucket)
-    store = open_store(env["FARM_STORE"])
-    local, key = attacked_store(tmp_path / "local", count=64)
-    for k in local.list(""):
-        store.put(k, local.get(k))
+    store, key = attacked_farm_store(env, tmp_path)
     generate = Worker.start(env, tmp_path)
     try:
         with finetune_worker(env, tmp_path) as log:
