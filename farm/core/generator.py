@@ -176,7 +176,7 @@ class PerturbationGenerator(nn.Module):
         return ((unit - shared) / (1 + shared.abs())).clamp(-1, 1)  # |unit - shared| <= 1 + |shared|
 
     def dot_logits(self, images: torch.Tensor, glyphs: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W): how likely edge's placement would centre a dot at each pixel (the placer's logits).
+        """(B, 1, H, W): how likely edge's placement would ink each pixel (the placer's logits).
 
         images (B, 1 or 3, H, W), read in BT.601 grey; centres: where a dot's centre may lie
         (farm.core.attacks.edge.edge_zones with the config's band and dot width).

@@ -21,7 +21,8 @@ __all__ = ["Generated"]
 
 
 class Generated(Momentum):
-    """delta = G(grey image, glyph mask, code) within the budget and mask, then `steps` momentum steps from there.
+    """Dots where the placer scores them best, then delta = G(captcha, glyph mask, code) within the budget and mask,
+    then `steps` momentum steps from there.
 
     Each captcha's code is drawn from the batch's seeded generator, so a shard perturbs the same way every run
     and no two captchas share one.
@@ -50,7 +51,8 @@ class Generated(Momentum):
         model = self.solvers[0].generator
         self.dot_count = model.config.dots if self.dots is None else self.dots
         if self.dot_count and not model.config.dots:
-            model.dot_logits(images, glyphs, glyphs)  # SettingError naming the way out
+            raise SettingError(f"dots: the generator of substitute {self.solvers[0].version} has no dot placer; train "
+                               f"one that places dots (`farm generator train --dots N`), or give --dots 0")
         mask = torch.ones_like(images[:, :1], dtype=torch.bool) if mask is None else mask.bool()
         centres, reach = edge_zones(glyphs[:, 0].cpu().numpy(), model.config.band, model.config.dot_width)
         zones = [mask, glyphs.bool(), torch.from_numpy(centres).unsqueeze(1), torch.from_numpy(reach).unsqueeze(1)]
