@@ -50,7 +50,7 @@ def train(steps, captchas, batch_size, donors, no_donors, scheme, dots, seed, cp
     then costs one forward pass a captcha (`farm generate --method generator`, `--steps K` to refine it by K
     gradient steps). The new version keeps CURRENT's weights, card and generation and becomes CURRENT; workers
     pick it up as they pick up any checkpoint. A run stopped (--cpu-minutes, or killed) resumes where it stopped
-    when run again. About 12 CPU-minutes on 2 cores at the defaults.
+    when run again. About 15 CPU-minutes (one thread) at the defaults.
     """
     from farm.ops.generator_training import GeneratorTraining, train_for_store
 
