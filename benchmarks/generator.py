@@ -108,6 +108,7 @@ import torch
 from benchmarks.cleanup import held_out_solvers
 from farm.core.families import base_preset
 from farm.core.measures import measure
+from farm.core.model import to_tensor
 from farm.core.preprocess import CHAINS, CONVERSIONS
 from farm.core.schemes import get_scheme
 from farm.core.seeds import Seeds
@@ -120,12 +121,6 @@ from farm.storage.layout import encode_png
 from farm.storage.store import LocalStore, open_store
 
 SECRET = b"benchmark generator"  # apart from pools and from the generator's training captchas
-
-
-def as_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W) or (N, H, W, 3) -> (N, 1 or 3, H, W) in [0, 1]."""
-    x = torch.from_numpy(images).float() / 255
-    return x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
 
 
 def specs(store, scheme: str, count: int, seed: int, refine: list[int]) -> dict:
@@ -184,7 +179,7 @@ def without_mean(clean: np.ndarray, adversarial: np.ndarray) -> np.ndarray:
 def held_out_table(solvers: dict, texts: list[str], clean: dict, adversarial: np.ndarray, chains: list[str]) -> dict:
     """{solver: {"clean", "served", "worst": {chain, clean, adversarial}}} through cleanup's machinery; `clean`:
     chain_accuracy of the clean captchas, read once for every table."""
-    read = chain_accuracy(solvers, texts, as_tensor(adversarial), chains)
+    read = chain_accuracy(solvers, texts, to_tensor(adversarial), chains)
     return {name: {"clean": clean[name]["none"], "served": read[name]["none"],
                    "worst": worst_chain({"clean": clean[name], "adversarial": read[name]})} for name in solvers}
 
@@ -244,7 +239,7 @@ def main():
                         for name, adv in images.items()}
     solvers = held_out_solvers()
     chains = chains_for(clean.images.ndim == 4)
-    read_clean = chain_accuracy(solvers, clean.texts, as_tensor(clean.images), chains)
+    read_clean = chain_accuracy(solvers, clean.texts, to_tensor(clean.images), chains)
     tables = {name: held_out_table(solvers, clean.texts, read_clean, adv, chains) for name, adv in images.items()}
     tables.update({f"{name} - mean": held_out_table(solvers, clean.texts, read_clean, without_mean(clean.images, adv),
                                                     chains) for name, adv in images.items()

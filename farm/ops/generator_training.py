@@ -1,10 +1,11 @@
 """Training a perturbation generator (farm.core.generator) against the substitute, its donors and copies.
 
 The loop reads top to bottom: render a set of fresh captchas once, the way pools render them
-(farm.ops.shard.render_shard under a training secret: never a pool's or a benchmark's captchas), in
-the grey the solvers read (a colour captcha's perturbation moves its channels alike), with the
-pool's masks and two-level budget -> each step, a batch of captchas each with two codes
--> perturb, round to 8 bits (straight through) -> input diversity as the default attacks with ->
+(farm.ops.shard.render_shard under a training secret: never a pool's or a benchmark's captchas), as
+the generator reads them (in colour for a colour scheme, else in grey), with the pool's masks and
+two-level budget -> each step, a batch of captchas each with two codes -> perturb, round to 8 bits
+(straight through) -> input diversity as the default attacks with (and on colour, a random grey
+conversion bots use) ->
 maximise every solver's CTC loss of the true label, capped so captchas already misread stop
 steering; a mode-seeking term (Mao et al. 2019) keeps the two codes' perturbations apart, so the
 code matters, and a centred generator takes away the pattern a pool would share. Then, for a
@@ -64,7 +65,7 @@ class GeneratorTraining:
     """What a generator training run does; saved in the card so the run can be repeated."""
 
     preset: str = "recommended"  # whose budgets and mask the generator is trained (and bound) to
-    scheme: str = "classic"  # whose captchas, read in grey as the solvers read them
+    scheme: str = "classic"  # whose captchas: a colour scheme's generator perturbs each channel
     ensemble: tuple[str, ...] = ("crnn-b", "resnet-a")  # zoo donors trained against beside the substitute, its
     # card's donors and its hardened copies: the default colour pools are aimed at both
     captchas: int = 4000  # distinct training captchas, rendered once (rendering costs as much as a step)

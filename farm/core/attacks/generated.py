@@ -49,37 +49,43 @@ class Generated(Momentum):
         if glyphs is None or tuple(glyphs.shape) != expected:
             raise ValueError(f"glyphs: the generator reads the glyph masks; give them shaped {expected}")
         model = self.solvers[0].generator
-        self.dot_count = model.config.dots if self.dots is None else self.dots
-        if self.dot_count and not model.config.dots:
+        dots = model.config.dots if self.dots is None else self.dots
+        if dots and not model.config.dots:
             raise SettingError(f"dots: the generator of substitute {self.solvers[0].version} has no dot placer; train "
                                f"one that places dots (`farm generator train --dots N`), or give --dots 0")
         mask = torch.ones_like(images[:, :1], dtype=torch.bool) if mask is None else mask.bool()
-        centres, reach = edge_zones(glyphs[:, 0].cpu().numpy(), model.config.band, model.config.dot_width)
-        zones = [mask, glyphs.bool(), torch.from_numpy(centres).unsqueeze(1), torch.from_numpy(reach).unsqueeze(1)]
-        return super().__call__(images, labels, torch.cat(zones, 1), None, budget)
+        planes = [mask, glyphs.bool()]
+        # edge's greedy placement, made once for the call; where dots may go is worked out only when some will
+        self.placement = Edge(self.solvers, dots=dots, dot_width=model.config.dot_width, band=model.config.band,
+                              dot_rounds=1, device=str(self.device)) if dots else None
+        if self.placement is not None:
+            centres, reach = edge_zones(glyphs[:, 0].cpu().numpy(), model.config.band, model.config.dot_width)
+            planes += [torch.from_numpy(centres).unsqueeze(1), torch.from_numpy(reach).unsqueeze(1)]
+        return super().__call__(images, labels, torch.cat(planes, 1), None, budget)
 
     def attack_batch(self, images, labels, mask, targets, generator, budget=None, start=None) -> torch.Tensor:
         model = self.solvers[0].generator.to(self.device).eval()
         x0 = images.to(self.device, torch.float32)
-        allowed, glyphs, centres, reach = (mask[:, k:k + 1].to(self.device, torch.float32) for k in range(4))
+        planes = [mask[:, k:k + 1].to(self.device, torch.float32) for k in range(mask.shape[1])]
+        allowed, glyphs = planes[:2]
         radius = torch.full_like(allowed, self.eps) if budget is None else budget.to(self.device, torch.float32)
         h, w = x0.shape[-2:]
         codes = torch.randn(len(x0), model.config.code_channels, -(-h // 4), -(-w // 4), generator=generator)
         with torch.no_grad():
-            if self.dot_count:
+            if self.placement is not None:
+                centres, reach = planes[2:]
                 x0 = self._dotted(model, x0, labels, glyphs, centres, reach * allowed, generator)
             start = model.perturb(x0, glyphs, codes.to(self.device), radius, allowed)
         return super().attack_batch(x0, labels, allowed.bool(), None, generator, budget, start=start)
 
     def _dotted(self, model, x0, labels, glyphs, centres, where, generator) -> torch.Tensor:
-        """x0 with `dot_count` dots where the generator's placer scores them best (edge's greedy placement)."""
-        edge = Edge(self.solvers, dots=self.dot_count, dot_width=model.config.dot_width, band=model.config.band,
-                    dot_rounds=1, device=str(self.device))
+        """x0 with the placement's dots where the generator's placer scores them best (edge's greedy placement)."""
+        kernel = self.placement.kernel
 
         def scorer(x):  # a dot's worth centred at each pixel: the placer's probability of its ink around it
             chances = torch.sigmoid(model.dot_logits(x, glyphs, centres))
-            return F.conv2d(chances, edge.kernel, padding=edge.kernel.shape[-1] // 2)
+            return F.conv2d(chances, kernel, padding=kernel.shape[-1] // 2)
 
         tone = glyph_tone(x0)
-        ink = edge.place(x0, labels, None, centres, where, generator, scorer=scorer, tone=tone)
+        ink = self.placement.place(x0, labels, None, centres, where, generator, scorer=scorer, tone=tone)
         return x0 * (1 - ink) + tone * ink
