@@ -33,7 +33,7 @@ def main():
     captchas = [scheme.sample(10_000 + i) for i in range(args.count)]
     images = np.stack([c.image for c in captchas]).astype(np.float64)
     thresholds = otsu(torch.from_numpy(images).float().unsqueeze(1) / 255).view(-1).numpy() * 255
-    regions = np.stack([glyph_region(c.mask, args.margin) for c in captchas])
+    regions = glyph_region(np.stack([c.mask for c in captchas]), args.margin)
     distance = np.abs(images - thresholds[:, None, None])
     # the background well away from the strokes (3 pixels), not their anti-aliased edges
     background = np.array([np.median(img[~glyph_region(c.mask, 3)]) for img, c in zip(images, captchas)])

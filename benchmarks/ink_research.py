@@ -295,7 +295,7 @@ def texture(attackers, x, texts, glyphs, settings: dict, optimise: bool, seed: i
     settings.setdefault("diversity", 0.7)
     settings.setdefault("smoothing", 2.0)
     attack = Texture(attackers, eps=eps, optimise=optimise, seed=seed, **settings)
-    region = np.stack([glyph_region(g, MARGIN) for g in glyphs])
+    region = glyph_region(glyphs, MARGIN)
     budget = torch.from_numpy(np.where(region, eps_glyph, eps)).unsqueeze(1).float()
     return attack(x, texts, None, budget=budget)
 
@@ -329,13 +329,13 @@ def ink_masks(placement: str, settings: dict, glyphs) -> torch.Tensor:
     Pops the script's own keys (margin, band) from `settings`.
     """
     if placement == "off":
-        allowed = ~np.stack([glyph_region(g, int(settings.pop("margin", MARGIN))) for g in glyphs])
+        allowed = ~glyph_region(glyphs, int(settings.pop("margin", MARGIN)))
         return torch.from_numpy(allowed).unsqueeze(1)
     if placement == "edge":
-        allowed = np.stack([glyph_region(g, int(settings.pop("band", BAND))) for g in glyphs])
+        allowed = glyph_region(glyphs, int(settings.pop("band", BAND)))
         start = allowed & ~glyphs
     else:
-        allowed = np.stack([glyph_region(g, int(settings.pop("margin", MARGIN))) for g in glyphs])
+        allowed = glyph_region(glyphs, int(settings.pop("margin", MARGIN)))
         start = glyphs
     return torch.from_numpy(np.stack([allowed, start], 1))
 

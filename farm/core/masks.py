@@ -39,10 +39,10 @@ def allowed(spec: PoolSpec, glyphs: np.ndarray, indices: list[int], seeds: Seeds
     if spec.mask == "glyph":
         return glyphs.copy()
     if spec.mask == "background":
-        return ~np.stack([glyph_region(g, spec.margin) for g in glyphs])
+        return ~glyph_region(glyphs, spec.margin)
     if spec.mask == "strokes":
-        return np.stack([stroke_mask(g.shape, seeds.captcha(spec.seed, i)) & ~glyph_region(g, spec.margin)
-                         for i, g in zip(indices, glyphs)])
+        strokes = np.stack([stroke_mask(g.shape, seeds.captcha(spec.seed, i)) for i, g in zip(indices, glyphs)])
+        return strokes & ~glyph_region(glyphs, spec.margin)
     return np.broadcast_to(spec.user_mask(), glyphs.shape).copy()
 
 
@@ -50,5 +50,5 @@ def glyph_budget(spec: PoolSpec, glyphs: np.ndarray) -> np.ndarray | None:
     """(N, H, W) per-pixel L-inf budget: eps_glyph on the glyphs (dilated by margin), eps off them; None if uniform."""
     if spec.eps_glyph is None:
         return None
-    region = np.stack([glyph_region(g, spec.margin) for g in glyphs])
+    region = glyph_region(glyphs, spec.margin)
     return np.where(region, spec.eps_glyph, spec.eps)

@@ -57,8 +57,8 @@ def edge_zones(glyphs: np.ndarray, band: int, dot_width: float) -> tuple[np.ndar
     """(centres, reach), each (N, H, W) bool: where a dot's centre may lie (off the glyphs, within `band` px
     of them) and where its ink may (the glyphs dilated by band + dot_width / 2, as masks.glyph_region dilates)."""
     glyphs = glyphs.astype(bool)
-    centres = np.stack([glyph_region(g, band) & ~g for g in glyphs])
-    reach = np.stack([glyph_region(g, band + math.ceil(dot_width / 2)) for g in glyphs])
+    centres = glyph_region(glyphs, band) & ~glyphs
+    reach = glyph_region(glyphs, band + math.ceil(dot_width / 2))
     return centres, reach
 
 
