@@ -99,3 +99,16 @@ def test_farm_generate_makes_an_edge_pool_into_a_folder_store(tmp_path, monkeypa
     assert len(store.list("pools/e/images/")) == 4
     keys = [json.loads(line) for key in store.list("pools/e/keys/") for line in store.get(key).decode().splitlines()]
     assert {k["method"] for k in keys} == {"edge"} and len(keys) == 4
+
+
+@pytest.mark.parametrize("on_grid", [True, False])
+def test_the_glyph_tone_is_the_dark_quantile_of_each_captcha_and_channel(on_grid):
+    from farm.core.attacks.edge import TONE_QUANTILE, glyph_tone
+    generator = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (4, 3, 30, 40), generator=generator, dtype=torch.uint8).float().div_(255.0)
+    if not on_grid:  # off the 8-bit grid (a perturbed image): the order statistics are found another way
+        images = (images + torch.rand(images.shape, generator=generator) / 1000).clamp(0, 1)
+    expected = torch.quantile(images.flatten(2), TONE_QUANTILE, dim=2)[..., None, None]
+    tone = glyph_tone(images)
+    assert tone.shape == (4, 3, 1, 1)
+    torch.testing.assert_close(tone, expected, rtol=0, atol=1e-7)
