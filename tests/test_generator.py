@@ -9,6 +9,7 @@ import torch
 from farm.core.attacks.methods import make_attack
 from farm.core.checkpoint import load_solver
 from farm.core.generator import GeneratorConfig, PerturbationGenerator, draw_codes, perturb_captchas
+from farm.core.model import to_tensor
 from farm.core.zoo_loading import load_member
 from farm.exceptions import CheckpointError, HeldOutError, SettingError
 from farm.ops.generator_training import GeneratorTraining, load_generator_dir, save_generator_dir, train_generator
@@ -414,3 +415,44 @@ def test_a_colour_generators_placer_learns_from_edges_placement_and_its_pools_ca
     clean = render_shard(spec, 0, Seeds(b"placer test"))
     change = np.abs(perturb(spec, clean, attack_solvers(spec, solver), 0).astype(int) - clean.images)
     assert (change.max(axis=(1, 2, 3)) > 32).all()  # each captcha carries ink past the noise's budget
+
+
+def test_a_generator_that_places_dots_learns_its_noise_on_the_captchas_it_dotted(substitute, monkeypatch):
+    """The placer is trained first; the noise then meets the dotted captchas the method will give it, whose ink
+    lies past the noise's budget."""
+    from farm.core.spec import PoolSpec
+    from farm.ops import generator_training
+    from farm.ops.shard import render_shard
+
+    seen = []
+    ctc = generator_training._ctc_losses
+    monkeypatch.setattr(generator_training, "_ctc_losses", lambda solvers, x, labels: seen.append(x.detach())
+                        or ctc(solvers, x, labels))
+    config = GeneratorTraining(captchas=1, steps=1, batch_size=2, ensemble=(), placer_captchas=1, placer_steps=2,
+                               diversity=0, conversions=0)
+    model, summary = train_generator([substitute], config, progress=False)
+    assert summary["placer"]["steps"] == 2 and model.config.dots == 8
+    spec = PoolSpec.from_preset(config.preset, count=1, shard_size=1, scheme=config.scheme).validate()
+    clean = render_shard(spec, 0, generator_training.Seeds(generator_training.TRAINING_SECRET))
+    budget = float(generator_training.training_set(spec, clean, 3).budget.max())
+    moved = (seen[0] - to_tensor(list(clean.images))).abs().amax((1, 2, 3))  # both codes' images of captcha 0
+    assert (moved > budget + 2 / 255).all()  # the dots' ink, which the noise's budget alone cannot reach
+
+
+def test_a_run_resumed_after_its_placer_keeps_that_placer_and_ends_as_an_uninterrupted_one(substitute, tmp_path,
+                                                                                          monkeypatch):
+    from farm.ops import generator_training
+
+    config = dict(captchas=6, steps=3, batch_size=2, ensemble=(), placer_captchas=6, placer_steps=2)
+    straight, _ = train_generator([substitute], GeneratorTraining(**config), progress=False)
+    train_generator([substitute], GeneratorTraining(**config, cpu_minutes=0), progress=False, state=tmp_path / "run")
+
+    def retrained(*args, **kwargs):
+        raise AssertionError("the resumed run trained its placer again")
+
+    monkeypatch.setattr(generator_training, "train_placer", retrained)
+    resumed, summary = train_generator([substitute], GeneratorTraining(**config), progress=False,
+                                       state=tmp_path / "run")
+    assert summary["steps"] == 3 and summary["placer"]["steps"] == 2
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name

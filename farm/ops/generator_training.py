@@ -3,15 +3,16 @@
 The loop reads top to bottom: render a set of fresh captchas once, the way pools render them
 (farm.ops.shard.render_shard under a training secret: never a pool's or a benchmark's captchas), as
 the generator reads them (in colour for a colour scheme, else in grey), with the pool's masks and
-two-level budget -> each step, a batch of captchas each with two codes -> perturb, round to 8 bits
+two-level budget -> for a generator that places dots, first its dot placer learns where edge's
+gradient placement puts them (distillation: edge places the dots of the first `placer_captchas`
+captchas through the same solvers; the placer learns, by weighted cross-entropy over the band a dot
+may reach, where that ink lies), and it dots every training captcha as the `generator` method will,
+so the noise learns on what it meets in use -> each step, a batch of captchas each with two codes -> perturb, round to 8 bits
 (straight through) -> input diversity as the default attacks with (and on colour, a random grey
 conversion bots use) ->
 maximise every solver's CTC loss of the true label, capped so captchas already misread stop
 steering; a mode-seeking term (Mao et al. 2019) keeps the two codes' perturbations apart, so the
-code matters, and a centred generator takes away the pattern a pool would share. Then, for a
-generator that places dots, its dot placer learns where edge's gradient placement puts them
-(distillation: edge places the dots of the first `placer_captchas` captchas through the same solvers;
-the placer learns, by weighted cross-entropy over the band a dot may reach, where that ink lies).
+code matters, and a centred generator takes away the pattern a pool would share.
 Seeded and resumable (each step draws from its own seed; the state is saved every `every` steps);
 progress bar; stops at a CPU budget. `train_for_store` trains against a registry version and
 publishes the generator beside it (registry.with_generator): what `farm generator train` and the
@@ -25,7 +26,7 @@ import math
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -38,10 +39,11 @@ from farm.core import masks
 from farm.core.attacks.base import input_diversity
 from farm.core.checkpoint import Solver, read_solver_dir, sha256_hex
 from farm.core.attacks.edge import Edge, edge_zones
+from farm.core.attacks.generated import with_dots
 from farm.core.colour import grey_array
 from farm.core.families import DEFAULT_FAMILIES
 from farm.core.generator import GeneratorConfig, PerturbationGenerator, generator_bytes, generator_card, load_generator
-from farm.core.model import to_tensor
+from farm.core.model import to_arrays, to_tensor
 from farm.core.preprocess import random_conversion
 from farm.core.preprocess.ops import straight_through
 from farm.core.schemes import get_scheme
@@ -211,6 +213,10 @@ def train_generator(solvers: list[Solver], config: GeneratorTraining, progress: 
         if state is not None and has_state(state):
             check_same_run(state, config, free=("cpu_minutes",), flag="--restart")
             step, _ = load_state(state, model, optimiser)
+        placer = None
+        if model.config.dots:  # the placer first: the noise then learns on the dotted captchas it will meet
+            placer = _trained_placer(model, solvers, config, clean, progress, state, step, optimiser)
+            data = replace(data, images=as_read(dotted(model, solvers, clean, config.seed), data.images.shape[1]))
         shape, channels = tuple(data.images.shape[-2:]), model.config.code_channels
         history = []
         bar = tqdm(total=config.steps, initial=step, desc="train generator", unit="step", disable=not progress)
@@ -262,8 +268,6 @@ def train_generator(solvers: list[Solver], config: GeneratorTraining, progress: 
             if config.cpu_minutes is not None and time.process_time() - cpu_started > 60 * config.cpu_minutes:
                 break
         bar.close()
-        placer = train_placer(model, solvers, config, clean, progress) if model.config.dots and step >= config.steps \
-            else None
         model.eval()
         summary = _summary(config, solvers, history, step, started, cpu_started, render_seconds, teacher_seconds)
         summary["placer"] = placer
@@ -313,6 +317,38 @@ def train_placer(model: PerturbationGenerator, solvers: list[Solver], config: Ge
             "teacher_cpu_seconds": round(teacher_seconds, 1),
             "cpu_seconds": round(time.process_time() - started, 1),
             "final_loss": round(float(np.mean(losses[-50:])), 4)}
+
+
+def _trained_placer(model, solvers, config, clean, progress, state, step, optimiser) -> dict:
+    """Train the dot placer, or take the one a resumed run's state holds (its summary in placer.json there)."""
+    saved = Path(state) / "placer.json" if state is not None else None
+    if saved is not None and saved.exists():
+        return json.loads(saved.read_text())
+    placer = train_placer(model, solvers, config, clean, progress)
+    if saved is not None:
+        save_state(state, model, optimiser, step, config, 0.0)
+        saved.write_text(json.dumps(placer))
+    return placer
+
+
+def dotted(model: PerturbationGenerator, solvers: list[Solver], clean: CleanShard, seed: int,
+           batch_size: int = 256) -> np.ndarray:
+    """The clean captchas (uint8, as clean.images) with the generator's dots, placed as the `generator` method places
+    them (farm.core.attacks.generated.with_dots) within each captcha's mask."""
+    placement = Edge(solvers, dots=model.config.dots, dot_width=model.config.dot_width, band=model.config.band,
+                     dot_rounds=1, seed=seed)
+    centres, reach = edge_zones(clean.glyphs, model.config.band, model.config.dot_width)
+    plane = lambda a: torch.from_numpy(np.asarray(a)).unsqueeze(1).float()  # noqa: E731  (N, H, W) -> (N, 1, H, W)
+    rng = torch.Generator().manual_seed(seed)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(clean.texts), batch_size):
+            sl = slice(start, start + batch_size)
+            x0 = to_tensor(list(clean.images[sl]))
+            x = with_dots(placement, model, x0, clean.texts[sl], plane(clean.glyphs[sl]), plane(centres[sl]),
+                          plane(reach[sl] & clean.allowed[sl]), rng)
+            out.append(to_arrays(x))
+    return np.concatenate(out)
 
 
 @contextmanager

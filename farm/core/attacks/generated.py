@@ -17,7 +17,7 @@ from farm.core.attacks.momentum import Momentum
 from farm.core.attacks.settings import GENERATOR, REFINE_STEP_OF
 from farm.exceptions import SettingError
 
-__all__ = ["Generated"]
+__all__ = ["Generated", "with_dots"]
 
 
 class Generated(Momentum):
@@ -79,13 +79,21 @@ class Generated(Momentum):
         return super().attack_batch(x0, labels, allowed.bool(), None, generator, budget, start=start)
 
     def _dotted(self, model, x0, labels, glyphs, centres, where, generator) -> torch.Tensor:
-        """x0 with the placement's dots where the generator's placer scores them best (edge's greedy placement)."""
-        kernel = self.placement.kernel
+        return with_dots(self.placement, model, x0, labels, glyphs, centres, where, generator)
 
-        def scorer(x):  # a dot's worth centred at each pixel: the placer's probability of its ink around it
-            chances = torch.sigmoid(model.dot_logits(x, glyphs, centres))
-            return F.conv2d(chances, kernel, padding=kernel.shape[-1] // 2)
 
-        tone = glyph_tone(x0)
-        ink = self.placement.place(x0, labels, None, centres, where, generator, scorer=scorer, tone=tone)
-        return x0 * (1 - ink) + tone * ink
+def with_dots(placement: Edge, model, x0, labels, glyphs, centres, where, generator) -> torch.Tensor:
+    """x0 with `placement`'s dots where the generator's placer scores them best (edge's greedy placement, no
+    gradient), in the glyphs' tone: what the generator's noise goes on, in use and in training.
+
+    centres, where: edge_zones' centres, and its reach within the mask, as (B, 1, H, W) floats.
+    """
+    kernel = placement.kernel
+
+    def scorer(x):  # a dot's worth centred at each pixel: the placer's probability of its ink around it
+        chances = torch.sigmoid(model.dot_logits(x, glyphs, centres))
+        return F.conv2d(chances, kernel, padding=kernel.shape[-1] // 2)
+
+    tone = glyph_tone(x0)
+    ink = placement.place(x0, labels, None, centres, where, generator, scorer=scorer, tone=tone)
+    return x0 * (1 - ink) + tone * ink
