@@ -91,6 +91,7 @@ class _DotPlacer(nn.Module):
     """[grey, glyphs, where a dot's centre may lie] -> a dot's logit at each pixel (B, 1, H, W).
 
     At half resolution, with dilated convolutions: its view spans a glyph or two, as the strokes a dot may join.
+    Channels last: CPU kernels run dilated convolutions about half again as fast in that layout.
     """
 
     def __init__(self, width: int):
@@ -99,11 +100,12 @@ class _DotPlacer(nn.Module):
         for dilation in (1, 2, 4, 8, 1):
             layers += [nn.Conv2d(inputs, width, 3, padding=dilation, dilation=dilation), nn.ReLU(inplace=True)]
             inputs = width
-        self.net = nn.Sequential(*layers, nn.Conv2d(width, 1, 1))
+        self.net = nn.Sequential(*layers, nn.Conv2d(width, 1, 1)).to(memory_format=torch.channels_last)
 
     def forward(self, grey: torch.Tensor, glyphs: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
         x = F.avg_pool2d(torch.cat([grey * 2 - 1, glyphs * 2 - 1, centres * 2 - 1], 1), 2)
-        return F.interpolate(self.net(x), size=grey.shape[-2:], mode="bilinear", align_corners=False)
+        logits = self.net(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        return F.interpolate(logits, size=grey.shape[-2:], mode="bilinear", align_corners=False)
 
 
 class PerturbationGenerator(nn.Module):
