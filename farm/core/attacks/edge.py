@@ -138,7 +138,9 @@ class Edge(Attack):
         for solver in self.solvers:
             solver.model.eval()
         targeted = targets is not None
-        goal = [self.charset.encode(self.charset.normalize(t)) for t in (targets if targeted else labels)]
+        gradient = scorer is None and self.dot_placement != "random"
+        goal = [self.charset.encode(self.charset.normalize(t)) for t in (targets if targeted else labels)] \
+            if gradient else None  # what the gradient's loss reads
         tone = glyph_tone(x0) if tone is None else tone
         density = torch.zeros_like(x0[:, :1])  # dot centres, DOT_MASS each
         ink = torch.zeros_like(x0[:, :1])
