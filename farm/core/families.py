@@ -12,7 +12,7 @@ Torch-free and store-free, like the presets: a card or a spec is a dict or a nam
 from __future__ import annotations
 
 from farm.core.colour import check_mode
-from farm.core.presets import DEFAULT_PRESET
+from farm.core.presets import DEFAULT_PRESET, METHOD_PRESETS
 from farm.exceptions import SettingError
 
 __all__ = ["FAMILIES", "INGREDIENTS", "UNDONE", "METHOD_FAMILIES", "DEFAULT_FAMILIES", "LEARNED", "family_preset",
@@ -81,12 +81,13 @@ def base_preset(family: str, preset: str | None, given: dict) -> str:
 
     With neither, the family's: `farm generate` with no method options follows the generation.
     A method named without a preset means what it always meant (the default preset's mask and
-    glyph budget, that method's settings), whatever family the generation is of; settings given
-    alone adjust the family's preset.
+    glyph budget, that method's settings; the generator, which stands in for the default pools, its own
+    preset: METHOD_PRESETS), whatever family the generation is of; settings given alone adjust the
+    family's preset.
     """
     if preset is not None:
         return preset
-    return DEFAULT_PRESET if "method" in given else family_preset(family)
+    return METHOD_PRESETS.get(given["method"], DEFAULT_PRESET) if "method" in given else family_preset(family)
 
 
 def next_family(current: str, read: dict[str, float], families: dict[str, str] | None = None,

@@ -13,7 +13,7 @@ from farm.core.attacks.settings import DECLARED, SETTINGS, Declaration, declarat
 from farm.core.colour import check_mode
 from farm.exceptions import SettingError
 
-__all__ = ["PRESETS", "DEFAULT_PRESET", "PRESET_FIELDS", "COLOUR", "expand", "preset_value",
+__all__ = ["PRESETS", "DEFAULT_PRESET", "METHOD_PRESETS", "PRESET_FIELDS", "COLOUR", "expand", "preset_value",
            "describe", "shown"]
 
 COLOUR = "colour"  # a preset's values for colour schemes (mode RGB), over its own
@@ -43,8 +43,14 @@ PRESETS: dict[str, dict] = {
     "edge": {"method": "edge", "mask": "full", "eps": 32 / 255, "eps_glyph": 8 / 255, "steps": 14,
              "diversity": 0.7, "smoothing": 2.0, "early_stop": False, "ensemble": ("crnn-b", "resnet-a"),
              COLOUR: {"dots": 8, "eps": 24 / 255, "conversions": 0.5}},
+    # Issue 27: a trained generator's forward pass stands in for the default pools, so it is bound as they are:
+    # the recommended's two-level budget on grey, the ink family's 24/255 off the glyphs on colour (its dot placer
+    # puts the ink family's dots). Its other settings are the method's own (farm.core.attacks.settings.GENERATOR).
+    "generator": {"method": "generator", "mask": "full", "eps": 32 / 255, "eps_glyph": 8 / 255,
+                  COLOUR: {"eps": 24 / 255}},
 }
 DEFAULT_PRESET = "recommended"
+METHOD_PRESETS = {"generator": "generator"}  # a method named alone takes this preset, not the default's mask and budget
 
 # The fields of a spec a preset fills: the method, every method's settings, and the pool's mask, glyph budget, donors
 PRESET_FIELDS = ("method", *SETTINGS, "mask", "eps_glyph", "ensemble")

@@ -44,6 +44,7 @@ from farm.core.colour import grey_array
 from farm.core.families import DEFAULT_FAMILIES
 from farm.core.generator import GeneratorConfig, PerturbationGenerator, generator_bytes, generator_card, load_generator
 from farm.core.model import to_arrays, to_tensor
+from farm.core.presets import DEFAULT_PRESET
 from farm.core.preprocess import random_conversion
 from farm.core.preprocess.ops import straight_through
 from farm.core.schemes import get_scheme
@@ -66,7 +67,8 @@ TRAINING_SECRET = b"captchafarm generator training"  # a stream of its own: no p
 class GeneratorTraining:
     """What a generator training run does; saved in the card so the run can be repeated."""
 
-    preset: str = "recommended"  # whose budgets and mask the generator is trained (and bound) to
+    preset: str = "generator"  # whose budgets and mask the generator is trained (and bound) to: the default pools'
+    # (farm.core.presets)
     scheme: str = "classic"  # whose captchas: a colour scheme's generator perturbs each channel
     ensemble: tuple[str, ...] = ("crnn-b", "resnet-a")  # zoo donors trained against beside the substitute, its
     # card's donors and its hardened copies: the default colour pools are aimed at both
@@ -167,10 +169,13 @@ def training_set(spec: PoolSpec, clean: CleanShard, channels: int = 1) -> Traini
 
 def teacher_perturbations(spec: PoolSpec, clean: CleanShard, substitute: Solver, count: int,
                           channels: int = 1) -> torch.Tensor:
-    """(count, channels, H, W): the default attack's perturbations of the first `count` captchas, the teacher."""
+    """(count, channels, H, W): the recommended attack's perturbations of the first `count` captchas within `spec`'s
+    mask and budget, the teacher."""
     first = CleanShard(clean.indices[:count], clean.texts[:count], clean.images[:count], clean.glyphs[:count],
                        clean.allowed[:count])
-    adversarial = perturb(spec, first, [substitute], shard=0)
+    teacher = PoolSpec.from_preset(DEFAULT_PRESET, count=count, shard_size=count, scheme=spec.scheme, seed=spec.seed,
+                                   mask=spec.mask, eps=spec.eps, eps_glyph=spec.eps_glyph).validate()
+    adversarial = perturb(teacher, first, [substitute], shard=0)
     return as_read(adversarial, channels) - as_read(first.images, channels)
 
 
