@@ -128,13 +128,13 @@ def specs(store, scheme: str, count: int, seed: int, refine: list[int]) -> dict:
     generator (refined by K steps for each K of `refine`), as `farm generate` expands them."""
     mode = get_scheme(scheme).mode
     fields = dict(count=count, shard_size=count, scheme=scheme, seed=seed)
-    default = base_preset(registry.family(store, None, mode), None, {})
+    family = registry.family(store, None, mode)
+    default, generator = base_preset(family, None, {}), base_preset(family, None, {"method": "generator"})
     made = {"default": PoolSpec.from_preset(default, **fields), "recommended": PoolSpec.from_preset("recommended",
                                                                                                      **fields)}
-    made.update({"generator" + (f"+{k}" if k else ""): PoolSpec.from_preset("recommended", method="generator",
-                                                                              steps=k, **fields)
+    made.update({"generator" + (f"+{k}" if k else ""): PoolSpec.from_preset(generator, steps=k, **fields)
                  for k in [0, *refine]})
-    made["generator, no dots"] = PoolSpec.from_preset("recommended", method="generator", dots=0, **fields)
+    made["generator, no dots"] = PoolSpec.from_preset(generator, dots=0, **fields)
     return {name: spec.validate() for name, spec in made.items()}
 
 
