@@ -76,6 +76,8 @@ class Generated(Momentum):
                 centres, reach = planes[2:]
                 x0 = self._dotted(model, x0, labels, glyphs, centres, reach * allowed, generator)
             start = model.perturb(x0, glyphs, codes.to(self.device), radius, allowed)
+        if not self.steps:  # within the budget, the mask and [0, 1] already: nothing to refine
+            return start
         return super().attack_batch(x0, labels, allowed.bool(), None, generator, budget, start=start)
 
     def _dotted(self, model, x0, labels, glyphs, centres, where, generator) -> torch.Tensor:
