@@ -26,7 +26,7 @@ def generator():
                    "(repeatable; held-out solvers are refused).")
 @click.option("--no-donors", is_flag=True, help="Train against the substitute (and its card's donors) alone.")
 @click.option("--scheme", default="classic", show_default=True,
-              help="Scheme of the training captchas; colour ones are read in the solvers' grey.")
+              help="Scheme of the training captchas; a colour scheme's generator reads and perturbs each channel.")
 @click.option("--dots", type=click.IntRange(min=0), default=None,
               help="Dots its placer learns to put on the glyphs' edges, distilled from edge's gradient placement "
                    "(0: no placer).  [default: as the scheme's default pool: edge's 8 on colour, none on grey]")
