@@ -19,8 +19,32 @@ and what each held-out solver reads back. Held-out solvers only report.
 
 Last line: `generator_vs_default_rate: <generator captchas/s over the default's>`.
 
-Measured 2026-12-07 on the shared 2-core machine (a test run or another benchmark beside it), the bundled
-generator (a colour one: noise per channel trained 1500 steps through the grey conversions, 12.5
+Measured 2026-12-07 (later), once the method is bound as the default pools are (the `generator` preset:
+24/255 off the glyphs on colour, as the ink family's, where it used to take the recommended's 32/255), the
+same 150 fresh colour `classic`, 48 chains, each run beside another job: `python -m benchmarks.generator
+--count 150` (`--store URL` for a candidate trained by `farm generator train` into that store):
+
+    held-out, as served / worst chain        position-a     transformer-a  crnn-aug       glyph SSIM
+      default (edge, 24/255 + 8 dots)        0.7 / 32.7     5.3 / 31.3     1.3 / 37.3     0.899
+      bundled generator, now at 24/255       0.0 / 52.7     5.3 / 54.7     0.7 / 58.7     0.893
+      noise learned on dotted captchas, 24   0.7 / 50.7     6.0 / 61.3     0.7 / 62.0     0.877
+        the same, squashed at half res       1.3 / 51.3    11.3 / 60.7     1.3 / 62.7     0.887
+        the same, conversions 1.0            0.7 / 50.0     8.7 / 60.7     0.7 / 60.7     0.874
+      noise learned on dotted captchas, 32   0.0 / 34.0     0.0 / 40.0     0.0 / 47.3     0.837
+    (the default's row is today's code; the table below was read before the tone's kthvalue)
+    rates (`--rates-only` beside another benchmark): generator 159.4, default 8.4 captchas/s of CPU time:
+      generator_vs_default_rate 18.99 (15.61 at the start of the day's work, same conditions: the glyph
+      regions dilated a batch at a time, the tone counted on the 8-bit grid, the placer channels-last, and no
+      attack-loop set-up without refining steps; the same bytes). Squashing at half resolution would make it
+      about 20 (20.56 and 20.27 in two loaded runs), but a generator trained that way transferred no better
+      and the bundled one was trained at full resolution, so it is not kept.
+    What it says: at the default's budget the generator is 18-25 points behind the default after the worst
+    chain (saturation or value, then 2 bits, even trained through a grey conversion at every step); learning the noise on the dotted captchas it meets (now how
+    `farm generator train` trains) closed most of the gap at 32/255 (47.3 / 44.0 / 54.7 -> 34.0 / 40.0 / 47.3)
+    but not at 24/255, and 32/255 costs glyph SSIM (0.837). The bundled generator stays the one below.
+
+Measured earlier on 2026-12-07 on the shared 2-core machine (a test run or another benchmark beside it), the
+bundled generator (a colour one: noise per channel trained 1500 steps through the grey conversions, 12.5
 CPU-min, and its dot placer distilled from edge's placement of 8 dots on 1,200 captchas, 2.4 CPU-min,
 against the bundled substitute, crnn-b and resnet-a), 150 fresh colour `classic`, 48 chains:
 `python -m benchmarks.generator --count 150 --refine 2` (~25 min wall):
