@@ -39,9 +39,10 @@ same 150 fresh colour `classic`, 48 chains, each run beside another job: `python
       about 20 (20.56 and 20.27 in two loaded runs), but a generator trained that way transferred no better
       and the bundled one was trained at full resolution, so it is not kept.
     What it says: at the default's budget the generator is 18-25 points behind the default after the worst
-    chain (saturation or value, then 2 bits, even trained through a grey conversion at every step); learning the noise on the dotted captchas it meets (now how
-    `farm generator train` trains) closed most of the gap at 32/255 (47.3 / 44.0 / 54.7 -> 34.0 / 40.0 / 47.3)
-    but not at 24/255, and 32/255 costs glyph SSIM (0.837). The bundled generator stays the one below.
+    chain (saturation or value, then 2 bits, even trained through a grey conversion at every step); learning
+    the noise on the dotted captchas it meets (now how `farm generator train` trains) closed most of the gap
+    at 32/255 (47.3 / 44.0 / 54.7 -> 34.0 / 40.0 / 47.3) but not at 24/255, and 32/255 costs glyph SSIM
+    (0.837). The bundled generator stays the one below.
 
 Measured earlier on 2026-12-07 on the shared 2-core machine (a test run or another benchmark beside it), the
 bundled generator (a colour one: noise per channel trained 1500 steps through the grey conversions, 12.5
