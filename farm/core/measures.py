@@ -18,8 +18,8 @@ def glyph_region(glyphs: np.ndarray, margin: int = 2) -> np.ndarray:
     """The glyph mask (H, W), or a batch of them (..., H, W), dilated by `margin` pixels: the strokes and their
     edges, what a reader looks at.
 
-    scipy's binary_dilation with its default cross, `margin` times, done on the whole batch at once by shifting
-    (what the one-mask-at-a-time call cost was most of a generator captcha's mask work).
+    scipy's binary_dilation with its default cross, `margin` times, done on the whole batch at once by shifting:
+    one scipy call per mask was most of the mask work of a generator captcha.
     """
     region = np.asarray(glyphs, dtype=bool)
     for _ in range(margin):

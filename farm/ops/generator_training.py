@@ -7,8 +7,8 @@ two-level budget -> for a generator that places dots, first its dot placer learn
 gradient placement puts them (distillation: edge places the dots of the first `placer_captchas`
 captchas through the same solvers; the placer learns, by weighted cross-entropy over the band a dot
 may reach, where that ink lies), and it dots every training captcha as the `generator` method will,
-so the noise learns on what it meets in use -> each step, a batch of captchas each with two codes -> perturb, round to 8 bits
-(straight through) -> input diversity as the default attacks with (and on colour, a random grey
+so the noise learns on what it meets in use -> each step, a batch of captchas each with two codes ->
+perturb, round to 8 bits (straight through) -> input diversity as the default attacks with (and on colour, a random grey
 conversion bots use) ->
 maximise every solver's CTC loss of the true label, capped so captchas already misread stop
 steering; a mode-seeking term (Mao et al. 2019) keeps the two codes' perturbations apart, so the

@@ -74,14 +74,11 @@ class Generated(Momentum):
         with torch.no_grad():
             if self.placement is not None:
                 centres, reach = planes[2:]
-                x0 = self._dotted(model, x0, labels, glyphs, centres, reach * allowed, generator)
+                x0 = with_dots(self.placement, model, x0, labels, glyphs, centres, reach * allowed, generator)
             start = model.perturb(x0, glyphs, codes.to(self.device), radius, allowed)
         if not self.steps:  # within the budget, the mask and [0, 1] already: nothing to refine
             return start
         return super().attack_batch(x0, labels, allowed.bool(), None, generator, budget, start=start)
-
-    def _dotted(self, model, x0, labels, glyphs, centres, where, generator) -> torch.Tensor:
-        return with_dots(self.placement, model, x0, labels, glyphs, centres, where, generator)
 
 
 def with_dots(placement: Edge, model, x0, labels, glyphs, centres, where, generator) -> torch.Tensor:
