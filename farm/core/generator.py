@@ -35,7 +35,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from farm.core.checkpoint import sha256_hex
-from farm.core.model import to_arrays, to_grey, to_tensor
+from farm.core.model import to_arrays, to_grey, to_planes, to_tensor
 from farm.core.preprocess import blur
 from farm.exceptions import CheckpointError, SettingError
 
@@ -226,7 +226,7 @@ def perturb_captchas(model: PerturbationGenerator, images: np.ndarray, glyphs: n
         raise ValueError(f"images: {len(images)} captchas but {len(glyphs)} glyph masks, {len(allowed)} masks, "
                          f"{len(budget)} budgets and {len(seeds)} seeds")
     model.eval()
-    as_tensor = lambda a: torch.from_numpy(np.asarray(a)).unsqueeze(1).float()  # noqa: E731  (N, H, W) -> (N, 1, H, W)
+    as_tensor = lambda a: to_planes(a).float()  # noqa: E731
     out = []
     for start in range(0, len(images), batch_size):
         sl = slice(start, start + batch_size)

@@ -17,8 +17,8 @@ from torch import nn
 from farm.core.charset import Charset
 from farm.core.colour import DEFAULT_GREY, GREY, check_grey
 
-__all__ = ["CRNNConfig", "CRNN", "greedy_decode", "ctc_loss", "to_tensor", "to_input_bytes", "resize_input",
-           "model_input", "to_grey", "to_arrays"]
+__all__ = ["CRNNConfig", "CRNN", "greedy_decode", "ctc_loss", "to_tensor", "to_planes", "to_input_bytes",
+           "resize_input", "model_input", "to_grey", "to_arrays"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,12 @@ def to_grey(images: torch.Tensor, conversion: str = DEFAULT_GREY) -> torch.Tenso
         return images
     weights = torch.tensor(GREY[check_grey(conversion)], dtype=images.dtype, device=images.device)
     return (images * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+def to_planes(masks) -> torch.Tensor:
+    """(N, H, W) per-pixel arrays (masks, budgets) -> (N, 1, H, W) tensors of their dtype: a plane for every
+    channel."""
+    return torch.from_numpy(np.asarray(masks)).unsqueeze(1)
 
 
 def to_tensor(images) -> torch.Tensor:

@@ -39,11 +39,11 @@ from farm.core import masks
 from farm.core.attacks.base import input_diversity
 from farm.core.checkpoint import Solver, read_solver_dir, sha256_hex
 from farm.core.attacks.edge import Edge, edge_zones
-from farm.core.attacks.generated import with_dots
+from farm.core.attacks.generated import dot_placement, with_dots
 from farm.core.colour import grey_array
 from farm.core.families import DEFAULT_FAMILIES
 from farm.core.generator import GeneratorConfig, PerturbationGenerator, generator_bytes, generator_card, load_generator
-from farm.core.model import to_arrays, to_tensor
+from farm.core.model import to_arrays, to_planes, to_tensor
 from farm.core.presets import DEFAULT_PRESET
 from farm.core.preprocess import random_conversion
 from farm.core.preprocess.ops import straight_through
@@ -162,9 +162,8 @@ def training_set(spec: PoolSpec, clean: CleanShard, channels: int = 1) -> Traini
         budget = np.full(clean.glyphs.shape, spec.eps)
     if budget is None:
         raise SettingError(f"norm: the generator is bounded in L-inf; the preset's norm is {spec.norm}")
-    as_tensor = lambda a: torch.from_numpy(np.asarray(a)).unsqueeze(1).float()  # noqa: E731  (N, H, W) -> (N, 1, H, W)
-    return TrainingSet(as_read(clean.images, channels), as_tensor(clean.glyphs), as_tensor(budget),
-                       as_tensor(clean.allowed), clean.texts)
+    return TrainingSet(as_read(clean.images, channels), to_planes(clean.glyphs).float(), to_planes(budget).float(),
+                       to_planes(clean.allowed).float(), clean.texts)
 
 
 def teacher_perturbations(spec: PoolSpec, clean: CleanShard, substitute: Solver, count: int,
@@ -292,15 +291,15 @@ def train_placer(model: PerturbationGenerator, solvers: list[Solver], config: Ge
     """
     started = time.process_time()
     n = min(config.placer_captchas, len(clean.texts))
-    images, glyphs, allowed = (to_tensor(list(clean.images[:n])), torch.from_numpy(clean.glyphs[:n]).unsqueeze(1),
-                               torch.from_numpy(clean.allowed[:n]).unsqueeze(1))
+    images = to_tensor(list(clean.images[:n]))
+    glyphs, allowed = to_planes(clean.glyphs[:n]), to_planes(clean.allowed[:n])
     settings = {**config.edge_settings(), "dots": model.config.dots, "steps": 1}  # its noise is not what is learned
     settings["dot_rounds"] = min(settings["dot_rounds"], model.config.dots)
     edge = Edge(solvers, **settings, seed=config.seed)
     edge(images, clean.texts[:n], allowed, glyphs=glyphs)
     target = (torch.cat(edge.ink) > 0.5).float()
-    centres, reach = (torch.from_numpy(a).unsqueeze(1).float()
-                      for a in edge_zones(clean.glyphs[:n], model.config.band, model.config.dot_width))
+    zones = edge_zones(clean.glyphs[:n], model.config.band, model.config.dot_width)
+    centres, reach = (to_planes(zone).float() for zone in zones)
     teacher_seconds = time.process_time() - started
     share = ((target * reach).sum() / reach.sum().clamp_min(1)).clamp_min(1e-6)
     optimiser = torch.optim.Adam(model.placer.parameters(), lr=3e-3)
@@ -340,10 +339,9 @@ def dotted(model: PerturbationGenerator, solvers: list[Solver], clean: CleanShar
            batch_size: int = 256) -> np.ndarray:
     """The clean captchas (uint8, as clean.images) with the generator's dots, placed as the `generator` method places
     them (farm.core.attacks.generated.with_dots) within each captcha's mask."""
-    placement = Edge(solvers, dots=model.config.dots, dot_width=model.config.dot_width, band=model.config.band,
-                     dot_rounds=1, seed=seed)
+    placement = dot_placement(solvers, model, model.config.dots)
     centres, reach = edge_zones(clean.glyphs, model.config.band, model.config.dot_width)
-    plane = lambda a: torch.from_numpy(np.asarray(a)).unsqueeze(1).float()  # noqa: E731  (N, H, W) -> (N, 1, H, W)
+    plane = lambda a: to_planes(a).float()  # noqa: E731
     rng = torch.Generator().manual_seed(seed)
     out = []
     with torch.no_grad():

@@ -13,14 +13,13 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from farm.core import masks
 from farm.core.attacks.methods import make_attack
 from farm.core.charset import Charset, answer_matches
 from farm.core.checkpoint import Solver
 from farm.core.measures import measure
-from farm.core.model import to_arrays, to_tensor
+from farm.core.model import to_arrays, to_planes, to_tensor
 from farm.core.seeds import Seeds
 from farm.core.spec import PoolSpec
 from farm.core.zoo import card_ensemble
@@ -101,10 +100,9 @@ def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int
         return clean.images.copy()
     attack = make_attack(spec.method, solvers, **spec.attack_settings(), seed=spec.seed * 1_000_003 + shard,
                          device=device)
-    plane = lambda a: torch.from_numpy(a).unsqueeze(1)  # noqa: E731  (N, H, W) -> (N, 1, H, W): for every channel
     budget = masks.glyph_budget(spec, clean.glyphs)
-    adv = attack(to_tensor(clean.images), clean.texts, plane(clean.allowed),
-                 budget=None if budget is None else plane(budget).float(), glyphs=plane(clean.glyphs),
+    adv = attack(to_tensor(clean.images), clean.texts, to_planes(clean.allowed),
+                 budget=None if budget is None else to_planes(budget).float(), glyphs=to_planes(clean.glyphs),
                  start=None if start is None else to_tensor(start))
     # round to the 8-bit grid a PNG holds; k/255 budgets stay within eps after rounding
     return to_arrays(adv)

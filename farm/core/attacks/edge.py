@@ -32,6 +32,7 @@ from farm.core.attacks.base import Attack
 from farm.core.attacks.momentum import Momentum
 from farm.core.attacks.settings import EDGE, MOMENTUM
 from farm.core.measures import glyph_region
+from farm.core.model import to_planes
 from farm.core.preprocess import parse_chain
 
 __all__ = ["Edge", "PLACEMENT_CHAINS", "disc_kernel", "edge_zones"]
@@ -117,7 +118,7 @@ class Edge(Attack):
             raise ValueError(f"glyphs: shape {tuple(glyphs.shape)}; for images {tuple(images.shape)}, {expected}")
         centres, reach = edge_zones(glyphs[:, 0].cpu().numpy(), self.band, self.dot_width)
         mask = torch.ones_like(images[:, :1], dtype=torch.bool) if mask is None else mask.bool()
-        zones = torch.cat([mask, torch.from_numpy(centres).unsqueeze(1), torch.from_numpy(reach).unsqueeze(1)], 1)
+        zones = torch.cat([mask, to_planes(centres), to_planes(reach)], 1)
         self.ink = []
         return super().__call__(images, labels, zones, targets, budget)
 

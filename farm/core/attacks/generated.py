@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from farm.core.attacks.edge import Edge, edge_zones, glyph_tone
 from farm.core.attacks.momentum import Momentum
 from farm.core.attacks.settings import GENERATOR, REFINE_STEP_OF
+from farm.core.model import to_planes
 from farm.exceptions import SettingError
 
-__all__ = ["Generated", "with_dots"]
+__all__ = ["Generated", "dot_placement", "with_dots"]
 
 
 class Generated(Momentum):
@@ -56,11 +57,10 @@ class Generated(Momentum):
         mask = torch.ones_like(images[:, :1], dtype=torch.bool) if mask is None else mask.bool()
         planes = [mask, glyphs.bool()]
         # edge's greedy placement, made once for the call; where dots may go is worked out only when some will
-        self.placement = Edge(self.solvers, dots=dots, dot_width=model.config.dot_width, band=model.config.band,
-                              dot_rounds=1, device=str(self.device)) if dots else None
+        self.placement = dot_placement(self.solvers, model, dots, str(self.device)) if dots else None
         if self.placement is not None:
-            centres, reach = edge_zones(glyphs[:, 0].cpu().numpy(), model.config.band, model.config.dot_width)
-            planes += [torch.from_numpy(centres).unsqueeze(1), torch.from_numpy(reach).unsqueeze(1)]
+            planes += [to_planes(zone) for zone in edge_zones(glyphs[:, 0].cpu().numpy(), model.config.band,
+                                                              model.config.dot_width)]
         return super().__call__(images, labels, torch.cat(planes, 1), None, budget)
 
     def attack_batch(self, images, labels, mask, targets, generator, budget=None, start=None) -> torch.Tensor:
@@ -79,6 +79,13 @@ class Generated(Momentum):
         if not self.steps:  # within the budget, the mask and [0, 1] already: nothing to refine
             return start
         return super().attack_batch(x0, labels, allowed.bool(), None, generator, budget, start=start)
+
+
+def dot_placement(solvers, model, dots: int, device: str = "cpu") -> Edge:
+    """Edge's greedy placement of `dots` of the generator's dots (its placer's dot width and band), in one round:
+    how the method places them, in use and when its noise is trained."""
+    return Edge(solvers, dots=dots, dot_width=model.config.dot_width, band=model.config.band, dot_rounds=1,
+                device=device)
 
 
 def with_dots(placement: Edge, model, x0, labels, glyphs, centres, where, generator) -> torch.Tensor:
