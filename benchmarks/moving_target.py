@@ -92,7 +92,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.ink_research import MARGIN, SEEDS, captchas, perturb as ink_perturb
+from benchmarks.ink_research import SEEDS, captchas, perturb as ink_perturb
 from farm.core import masks
 from farm.core.attacks.methods import make_attack
 from farm.core.checkpoint import input_bytes, load_solver

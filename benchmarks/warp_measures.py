@@ -24,7 +24,6 @@ import argparse
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from skimage.morphology import skeletonize
 
 from farm.core.attacks.methods import make_attack

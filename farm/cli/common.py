@@ -68,7 +68,8 @@ def _has_store() -> bool:
 
 
 store_option = click.option("--store", "store_url", envvar="FARM_STORE", default=None,
-                            help="Object store: file:///path or s3://bucket/prefix [env FARM_STORE; default ./farm-data].")
+                            help="Object store: file:///path or s3://bucket/prefix "
+                                 "[env FARM_STORE; default ./farm-data].")
 checkpoint_option = click.option("--checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path),
                                  help="Read with this checkpoint folder instead of the store's CURRENT.")
 version_option = click.option("--version", "version", default=None, help="Read with this registry version.")

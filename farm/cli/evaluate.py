@@ -14,8 +14,10 @@ DEFAULT_SEED = 2026  # fresh evaluation captchas: a seed no training run uses
 @click.command()
 @click.option("--scheme", "schemes", multiple=True, help="Scheme to evaluate (repeatable; default: all).")
 @click.option("--count", default=500, show_default=True, help="Fresh captchas per scheme.")
-@click.option("--seed", default=DEFAULT_SEED, show_default=True, help="Seed of the fresh captchas (never used in training).")
-@click.option("--pool", default=None, help="Evaluate on a generated pool instead: as it is and after the attacker's clean-up chains.")
+@click.option("--seed", default=DEFAULT_SEED, show_default=True,
+              help="Seed of the fresh captchas (never used in training).")
+@click.option("--pool", default=None,
+              help="Evaluate on a generated pool instead: as it is and after the attacker's clean-up chains.")
 @click.option("--limit", default=None, type=int, help="With --pool: at most this many captchas.")
 @click.option("--zoo/--no-zoo", "with_zoo", default=True, show_default=True,
               help="With --pool: also every trained zoo solver, donors and held-out marked.")

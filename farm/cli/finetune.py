@@ -104,12 +104,12 @@ def finetune(names, data, base, steps, lr, replay, holdout, tolerance, all_answe
     if result["donors_named"]:
         scores, named = result["resemblance"], result["donors_named"]
         they_fail = "it fails" if len(named) == 1 else "they fail"
-        click.echo(f"pools of the new version {verb} aimed at {', '.join(named)}: {they_fail} where the attacker failed "
-                   f"(resemblance {', '.join(f'{scores[n]:.2f}' for n in named)}, the substitute's "
+        click.echo(f"pools of the new version {verb} aimed at {', '.join(named)}: {they_fail} where the attacker "
+                   f"failed (resemblance {', '.join(f'{scores[n]:.2f}' for n in named)}, the substitute's "
                    f"{scores['substitute'] or 0:.2f})")
     if result["donors_kept"]:
-        click.echo(f"pools of the new version {verb} aimed at {', '.join(result['donors_kept'])}, as {result['base']}'s "
-                   f"are")
+        click.echo(f"pools of the new version {verb} aimed at {', '.join(result['donors_kept'])}, "
+                   f"as {result['base']}'s are")
     click.echo(_family_line(result["family"], result["published"]))
     if result.get("hardened"):
         copies = ", ".join(f"{c['of']} as {c['version']}" for c in result["hardened"]["copies"])

@@ -36,4 +36,5 @@ def status(job_id, store_url, as_json):
     click.echo(f"job {state['job']} (pool {state['pool']}, created {state['created']}): {state['state']}, "
                f"{state['complete']}/{state['count']} captchas, {state['shards_complete']}/{state['shards']} shards")
     for failure in state["failed"]:
-        click.echo(f"  shard {failure['shard']} gave up on {failure['worker']} at {failure['time']}: {failure['error']}")
+        click.echo(f"  shard {failure['shard']} gave up on {failure['worker']} at {failure['time']}: "
+                   f"{failure['error']}")

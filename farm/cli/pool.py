@@ -1,4 +1,5 @@
-"""`farm pool`: what platforms see of the pools (list, stats, draw, verify, export), and operators' refill and delete."""
+"""`farm pool`: what platforms see of the pools (list, stats, draw, verify, export), and operators' refill and
+delete."""
 
 from __future__ import annotations
 
@@ -61,8 +62,8 @@ def stats(name, store_url, as_json):
         click.echo(f"substitute {', '.join(s['substitutes'])} (gen {s['generation'] or '?'}) reads "
                    f"{s['substitute_accuracy_clean']:.1%} clean -> "
                    f"{s['substitute_accuracy_adversarial']:.1%} adversarial")
-        click.echo(f"SSIM mean {s['mean_ssim']:.3f} (min {s['min_ssim']:.3f}), L-inf mean {s['mean_linf'] * 255:.1f}/255, "
-                   f"pixels changed {s['mean_changed']:.1%}")
+        click.echo(f"SSIM mean {s['mean_ssim']:.3f} (min {s['min_ssim']:.3f}), "
+                   f"L-inf mean {s['mean_linf'] * 255:.1f}/255, pixels changed {s['mean_changed']:.1%}")
         if "mean_ssim_glyph_colour" in s:
             click.echo(f"colour: SSIM above on luminance; glyph region {s['mean_ssim_glyph']:.3f} on luminance, "
                        f"{s['mean_ssim_glyph_colour']:.3f} on colour")

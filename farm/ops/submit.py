@@ -35,7 +35,7 @@ from farm.storage import jobs, registry
 from farm.storage.jobs import FOLLOWS_CURRENT, PINNED
 from farm.storage.layout import check_pool_name
 from farm.storage.manifest import merged_spec, pending_shards, read_manifest, write_manifest
-from farm.storage.pools import spec_charset, supply
+from farm.storage.sources import spec_charset, supply
 from farm.storage.store import Store
 
 __all__ = ["Runner", "Job", "submit", "summarise", "generate_pool", "farm_runner", "job_substitute", "growth_jobs",

@@ -23,7 +23,6 @@ from farm.storage import config
 from farm.storage.layout import captcha_id, decode_png, image_key, keys_key, manifest_key
 from farm.storage.manifest import complete_shards, read_manifest
 from farm.storage.sources import clean_captchas
-from farm.storage.sources import spec_charset, supply  # noqa: F401  farm.ops.submit imports them from here still
 from farm.storage.store import Store, jsonl_records
 
 __all__ = ["read_keys", "pool_images", "pool_names", "list_pools", "pool_family",
