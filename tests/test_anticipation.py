@@ -76,8 +76,9 @@ def test_copies_publish_a_version_even_when_the_family_stays_and_no_weights_move
     store = LocalStore(tmp_path / "store")
     monkeypatch.setenv("FARM_SECRET", SECRET.decode())
     substitute = registry.load(store, registry.ensure_current(store)["version"])
-    weights, card = registry.bundled()  # a lineage whose bot learned geometry and ink already: noise is read least
-    registry.publish(store, weights, {**card, "family": {"name": "noise", "read": {"geometry": 0.9, "ink": 0.9}}})
+    weights, card = registry.bundled()  # a lineage whose bot learned every other family already: noise is read least
+    learned = {"geometry": 0.9, "ink": 0.9, "warped_ink": 0.9}
+    registry.publish(store, weights, {**card, "family": {"name": "noise", "read": learned}})
     generate_pool(store, "p", PoolSpec(count=40, shard_size=40, method="iterative", mask="full", eps=8 / 255, steps=2,
                                        scheme="classic_grey"), [substitute], SECRET, progress=False, processes=1)
     result = finetune(store, [answers_reading(store, "p", 0.6)], config=SMALL, progress=False)

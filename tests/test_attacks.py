@@ -33,8 +33,10 @@ def options(method):
     return {"robust": {"steps": 6, "samples": 2}, "direct": {}}.get(method, {"steps": 8})
 
 
-@pytest.mark.parametrize("method", sorted(m for m in METHODS if DECLARED[m].masked and m not in ("edge", "generator")))
-# warp: tests/test_warp.py; edge's dots pass eps by design: tests/test_edge.py; the generator needs a trained one
+@pytest.mark.parametrize("method", sorted(m for m in METHODS if DECLARED[m].masked
+                                           and m not in ("edge", "warped_edge", "generator")))
+# warp: tests/test_warp.py; edge's dots pass eps by design: tests/test_edge.py and tests/test_warped_edge.py;
+# the generator needs a trained one
 # and the glyphs, and is bounded in L-inf only: tests/test_generator.py
 @pytest.mark.parametrize("norm,eps", [("linf", 8 / 255), ("l2", 1.5)])
 def test_each_method_lowers_accuracy_within_budget_and_mask(substitute, batch, method, norm, eps):
@@ -146,10 +148,12 @@ def test_each_method_takes_the_settings_it_declares_and_refuses_others_by_name(s
         declared = cls.settings.defaults()
         attack = make_attack(name, substitute, **declared)
         assert all(getattr(attack, setting) == value for setting, value in declared.items() if value is not None)
-    with pytest.raises(ValueError, match="steps: only iterative, momentum, robust, warp, edge and generator take it, "
-                                         "not direct"):
+    with pytest.raises(ValueError, match="steps: only iterative, momentum, robust, warp, edge, warped_edge and "
+                                         "generator take it, not direct"):
         make_attack("direct", substitute, steps=3)
-    with pytest.raises(ValueError, match="early-stop: only iterative, momentum and edge take it, not robust"):
+    with pytest.raises(ValueError, match="early-stop: only iterative, momentum, edge and warped_edge take it, "
+                                         "not robust"):
         make_attack("robust", substitute, early_stop=True)
-    with pytest.raises(ValueError, match="decay: only momentum, robust, edge and generator take it, not iterative"):
+    with pytest.raises(ValueError, match="decay: only momentum, robust, edge, warped_edge and generator take it, "
+                                         "not iterative"):
         METHODS["iterative"].check(decay=0.5)

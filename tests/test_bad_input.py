@@ -50,13 +50,14 @@ def test_generate_refuses_settings_out_of_range_and_writes_nothing(pool_store, a
 
 @pytest.mark.parametrize("args,message", [
     (["--method", "iterative", "--decay", "0.5"],
-     "decay: only momentum, robust, edge and generator take it, not iterative"),
+     "decay: only momentum, robust, edge, warped_edge and generator take it, not iterative"),
     (["--method", "direct", "--steps", "3"],
-     "steps: only iterative, momentum, robust, warp, edge and generator take it, not direct"),
-    (["--method", "robust", "--no-early-stop"], "early-stop: only iterative, momentum and edge take it, not robust"),
+     "steps: only iterative, momentum, robust, warp, edge, warped_edge and generator take it, not direct"),
+    (["--method", "robust", "--no-early-stop"],
+     "early-stop: only iterative, momentum, edge and warped_edge take it, not robust"),
     (["--samples", "2"], "samples: only robust takes it, not edge"),
     (["--method", "none", "--eps", "8/255"],
-     "eps: only direct, iterative, momentum, robust, edge and generator take it, not none"),
+     "eps: only direct, iterative, momentum, robust, edge, warped_edge and generator take it, not none"),
 ])
 def test_generate_refuses_a_setting_the_method_does_not_take_by_name_and_writes_nothing(pool_store, args, message):
     before = contents(pool_store)

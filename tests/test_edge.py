@@ -73,7 +73,7 @@ def test_edge_settings_out_of_range_are_refused_by_name(substitute, bad, match):
 
 
 def test_only_edge_takes_the_dot_settings_and_it_needs_the_glyphs(substitute, shard):
-    with pytest.raises(ValueError, match="dots: only edge and generator take it, not momentum"):
+    with pytest.raises(ValueError, match="dots: only edge, warped_edge and generator take it, not momentum"):
         PoolSpec.from_preset("recommended", count=4, dots=3)
     _, clean = shard
     images = to_tensor([grey_array(im) for im in clean.images])  # grey: set on grey classic

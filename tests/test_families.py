@@ -36,7 +36,7 @@ def publish_of_family(store, family: str | None) -> str:
 
 
 def test_each_family_is_served_by_a_preset_of_its_own_methods():
-    assert list(FAMILIES) == ["noise", "geometry", "ink"] and FAMILIES["noise"] == "recommended"
+    assert list(FAMILIES) == ["noise", "geometry", "ink", "warped_ink"] and FAMILIES["noise"] == "recommended"
     for family, preset in FAMILIES.items():
         assert METHOD_FAMILIES[preset_value(preset, "method")] == family
 
@@ -57,19 +57,22 @@ def test_a_bot_that_learned_ink_has_learned_its_noise_so_the_move_skips_noise():
     assert next_family("ink", {"ink": 0.7}) == "geometry"
     # learned noise: ink is partly new (its dots), geometry wholly so
     assert next_family("noise", {"noise": 0.7}) == "geometry"
-    # noise was never answered, but ink carries it: counted as read as much as ink, and geometry is read less
-    assert next_family("geometry", {"ink": 0.7, "geometry": 0.5}) == "geometry"
-    assert next_family("geometry", {"ink": 0.4, "geometry": 0.5}) == "noise"
+    # noise was never answered, but ink carries it: counted as read as much as ink; ink and geometry learned apart
+    # leave both at once unseen, whichever was read less
+    assert next_family("geometry", {"ink": 0.7, "geometry": 0.5}) == "warped_ink"
+    assert next_family("geometry", {"ink": 0.4, "geometry": 0.5}) == "warped_ink"
+    # every family answered and learned: the one read least
+    assert next_family("warped_ink", {"ink": 0.7, "geometry": 0.5, "warped_ink": 0.6}) == "geometry"
 
 
 def test_on_colour_the_move_never_goes_to_noise_which_the_bots_clean_up_undoes():
-    # every family learned: noise, carried by ink, ties ink and comes first; on colour Otsu reads it back (44-60%)
-    assert next_family("geometry", {"ink": 0.6, "geometry": 0.7}) == "noise"
-    assert next_family("geometry", {"ink": 0.6, "geometry": 0.7}, mode="RGB") == "ink"
+    # every family learned, noise read least: on colour Otsu reads it back (44-60%), so the move never goes there
+    read = {"noise": 0.3, "ink": 0.6, "geometry": 0.7, "warped_ink": 0.8}
+    assert next_family("warped_ink", read) == "noise" and next_family("warped_ink", read, mode="RGB") == "ink"
     assert next_family("ink", {"ink": 0.7}, mode="RGB") == "geometry"
     assert next_family("noise", {"noise": 0.1}, mode="RGB") == "noise"  # not learned: a lineage's family stays
     move = choose_family("geometry", ["geometry"] * 2, [True, True], earlier={"ink": 0.6}, mode="RGB")
-    assert move["name"] == "ink"
+    assert move["name"] == "warped_ink"  # learned apart, never together
 
 
 def test_the_move_weighs_what_earlier_generations_showed_of_the_bot():

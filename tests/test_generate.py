@@ -268,10 +268,11 @@ def test_the_cli_the_python_api_and_a_task_make_the_same_default_pool(tmp_path, 
 
 def test_a_setting_the_method_does_not_take_is_refused_by_the_api_and_a_task_naming_a_preset():
     from workers.tasks import parse_shard
-    with pytest.raises(ValueError, match="decay: only momentum, robust, edge and generator take it, not iterative"):
+    with pytest.raises(ValueError, match="decay: only momentum, robust, edge, warped_edge and generator take it, "
+                                         "not iterative"):
         PoolSpec.from_preset("recommended", count=8, method="iterative", decay=0.5)
-    with pytest.raises(ValueError, match="steps: only iterative, momentum, robust, warp, edge and generator take it, "
-                                         "not direct"):
+    with pytest.raises(ValueError, match="steps: only iterative, momentum, robust, warp, edge, warped_edge and "
+                                         "generator take it, not direct"):
         parse_shard("p", 0, 8, {"preset": "paper", "count": 8, "method": "direct", "steps": 3})
     with pytest.raises(ValueError, match="preset: unknown preset 'best'; known: recommended, paper"):
         parse_shard("p", 0, 8, {"preset": "best", "count": 8})

@@ -64,9 +64,12 @@ def test_a_warp_pool_is_byte_identical_for_the_same_secret_seed_and_settings(tmp
 
 
 @pytest.mark.parametrize("given,message", [
-    ({"eps": 8 / 255}, "eps: only direct, iterative, momentum, robust, edge and generator take it, not warp"),
-    ({"norm": "l2"}, "norm: only direct, iterative, momentum, robust, edge and generator take it, not warp"),
-    ({"smoothing": 2.0}, "smoothing: only direct, iterative, momentum, robust, edge and generator take it, not warp"),
+    ({"eps": 8 / 255}, "eps: only direct, iterative, momentum, robust, edge, warped_edge "
+     "and generator take it, not warp"),
+    ({"norm": "l2"}, "norm: only direct, iterative, momentum, robust, edge, warped_edge "
+     "and generator take it, not warp"),
+    ({"smoothing": 2.0}, "smoothing: only direct, iterative, momentum, robust, edge, warped_edge "
+     "and generator take it, not warp"),
     ({"mask": "background"}, "mask: warp moves the whole captcha and adds no pixel, so it takes mask full only"),
     ({"eps_glyph": 4 / 255}, "eps-glyph: warp adds no pixel, so it has no per-pixel budget"),
     ({"displacement": 9.0}, r"displacement: .*\(0, 8\] pixels"),
@@ -86,7 +89,7 @@ def test_warp_takes_no_other_presets_mask_or_glyph_budget_and_other_methods_take
     recommended = PoolSpec(count=8, method="warp").validate()
     assert (recommended.mask, recommended.eps_glyph, recommended.eps, recommended.displacement) == \
         ("full", None, None, 3.0)
-    with pytest.raises(ValueError, match="displacement: only warp takes it, not momentum"):
+    with pytest.raises(ValueError, match="displacement: only warp and warped_edge take it, not momentum"):
         PoolSpec.from_preset("recommended", count=8, displacement=2.0)
 
 

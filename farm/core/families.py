@@ -20,13 +20,15 @@ __all__ = ["FAMILIES", "INGREDIENTS", "UNDONE", "METHOD_FAMILIES", "DEFAULT_FAMI
 
 # Each family and the preset its pools are made with, in the order the farm moves to an unseen one.
 # ink: dots in the glyphs' tone on their edges, which survive the thresholds that wipe dense noise (issue 25).
-FAMILIES: dict[str, str] = {"noise": "recommended", "geometry": "warp", "ink": "edge"}
+# warped_ink: both at once, a warp then ink on the warped glyphs: what is left unseen once a bot has learned both apart.
+FAMILIES: dict[str, str] = {"noise": "recommended", "geometry": "warp", "ink": "edge", "warped_ink": "warped_edge"}
 
 # What a bot learns from each family's pools. An edge pool is dots on top of the default's dense noise, so a bot that
 # learned ink reads noise too (benchmarks/arms_race.py --adaptive on colour `classic`: crnn-aug adapted on 3,000 ink
 # captchas reads 53.6% of a noise generation, 21.2% of a geometry one).
 INGREDIENTS: dict[str, frozenset[str]] = {"noise": frozenset({"noise"}), "geometry": frozenset({"geometry"}),
-                                          "ink": frozenset({"ink", "noise"})}
+                                          "ink": frozenset({"ink", "noise"}),
+                                          "warped_ink": frozenset({"geometry", "ink", "noise"})}
 
 # Families the bot's clean-up undoes on a mode's captchas, so the move never goes to them there: on colour, a bot
 # reading the channel of most contrast, or Otsu after its grey, gets back what dense noise takes (issue 28; on colour
@@ -38,7 +40,8 @@ UNDONE: dict[str, frozenset[str]] = {"L": frozenset(), "RGB": frozenset({"noise"
 # (`--preset paper` is noise too). "none" (clean captchas, the control) belongs to none.
 # A generator's pools are noise, or ink when it places dots (method_family).
 METHOD_FAMILIES: dict[str, str] = {"direct": "noise", "iterative": "noise", "momentum": "noise", "robust": "noise",
-                                   "warp": "geometry", "edge": "ink", "generator": "noise"}
+                                   "warp": "geometry", "edge": "ink", "warped_edge": "warped_ink",
+                                   "generator": "noise"}
 
 # The family of a generation whose card names none (the bundled v1, cards from before families), by what the
 # scheme draws: dense noise on grey; ink on colour, where a bot reading the channel of most contrast gets back

@@ -43,6 +43,11 @@ PRESETS: dict[str, dict] = {
     "edge": {"method": "edge", "mask": "full", "eps": 32 / 255, "eps_glyph": 8 / 255, "steps": 14,
              "diversity": 0.7, "smoothing": 2.0, "early_stop": False, "ensemble": ("crnn-b", "resnet-a"),
              COLOUR: {"dots": 8, "eps": 24 / 255, "conversions": 0.5}},
+    # Issue 26: warp's field, then edge's dots and noise on the warped captcha, at edge's settings (and warp's own):
+    # the family a bot that learned geometry and ink apart has not seen (farm.core.families).
+    "warped_edge": {"method": "warped_edge", "mask": "full", "eps": 32 / 255, "eps_glyph": 8 / 255, "steps": 14,
+                    "diversity": 0.7, "smoothing": 2.0, "early_stop": False, "ensemble": ("crnn-b", "resnet-a"),
+                    COLOUR: {"dots": 8, "eps": 24 / 255, "conversions": 0.5}},
     # Issue 27: a trained generator's forward pass stands in for the default pools, so it is bound as they are:
     # the recommended's two-level budget on grey, the ink family's 24/255 off the glyphs on colour (its dot placer
     # puts the ink family's dots). Its other settings are the method's own (farm.core.attacks.settings.GENERATOR).

@@ -109,18 +109,23 @@ class Edge(Attack):
 
     def __call__(self, images, labels, mask=None, targets=None, budget=None, glyphs=None, start=None):
         """As Attack's, with the glyph masks (B, 1, H, W) the dots are placed by (required); no start."""
-        if start is not None:
-            raise ValueError("start: edge places its dots on the clean captcha; it refines no given start")
-        if glyphs is None:
-            raise ValueError("glyphs: edge places its dots on the glyphs' edges; give the glyph masks (B, 1, H, W)")
-        expected = (len(images), 1, *images.shape[-2:])  # one plane, whatever the images' channels
-        if tuple(glyphs.shape) != expected:
-            raise ValueError(f"glyphs: shape {tuple(glyphs.shape)}; for images {tuple(images.shape)}, {expected}")
+        self.check_inputs(images, glyphs, start)
         centres, reach = edge_zones(glyphs[:, 0].cpu().numpy(), self.band, self.dot_width)
         mask = torch.ones_like(images[:, :1], dtype=torch.bool) if mask is None else mask.bool()
         zones = torch.cat([mask, to_planes(centres), to_planes(reach)], 1)
         self.ink = []
         return super().__call__(images, labels, zones, targets, budget)
+
+    def check_inputs(self, images, glyphs, start) -> None:
+        """ValueError for a start (the dots go on the clean captcha) or glyph masks missing or not (B, 1, H, W)."""
+        if start is not None:
+            raise ValueError(f"start: {self.name} places its dots on the clean captcha; it refines no given start")
+        if glyphs is None:
+            raise ValueError(f"glyphs: {self.name} places its dots on the glyphs' edges; give the glyph masks "
+                             f"(B, 1, H, W)")
+        expected = (len(images), 1, *images.shape[-2:])  # one plane, whatever the images' channels
+        if tuple(glyphs.shape) != expected:
+            raise ValueError(f"glyphs: shape {tuple(glyphs.shape)}; for images {tuple(images.shape)}, {expected}")
 
     def attack_batch(self, images, labels, mask, targets, generator, budget=None, start=None) -> torch.Tensor:
         x0 = images.to(self.device, torch.float32)

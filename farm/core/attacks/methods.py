@@ -9,11 +9,12 @@ from farm.core.attacks.momentum import Momentum
 from farm.core.attacks.robust import Robust
 from farm.core.attacks.settings import declaration
 from farm.core.attacks.warp import Warp
+from farm.core.attacks.warped_edge import WarpedEdge
 
 __all__ = ["Attack", "METHODS", "make_attack"]
 
 METHODS: dict[str, type[Attack]] = {cls.name: cls for cls in (Direct, Iterative, Momentum, Robust, Warp, Edge,
-                                                               Generated)}
+                                                               WarpedEdge, Generated)}
 
 
 def make_attack(method: str, solvers, **kwargs) -> Attack:

@@ -15,7 +15,8 @@ from typing import Callable
 from farm.exceptions import SettingError
 
 __all__ = ["Setting", "Declaration", "NORMS", "MAX_L2_EPS", "MAX_SMOOTHING", "MAX_DECAY", "MAX_DISPLACEMENT",
-           "MAX_GRID", "MAX_BAND", "DIRECT", "ITERATIVE", "MOMENTUM", "ROBUST", "WARP", "EDGE", "GENERATOR",
+           "MAX_GRID", "MAX_BAND", "DIRECT", "ITERATIVE", "MOMENTUM", "ROBUST", "WARP", "EDGE", "WARPED_EDGE",
+           "GENERATOR",
            "REFINE_STEP_OF", "PLACEMENTS",
            "DECLARED", "METHOD_NAMES", "SETTINGS",
            "declaration", "takers", "not_taken", "listed"]
@@ -302,6 +303,11 @@ EDGE = MOMENTUM.derive(defaults={"early_stop": False}, add=(
                                               "random places of the same band.", choices=PLACEMENTS),
 ))
 
+# warped_edge (issue 26): warp's field, then edge's dots and noise on the warped captcha: one `steps` and `diversity`
+# for both stages (warp's 20 steps at 0.4 px reach its 3 px in 8; edge's 14 noise steps there reach it too)
+WARPED_EDGE = EDGE.derive(add=tuple(WARP[name] for name in ("displacement", "displacement_step", "grid_rows",
+                                                            "grid_cols")))
+
 # generator (issue 27): a trained perturbation generator's forward pass (farm.core.generator), then `steps` momentum
 # steps refining it, each as long as one of the recommended's 20 (2.5 eps / 20); the recommended's budget, input
 # diversity, smoothing and colour conversions for those steps. Bounded pixel by pixel, so L-inf only.
@@ -318,12 +324,12 @@ GENERATOR = MOMENTUM.derive(
                  _generator_dots)))
 
 DECLARED: dict[str, Declaration] = {"direct": DIRECT, "iterative": ITERATIVE, "momentum": MOMENTUM, "robust": ROBUST,
-                                    "warp": WARP, "edge": EDGE, "generator": GENERATOR}
+                                    "warp": WARP, "edge": EDGE, "warped_edge": WARPED_EDGE, "generator": GENERATOR}
 METHOD_NAMES = ("none", *DECLARED)  # none: the clean captchas, a control that takes no setting
 
 # Every setting any method takes, once, in the order options are listed (help and type of the first declaring it)
 SETTINGS: dict[str, Setting] = {}
-for _declaration in (ITERATIVE, MOMENTUM, ROBUST, DIRECT, WARP, EDGE, GENERATOR):
+for _declaration in (ITERATIVE, MOMENTUM, ROBUST, DIRECT, WARP, EDGE, WARPED_EDGE, GENERATOR):
     for _setting in _declaration.settings:
         SETTINGS.setdefault(_setting.name, _setting)
 

@@ -70,9 +70,15 @@ class Warp(Attack):
             raise ValueError("start: warp moves the clean captcha's pixels; it refines no given start")
         if budget is not None or not bool(mask.all()):
             raise ValueError("mask: warp moves the whole captcha and adds no pixel; it takes no mask or budget")
+        x0 = images.to(self.device, torch.float32)
+        control = self.field(x0, labels, targets, generator)
+        with torch.no_grad():
+            return self.warp(x0, control).clamp(0, 1)
+
+    def field(self, x0: torch.Tensor, labels, targets, generator) -> torch.Tensor:
+        """The control points (B, 2, grid_rows, grid_cols) the gradient ascent ends at for captchas `x0`."""
         for solver in self.solvers:
             solver.model.eval()
-        x0 = images.to(self.device, torch.float32)
         goal = [self.charset.encode(self.charset.normalize(t)) for t in (targets or labels)]
         control = torch.zeros(len(x0), 2, self.grid_rows, self.grid_cols, device=self.device)
         for _ in range(self.steps):
@@ -81,5 +87,4 @@ class Warp(Attack):
             grad, = torch.autograd.grad(-loss.sum() if targets else loss.sum(), control)
             control = (control.detach() + self.displacement_step * grad.sign()).clamp(-self.displacement,
                                                                                       self.displacement)
-        with torch.no_grad():
-            return self.warp(x0, control).clamp(0, 1)
+        return control.detach()

@@ -1,0 +1,53 @@
+"""`warped_edge`: warp's displacement field, then edge's dots and noise on the warped captcha (issue 26).
+
+A bot that retrained on one family reads another as if it had not (farm.core.families); an operator
+who keeps every label has learned geometry and ink apart after two rounds, and what neither taught
+it is both at once. The field is placed by the gradient of every solver, as warp's; the glyph masks,
+the mask and the two-level budget are moved along the same field, so the dots go on the edges of the
+warped strokes and the noise keeps the budget of the pixels it lies on. Then edge as it is.
+
+Shape: see Edge; the glyph masks (B, 1, H, W) are required (glyphs=).
+"""
+
+import torch
+
+from farm.core.attacks.edge import Edge, edge_zones
+from farm.core.attacks.settings import WARP, WARPED_EDGE
+from farm.core.attacks.warp import Warp
+from farm.core.model import to_planes
+
+__all__ = ["WarpedEdge"]
+
+
+class WarpedEdge(Edge):
+    """Warp (its settings: displacement, displacement_step, grid_rows, grid_cols), then Edge on what it made; one
+    `steps` and `diversity` for both."""
+
+    name = "warped_edge"
+    settings = WARPED_EDGE
+
+    def __init__(self, solvers, **kwargs):
+        super().__init__(solvers, **kwargs)
+        self.fields: list[torch.Tensor] = []
+        self.warper = Warp(self.solvers, **{name: getattr(self, name) for name in WARP.names},
+                           stop_loss=self.stop_loss, loss=self.loss, batch_size=self.batch_size, seed=self.seed,
+                           device=str(self.device))
+
+    def __call__(self, images, labels, mask=None, targets=None, budget=None, glyphs=None, start=None):
+        """As Edge's; the glyphs' zones are worked out per batch, once the batch is warped."""
+        self.check_inputs(images, glyphs, start)
+        mask = torch.ones_like(images[:, :1], dtype=torch.bool) if mask is None else mask.bool()
+        self.ink, self.fields = [], []  # per batch, as edge's ink: how far each pixel was moved (B, 2, H, W)
+        return super(Edge, self).__call__(images, labels, torch.cat([mask, glyphs.bool()], 1), targets, budget)
+
+    def attack_batch(self, images, labels, mask, targets, generator, budget=None, start=None) -> torch.Tensor:
+        x0 = images.to(self.device, torch.float32)
+        allowed, glyphs = (mask[:, k:k + 1].to(self.device, torch.float32) for k in range(2))
+        moved = Warp.upsample(self.warper.field(x0, labels, targets, generator), *x0.shape[-2:])
+        self.fields.append(moved.cpu())
+        with torch.no_grad():
+            warped, glyphs, allowed = (Warp.resample(plane, moved) for plane in (x0, glyphs, allowed))
+            budget = None if budget is None else Warp.resample(budget.to(self.device, torch.float32), moved)
+        centres, reach = edge_zones((glyphs[:, 0] > 0.5).cpu().numpy(), self.band, self.dot_width)
+        zones = torch.cat([allowed.cpu() > 0.5, to_planes(centres), to_planes(reach)], 1)
+        return super().attack_batch(warped.clamp(0, 1), labels, zones, targets, generator, budget)
