@@ -282,3 +282,19 @@ def test_a_digits_alphabet_through_train_generate_verify_answers_and_finetune(tm
     run = farm(tmp_path, "finetune", "--data", "train", "--steps", "4", "--dry-run", "--json")
     result = json.loads(run.stdout)
     assert result["queries"]["train"] + result["queries"]["holdout"] == 64 and result["target_schemes"] == []
+
+
+def test_a_sources_mode_is_recorded_and_read_from_its_captchas_when_an_older_import_did_not_say(tmp_path):
+    from farm.storage.folder import import_source, source_mode
+    from farm.storage.store import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    make_folder(tmp_path / "grey", count=4)
+    make_folder(tmp_path / "colour", count=4, scheme="classic", digits=False)
+    grey = import_source(store, read_folder(tmp_path / "grey", DIGITS))
+    colour = import_source(store, read_folder(tmp_path / "colour", get_scheme("classic").charset))
+    assert (source_mode(store, grey), source_mode(store, colour)) == ("L", "RGB")
+    for source in (grey, colour):  # as imported before the description held the mode
+        key = f"sources/{source}/source.json"
+        store.put(key, json.dumps({k: v for k, v in json.loads(store.get(key)).items() if k != "mode"}).encode())
+    assert (source_mode(store, grey), source_mode(store, colour)) == ("L", "RGB")

@@ -349,6 +349,12 @@ def test_a_fresh_machine_makes_generator_pools_with_the_bundled_generator(tmp_pa
                                      "--count", "8"], env=env)
     assert grey.exit_code == 1 and "trained on colour captchas and lines draws grey ones" in grey.output
     assert "pools/h/manifest.json" not in store.list("pools/")  # refused before anything was written
+    from tests.test_folders import make_folder
+    make_folder(tmp_path / "grey", count=8)  # a platform's own grey captchas
+    source = CliRunner().invoke(main, ["generate", "--pool", "s", "--method", "generator", "--source",
+                                       str(tmp_path / "grey"), "--count", "8"], env=env)
+    assert source.exit_code == 1 and "trained on colour captchas and the source folder's are grey" in source.output
+    assert "pools/s/manifest.json" not in store.list("pools/")
 
 
 @pytest.mark.slow

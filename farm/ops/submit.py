@@ -24,7 +24,6 @@ from typing import Protocol
 
 from farm.core.checkpoint import Solver, read_solver_dir, sha256_hex
 from farm.core.charset import Charset
-from farm.core.schemes import get_scheme
 from farm.core.seeds import KEYED, derivation
 from farm.core.spec import PoolSpec
 from farm.core.zoo import card_ensemble
@@ -35,7 +34,7 @@ from farm.storage import jobs, registry
 from farm.storage.jobs import FOLLOWS_CURRENT, PINNED
 from farm.storage.layout import check_pool_name
 from farm.storage.manifest import merged_spec, pending_shards, read_manifest, write_manifest
-from farm.storage.sources import spec_charset, supply
+from farm.storage.sources import spec_charset, spec_mode, supply
 from farm.storage.store import Store
 
 __all__ = ["Runner", "Job", "submit", "summarise", "generate_pool", "farm_runner", "job_substitute", "growth_jobs",
@@ -123,9 +122,11 @@ def check_generator(store: Store, spec: PoolSpec, substitute) -> str | None:
         raise PoolError(f"method: substitute {substitute.version} has no trained generator, nor has any version it "
                         f"was made from; train one with `farm generator train`, or choose another --method")
     channels = ((registry.card(store, owner).get("generator") or {}).get("config") or {}).get("channels", 1)
-    if channels == 3 and spec.source is None and get_scheme(spec.scheme).mode == "L":
-        raise PoolError(f"method: the generator of {owner} was trained on colour captchas and {spec.scheme} draws "
-                        f"grey ones; train one on it (`farm generator train --scheme {spec.scheme}`)")
+    if channels == 3 and spec_mode(spec, store) == "L":
+        drawn, scheme = ((f"{spec.scheme} draws grey ones", spec.scheme) if spec.source is None
+                         else ("the source folder's are grey", "classic_grey"))
+        raise PoolError(f"method: the generator of {owner} was trained on colour captchas and {drawn}; train one on "
+                        f"grey captchas (`farm generator train --scheme {scheme}`)")
     return owner
 
 

@@ -32,7 +32,8 @@ from farm.exceptions import DataError
 from farm.storage.layout import GREY_MODES, pixels
 from farm.storage.store import Store
 
-__all__ = ["Labelled", "read_folder", "folder_mode", "estimate_glyphs", "import_source", "read_source", "source_chunk",
+__all__ = ["Labelled", "read_folder", "folder_mode", "estimate_glyphs", "import_source", "read_source", "source_mode",
+           "source_chunk",
            "SOURCE_CHUNK", "IMAGE_SUFFIXES"]
 
 log = logging.getLogger(__name__)
@@ -265,6 +266,7 @@ def import_source(store: Store, data: Labelled) -> str:
               "".join(json.dumps({"index": i, "answer": t}) + "\n" for i, t in enumerate(data.texts)).encode())
     height, width = data.size
     meta = {"source": source, "folder": data.name, "count": len(data.texts), "height": height, "width": width,
+            "mode": "RGB" if data.images.ndim == 4 else "L",
             "charset": {"alphabet": data.charset.alphabet, "min_length": min(map(len, data.texts)),
                         "max_length": max(map(len, data.texts))},
             "notes": data.notes}
@@ -280,6 +282,13 @@ def read_source(store: Store, source: str) -> dict:
     except KeyError:
         raise DataError(f"source: {source!r} is not in {store.url}; import its folder with "
                         f"`farm generate --source DIR`") from None
+
+
+def source_mode(store: Store, source: str) -> str:
+    """"RGB" when a source's captchas are in colour, else "L": its description's, or (imported before it said)
+    its first chunk's."""
+    mode = read_source(store, source).get("mode")
+    return mode if mode in ("L", "RGB") else ("RGB" if _chunk(store, source, 0)[0].ndim == 4 else "L")
 
 
 @lru_cache(maxsize=8)

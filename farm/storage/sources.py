@@ -12,10 +12,10 @@ from farm.core.charset import Charset
 from farm.core.schemes import get_scheme
 from farm.core.seeds import Seeds
 from farm.core.spec import PoolSpec
-from farm.storage.folder import read_source, source_chunk
+from farm.storage.folder import read_source, source_chunk, source_mode
 from farm.storage.store import Store
 
-__all__ = ["clean_captchas", "spec_charset", "supply"]
+__all__ = ["clean_captchas", "spec_charset", "spec_mode", "supply"]
 
 
 def clean_captchas(spec: PoolSpec, indices: list[int], seeds: Seeds, store: Store | None = None):
@@ -34,6 +34,11 @@ def spec_charset(spec: PoolSpec, store: Store | None = None) -> Charset:
     if spec.source is not None:
         return Charset.from_dict(read_source(store, spec.source)["charset"])
     return get_scheme(spec.scheme).charset
+
+
+def spec_mode(spec: PoolSpec, store: Store | None = None) -> str:
+    """"RGB" when a pool's clean captchas are in colour, else "L": its scheme's, or its source folder's."""
+    return source_mode(store, spec.source) if spec.source is not None else get_scheme(spec.scheme).mode
 
 
 def supply(spec: PoolSpec, store: Store | None = None) -> int | None:
