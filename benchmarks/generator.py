@@ -31,6 +31,11 @@ same 150 fresh colour `classic`, 48 chains, each run beside another job: `python
         the same, squashed at half res       1.3 / 51.3    11.3 / 60.7     1.3 / 62.7     0.887
         the same, conversions 1.0            0.7 / 50.0     8.7 / 60.7     0.7 / 60.7     0.874
       noise learned on dotted captchas, 32   0.0 / 34.0     0.0 / 40.0     0.0 / 47.3     0.837
+      trials not kept (2026-12-07, later; the noise read through a chain of the toolbox, colour_chains(CHAINS),
+      at half the training steps, then at 0.8, instead of a conversion alone; 16.5-17.2 CPU-min, this
+      benchmark's generator pool only):
+        chains at 0.5 of the steps           0.0 / 50.0     5.3 / 58.0     0.0 / 58.7     0.869
+        chains at 0.8 of the steps           0.7 / 50.0     6.7 / 56.7     0.7 / 59.3     0.865
     (the default's row is today's code; the table below was read before the tone's kthvalue)
     rates (`--rates-only` beside another benchmark): generator 159.4, default 8.4 captchas/s of CPU time:
       generator_vs_default_rate 18.99 (15.61 at the start of the day's work, same conditions: the glyph
@@ -42,7 +47,9 @@ same 150 fresh colour `classic`, 48 chains, each run beside another job: `python
     chain (saturation or value, then 2 bits, even trained through a grey conversion at every step); learning
     the noise on the dotted captchas it meets (now how `farm generator train` trains) closed most of the gap
     at 32/255 (47.3 / 44.0 / 54.7 -> 34.0 / 40.0 / 47.3) but not at 24/255, and 32/255 costs glyph SSIM
-    (0.837). The bundled generator stays the one below.
+    (0.837). Training the noise through the toolbox's clean-up chains (expectation over the chains the pools are
+    judged after) changed nothing beyond the sample's +-4 points and cost SSIM, so it was not kept: saturation
+    then 2 bits stays the worst chain. The bundled generator stays the one below.
 
 Measured earlier on 2026-12-07 on the shared 2-core machine (a test run or another benchmark beside it), the
 bundled generator (a colour one: noise per channel trained 1500 steps through the grey conversions, 12.5
