@@ -109,15 +109,6 @@ class Edge(Attack):
 
     def __call__(self, images, labels, mask=None, targets=None, budget=None, glyphs=None, start=None):
         """As Attack's, with the glyph masks (B, 1, H, W) the dots are placed by (required); no start."""
-        self.check_inputs(images, glyphs, start)
-        centres, reach = edge_zones(glyphs[:, 0].cpu().numpy(), self.band, self.dot_width)
-        mask = torch.ones_like(images[:, :1], dtype=torch.bool) if mask is None else mask.bool()
-        zones = torch.cat([mask, to_planes(centres), to_planes(reach)], 1)
-        self.ink = []
-        return super().__call__(images, labels, zones, targets, budget)
-
-    def check_inputs(self, images, glyphs, start) -> None:
-        """ValueError for a start (the dots go on the clean captcha) or glyph masks missing or not (B, 1, H, W)."""
         if start is not None:
             raise ValueError(f"start: {self.name} places its dots on the clean captcha; it refines no given start")
         if glyphs is None:
@@ -126,6 +117,15 @@ class Edge(Attack):
         expected = (len(images), 1, *images.shape[-2:])  # one plane, whatever the images' channels
         if tuple(glyphs.shape) != expected:
             raise ValueError(f"glyphs: shape {tuple(glyphs.shape)}; for images {tuple(images.shape)}, {expected}")
+        mask = torch.ones_like(images[:, :1], dtype=torch.bool) if mask is None else mask.bool()
+        self.ink = []
+        return super().__call__(images, labels, self.planes(mask, glyphs), targets, budget)
+
+    def planes(self, mask: torch.Tensor, glyphs: torch.Tensor) -> torch.Tensor:
+        """What each batch's attack_batch is given as its mask: the mask, then where a dot's centre and its ink may
+        lie (edge_zones), (B, 3, H, W) bool."""
+        centres, reach = edge_zones(glyphs[:, 0].cpu().numpy(), self.band, self.dot_width)
+        return torch.cat([mask, to_planes(centres), to_planes(reach)], 1)
 
     def attack_batch(self, images, labels, mask, targets, generator, budget=None, start=None) -> torch.Tensor:
         x0 = images.to(self.device, torch.float32)

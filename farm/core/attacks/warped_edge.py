@@ -33,12 +33,14 @@ class WarpedEdge(Edge):
                            stop_loss=self.stop_loss, loss=self.loss, batch_size=self.batch_size, seed=self.seed,
                            device=str(self.device))
 
-    def __call__(self, images, labels, mask=None, targets=None, budget=None, glyphs=None, start=None):
-        """As Edge's; the glyphs' zones are worked out per batch, once the batch is warped."""
-        self.check_inputs(images, glyphs, start)
-        mask = torch.ones_like(images[:, :1], dtype=torch.bool) if mask is None else mask.bool()
-        self.ink, self.fields = [], []  # per batch, as edge's ink: how far each pixel was moved (B, 2, H, W)
-        return super(Edge, self).__call__(images, labels, torch.cat([mask, glyphs.bool()], 1), targets, budget)
+    def __call__(self, *args, **kwargs):
+        """As Edge's."""
+        self.fields = []  # per batch, as edge's ink: how far each pixel was moved (B, 2, H, W)
+        return super().__call__(*args, **kwargs)
+
+    def planes(self, mask: torch.Tensor, glyphs: torch.Tensor) -> torch.Tensor:
+        """The mask and the glyphs (B, 2, H, W): where dots may go is worked out per batch, once it is warped."""
+        return torch.cat([mask, glyphs.bool()], 1)
 
     def attack_batch(self, images, labels, mask, targets, generator, budget=None, start=None) -> torch.Tensor:
         x0 = images.to(self.device, torch.float32)
