@@ -30,7 +30,8 @@ class FinetuneConfig:
     # family it learned, on which copies of the substitute and donors are adapted as the bot adapts and become
     # the next generation's targets; 0: off. 3,000 is the operator's N (issue 26). Against operators who keep
     # every label (benchmarks/arms_race.py --adaptive --remember --anticipate 3000): round 1 7.2% and 6.8% of the
-    # next generation (21.2% and 22.8% without), round 2 30.4% and 36.4%; a move takes up to ~27 min on 2 cores
+    # next generation (21.2% and 22.8% without), round 2 4.0% and 1.2% once it moves to warped_ink (30.4% and 36.4%
+    # when geometry stayed); a move takes up to ~27 min on 2 cores (30 beside other work)
     anticipate: int = 3000
     anticipate_steps: int = 600  # the operator's recipe (farm.ops.attacker.OPERATOR), the copies' replay as the fit's
     eval_every: int = 50
