@@ -11,10 +11,9 @@ Shape: see Edge; the glyph masks (B, 1, H, W) are required (glyphs=).
 
 import torch
 
-from farm.core.attacks.edge import Edge, edge_zones
+from farm.core.attacks.edge import Edge
 from farm.core.attacks.settings import WARP, WARPED_EDGE
 from farm.core.attacks.warp import Warp
-from farm.core.model import to_planes
 
 __all__ = ["WarpedEdge"]
 
@@ -50,6 +49,5 @@ class WarpedEdge(Edge):
         with torch.no_grad():
             warped, glyphs, allowed = (Warp.resample(plane, moved) for plane in (x0, glyphs, allowed))
             budget = None if budget is None else Warp.resample(budget.to(self.device, torch.float32), moved)
-        centres, reach = edge_zones((glyphs[:, 0] > 0.5).cpu().numpy(), self.band, self.dot_width)
-        zones = torch.cat([allowed.cpu() > 0.5, to_planes(centres), to_planes(reach)], 1)
+        zones = Edge.planes(self, allowed.cpu() > 0.5, glyphs.cpu() > 0.5)  # edge's, on the warped glyphs
         return super().attack_batch(warped.clamp(0, 1), labels, zones, targets, generator, budget)
