@@ -72,6 +72,12 @@ class Scheme(ABC):
         text = self.random_text(np.random.default_rng([seed, 1]))
         return self.render(text, seed)
 
+    def shapes(self, text: str, seed: int) -> np.ndarray | None:
+        """Each character of `text` as `render(text, seed)` draws it, drawn as every character of the alphabet in its
+        pose and place: (len(text), len(alphabet), H, W) bool; None where the scheme cannot (then a warp cannot
+        check that a glyph stays nearest its own character, farm.core.identity). A scheme need not implement it."""
+        return None
+
     @abstractmethod
     def draw(self, text: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Return (image uint8 (H, W), or (H, W, 3) for mode "RGB"; glyph mask bool (H, W))."""

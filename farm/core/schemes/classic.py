@@ -82,7 +82,13 @@ class _SeededImageCaptcha(ImageCaptcha):
     def draw_character(self, c: str, color: tuple[int, int, int, int],
                        draws: _Draws) -> tuple[tuple[int, int], Image.Image | None]:
         """The package's _draw_character: (its size, the image; None when blank, as a space is)."""
-        font, dx1, dy1, *bits = draws.below(self._character_bounds)
+        self.poses.append(draws.below(self._character_bounds))
+        return self.posed(c, color, self.poses[-1])
+
+    def posed(self, c: str, color: tuple[int, int, int, int],
+              pose: list[int]) -> tuple[tuple[int, int], Image.Image | None]:
+        """`c` drawn in a character's draws (font, offsets, rotation, warp): (its size, the image; None if blank)."""
+        font, dx1, dy1, *bits = pose
         font = self.truefonts[font]
         dx1, dy1 = dx1 + self.character_offset_dx[0], dy1 + self.character_offset_dy[0]
         rotation, warp_x, warp_y, *corners = (b / BITS for b in bits)
@@ -105,7 +111,9 @@ class _SeededImageCaptcha(ImageCaptcha):
 
     def draw_text(self, chars: str, color: tuple[int, int, int, int], background: tuple[int, int, int],
                   draws: _Draws) -> tuple[Image.Image, np.ndarray]:
-        images = []
+        """The package's text, and its glyph mask; `placed` keeps each character's (draw, size, position), blanks
+        too, so `shapes` can draw another character in its place."""
+        self.poses, self.color, images = [], color, []
         for c in chars:
             if draws.randbelow(BITS) / BITS > self.word_space_probability:
                 images.append(self.draw_character(" ", color, draws))
@@ -115,22 +123,45 @@ class _SeededImageCaptcha(ImageCaptcha):
         # the package draws a (width, height) canvas and resizes it: uniform either way
         image = Image.new("RGB", (width, self._height), background)
         glyphs = np.zeros((self._height, width), dtype=bool)
+        self.canvas_width = width
         average = int(text_width / len(chars))
         rand = int(self.word_offset_dx * average)
         offset = int(average * 0.1)
-        for ((w, h), im), step_back in zip(images, draws.below([rand + 1] * len(images))):
+        self.placed = []
+        for ((w, h), im), step_back, pose in zip(images, draws.below([rand + 1] * len(images)), self.poses):
             position = (offset, int((self._height - h) / 2))
+            self.placed.append((pose, (w, h), position, im is None))
             if im is not None:  # a blank's paste mask is all 0: it changes nothing
                 # the package's im.convert("L").point(lookup_table), through a numpy table
                 image.paste(im, position, Image.fromarray(self._paste_table[np.asarray(im.convert("L"))]))
-                # a pixel is glyph where the character covers at least half of it: alpha is opacity x coverage
-                _cover(glyphs, 2 * np.asarray(im.getchannel("A"), dtype=np.uint16) >= color[3], position)
+                _cover(glyphs, covered(im, color), position)
             offset = offset + w + (-step_back)
         if width > self._width:
             image = image.resize((self._width, self._height))
-            glyphs = Image.fromarray(glyphs.astype(np.uint8) * 255).resize((self._width, self._height))
-            glyphs = np.asarray(glyphs) >= 128
-        return image, glyphs
+        return image, self.fit(glyphs)
+
+    def fit(self, glyphs: np.ndarray) -> np.ndarray:
+        """A glyph mask of the text's canvas, resized to the captcha as the package resizes a canvas wider than it."""
+        if glyphs.shape[1] <= self._width:
+            return glyphs
+        return np.asarray(Image.fromarray(glyphs.astype(np.uint8) * 255).resize((self._width, self._height))) >= 128
+
+    def shapes(self, alphabet: str) -> np.ndarray:
+        """After draw_text: each character's glyph drawn as every character of `alphabet`, in its draws and at its
+        place, the blanks left out. Shape (characters, len(alphabet), H, W) bool."""
+        out = []
+        for pose, (w, h), position, blank in self.placed:
+            if blank:
+                continue
+            masks = []
+            for a in alphabet:
+                canvas = np.zeros((self._height, self.canvas_width), dtype=bool)
+                (_, ha), im = self.posed(a, self.color, pose)
+                if im is not None:  # centred down the captcha as the package centres a character of its height
+                    _cover(canvas, covered(im, self.color), (position[0], int((self._height - ha) / 2)))
+                masks.append(self.fit(canvas))
+            out.append(np.stack(masks))
+        return np.stack(out)
 
     def draw_noise(self, image: Image.Image, color: tuple[int, int, int, int], draws: _Draws) -> None:
         draw = ImageDraw.Draw(image)
@@ -146,6 +177,11 @@ class _SeededImageCaptcha(ImageCaptcha):
 
 
 _MEASURE = ImageDraw.Draw(Image.new("L", (1, 1)))
+
+
+def covered(im: Image.Image, color: tuple[int, int, int, int]) -> np.ndarray:
+    """Where a drawn character is glyph: it covers at least half of the pixel (alpha is opacity x coverage)."""
+    return 2 * np.asarray(im.getchannel("A"), dtype=np.uint16) >= color[3]
 
 
 def _cover(mask: np.ndarray, glyph: np.ndarray, position: tuple[int, int]) -> None:
@@ -181,6 +217,11 @@ class ClassicScheme(Scheme):
         self._generator.draw_noise(image, color, draws)
         image = image.filter(ImageFilter.SMOOTH)
         return np.asarray(image, dtype=np.uint8), glyphs
+
+    def shapes(self, text, seed):
+        """Each character of `text` drawn from `seed` as every character of the alphabet, in its pose and place."""
+        self.draw(text, np.random.default_rng(seed))
+        return self._generator.shapes(self.alphabet)
 
 
 class ClassicGreyScheme(ClassicScheme):
