@@ -13,13 +13,16 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from farm.core import masks
-from farm.core.attacks.methods import make_attack
+from farm.core.attacks.methods import METHODS, make_attack
 from farm.core.charset import Charset, answer_matches
 from farm.core.checkpoint import Solver
+from farm.core.identity import RIVALS, rivals
 from farm.core.measures import measure
 from farm.core.model import to_arrays, to_planes, to_tensor
+from farm.core.schemes import get_scheme
 from farm.core.seeds import Seeds
 from farm.core.spec import PoolSpec
 from farm.core.zoo import card_ensemble
@@ -30,7 +33,7 @@ from farm.storage.layout import captcha_id, encode_png, image_key, keys_key, sha
 from farm.storage.pools import clean_captchas
 from farm.storage.store import Store
 
-__all__ = ["CleanShard", "AttackedShard", "attack_solvers", "render_shard", "check_reads", "perturb",
+__all__ = ["CleanShard", "AttackedShard", "attack_solvers", "render_shard", "glyph_shapes", "check_reads", "perturb",
            "attack_shard", "write_shard", "shard_outcome", "take_shard", "release_shard", "compute_shard", "generate_shard"]
 
 
@@ -62,7 +65,8 @@ def copy_versions(card: dict) -> list[str]:
 
 @dataclass
 class CleanShard:
-    """Clean captchas of a shard. Shape: images uint8 (N, H, W) or (N, H, W, 3); glyphs, allowed bool (N, H, W)."""
+    """Clean captchas of a shard. Shape: images uint8 (N, H, W) or (N, H, W, 3); glyphs, allowed bool (N, H, W);
+    shapes bool (N, L, 1 + RIVALS, H, W) for a warp (glyph_shapes), else None."""
 
     indices: list[int]
     texts: list[str]
@@ -70,6 +74,7 @@ class CleanShard:
     glyphs: np.ndarray
     allowed: np.ndarray
     seconds: float = 0.0
+    shapes: np.ndarray | None = None
 
 
 def render_shard(spec: PoolSpec, shard: int, seeds: Seeds, store: Store | None = None) -> CleanShard:
@@ -78,7 +83,23 @@ def render_shard(spec: PoolSpec, shard: int, seeds: Seeds, store: Store | None =
     indices = list(spec.indices(shard))
     images, glyphs, texts = clean_captchas(spec, indices, seeds, store)
     return CleanShard(indices, texts, images, glyphs, masks.allowed(spec, glyphs, indices, seeds),
-                      time.perf_counter() - started)
+                      time.perf_counter() - started, glyph_shapes(spec, indices, texts, seeds))
+
+
+def glyph_shapes(spec: PoolSpec, indices: list[int], texts: list[str], seeds: Seeds) -> np.ndarray | None:
+    """For a warp's pool (a method that moves glyphs) of a scheme that draws them: each glyph as its own character
+    and its nearest rivals, in its pose (farm.core.identity.rivals), (N, L, 1 + RIVALS, H, W) bool, a shorter
+    text's slots empty. None otherwise (a source folder's captchas, or a scheme that cannot draw them)."""
+    if spec.source is not None or not getattr(METHODS.get(spec.method), "moves_glyphs", False):
+        return None
+    scheme = get_scheme(spec.scheme)
+    drawn = [scheme.shapes(text, seeds.captcha(spec.seed, i)) for i, text in zip(indices, texts)]
+    if not drawn or any(d is None for d in drawn):
+        return None
+    out = np.zeros((len(texts), max(map(len, texts)), 1 + RIVALS, scheme.height, scheme.width), dtype=bool)
+    for k, (shapes, text) in enumerate(zip(drawn, texts)):
+        out[k, :len(text)] = rivals(shapes, text, scheme.alphabet)
+    return out
 
 
 def check_reads(solver: Solver, charset: Charset, what: str) -> None:
@@ -101,9 +122,10 @@ def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int
     attack = make_attack(spec.method, solvers, **spec.attack_settings(), seed=spec.seed * 1_000_003 + shard,
                          device=device)
     budget = masks.glyph_budget(spec, clean.glyphs)
+    shapes = {} if clean.shapes is None else {"shapes": torch.from_numpy(clean.shapes)}
     adv = attack(to_tensor(clean.images), clean.texts, to_planes(clean.allowed),
                  budget=None if budget is None else to_planes(budget).float(), glyphs=to_planes(clean.glyphs),
-                 start=None if start is None else to_tensor(start))
+                 start=None if start is None else to_tensor(start), **shapes)
     # round to the 8-bit grid a PNG holds; k/255 budgets stay within eps after rounding
     return to_arrays(adv)
 

@@ -63,6 +63,7 @@ class Attack:
 
     name: ClassVar[str] = "attack"
     settings: ClassVar[Declaration] = ITERATIVE
+    moves_glyphs: ClassVar[bool] = False  # a warp: takes shapes= and keeps each glyph its own (farm.core.identity)
     alpha: float | None = None
     conversions: float = 0.0  # a method that does not declare it (warp) reads colour through its solvers alone
 

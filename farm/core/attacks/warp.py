@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from farm.core.attacks.base import Attack
 from farm.core.attacks.settings import WARP
+from farm.core.identity import WEIGHT, scale_to_keep, shortfall
 
 __all__ = ["Warp", "OVERSHOOT"]
 
@@ -31,6 +32,13 @@ class Warp(Attack):
     Elastic distortion is how captcha schemes have always been drawn, so a warped captcha stays a
     captcha to a person.
 
+    Given the glyphs' shapes (shapes=: each glyph drawn as its own character and its nearest rivals in its
+    pose, farm.core.identity.rivals), the ascent is steered away from turning a glyph into another
+    (identity.shortfall, weighed by identity.WEIGHT) and each captcha's field is then scaled down
+    (identity.SCALES) until every glyph is nearer its own character's shape than any rival's: a warp
+    that turns an O into a 0 is no captcha. Without them (a scheme that cannot draw them) the field is
+    served as found.
+
     Settings: WARP (displacement 3 px, displacement_step 0.4 px, steps 20, grid_rows 3, grid_cols 8,
     diversity 0.7). It takes no norm, eps, mask or glyph budget: it adds no pixel, and a mask would
     cut moved strokes at its border; a mask other than all-True or a budget is a ValueError.
@@ -40,6 +48,8 @@ class Warp(Attack):
 
     name = "warp"
     settings = WARP
+    moves_glyphs = True
+    slots: tuple[int, int] | None = None  # (L, C) of the shapes the current call was given
     norm, smoothing, random_start, early_stop = "linf", 0.0, False, False  # read by the base, not taken
 
     def default_alpha(self) -> None:
@@ -65,26 +75,68 @@ class Warp(Attack):
         """The images resampled along the field of `control`."""
         return self.resample(images, self.upsample(control, *images.shape[-2:]))
 
+    def __call__(self, images, labels, mask=None, targets=None, budget=None, glyphs=None, start=None, shapes=None):
+        """As Attack's, and shapes (B, L, C, H, W) bool: each glyph's own shape and its rivals' (identity.rivals).
+        They travel to each batch as planes of the mask after its own (B, 1 + L * C, H, W)."""
+        self.slots = None
+        if shapes is not None:
+            self.slots = check_shapes(shapes, images)
+            mask = torch.ones_like(images[:, :1], dtype=torch.bool) if mask is None else mask.bool()
+            if mask.shape[1] != 1:
+                mask = mask.all(1, keepdim=True)
+            mask = torch.cat([mask, shapes.flatten(1, 2)], 1)
+        return super().__call__(images, labels, mask, targets, budget, glyphs, start)
+
     def attack_batch(self, images, labels, mask, targets, generator, budget=None, start=None) -> torch.Tensor:
         if start is not None:
             raise ValueError("start: warp moves the clean captcha's pixels; it refines no given start")
+        mask, shapes = split_shapes(mask, self.slots)
         if budget is not None or not bool(mask.all()):
             raise ValueError("mask: warp moves the whole captcha and adds no pixel; it takes no mask or budget")
         x0 = images.to(self.device, torch.float32)
-        control = self.field(x0, labels, targets, generator)
+        control = self.field(x0, labels, targets, generator, shapes)
         with torch.no_grad():
             return self.warp(x0, control).clamp(0, 1)
 
-    def field(self, x0: torch.Tensor, labels, targets, generator) -> torch.Tensor:
-        """The control points (B, 2, grid_rows, grid_cols) the gradient ascent ends at for captchas `x0`."""
+    def field(self, x0: torch.Tensor, labels, targets, generator, shapes: torch.Tensor | None = None) -> torch.Tensor:
+        """The control points (B, 2, grid_rows, grid_cols) the gradient ascent ends at for captchas `x0`; with the
+        glyphs' `shapes` (B, L, C, H, W), steered away from turning glyphs and scaled down until every one is kept."""
         for solver in self.solvers:
             solver.model.eval()
         goal = [self.charset.encode(self.charset.normalize(t)) for t in (targets or labels)]
         control = torch.zeros(len(x0), 2, self.grid_rows, self.grid_cols, device=self.device)
+        if shapes is not None:
+            shapes = shapes.to(self.device)
+            own, (_, _, rivals, height, width) = shapes[:, :, 0].float(), shapes.shape
         for _ in range(self.steps):
             control.requires_grad_(True)
             loss, _ = self._loss(self.transform(self.warp(x0, control), generator), goal, generator)
-            grad, = torch.autograd.grad(-loss.sum() if targets else loss.sum(), control)
+            objective = -loss.sum() if targets else loss.sum()
+            if shapes is not None:
+                moved = self.warp(own, control).reshape(-1, height, width)
+                objective = objective - WEIGHT * shortfall(moved, shapes.reshape(-1, rivals, height, width)).sum()
+            grad, = torch.autograd.grad(objective, control)
             control = (control.detach() + self.displacement_step * grad.sign()).clamp(-self.displacement,
                                                                                       self.displacement)
-        return control.detach()
+        control = control.detach()
+        if shapes is None:
+            return control
+        with torch.no_grad():
+            return scale_to_keep(lambda points, planes: self.warp(planes, points), control, shapes)
+
+
+def check_shapes(shapes: torch.Tensor, images: torch.Tensor) -> tuple[int, int]:
+    """(L, C) of glyph shapes (B, L, C, H, W) bool for `images` (B, ?, H, W); ValueError naming what is wrong."""
+    expected = (len(images), *images.shape[-2:])
+    if shapes.dim() != 5 or shapes.dtype != torch.bool or (shapes.shape[0], *shapes.shape[-2:]) != expected:
+        raise ValueError(f"shapes: {shapes.dtype} of shape {tuple(shapes.shape)}; for images "
+                         f"{tuple(images.shape)}, bool (B, L, C, H, W) with (B, H, W) = {expected}")
+    return shapes.shape[1], shapes.shape[2]
+
+
+def split_shapes(mask: torch.Tensor, slots: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A batch's mask planes -> (its own planes, the glyph shapes (B, L, C, H, W) after them, or None)."""
+    if slots is None:
+        return mask, None
+    own = mask.shape[1] - slots[0] * slots[1]
+    return mask[:, :own], mask[:, own:].reshape(len(mask), *slots, *mask.shape[-2:])

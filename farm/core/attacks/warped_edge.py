@@ -13,7 +13,7 @@ import torch
 
 from farm.core.attacks.edge import Edge
 from farm.core.attacks.settings import WARP, WARPED_EDGE
-from farm.core.attacks.warp import Warp
+from farm.core.attacks.warp import Warp, check_shapes, split_shapes
 
 __all__ = ["WarpedEdge"]
 
@@ -24,6 +24,9 @@ class WarpedEdge(Edge):
 
     name = "warped_edge"
     settings = WARPED_EDGE
+    moves_glyphs = True
+    slots: tuple[int, int] | None = None  # as Warp's
+    shapes: torch.Tensor | None = None
 
     def __init__(self, solvers, **kwargs):
         super().__init__(solvers, **kwargs)
@@ -32,19 +35,23 @@ class WarpedEdge(Edge):
                            stop_loss=self.stop_loss, loss=self.loss, batch_size=self.batch_size, seed=self.seed,
                            device=str(self.device))
 
-    def __call__(self, *args, **kwargs):
-        """As Edge's."""
+    def __call__(self, images, labels, mask=None, targets=None, budget=None, glyphs=None, start=None, shapes=None):
+        """As Edge's, and the glyphs' shapes as Warp takes them: the field keeps every glyph its own."""
         self.fields = []  # per batch, as edge's ink: how far each pixel was moved (B, 2, H, W)
-        return super().__call__(*args, **kwargs)
+        self.slots, self.shapes = (None if shapes is None else check_shapes(shapes, images)), shapes
+        return super().__call__(images, labels, mask, targets, budget, glyphs, start)
 
     def planes(self, mask: torch.Tensor, glyphs: torch.Tensor) -> torch.Tensor:
-        """The mask and the glyphs (B, 2, H, W): where dots may go is worked out per batch, once it is warped."""
-        return torch.cat([mask, glyphs.bool()], 1)
+        """The mask and the glyphs (B, 2, H, W), then the shapes' planes: where dots may go is worked out per batch,
+        once it is warped."""
+        shapes = [] if self.shapes is None else [self.shapes.flatten(1, 2)]
+        return torch.cat([mask, glyphs.bool(), *shapes], 1)
 
     def attack_batch(self, images, labels, mask, targets, generator, budget=None, start=None) -> torch.Tensor:
         x0 = images.to(self.device, torch.float32)
+        mask, shapes = split_shapes(mask, self.slots)
         allowed, glyphs = (mask[:, k:k + 1].to(self.device, torch.float32) for k in range(2))
-        moved = Warp.upsample(self.warper.field(x0, labels, targets, generator), *x0.shape[-2:])
+        moved = Warp.upsample(self.warper.field(x0, labels, targets, generator, shapes), *x0.shape[-2:])
         self.fields.append(moved.cpu())
         with torch.no_grad():
             warped, glyphs, allowed = (Warp.resample(plane, moved) for plane in (x0, glyphs, allowed))
