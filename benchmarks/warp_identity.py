@@ -1,0 +1,152 @@
+"""Does a warp change which character a glyph is? And what does keeping every glyph its own cost the warp?
+
+Glyph-region SSIM scores any moved stroke as damage, and every solver is one a warp is aimed at or
+transfers to, so neither says whether a warped C is still a C. farm.core.identity does, without a
+learned model: `classic` draws each glyph as every character of the alphabet in the same pose and
+place (Scheme.shapes), and a glyph moved along the field keeps its identity while its own
+character's shape is still the nearest (cosine similarity of the masks, best over shifts of up to
+4 px). Here every glyph is checked against all 36 characters; the guard a pool runs checks the 11
+nearest (identity.rivals), so this also says what the guard's shortlist lets through.
+
+On the same fresh captchas (the method's preset, as a pool's shard builds the attack):
+- the method aimed at CURRENT of --store (default: a fresh store, the bundled substitute and, on
+  colour, the donors its card names; a store after a move: its donors and hardened copies),
+  without the guard (the field as found) and with it (each field scaled down until every glyph
+  keeps its identity, as pools are made);
+- control: the unguarded fields' control points shuffled among grid points and captchas, with
+  random signs: the same amount of the same distortion, placed by nothing;
+- what the held-out zoo solvers (never attack targets) and the substitute read of each, as served.
+
+  python -m benchmarks.warp_identity --count 100 [--store URL] [--method warp|warped_edge] [--set NAME=VALUE]
+
+Last line: `warp_identity_changed: <share of glyphs nearer another character, unguarded>`.
+"""
+
+import argparse
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.cleanup import held_out_solvers
+import farm.core.attacks.warp as warp_module
+from farm.core.attacks.methods import make_attack
+from farm.core.attacks.settings import WARPED_EDGE
+from farm.core.attacks.warp import Warp
+from farm.core.identity import rivals, scale_to_keep, similarity
+from farm.core.model import to_arrays, to_planes, to_tensor
+from farm.core.schemes import get_scheme
+from farm.core.spec import PoolSpec
+from farm.ops.shard import attack_solvers
+from farm.storage import registry
+from farm.storage.store import LocalStore, open_store
+
+
+def attacked(method: str, solvers, spec: PoolSpec, captchas, shapes=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(adversarial images, the control points (B, 2, rows, cols) of their fields), as a pool's shard builds the
+    attack; with `shapes`, guarded."""
+    attack = make_attack(method, solvers, **spec.attack_settings(), seed=spec.seed * 1_000_003)
+    warper = attack if method == "warp" else attack.warper
+    kept, field = [], warper.field
+    warper.field = lambda *a: kept.append(field(*a)) or kept[-1]
+    images = to_tensor([c.image for c in captchas])
+    extra = {} if shapes is None else {"shapes": torch.from_numpy(shapes)}
+    adversarial = attack(images, [c.text for c in captchas], glyphs=to_planes(np.stack([c.mask for c in captchas])),
+                         **extra)
+    return adversarial, torch.cat(kept)
+
+
+SCALED: list[torch.Tensor] = []  # per guarded batch: the strength each captcha's field kept at the end (0-1)
+
+
+def recording_scale(moved_by, control, shapes):
+    """identity.scale_to_keep, keeping how far it scaled each field down."""
+    scaled = scale_to_keep(moved_by, control, shapes)
+    SCALED.append(scaled.flatten(1).abs().amax(1) / control.flatten(1).abs().amax(1).clamp_min(1e-9))
+    return scaled
+
+
+def shuffled(control: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The control points (B, 2, R, C) in random places among captchas and grid points, with random signs."""
+    flat = control.reshape(-1)
+    signs = torch.randint(0, 2, flat.shape, generator=generator) * 2 - 1
+    return (flat[torch.randperm(flat.numel(), generator=generator)] * signs).reshape(control.shape)
+
+
+def identities(captchas, every: list[np.ndarray], alphabet: str, control: torch.Tensor | None):
+    """[(kept, margin, read as)] per glyph: moved along `control`'s field (None: as drawn), nearest of all shapes."""
+    rows = []
+    for k, (captcha, shapes) in enumerate(zip(captchas, every)):
+        own = torch.from_numpy(np.stack([shapes[slot, alphabet.index(c)] for slot, c in enumerate(captcha.text)]))
+        moved = own.float() if control is None else Warp.resample(own[None].float(), Warp.upsample(
+            control[k:k + 1], *own.shape[-2:]))[0]
+        scores = similarity(moved, torch.from_numpy(shapes))
+        for slot, c in enumerate(captcha.text):
+            mine = scores[slot, alphabet.index(c)]
+            rest = scores[slot].clone()
+            rest[alphabet.index(c)] = -1
+            rows.append((bool(mine > rest.max()), float(mine - rest.max()), alphabet[int(rest.argmax())]))
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", help="aim at this store's CURRENT [default: a fresh store: the bundled substitute]")
+    parser.add_argument("--method", choices=("warp", "warped_edge"), default="warp",
+                        help="whose field: its preset's settings [default: %(default)s]")
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=2607)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting other than the preset's, e.g. displacement=2 (repeatable)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    store = open_store(args.store) if args.store else LocalStore(Path(tempfile.mkdtemp()) / "store")
+    registry.ensure_current(store)
+    substitute = registry.load(store)
+    scheme = get_scheme("classic")
+    seeds = [int(s) for s in np.random.default_rng(args.seed).integers(2**63, size=args.count)]
+    captchas = [scheme.sample(s) for s in seeds]
+    every = [scheme.shapes(c.text, s) for c, s in zip(captchas, seeds)]
+    guard = np.stack([rivals(shapes, c.text, scheme.alphabet) for c, shapes in zip(captchas, every)])
+    settings = {name: WARPED_EDGE[name].cast(value) for name, value in (item.split("=", 1) for item in args.set)}
+    spec = PoolSpec.from_preset(args.method, count=args.count, shard_size=args.count, scheme="classic",
+                                **settings).validate()
+    solvers = attack_solvers(spec, substitute)
+    print(f"{args.count} colour classic captchas; {args.method} ({spec.displacement:g} px, {spec.grid_rows}x"
+          f"{spec.grid_cols}) aimed at {substitute.version}'s {len(solvers)} models "
+          f"({', '.join(s.version for s in solvers)})")
+    free, free_control = attacked(args.method, solvers, spec, captchas)
+    warp_module.scale_to_keep = recording_scale
+    guarded, guarded_control = attacked(args.method, solvers, spec, captchas, guard)
+    strength = torch.cat(SCALED)
+    fields = {"scheme alone": (None, None), f"{args.method}, unguarded": (free_control, free),
+              f"{args.method}, guarded": (guarded_control, guarded),
+              "control (shuffled field)": (shuffled(free_control, torch.Generator().manual_seed(args.seed)), None)}
+    texts = [c.text for c in captchas]
+    solvers_read = {"substitute": substitute, **held_out_solvers()}
+    clean = to_tensor([c.image for c in captchas])
+    print(f"{'field':26s} glyphs kept  captchas all kept  median margin  read as served: "
+          + "  ".join(f"{name}" for name in solvers_read))
+    confusions, changed = Counter(), None
+    for name, (control, images) in fields.items():
+        rows = identities(captchas, every, scheme.alphabet, control)
+        kept = np.array([r[0] for r in rows]).reshape(args.count, -1)
+        if name.endswith("unguarded"):
+            changed = 1 - kept.mean()
+            confusions.update(f"{c}->{r[2]}" for c, r in zip("".join(texts), rows) if not r[0])
+        served = images if images is not None else (clean if control is None else None)
+        reads = "  ".join(f"{np.mean([a == t for a, t in zip(s.read(to_arrays(served)), texts)]):6.1%}"
+                          if served is not None else "     -" for s in solvers_read.values())
+        print(f"{name:26s} {kept.mean():11.1%}  {kept.all(1).mean():17.1%}  {np.median([r[1] for r in rows]):13.3f}"
+              f"  {reads}")
+    print(f"guard: captchas whose field was scaled down after the ascent {np.mean((strength < 1).numpy()):.1%}; "
+          f"by the strength kept: "
+          + ", ".join(f"{level:g} {n}" for level, n in sorted(Counter(np.round(strength.numpy(), 1).tolist()).items())))
+    print("identity changes, unguarded: " + (", ".join(f"{k} {n}" for k, n in confusions.most_common(12)) or "none"))
+    print(f"warp_identity_changed: {changed:.4f}")
+
+
+if __name__ == "__main__":
+    main()
