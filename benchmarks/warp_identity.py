@@ -20,6 +20,32 @@ On the same fresh captchas (the method's preset, as a pool's shard builds the at
   python -m benchmarks.warp_identity --count 100 [--store URL] [--method warp|warped_edge] [--set NAME=VALUE]
 
 Last line: `warp_identity_changed: <share of glyphs nearer another character, unguarded>`.
+
+Measured 2026-12-07, 100 fresh colour `classic` (seed 2607), warp at its preset (3 px, 3x8, 20 steps), one
+torch thread each, two runs side by side:
+
+  python -m benchmarks.warp_identity --count 100                      # aimed at the bundled substitute
+  python -m benchmarks.warp_identity --count 100 --store DIR/store    # aimed at v5 of an arms race's round 1
+
+                         glyphs kept  captchas all kept  read as served: substitute position-a transformer-a crnn-aug
+  bundled substitute (v1)
+    unguarded               80.0%          37.0%                           5.0%     24.0%       19.0%      18.0%
+    guarded                 98.8%          95.0%                           8.0%     28.0%       27.0%      25.0%
+    control (shuffled)      95.0%          83.0%
+  v5: the substitute and three copies hardened on its own ink pool (arms race round 1, crnn-aug's store)
+    unguarded               72.8%          27.0%                           2.0%      9.0%        5.0%       3.0%
+    guarded                 99.2%          97.0%                           3.0%     16.0%       12.0%      10.0%
+    control (shuffled)      91.5%          71.0%
+
+(clean: 100% kept; the solvers read 97 / 82 / 92 / 88%.) Unguarded, the warp turns glyphs three times as
+often as the same fields at random places: S->5, O->0, 2->Z, D->0, 0->O, Z->2, K->X, D->O, E->F, L->C.
+Guarded, what is left (0.8-1.2% of glyphs) is a character outside the 11 rivals checked (with 7: 1.8%).
+Trials for the guard, aimed at v1 (unadapted held-out solvers, as served): the field scaled down after the
+ascent alone 43 / 37 / 33% (61% of captchas scaled); a step refused when it turns a glyph 33 / 26 / 28%;
+the ascent steered by identity.shortfall, weight 50, 28 / 27 / 25% (8% scaled; weight 200: 29 / 27 / 30%;
+both steered and refused: 29 / 28 / 25%): steering was kept. Cost, 32 captchas aimed at v5's four models,
+CPU time beside two other jobs: 0.25-0.27 s a captcha unguarded, 0.37 guarded, and 0.04 to draw the shapes
+(+50-60%; with 7 rivals alone on a core 0.23 -> 0.33 + 0.034).
 """
 
 import argparse
