@@ -44,8 +44,8 @@ Trials for the guard, aimed at v1 (unadapted held-out solvers, as served): the f
 ascent alone 43 / 37 / 33% (61% of captchas scaled); a step refused when it turns a glyph 33 / 26 / 28%;
 the ascent steered by identity.shortfall, weight 50, 28 / 27 / 25% (8% scaled; weight 200: 29 / 27 / 30%;
 both steered and refused: 29 / 28 / 25%): steering was kept. Cost, 32 captchas aimed at v5's four models,
-CPU time beside two other jobs: 0.25-0.27 s a captcha unguarded, 0.37 guarded, and 0.04 to draw the shapes
-(+50-60%; with 7 rivals alone on a core 0.23 -> 0.33 + 0.034).
+CPU time beside two other jobs: 0.25 s a captcha unguarded, 0.33 guarded (0.37 before the shapes were prepared
+once a batch, identity.Shapes; same bytes), and 0.04 to draw the shapes: +50%.
 """
 
 import argparse
@@ -61,7 +61,7 @@ import farm.core.attacks.warp as warp_module
 from farm.core.attacks.methods import make_attack
 from farm.core.attacks.settings import WARPED_EDGE
 from farm.core.attacks.warp import Warp
-from farm.core.identity import rivals, scale_to_keep, similarity
+from farm.core.identity import Shapes, rivals, scale_to_keep
 from farm.core.model import to_arrays, to_planes, to_tensor
 from farm.core.schemes import get_scheme
 from farm.core.spec import PoolSpec
@@ -108,7 +108,7 @@ def identities(captchas, every: list[np.ndarray], alphabet: str, control: torch.
         own = torch.from_numpy(np.stack([shapes[slot, alphabet.index(c)] for slot, c in enumerate(captcha.text)]))
         moved = own.float() if control is None else Warp.resample(own[None].float(), Warp.upsample(
             control[k:k + 1], *own.shape[-2:]))[0]
-        scores = similarity(moved, torch.from_numpy(shapes))
+        scores = Shapes(torch.from_numpy(shapes)).similarity(moved)
         for slot, c in enumerate(captcha.text):
             mine = scores[slot, alphabet.index(c)]
             rest = scores[slot].clone()

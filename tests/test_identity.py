@@ -7,7 +7,7 @@ import torch
 
 from farm.core.attacks.methods import make_attack
 from farm.core.attacks.warp import Warp
-from farm.core.identity import RIVALS, SCALES, kept, rivals, scale_to_keep, similarity
+from farm.core.identity import RIVALS, SCALES, Shapes, rivals, scale_to_keep
 from farm.core.model import to_planes, to_tensor
 from farm.core.schemes import get_scheme
 from farm.core.seeds import UNKEYED, Seeds
@@ -44,10 +44,10 @@ def test_a_glyph_moved_as_a_whole_is_still_itself_and_others_are_not(drawn):
     captcha, shapes = drawn[0]
     glyphs = own(captcha, shapes).float()
     moved = torch.roll(glyphs, shifts=(2, -3), dims=(1, 2))  # 2 px down, 3 px left: within the check's shifts
-    scores = similarity(moved, torch.from_numpy(shapes))
+    scores = Shapes(torch.from_numpy(shapes)).similarity(moved)
     mine = scores[torch.arange(len(captcha.text)), [CLASSIC.alphabet.index(c) for c in captcha.text]]
     assert (mine > 0.98).all()  # 1 but where the roll wrapped a stroke at the border round to the other side
-    assert kept(moved, torch.from_numpy(rivals(shapes, captcha.text, CLASSIC.alphabet))).all()
+    assert Shapes(torch.from_numpy(rivals(shapes, captcha.text, CLASSIC.alphabet))).kept(moved).all()
     assert (scores.topk(2, dim=1).values[:, 1] < 0.999).all()
 
 
@@ -56,8 +56,8 @@ def test_a_glyph_drawn_as_its_nearest_rival_is_not_kept(drawn):
     shortlist = torch.from_numpy(rivals(shapes, captcha.text, CLASSIC.alphabet))
     assert shortlist.shape == (len(captcha.text), 1 + RIVALS, CLASSIC.height, CLASSIC.width)
     assert torch.equal(shortlist[:, 0], own(captcha, shapes))
-    assert not kept(shortlist[:, 1].float(), shortlist).any()  # a glyph turned into its nearest rival
-    assert kept(shortlist[:, 0].float(), shortlist).all()
+    assert not Shapes(shortlist).kept(shortlist[:, 1].float()).any()  # a glyph turned into its nearest rival
+    assert Shapes(shortlist).kept(shortlist[:, 0].float()).all()
 
 
 def test_scale_to_keep_weakens_only_the_fields_that_change_a_glyph(drawn):
@@ -103,7 +103,7 @@ def test_warp_pools_keep_every_glyph_nearer_its_own_character(substitute):
             order = [CLASSIC.alphabet.index(c) for c in text]
             full = np.stack([np.concatenate([s[None, o], np.delete(s, o, 0)]) for s, o in zip(shapes, order)])
             compared = clean.shapes[k, :len(text)] if shortlist else full
-            count += int((~kept(moved, torch.from_numpy(compared))).sum())
+            count += int((~Shapes(torch.from_numpy(compared)).kept(moved)).sum())
         return count
     assert changed(fields["free"], shortlist=True) > 0
     assert changed(fields["guarded"], shortlist=True) == 0

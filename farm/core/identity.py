@@ -19,8 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SHIFT", "RIVALS", "SCALES", "WEIGHT", "MARGIN", "rivals", "similarity", "kept", "shortfall",
-           "scale_to_keep"]
+__all__ = ["SHIFT", "RIVALS", "SCALES", "WEIGHT", "MARGIN", "Shapes", "rivals", "scale_to_keep"]
 
 SHIFT = 4  # px: a glyph moved as a whole this far is still compared as itself
 # The characters a glyph is checked against: the 11 nearest its own shape when clean. Aimed at v5 of the arms race
@@ -28,7 +27,7 @@ SHIFT = 4  # px: a glyph moved as a whole this far is still compared as itself
 # 36 with 11 rivals, 1.8% with 7.
 RIVALS = 11
 SCALES = (1.0, 0.8, 0.6, 0.4, 0.2, 0.0)  # the field's strengths tried, strongest first; 0 keeps every glyph
-# A warp's ascent steers away from turning glyphs (shortfall, weighed against the solvers' CTC loss, nats), so
+# A warp's ascent steers away from turning glyphs (Shapes.shortfall, weighed against the solvers' CTC loss, nats), so
 # that few fields need scaling down at the end. Measured on 100 colour classic, warp aimed at the bundled
 # substitute (benchmarks/warp_identity.py): held-out solvers read 24 / 19 / 18% unguarded, 43 / 37 / 33% with
 # the fields scaled down after the ascent alone (61% of captchas), 28 / 27 / 25% steered with weight 50 (8%
@@ -37,38 +36,43 @@ WEIGHT = 50.0
 MARGIN = 0.02  # how much nearer its own shape than any rival's a glyph is steered to stay
 
 
-def similarity(moved: torch.Tensor, shapes: torch.Tensor, shift: int = SHIFT) -> torch.Tensor:
-    """Cosine similarity (N, C) of glyph coverages (N, H, W) with shapes (N, C, H, W), best over shifts of up to
-    `shift` px; 0 where either is empty. Compared on the columns where any of them lies (a glyph is narrow)."""
-    n, c, height, width = shapes.shape
-    shapes = shapes.float()
-    columns = ((moved > 0.05) | (shapes > 0).any(1)).any(1)  # (N, W)
-    occupied = columns.any(1)
-    first = torch.where(occupied, columns.float().argmax(1), torch.zeros_like(occupied, dtype=torch.long))
-    last = torch.where(occupied, width - 1 - columns.flip(1).float().argmax(1), first)
-    span = int((last - first).max()) + 1 if n else 1
-    left = first.clamp(max=width - span)
-    take = (left[:, None] + torch.arange(span)[None]).clamp(max=width - 1)  # (N, span)
-    glyph = moved.gather(2, take[:, None].expand(n, height, span))
-    kernels = shapes.gather(3, take[:, None, None].expand(n, c, height, span))
-    padded = F.pad(glyph, (shift,) * 4)[None]  # (1, N, H + 2s, span + 2s)
-    scores = F.conv2d(padded, kernels.reshape(n * c, 1, height, span), groups=n).reshape(n, c, -1).amax(-1)
-    norms = glyph.flatten(1).norm(dim=1)[:, None] * kernels.flatten(2).norm(dim=2)
-    return torch.where(norms > 0, scores / norms.clamp_min(1e-12), torch.zeros_like(scores))
+class Shapes:
+    """Glyphs' shapes (N, C, H, W), each glyph's own first, then its rivals': what moved glyphs (N, H, W) are
+    compared with. Prepared once, for a warp compares every step."""
 
+    def __init__(self, shapes: torch.Tensor):
+        self.shapes = shapes.float()
+        self.drawn = (shapes > 0).any(1).any(1)  # (N, W): the columns any shape covers
+        self.blank = ~(shapes[:, 0] > 0).flatten(1).any(1)  # (N,): a shorter text's padding
 
-def kept(moved: torch.Tensor, shapes: torch.Tensor) -> torch.Tensor:
-    """(N,) bool: each glyph (N, H, W) is nearer its own shape (shapes[:, 0]) than any rival's (shapes[:, 1:]).
-    A slot with no own shape (a shorter text's padding) is kept."""
-    scores = similarity(moved, shapes)
-    return (scores[:, 0] > scores[:, 1:].amax(1)) | ~shapes[:, 0].flatten(1).any(1)
+    def similarity(self, moved: torch.Tensor, shift: int = SHIFT) -> torch.Tensor:
+        """Cosine similarity (N, C) of each glyph's coverage with each shape, best over shifts of up to `shift` px;
+        0 where either is empty. Compared on the columns where any of them lies (a glyph is narrow)."""
+        n, c, height, width = self.shapes.shape
+        columns = (moved > 0.05).any(1) | self.drawn
+        occupied = columns.any(1)
+        first = torch.where(occupied, columns.float().argmax(1), torch.zeros_like(occupied, dtype=torch.long))
+        last = torch.where(occupied, width - 1 - columns.flip(1).float().argmax(1), first)
+        span = int((last - first).max()) + 1 if n else 1
+        left = first.clamp(max=width - span)
+        take = (left[:, None] + torch.arange(span)[None]).clamp(max=width - 1)  # (N, span)
+        glyph = moved.gather(2, take[:, None].expand(n, height, span))
+        kernels = self.shapes.gather(3, take[:, None, None].expand(n, c, height, span))
+        padded = F.pad(glyph, (shift,) * 4)[None]  # (1, N, H + 2s, span + 2s)
+        scores = F.conv2d(padded, kernels.reshape(n * c, 1, height, span), groups=n).reshape(n, c, -1).amax(-1)
+        norms = glyph.flatten(1).norm(dim=1)[:, None] * kernels.flatten(2).norm(dim=2)
+        return torch.where(norms > 0, scores / norms.clamp_min(1e-12), torch.zeros_like(scores))
 
+    def kept(self, moved: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: each glyph is nearer its own shape than any rival's; a blank slot is kept."""
+        scores = self.similarity(moved)
+        return (scores[:, 0] > scores[:, 1:].amax(1)) | self.blank
 
-def shortfall(moved: torch.Tensor, shapes: torch.Tensor, margin: float = MARGIN) -> torch.Tensor:
-    """(N,) how far each glyph (N, H, W) is from being `margin` nearer its own shape than any rival's: 0 when it is.
-    Differentiable in `moved`: what a warp's ascent is steered by."""
-    scores = similarity(moved, shapes)
-    return F.relu(scores[:, 1:].amax(1) - scores[:, 0] + margin)
+    def shortfall(self, moved: torch.Tensor, margin: float = MARGIN) -> torch.Tensor:
+        """(N,) how far each glyph is from being `margin` nearer its own shape than any rival's: 0 when it is.
+        Differentiable in `moved`: what a warp's ascent is steered by."""
+        scores = self.similarity(moved)
+        return F.relu(scores[:, 1:].amax(1) - scores[:, 0] + margin)
 
 
 def rivals(shapes: np.ndarray, text: str, alphabet: str, count: int = RIVALS) -> np.ndarray:
@@ -76,7 +80,7 @@ def rivals(shapes: np.ndarray, text: str, alphabet: str, count: int = RIVALS) ->
     then the `count` others nearest it, the ones it could be warped into."""
     own = np.array([alphabet.index(c) for c in text])
     all_shapes = torch.from_numpy(shapes)
-    scores = similarity(all_shapes[torch.arange(len(text)), torch.from_numpy(own)].float(), all_shapes)
+    scores = Shapes(all_shapes).similarity(all_shapes[torch.arange(len(text)), torch.from_numpy(own)].float())
     scores[torch.arange(len(text)), torch.from_numpy(own)] = -1.0
     nearest = scores.topk(count, dim=1).indices.numpy()
     return np.stack([shapes[k, [own[k], *nearest[k]]] for k in range(len(text))])
@@ -96,7 +100,7 @@ def scale_to_keep(moved_by, control: torch.Tensor, shapes: torch.Tensor) -> torc
         if not len(rows):
             break
         moved = moved_by(control[rows] * level, shapes[rows, :, 0].float())  # (R, L, H, W)
-        ok = kept(moved.reshape(-1, height, width), shapes[rows].reshape(-1, c, height, width))
+        ok = Shapes(shapes[rows].reshape(-1, c, height, width)).kept(moved.reshape(-1, height, width))
         ok = ok.reshape(len(rows), slots).all(1)
         scale[rows[ok]] = level
         open_[rows[ok]] = False

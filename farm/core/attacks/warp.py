@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from farm.core.attacks.base import Attack
 from farm.core.attacks.settings import WARP
-from farm.core.identity import WEIGHT, scale_to_keep, shortfall
+from farm.core.identity import WEIGHT, Shapes, scale_to_keep
 
 __all__ = ["Warp", "OVERSHOOT"]
 
@@ -34,7 +34,7 @@ class Warp(Attack):
 
     Given the glyphs' shapes (shapes=: each glyph drawn as its own character and its nearest rivals in its
     pose, farm.core.identity.rivals), the ascent is steered away from turning a glyph into another
-    (identity.shortfall, weighed by identity.WEIGHT) and each captcha's field is then scaled down
+    (identity.Shapes.shortfall, weighed by identity.WEIGHT) and each captcha's field is then scaled down
     (identity.SCALES) until every glyph is nearer its own character's shape than any rival's: a warp
     that turns an O into a 0 is no captcha. Without them (a scheme that cannot draw them) the field is
     served as found.
@@ -107,14 +107,15 @@ class Warp(Attack):
         control = torch.zeros(len(x0), 2, self.grid_rows, self.grid_cols, device=self.device)
         if shapes is not None:
             shapes = shapes.to(self.device)
-            own, (_, _, rivals, height, width) = shapes[:, :, 0].float(), shapes.shape
+            (_, _, rivals, height, width), own = shapes.shape, shapes[:, :, 0].float()
+            compared = Shapes(shapes.reshape(-1, rivals, height, width))
         for _ in range(self.steps):
             control.requires_grad_(True)
             loss, _ = self._loss(self.transform(self.warp(x0, control), generator), goal, generator)
             objective = -loss.sum() if targets else loss.sum()
             if shapes is not None:
                 moved = self.warp(own, control).reshape(-1, height, width)
-                objective = objective - WEIGHT * shortfall(moved, shapes.reshape(-1, rivals, height, width)).sum()
+                objective = objective - WEIGHT * compared.shortfall(moved).sum()
             grad, = torch.autograd.grad(objective, control)
             control = (control.detach() + self.displacement_step * grad.sign()).clamp(-self.displacement,
                                                                                       self.displacement)
