@@ -150,7 +150,7 @@ class _SeededImageCaptcha(ImageCaptcha):
         """After draw_text: each character's glyph drawn as every character of `alphabet`, in its draws and at its
         place, the blanks left out. Shape (characters, len(alphabet), H, W) bool."""
         out = []
-        for pose, (w, h), position, blank in self.placed:
+        for pose, _, position, blank in self.placed:
             if blank:
                 continue
             masks = []
