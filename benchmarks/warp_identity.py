@@ -17,7 +17,11 @@ On the same fresh captchas (the method's preset, as a pool's shard builds the at
   random signs: the same amount of the same distortion, placed by nothing;
 - what the held-out zoo solvers (never attack targets) and the substitute read of each, as served.
 
-  python -m benchmarks.warp_identity --count 100 [--store URL] [--method warp|warped_edge] [--set NAME=VALUE]
+  python -m benchmarks.warp_identity --count 100 [--store URL] [--method warp|warped_edge] [--set NAME=VALUE] \
+      [--sheet PNG]
+
+--sheet draws the captchas whose glyphs the unguarded warp turned: clean | unguarded | guarded, twice the size,
+each turned glyph named under its row (docs/warp-identity-sheet.png).
 
 Last line: `warp_identity_changed: <share of glyphs nearer another character, unguarded>`.
 
@@ -55,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 from benchmarks.cleanup import held_out_solvers
 import farm.core.attacks.warp as warp_module
@@ -64,6 +69,7 @@ from farm.core.attacks.warp import Warp
 from farm.core.identity import Shapes, rivals, scale_to_keep
 from farm.core.model import to_arrays, to_planes, to_tensor
 from farm.core.schemes import get_scheme
+from farm.core.schemes.draw import font
 from farm.core.spec import PoolSpec
 from farm.ops.shard import attack_solvers
 from farm.storage import registry
@@ -117,6 +123,23 @@ def identities(captchas, every: list[np.ndarray], alphabet: str, control: torch.
     return rows
 
 
+def sheet(rows: list[tuple[np.ndarray, ...]], captions: list[str], title: str) -> Image.Image:
+    """Rows of images side by side at twice their size, a caption under each row."""
+    h, w = rows[0][0].shape[:2]
+    pad, caption, header, zoom = 6, 16, 22, 2
+    image = Image.new("RGB", (len(rows[0]) * (zoom * w + pad) + pad, header + len(rows) * (zoom * h + caption + pad)),
+                      "white")
+    draw, small = ImageDraw.Draw(image), font("DejaVuSansMono-Bold.ttf", 11)
+    draw.text((pad, 4), title, fill=0, font=small)
+    for k, (row, text) in enumerate(zip(rows, captions)):
+        y = header + k * (zoom * h + caption + pad)
+        for col, picture in enumerate(row):
+            image.paste(Image.fromarray(picture).resize((zoom * w, zoom * h), Image.Resampling.NEAREST),
+                        (pad + col * (zoom * w + pad), y))
+        draw.text((pad, y + zoom * h + 2), text, fill=0, font=small)
+    return image
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", help="aim at this store's CURRENT [default: a fresh store: the bundled substitute]")
@@ -126,6 +149,7 @@ def main():
     parser.add_argument("--seed", type=int, default=2607)
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting other than the preset's, e.g. displacement=2 (repeatable)")
+    parser.add_argument("--sheet", help="write a contact sheet of the captchas the unguarded warp turned here (PNG)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     store = open_store(args.store) if args.store else LocalStore(Path(tempfile.mkdtemp()) / "store")
@@ -155,13 +179,17 @@ def main():
     clean = to_tensor([c.image for c in captchas])
     print(f"{'field':26s} glyphs kept  captchas all kept  median margin  read as served: "
           + "  ".join(f"{name}" for name in solvers_read))
-    confusions, changed = Counter(), None
+    confusions, changed, turned = Counter(), None, {}
     for name, (control, images) in fields.items():
         rows = identities(captchas, every, scheme.alphabet, control)
         kept = np.array([r[0] for r in rows]).reshape(args.count, -1)
         if name.endswith("unguarded"):
             changed = 1 - kept.mean()
             confusions.update(f"{c}->{r[2]}" for c, r in zip("".join(texts), rows) if not r[0])
+            slots = [k for k, text in enumerate(texts) for _ in text]
+            for k, c, r in zip(slots, "".join(texts), rows):
+                if not r[0]:
+                    turned.setdefault(k, []).append(f"{c}->{r[2]}")
         served = images if images is not None else (clean if control is None else None)
         reads = "  ".join(f"{np.mean([a == t for a, t in zip(s.read(to_arrays(served)), texts)]):6.1%}"
                           if served is not None else "     -" for s in solvers_read.values())
@@ -171,6 +199,13 @@ def main():
           f"by the strength kept: "
           + ", ".join(f"{level:g} {n}" for level, n in sorted(Counter(np.round(strength.numpy(), 1).tolist()).items())))
     print("identity changes, unguarded: " + (", ".join(f"{k} {n}" for k, n in confusions.most_common(12)) or "none"))
+    if args.sheet:
+        shown = list(turned)[:10]
+        served = [to_arrays(images[shown]) for images in (free, guarded)]
+        sheet([(captchas[k].image, served[0][i], served[1][i]) for i, k in enumerate(shown)],
+              [f"{texts[k]}: unguarded turns {', '.join(turned[k])}" for k in shown],
+              f"clean | {args.method} unguarded | guarded, aimed at {substitute.version}").save(args.sheet)
+        print(f"sheet: {args.sheet}")
     print(f"warp_identity_changed: {changed:.4f}")
 
 
