@@ -22,6 +22,25 @@ prints: the bot on gen k and gen k+1 (served / Otsu), the family the move chose 
 after the move (goal: within 2 points), the wall time of the move and of the adaptation. Last line:
 `adaptive_gain: <1 - gen(k+1)/gen(k)>`, round 1, as served, mean over bots.
 
+Measured 2026-12-07 (later) with warps that keep every glyph its own character (farm.core.identity: the ascent
+steered off turning a glyph nearer a rival's shape, the field scaled down until none is; unguarded, these v5 warps
+turned 27% of glyphs), otherwise as below, the two bots side by side (beside a test run for part of it; crnn-aug's
+round 1 reused the last run's adapted bot and move, which makes no warp, and made its v5 test pool again):
+
+round bot           gen k served  Otsu  k+1 served  Otsu  family (read)                   substitute clean  move s  SSIM
+    1 crnn-aug         v1  67.2% 54.4%   v5  15.6% 10.4%  ink->geometry (ink 71%)          96.8% -> 95.8%     805  0.58
+    2 crnn-aug         v5  56.8% 40.8%   v9   1.6%  6.0%  geometry->warped_ink (geom. 56%) 95.8% -> 95.8%    2572  0.52
+    1 transformer-a    v1  63.2% 39.2%   v5  15.2%  9.6%  ink->geometry (ink 68%)          96.8% -> 95.8%     877  0.57
+adaptive_gain (round 1): crnn-aug 0.768, transformer-a 0.759
+
+- The bots' goal holds with the guard: at most 25% and at most half of generation k, as served and after Otsu. The
+  guard gives the bots back 9-10 points in round 1 (6.0% and 6.4% unguarded, below). transformer-a's round 2 did
+  not finish in the session.
+- The move of round 2 took 2572 s, over the 30-minute bound: its own geometry pool of 3,000 (to harden the copies
+  on) is guarded too, half as dear again (+50% a captcha), on a machine shared with the other bot's run.
+- The sheet of v9 (docs/warped-ink-on-copies-sheet.png) shows what the guard does not check: the dots, which can
+  still close a glyph towards another (JRDH's D towards an O).
+
 Measured 2026-12-07 with the family warped_ink (farm.core.attacks.warped_edge: warp's field, then edge's dots and
 noise on the warped glyphs), which the move now goes to once ink and geometry are both learned; otherwise as below
 (FARM_SECRET=arms-race-26, N = 3,000, 1,000 answers, 250-captcha tests, operators who keep every label; the two

@@ -22,7 +22,8 @@ __all__ = ["FAMILIES", "INGREDIENTS", "UNDONE", "METHOD_FAMILIES", "DEFAULT_FAMI
 # ink: dots in the glyphs' tone on their edges, which survive the thresholds that wipe dense noise (issue 25).
 # warped_ink: both at once, a warp then ink on the warped glyphs: what is left unseen once a bot has learned both apart
 # (benchmarks/arms_race.py --adaptive --remember, round 2: bots adapted on 3,000 ink and 3,000 geometry captchas read
-# 4.0% and 1.2% of it, where geometry aimed at the same copies was read at 30.4% and 36.4%).
+# 4.0% and 1.2% of it, where geometry aimed at the same copies was read at 30.4% and 36.4%; with warps that keep every
+# glyph its own, farm.core.identity, crnn-aug read 1.6% of it after 56.8% of the geometry before).
 FAMILIES: dict[str, str] = {"noise": "recommended", "geometry": "warp", "ink": "edge", "warped_ink": "warped_edge"}
 
 # What a bot learns from each family's pools. An edge pool is dots on top of the default's dense noise, so a bot that
