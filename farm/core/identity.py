@@ -32,7 +32,8 @@ SCALES = (1.0, 0.8, 0.6, 0.4, 0.2, 0.0)  # the field's strengths tried, stronges
 # that few fields need scaling down at the end. Measured on 100 colour classic, warp aimed at the bundled
 # substitute (benchmarks/warp_identity.py): held-out solvers read 24 / 19 / 18% unguarded, 43 / 37 / 33% with
 # the fields scaled down after the ascent alone (61% of captchas), 28 / 27 / 25% steered with weight 50 (8%
-# scaled down; weight 200: 29 / 27 / 30%; refusing a step that turns a glyph: 33 / 26 / 28%).
+# scaled down; weight 200: 29 / 27 / 30%; refusing a step that turns a glyph: 33 / 26 / 28%). Chosen by the
+# substitute's reading, which orders them alike: 19% scaled after the ascent, 10% refusing, 8% steering.
 WEIGHT = 50.0
 MARGIN = 0.02  # how much nearer its own shape than any rival's a glyph is steered to stay
 
