@@ -50,6 +50,21 @@ the ascent steered by identity.shortfall, weight 50, 28 / 27 / 25% (8% scaled; w
 both steered and refused: 29 / 28 / 25%): steering was kept. Cost, 32 captchas aimed at v5's four models,
 CPU time beside two other jobs: 0.25 s a captcha unguarded, 0.33 guarded (0.37 before the shapes were prepared
 once a batch, identity.Shapes; same bytes), and 0.04 to draw the shapes: +50%.
+
+warped_edge (the warped_ink family: the field, then edge's dots on the warped glyphs), where each glyph also
+counts the dots that touch it as its ink (the guard does not check dots):
+
+  python -m benchmarks.warp_identity --count 100 --method warped_edge [--store DIR/store]
+
+                            aimed at v1 + crnn-b + resnet-a      aimed at v9 (+ crnn-b, resnet-a, copies v6-v8)
+  fields unguarded               75.0% kept (31.0% all)              77.5% (40.0%)
+  fields guarded                 99.8%      (99.0%)                  99.5% (98.0%)
+  guarded, with its dots         91.8%      (67.0%)                  91.2% (66.0%)
+  unguarded, with its dots       71.5%      (24.0%)                  75.8% (33.0%)
+
+So the dots turn some 8% of the glyphs the guarded field kept: they tip glyphs the field left close to a rival
+(the guard keeps a glyph only nearer its own shape, by any margin). The colour default's dots (edge, the same 100
+captchas, the substitute and both donors) turn none: on glyphs where the scheme left them, no dot tips one.
 """
 
 import argparse
@@ -59,6 +74,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from benchmarks.cleanup import held_out_solvers
@@ -76,9 +92,9 @@ from farm.storage import registry
 from farm.storage.store import LocalStore, open_store
 
 
-def attacked(method: str, solvers, spec: PoolSpec, captchas, shapes=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(adversarial images, the control points (B, 2, rows, cols) of their fields), as a pool's shard builds the
-    attack; with `shapes`, guarded."""
+def attacked(method: str, solvers, spec: PoolSpec, captchas, shapes=None):
+    """(adversarial images, the control points (B, 2, rows, cols) of their fields, warped_edge's dots (B, H, W) bool
+    or None), as a pool's shard builds the attack; with `shapes`, guarded."""
     attack = make_attack(method, solvers, **spec.attack_settings(), seed=spec.seed * 1_000_003)
     warper = attack if method == "warp" else attack.warper
     kept, field = [], warper.field
@@ -87,7 +103,8 @@ def attacked(method: str, solvers, spec: PoolSpec, captchas, shapes=None) -> tup
     extra = {} if shapes is None else {"shapes": torch.from_numpy(shapes)}
     adversarial = attack(images, [c.text for c in captchas], glyphs=to_planes(np.stack([c.mask for c in captchas])),
                          **extra)
-    return adversarial, torch.cat(kept)
+    dots = torch.cat(attack.ink)[:, 0] > 0.5 if hasattr(attack, "ink") else None
+    return adversarial, torch.cat(kept), dots
 
 
 SCALED: list[torch.Tensor] = []  # per guarded batch: the strength each captcha's field kept at the end (0-1)
@@ -107,13 +124,19 @@ def shuffled(control: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (flat[torch.randperm(flat.numel(), generator=generator)] * signs).reshape(control.shape)
 
 
-def identities(captchas, every: list[np.ndarray], alphabet: str, control: torch.Tensor | None):
-    """[(kept, margin, read as)] per glyph: moved along `control`'s field (None: as drawn), nearest of all shapes."""
+def identities(captchas, every: list[np.ndarray], alphabet: str, control: torch.Tensor | None,
+               dots: torch.Tensor | None = None):
+    """[(kept, margin, read as)] per glyph: moved along `control`'s field (None: as drawn), nearest of all shapes.
+    With `dots` (B, H, W) bool, each glyph counts the dots that touch it (within 2 px) as its own ink."""
     rows = []
     for k, (captcha, shapes) in enumerate(zip(captchas, every)):
         own = torch.from_numpy(np.stack([shapes[slot, alphabet.index(c)] for slot, c in enumerate(captcha.text)]))
         moved = own.float() if control is None else Warp.resample(own[None].float(), Warp.upsample(
             control[k:k + 1], *own.shape[-2:]))[0]
+        if dots is not None:
+            near = F.max_pool2d((moved > 0.5).float()[None], 5, stride=1, padding=2)[0] > 0
+            touching = dots[k][None] & near  # a dot's pixels within 2 px of the glyph
+            moved = torch.maximum(moved, touching.float())
         scores = Shapes(torch.from_numpy(shapes)).similarity(moved)
         for slot, c in enumerate(captcha.text):
             mine = scores[slot, alphabet.index(c)]
@@ -167,21 +190,25 @@ def main():
     print(f"{args.count} colour classic captchas; {args.method} ({spec.displacement:g} px, {spec.grid_rows}x"
           f"{spec.grid_cols}) aimed at {substitute.version}'s {len(solvers)} models "
           f"({', '.join(s.version for s in solvers)})")
-    free, free_control = attacked(args.method, solvers, spec, captchas)
+    free, free_control, free_dots = attacked(args.method, solvers, spec, captchas)
     warp_module.scale_to_keep = recording_scale
-    guarded, guarded_control = attacked(args.method, solvers, spec, captchas, guard)
+    guarded, guarded_control, guarded_dots = attacked(args.method, solvers, spec, captchas, guard)
     strength = torch.cat(SCALED)
-    fields = {"scheme alone": (None, None), f"{args.method}, unguarded": (free_control, free),
-              f"{args.method}, guarded": (guarded_control, guarded),
-              "control (shuffled field)": (shuffled(free_control, torch.Generator().manual_seed(args.seed)), None)}
+    fields = {"scheme alone": (None, None, None), f"{args.method}, unguarded": (free_control, free, None),
+              f"{args.method}, guarded": (guarded_control, guarded, None),
+              "control (shuffled field)": (shuffled(free_control, torch.Generator().manual_seed(args.seed)), None,
+                                           None)}
+    if free_dots is not None:  # warped_edge: the same glyphs with the dots that touch them
+        fields["unguarded, with its dots"] = (free_control, None, free_dots)
+        fields["guarded, with its dots"] = (guarded_control, None, guarded_dots)
     texts = [c.text for c in captchas]
     solvers_read = {"substitute": substitute, **held_out_solvers()}
     clean = to_tensor([c.image for c in captchas])
     print(f"{'field':26s} glyphs kept  captchas all kept  median margin  read as served: "
           + "  ".join(f"{name}" for name in solvers_read))
     confusions, changed, turned = Counter(), None, {}
-    for name, (control, images) in fields.items():
-        rows = identities(captchas, every, scheme.alphabet, control)
+    for name, (control, images, dots) in fields.items():
+        rows = identities(captchas, every, scheme.alphabet, control, dots)
         kept = np.array([r[0] for r in rows]).reshape(args.count, -1)
         if name.endswith("unguarded"):
             changed = 1 - kept.mean()
@@ -190,7 +217,7 @@ def main():
             for k, c, r in zip(slots, "".join(texts), rows):
                 if not r[0]:
                     turned.setdefault(k, []).append(f"{c}->{r[2]}")
-        served = images if images is not None else (clean if control is None else None)
+        served = images if images is not None else (clean if control is None and dots is None else None)
         reads = "  ".join(f"{np.mean([a == t for a, t in zip(s.read(to_arrays(served)), texts)]):6.1%}"
                           if served is not None else "     -" for s in solvers_read.values())
         print(f"{name:26s} {kept.mean():11.1%}  {kept.all(1).mean():17.1%}  {np.median([r[1] for r in rows]):13.3f}"
