@@ -75,7 +75,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
 
 from benchmarks.cleanup import held_out_solvers
 import farm.core.attacks.warp as warp_module
@@ -85,8 +84,8 @@ from farm.core.attacks.warp import Warp
 from farm.core.identity import Shapes, rivals, scale_to_keep
 from farm.core.model import to_arrays, to_planes, to_tensor
 from farm.core.schemes import get_scheme
-from farm.core.schemes.draw import font
 from farm.core.spec import PoolSpec
+from farm.ops.preview import image_grid
 from farm.ops.shard import attack_solvers
 from farm.storage import registry
 from farm.storage.store import LocalStore, open_store
@@ -144,23 +143,6 @@ def identities(captchas, every: list[np.ndarray], alphabet: str, control: torch.
             rest[alphabet.index(c)] = -1
             rows.append((bool(mine > rest.max()), float(mine - rest.max()), alphabet[int(rest.argmax())]))
     return rows
-
-
-def sheet(rows: list[tuple[np.ndarray, ...]], captions: list[str], title: str) -> Image.Image:
-    """Rows of images side by side at twice their size, a caption under each row."""
-    h, w = rows[0][0].shape[:2]
-    pad, caption, header, zoom = 6, 16, 22, 2
-    image = Image.new("RGB", (len(rows[0]) * (zoom * w + pad) + pad, header + len(rows) * (zoom * h + caption + pad)),
-                      "white")
-    draw, small = ImageDraw.Draw(image), font("DejaVuSansMono-Bold.ttf", 11)
-    draw.text((pad, 4), title, fill=0, font=small)
-    for k, (row, text) in enumerate(zip(rows, captions)):
-        y = header + k * (zoom * h + caption + pad)
-        for col, picture in enumerate(row):
-            image.paste(Image.fromarray(picture).resize((zoom * w, zoom * h), Image.Resampling.NEAREST),
-                        (pad + col * (zoom * w + pad), y))
-        draw.text((pad, y + zoom * h + 2), text, fill=0, font=small)
-    return image
 
 
 def main():
@@ -229,9 +211,9 @@ def main():
     if args.sheet:
         shown = list(turned)[:10]
         served = [to_arrays(images[shown]) for images in (free, guarded)]
-        sheet([(captchas[k].image, served[0][i], served[1][i]) for i, k in enumerate(shown)],
-              [f"{texts[k]}: unguarded turns {', '.join(turned[k])}" for k in shown],
-              f"clean | {args.method} unguarded | guarded, aimed at {substitute.version}").save(args.sheet)
+        image_grid([(captchas[k].image, served[0][i], served[1][i]) for i, k in enumerate(shown)],
+                   [f"{texts[k]}: unguarded turns {', '.join(turned[k])}" for k in shown],
+                   f"clean | {args.method} unguarded | guarded, aimed at {substitute.version}", zoom=2).save(args.sheet)
         print(f"sheet: {args.sheet}")
     print(f"warp_identity_changed: {changed:.4f}")
 

@@ -11,7 +11,7 @@ from farm.storage.manifest import read_manifest
 from farm.core.schemes.draw import font
 from farm.storage.store import Store
 
-__all__ = ["contact_sheet", "pool_pairs"]
+__all__ = ["contact_sheet", "image_grid", "pool_pairs"]
 
 GAIN = 8  # perturbations of a few /255 are invisible at 1x; 8x shows their shape
 
@@ -33,21 +33,32 @@ def contact_sheet(pairs: list[tuple[dict, np.ndarray, np.ndarray]], title: str =
     per channel)."""
     if not pairs:
         raise ValueError("preview: the pool has no complete shard yet")
-    h, w = pairs[0][1].shape[:2]
+    rows, captions = [], []
+    for record, clean, adversarial in pairs:
+        diff = adversarial.astype(np.int16) - clean.astype(np.int16)
+        rows.append((clean, adversarial, np.clip(128 + GAIN * diff, 0, 255).astype(np.uint8)))
+        verdict = "solved" if record["solved"] else "fooled"
+        captions.append(f"answer {record['answer']}  substitute: {record['reading_clean']} -> {record['reading']} "
+                        f"({verdict})  ssim {record['ssim']:.2f}")
+    return image_grid(rows, captions, title or "clean | adversarial | perturbation x8")
+
+
+def image_grid(rows: list[tuple[np.ndarray, ...]], captions: list[str], title: str, zoom: int = 1) -> Image.Image:
+    """Images (uint8, grey or colour, all of one size) side by side, `zoom` times their size, a caption under each
+    row and a title on top: the layout of every contact sheet."""
+    h, w = (zoom * n for n in rows[0][0].shape[:2])
     pad, caption, header = 6, 16, 22
-    size = (3 * w + 4 * pad, header + len(pairs) * (h + caption + pad) + pad)
-    sheet = Image.new("RGB" if pairs[0][1].ndim == 3 else "L", size, "white")
+    size = (len(rows[0]) * (w + pad) + pad, header + len(rows) * (h + caption + pad) + pad)
+    sheet = Image.new("RGB" if rows[0][0].ndim == 3 else "L", size, "white")
     draw = ImageDraw.Draw(sheet)
     small = font("DejaVuSansMono-Bold.ttf", 11)
-    draw.text((pad, 4), title or "clean | adversarial | perturbation x8", fill=0, font=small)
-    for row, (record, clean, adversarial) in enumerate(pairs):
-        y = header + row * (h + caption + pad)
-        diff = adversarial.astype(np.int16) - clean.astype(np.int16)
-        amplified = np.clip(128 + GAIN * diff, 0, 255).astype(np.uint8)
-        for col, image in enumerate((clean, adversarial, amplified)):
-            sheet.paste(Image.fromarray(image), (pad + col * (w + pad), y))
-        verdict = "solved" if record["solved"] else "fooled"
-        text = (f"answer {record['answer']}  substitute: {record['reading_clean']} -> {record['reading']} ({verdict})"
-                f"  ssim {record['ssim']:.2f}")
+    draw.text((pad, 4), title, fill=0, font=small)
+    for k, (row, text) in enumerate(zip(rows, captions)):
+        y = header + k * (h + caption + pad)
+        for col, image in enumerate(row):
+            picture = Image.fromarray(image)
+            if zoom != 1:
+                picture = picture.resize((w, h), Image.Resampling.NEAREST)
+            sheet.paste(picture, (pad + col * (w + pad), y))
         draw.text((pad, y + h + 2), text, fill=0, font=small)
     return sheet
