@@ -82,8 +82,6 @@ class Warp(Attack):
         if shapes is not None:
             self.slots = check_shapes(shapes, images)
             mask = torch.ones_like(images[:, :1], dtype=torch.bool) if mask is None else mask.bool()
-            if mask.shape[1] != 1:
-                mask = mask.all(1, keepdim=True)
             mask = torch.cat([mask, shapes.flatten(1, 2)], 1)
         return super().__call__(images, labels, mask, targets, budget, glyphs, start)
 

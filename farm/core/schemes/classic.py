@@ -111,8 +111,8 @@ class _SeededImageCaptcha(ImageCaptcha):
 
     def draw_text(self, chars: str, color: tuple[int, int, int, int], background: tuple[int, int, int],
                   draws: _Draws) -> tuple[Image.Image, np.ndarray]:
-        """The package's text, and its glyph mask; `placed` keeps each character's (draw, size, position), blanks
-        too, so `shapes` can draw another character in its place."""
+        """The package's text, and its glyph mask; `placed` keeps each character's draws and position, blanks too,
+        so `shapes` can draw another character in its place."""
         self.poses, self.color, images = [], color, []
         for c in chars:
             if draws.randbelow(BITS) / BITS > self.word_space_probability:
@@ -130,7 +130,7 @@ class _SeededImageCaptcha(ImageCaptcha):
         self.placed = []
         for ((w, h), im), step_back, pose in zip(images, draws.below([rand + 1] * len(images)), self.poses):
             position = (offset, int((self._height - h) / 2))
-            self.placed.append((pose, (w, h), position, im is None))
+            self.placed.append((pose, position, im is None))
             if im is not None:  # a blank's paste mask is all 0: it changes nothing
                 # the package's im.convert("L").point(lookup_table), through a numpy table
                 image.paste(im, position, Image.fromarray(self._paste_table[np.asarray(im.convert("L"))]))
@@ -150,7 +150,7 @@ class _SeededImageCaptcha(ImageCaptcha):
         """After draw_text: each character's glyph drawn as every character of `alphabet`, in its draws and at its
         place, the blanks left out. Shape (characters, len(alphabet), H, W) bool."""
         out = []
-        for pose, _, position, blank in self.placed:
+        for pose, position, blank in self.placed:
             if blank:
                 continue
             masks = []
