@@ -273,12 +273,12 @@ def usability(store, pool: str, sheets: Path | None) -> float | None:
     return stats.get("mean_ssim_glyph_colour", stats.get("mean_ssim_glyph"))
 
 
-def make_pool(store, name: str, count: int, seed: int, version: str) -> str:
-    """A pool of `version`'s generation as `farm generate` makes it with no method options (one process)."""
+def make_pool(store, name: str, count: int, seed: int, version: str, processes: int) -> str:
+    """A pool of `version`'s generation as `farm generate` makes it with no method options."""
     if name in pool_names(store) and read_manifest(store, name)["count"] >= count:
         count = read_manifest(store, name)["count"]  # a resumed run with fewer captchas uses the first of its pools
     started = time.perf_counter()
-    summary = generate(name, count, store=store.url, seed=seed, version=version, processes=1)
+    summary = generate(name, count, store=store.url, seed=seed, version=version, processes=processes)
     if summary["generated"]:
         print(f"  pool {name}: {summary['generated']} captchas of family {read_manifest(store, name)['family']} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
@@ -296,7 +296,7 @@ def run(args) -> None:
             raise SystemExit(f"--bots: {name} is not a held-out zoo solver ("
                              f"{', '.join(m for m in ZOO if ZOO[m].role == HELD_OUT)}); donors never judge")
     config = FinetuneConfig(**quick.get("finetune", {}), anticipate=args.anticipate)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     otsu = parse_chains(["otsu"])[0]
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -313,10 +313,12 @@ def run(args) -> None:
                 base = bases[name]
                 print(f"round {round_}, {name}: generation of {base} ({registry.family(store, base, mode)})",
                       flush=True)
-                labelled = make_pool(store, f"{base}-adapt-r{round_}", n_adapt, ADAPT_SEED + round_, base)
+                labelled = make_pool(store, f"{base}-adapt-r{round_}", n_adapt, ADAPT_SEED + round_, base,
+                                     args.threads)
                 bought[name].append(labelled)
                 pools = bought[name] if args.remember else [labelled]
-                answered = make_pool(store, f"{base}-answers-r{round_}", n_answers, ANSWER_SEED + round_, base)
+                answered = make_pool(store, f"{base}-answers-r{round_}", n_answers, ANSWER_SEED + round_, base,
+                                     args.threads)
                 out = root / "bots" / f"{name}-r{round_}{'-remember' if args.remember and round_ > 1 else ''}"
                 started = time.perf_counter()
                 if not (out / "card.json").exists():
@@ -339,7 +341,7 @@ def run(args) -> None:
                     except FinetuneRefused as refused:  # nothing published: the next generation is this one
                         result, new = refused.result, base
                     move_s = time.perf_counter() - started
-                tests = [make_pool(store, f"{v}-test", n_test, TEST_SEED, v) for v in (base, new)]
+                tests = [make_pool(store, f"{v}-test", n_test, TEST_SEED, v, args.threads) for v in (base, new)]
                 on_base, on_new = (read(store, pool, bot, otsu) for pool in tests)
                 ssim = [usability(store, pool, args.keep and root / "sheets") for pool in tests]
                 row = {"round": round_, "bot": name, "base": base, "new": new, "answered": answers["accuracy"],

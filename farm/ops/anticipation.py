@@ -63,9 +63,11 @@ def made_with(store: Store, base: str, family: str, mode: str) -> str:
     return base
 
 
-def own_pool(store: Store, base: str, family: str, count: int, scheme: str, substitute: Solver) -> str:
+def own_pool(store: Store, base: str, family: str, count: int, scheme: str, substitute: Solver,
+             processes: int = 1) -> str:
     """The farm's own labelled pool of `family`, made with the generation of it the bot learned (reused when
-    complete): its name, `farm-own-<version>-<family>`.
+    complete) in `processes` (the move's render processes: most of a move's time is this pool, on a warp
+    family): its name, `farm-own-<version>-<family>`.
 
     A family learned rounds ago was learned from that round's captchas, not from what `base` would make
     of it today; its pool is usually there already, made by that round's move. `substitute`: `base`'s.
@@ -78,7 +80,7 @@ def own_pool(store: Store, base: str, family: str, count: int, scheme: str, subs
     spec = PoolSpec.from_preset(family_preset(family), mode=scheme_mode(scheme), count=count, scheme=scheme,
                                 seed=OWN_SEED + list(FAMILIES).index(family)).validate()
     generate_pool(store, name, spec, attack_solvers(spec, maker), store_config.secret(store), progress=False,
-                  processes=1)
+                  processes=processes)
     return name
 
 
@@ -89,7 +91,8 @@ def harden(store: Store, base: str, substitute: Solver, families: list[str], cou
     {"on": {family: pool}, "copies": [{"of", "version", "sha256"}], "count", "seconds"}.
     """
     started = time.perf_counter()
-    pools = {family: own_pool(store, base, family, count, scheme, substitute) for family in families}
+    pools = {family: own_pool(store, base, family, count, scheme, substitute, max(1, recipe.workers))
+             for family in families}
     copies = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in HARDENED:
