@@ -4,10 +4,12 @@ the identity check tells a glyph turned into another from one merely moved, and 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from farm.core.attacks.edge import disc_kernel
 from farm.core.attacks.methods import make_attack
 from farm.core.attacks.warp import Warp
-from farm.core.identity import RIVALS, SCALES, Shapes, rivals, scale_to_keep
+from farm.core.identity import RIVALS, SCALES, Shapes, drop_turning_dots, rivals, scale_to_keep, with_ink
 from farm.core.model import to_planes, to_tensor
 from farm.core.schemes import get_scheme
 from farm.core.seeds import UNKEYED, Seeds
@@ -111,6 +113,41 @@ def test_warp_pools_keep_every_glyph_nearer_its_own_character(substitute):
     served = perturb(spec, clean, [substitute], 0)  # the pool's own path gives what the guarded attack gave
     guarded_images = Warp.resample(to_tensor(clean.images), fields["guarded"]).clamp(0, 1)
     assert np.abs(served.astype(int) - np.round(guarded_images.permute(0, 2, 3, 1).numpy() * 255)).max() <= 1
+
+
+def test_a_dot_that_turns_a_glyph_is_dropped_and_one_that_does_not_is_kept():
+    own = torch.zeros(24, 24, dtype=torch.bool)
+    own[4:20, 8:11] = True  # a bar
+    rival = own.clone()
+    rival[4:9, 11:13] = True  # the bar with a knob at its top right
+    shapes, glyphs = torch.stack([own, rival])[None, None], own.float()[None, None]
+    kernel = disc_kernel(3.5)
+
+    def ink_of(density):
+        return 1 - torch.exp(-2 * F.conv2d(density, kernel, padding=kernel.shape[-1] // 2))
+    density = torch.zeros(1, 1, 24, 24)
+    density[0, 0, 6, 12] = density[0, 0, 18, 20] = 2.0  # a dot on the knob's place, one off the bar
+    assert not Shapes(shapes[0, 0][None]).kept(with_ink(glyphs[0], ink_of(density)[0])).any()  # read as the rival
+    kept = drop_turning_dots(density, ink_of, kernel, glyphs, shapes)
+    assert kept.nonzero().tolist() == [[0, 0, 18, 20]]
+    assert torch.equal(drop_turning_dots(kept, ink_of, kernel, glyphs, shapes), kept)  # nothing left to drop
+
+
+def test_warped_edge_dots_turn_no_glyph(substitute):
+    """A dot touching a warped stroke is read as part of it (a threshold joins them); the dots that would tip a glyph
+    nearer a rival are dropped (unguarded, 3 of these 64 glyphs turn)."""
+    spec = PoolSpec.from_preset("warped_edge", count=16, shard_size=16, scheme="classic", seed=5).validate()
+    clean = render_shard(spec, 0, Seeds(b"", UNKEYED))
+    shapes = torch.from_numpy(clean.shapes)
+    attack = make_attack("warped_edge", [substitute], **spec.attack_settings(), seed=1)
+    attack(to_tensor(clean.images), clean.texts, to_planes(clean.allowed), glyphs=to_planes(clean.glyphs),
+           shapes=shapes)
+    ink = torch.cat(attack.ink)
+    assert (ink > 0.5).flatten(1).any(1).all()  # every captcha keeps dots
+    b, slots, c, height, width = shapes.shape
+    glyphs = Warp.resample(shapes[:, :, 0].float(), torch.cat(attack.fields)).reshape(-1, height, width)
+    inked = with_ink(glyphs, ink.expand(-1, slots, -1, -1).reshape(-1, height, width))
+    assert Shapes(shapes.reshape(-1, c, height, width)).kept(inked).all()
 
 
 def test_shapes_of_the_wrong_shape_are_refused(substitute):

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SHIFT", "RIVALS", "SCALES", "WEIGHT", "MARGIN", "Shapes", "rivals", "scale_to_keep"]
+__all__ = ["SHIFT", "RIVALS", "SCALES", "WEIGHT", "MARGIN", "TOUCH", "Shapes", "rivals", "scale_to_keep", "with_ink",
+           "drop_turning_dots"]
 
 SHIFT = 4  # px: a glyph moved as a whole this far is still compared as itself
 # The characters a glyph is checked against: the 11 nearest its own shape when clean. Aimed at v5 of the arms race
@@ -36,6 +37,7 @@ SCALES = (1.0, 0.8, 0.6, 0.4, 0.2, 0.0)  # the field's strengths tried, stronges
 # substitute's reading, which orders them alike: 19% scaled after the ascent, 10% refusing, 8% steering.
 WEIGHT = 50.0
 MARGIN = 0.02  # how much nearer its own shape than any rival's a glyph is steered to stay
+TOUCH = 2  # px: ink this near a glyph's strokes is read as part of the glyph (a threshold joins them)
 
 
 class Shapes:
@@ -107,3 +109,39 @@ def scale_to_keep(moved_by, control: torch.Tensor, shapes: torch.Tensor) -> torc
         scale[rows[ok]] = level
         open_[rows[ok]] = False
     return control * scale.view(-1, *([1] * (control.dim() - 1)))
+
+
+def with_ink(moved: torch.Tensor, ink: torch.Tensor) -> torch.Tensor:
+    """Glyphs (N, H, W) with the ink (N, H, W) that lies within TOUCH px of their strokes: a dot in the glyphs'
+    tone that touches a stroke is joined to it by any threshold, so it is read as part of that glyph."""
+    near = F.max_pool2d((moved > 0.5).float()[:, None], 2 * TOUCH + 1, stride=1, padding=TOUCH)[:, 0] > 0
+    return torch.maximum(moved, ink * near)
+
+
+def drop_turning_dots(density: torch.Tensor, ink_of, kernel: torch.Tensor, moved: torch.Tensor,
+                      shapes: torch.Tensor) -> torch.Tensor:
+    """Dot centres `density` (B, 1, H, W) less the dots that turn a glyph nearer a rival's shape than its own.
+
+    While a captcha has such glyphs (counting the ink that touches them, with_ink), the dot whose disc lies most
+    within TOUCH px of them is dropped; a glyph no dot touches is left as it is (its field keeps it).
+    ink_of(density) -> the dots' ink (B, 1, H, W); kernel: a dot's disc (1, 1, k, k); moved (B, L, H, W): the
+    glyphs where they lie; shapes (B, L, C, H, W): each glyph's own shape first, then its rivals' (rivals).
+    """
+    b, slots, c, height, width = shapes.shape
+    compared = Shapes(shapes.reshape(-1, c, height, width))
+    density = density.clone()
+    for _ in range(int((density > 0).flatten(1).sum(1).max()) if b else 0):  # at most every dot goes
+        ink = ink_of(density).expand(-1, slots, -1, -1)
+        turned = ~compared.kept(with_ink(moved.reshape(-1, height, width), ink.reshape(-1, height, width)))
+        turned = turned.reshape(b, slots)
+        if not turned.any():
+            break
+        glyphs = (moved * turned[..., None, None]).amax(1, keepdim=True)  # (B, 1, H, W): the turned ones
+        near = F.max_pool2d((glyphs > 0.5).float(), 2 * TOUCH + 1, stride=1, padding=TOUCH)
+        overlap = F.conv2d(near, kernel, padding=kernel.shape[-1] // 2)  # a disc centred here, within reach
+        overlap = overlap.masked_fill(density <= 0, 0).flatten(1)
+        drop = turned.any(1) & (overlap.amax(1) > 0)
+        if not drop.any():
+            break
+        density.view(b, -1)[drop.nonzero().flatten(), overlap.argmax(1)[drop]] = 0
+    return density

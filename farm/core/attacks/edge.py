@@ -171,8 +171,17 @@ class Edge(Attack):
                 near = ((cols - x_.view(b, 1, 1)) ** 2 + (rows - y.view(b, 1, 1)) ** 2) < self.dot_width ** 2
                 score = score.masked_fill(near, float("-inf"))
                 free = free & ~near.unsqueeze(1)
-            chord = F.conv2d(density, self.kernel, padding=self.kernel.shape[-1] // 2)
-            ink = (1 - torch.exp(-2 * chord)) * where
+            ink = self.ink_of(density, where)
+        return self.keep_glyphs(density, where, ink)
+
+    def ink_of(self, density: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        """The dots' ink (B, 1, H, W) centred on `density`: discs that saturate where they overlap, cut to `where`."""
+        chord = F.conv2d(density, self.kernel, padding=self.kernel.shape[-1] // 2)
+        return (1 - torch.exp(-2 * chord)) * where
+
+    def keep_glyphs(self, density: torch.Tensor, where: torch.Tensor, ink: torch.Tensor) -> torch.Tensor:
+        """The dots' ink as placed: on glyphs where the scheme drew them no dot turned one into another character
+        (benchmarks/warp_identity.py); warped_edge's dots, on glyphs a field moved nearer a rival, can."""
         return ink
 
     def gain(self, x, tone, goal, targeted: bool, generator) -> torch.Tensor:

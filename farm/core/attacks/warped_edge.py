@@ -14,6 +14,7 @@ import torch
 from farm.core.attacks.edge import Edge
 from farm.core.attacks.settings import WARP, WARPED_EDGE
 from farm.core.attacks.warp import Warp, check_shapes, split_shapes
+from farm.core.identity import drop_turning_dots
 
 __all__ = ["WarpedEdge"]
 
@@ -27,6 +28,7 @@ class WarpedEdge(Edge):
     moves_glyphs = True
     slots: tuple[int, int] | None = None  # as Warp's
     shapes: torch.Tensor | None = None
+    placed: tuple[torch.Tensor, torch.Tensor] | None = None  # a batch's glyphs where the field moved them, and shapes
 
     def __init__(self, solvers, **kwargs):
         super().__init__(solvers, **kwargs)
@@ -56,5 +58,19 @@ class WarpedEdge(Edge):
         with torch.no_grad():
             warped, glyphs, allowed = (Warp.resample(plane, moved) for plane in (x0, glyphs, allowed))
             budget = None if budget is None else Warp.resample(budget.to(self.device, torch.float32), moved)
+            if shapes is not None:  # the dots, like the field, keep every glyph its own (keep_glyphs)
+                shapes = shapes.to(self.device)
+                self.placed = Warp.resample(shapes[:, :, 0].float(), moved), shapes
         zones = Edge.planes(self, allowed.cpu() > 0.5, glyphs.cpu() > 0.5)  # edge's, on the warped glyphs
-        return super().attack_batch(warped.clamp(0, 1), labels, zones, targets, generator, budget)
+        try:
+            return super().attack_batch(warped.clamp(0, 1), labels, zones, targets, generator, budget)
+        finally:
+            self.placed = None
+
+    def keep_glyphs(self, density: torch.Tensor, where: torch.Tensor, ink: torch.Tensor) -> torch.Tensor:
+        """Edge's dots less those that turn a warped glyph nearer a rival's shape (identity.drop_turning_dots): a dot
+        touching a stroke is read as part of it, and tips glyphs the field left close to a rival."""
+        if self.placed is None:
+            return ink
+        kept = drop_turning_dots(density, lambda centres: self.ink_of(centres, where), self.kernel, *self.placed)
+        return self.ink_of(kept, where)
