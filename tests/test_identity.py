@@ -146,7 +146,7 @@ def test_warped_edge_dots_turn_no_glyph(substitute):
     assert (ink > 0.5).flatten(1).any(1).all()  # every captcha keeps dots
     b, slots, c, height, width = shapes.shape
     glyphs = Warp.resample(shapes[:, :, 0].float(), torch.cat(attack.fields)).reshape(-1, height, width)
-    inked = with_ink(glyphs, ink.expand(-1, slots, -1, -1).reshape(-1, height, width))
+    inked = with_ink(glyphs, (ink > 0.5).float().expand(-1, slots, -1, -1).reshape(-1, height, width))
     assert Shapes(shapes.reshape(-1, c, height, width)).kept(inked).all()
 
 

@@ -122,8 +122,9 @@ def drop_turning_dots(density: torch.Tensor, ink_of, kernel: torch.Tensor, moved
                       shapes: torch.Tensor) -> torch.Tensor:
     """Dot centres `density` (B, 1, H, W) less the dots that turn a glyph nearer a rival's shape than its own.
 
-    While a captcha has such glyphs (counting the ink that touches them, with_ink), the dot whose disc lies most
-    within TOUCH px of them is dropped; a glyph no dot touches is left as it is (its field keeps it).
+    While a captcha has such glyphs (counting the ink that touches them, with_ink, solid where it is over half, as a
+    threshold reads it), the dot whose disc lies most within TOUCH px of them is dropped; a glyph no dot touches is
+    left as it is (its field keeps it).
     ink_of(density) -> the dots' ink (B, 1, H, W); kernel: a dot's disc (1, 1, k, k); moved (B, L, H, W): the
     glyphs where they lie; shapes (B, L, C, H, W): each glyph's own shape first, then its rivals' (rivals).
     """
@@ -131,7 +132,7 @@ def drop_turning_dots(density: torch.Tensor, ink_of, kernel: torch.Tensor, moved
     compared = Shapes(shapes.reshape(-1, c, height, width))
     density = density.clone()
     for _ in range(int((density > 0).flatten(1).sum(1).max()) if b else 0):  # at most every dot goes
-        ink = ink_of(density).expand(-1, slots, -1, -1)
+        ink = (ink_of(density) > 0.5).float().expand(-1, slots, -1, -1)  # solid, as a threshold reads a dot
         turned = ~compared.kept(with_ink(moved.reshape(-1, height, width), ink.reshape(-1, height, width)))
         turned = turned.reshape(b, slots)
         if not turned.any():
