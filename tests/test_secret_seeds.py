@@ -5,6 +5,7 @@ seed is not secret, so an attacker renders the clean captchas of seeds 0, 1, 2, 
 for each served image, the answer of the rendering nearest in L-inf.
 """
 
+import dataclasses
 import json
 
 import numpy as np
@@ -15,7 +16,7 @@ from farm.cli import main
 from farm.exceptions import PoolError
 from farm.ops.submit import generate_pool
 from farm.core.spec import PoolSpec
-from farm.ops.shard import attack_shard, render_shard, write_shard
+from farm.ops.shard import attack_shard, perturb, render_shard, write_shard
 from farm.storage.layout import decode_png, image_key, manifest_key
 from farm.storage.pools import pool_images, read_keys
 from farm.storage.manifest import read_manifest, write_manifest
@@ -86,6 +87,22 @@ def test_seeds_keep_the_secret_out_of_their_repr_and_refuse_an_empty_one():
         Seeds(b"")
     with pytest.raises(ValueError, match="derivation"):
         Seeds(SECRET, "md5")
+
+
+def test_the_attack_draws_are_keyed_as_the_captchas_are(substitute):
+    """Input diversity, a placement's chains and a generator's codes are drawn from a seed only the secret gives: the
+    public pool seed no longer tells anyone which codes a public generator was given."""
+    spec = PoolSpec(count=4, shard_size=4, method="momentum", steps=2, diversity=0.7, early_stop=False).validate()
+    clean = render_shard(spec, 0, Seeds(SECRET))
+    other = dataclasses.replace(clean, attack_seed=Seeds(b"another-secret").attack(spec.seed, 0))
+    public = dataclasses.replace(clean, attack_seed=None)
+    assert clean.attack_seed not in {other.attack_seed, spec.seed * 1_000_003}
+    first = perturb(spec, clean, [substitute], 0)
+    assert first.tobytes() == perturb(spec, render_shard(spec, 0, Seeds(SECRET)), [substitute], 0).tobytes()
+    assert first.tobytes() != perturb(spec, other, [substitute], 0).tobytes()
+    assert first.tobytes() != perturb(spec, public, [substitute], 0).tobytes()
+    assert render_shard(spec, 0, Seeds(SECRET, UNKEYED)).attack_seed == spec.seed * 1_000_003  # as before keying
+    assert Seeds(SECRET, UNKEYED).attack(7, 2) == 7 * 1_000_003 + 2
 
 
 # --- pools written before keying ---------------------------------------------------------------------------

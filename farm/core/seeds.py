@@ -7,7 +7,7 @@ seeds 0, 1, 2, ...; the right rendering sits at exactly eps). Captcha `index` is
 from HMAC-SHA256(FARM_SECRET, seed/stream/index): with the secret, the same seed gives the same
 clean captchas index by index for every method (studies compare methods on them, a re-run shard
 writes identical bytes, farm workers and the embedded mode agree); without it, nothing can be
-rendered again.
+rendered again. The attack's own draws are keyed the same way (Seeds.attack).
 
 Each manifest records its pool's derivation. Pools written before it was keyed record none and
 read as UNKEYED: they can still be previewed and evaluated, but never grown (farm.ops.submit).
@@ -46,8 +46,18 @@ class Seeds:
         """The seed captcha `index` of a pool of seed `seed` is drawn from."""
         if self.derivation == UNKEYED:
             return captcha_seed(seed, index, POOL_STREAM)
-        message = f"captcha/{seed}/{POOL_STREAM}/{index}".encode()
-        return int.from_bytes(hmac.new(self.secret, message, hashlib.sha256).digest()[:8], "big")
+        return self._keyed(f"captcha/{seed}/{POOL_STREAM}/{index}")
+
+    def attack(self, seed: int, shard: int) -> int:
+        """The seed of a shard's attack draws (input diversity, a placement's chains, a generator's codes), keyed as
+        the captchas are: the perturbation's randomness is no more public than the captcha it lies on, so no one
+        without the secret can draw a pool's codes and try them against a public generator."""
+        if self.derivation == UNKEYED:
+            return seed * 1_000_003 + shard
+        return self._keyed(f"attack/{seed}/{shard}")
+
+    def _keyed(self, message: str) -> int:
+        return int.from_bytes(hmac.new(self.secret, message.encode(), hashlib.sha256).digest()[:8], "big")
 
 
 def derivation(manifest: dict) -> str:

@@ -66,7 +66,8 @@ def copy_versions(card: dict) -> list[str]:
 @dataclass
 class CleanShard:
     """Clean captchas of a shard. Shape: images uint8 (N, H, W) or (N, H, W, 3); glyphs, allowed bool (N, H, W);
-    shapes bool (N, L, 1 + RIVALS, H, W) for a warp (glyph_shapes), else None."""
+    shapes bool (N, L, 1 + RIVALS, H, W) for a warp (glyph_shapes), else None; attack_seed: the seed of its attack's
+    draws (Seeds.attack), None for a shard made up of others' captchas (the spec's public seed then)."""
 
     indices: list[int]
     texts: list[str]
@@ -75,6 +76,7 @@ class CleanShard:
     allowed: np.ndarray
     seconds: float = 0.0
     shapes: np.ndarray | None = None
+    attack_seed: int | None = None
 
 
 def render_shard(spec: PoolSpec, shard: int, seeds: Seeds, store: Store | None = None) -> CleanShard:
@@ -83,7 +85,8 @@ def render_shard(spec: PoolSpec, shard: int, seeds: Seeds, store: Store | None =
     indices = list(spec.indices(shard))
     images, glyphs, texts = clean_captchas(spec, indices, seeds, store)
     return CleanShard(indices, texts, images, glyphs, masks.allowed(spec, glyphs, indices, seeds),
-                      time.perf_counter() - started, glyph_shapes(spec, indices, texts, seeds))
+                      time.perf_counter() - started, glyph_shapes(spec, indices, texts, seeds),
+                      seeds.attack(spec.seed, shard))
 
 
 def glyph_shapes(spec: PoolSpec, indices: list[int], texts: list[str], seeds: Seeds) -> np.ndarray | None:
@@ -119,8 +122,8 @@ def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int
     """
     if spec.method == "none":
         return clean.images.copy()
-    attack = make_attack(spec.method, solvers, **spec.attack_settings(), seed=spec.seed * 1_000_003 + shard,
-                         device=device)
+    seed = clean.attack_seed if clean.attack_seed is not None else spec.seed * 1_000_003 + shard
+    attack = make_attack(spec.method, solvers, **spec.attack_settings(), seed=seed, device=device)
     budget = masks.glyph_budget(spec, clean.glyphs)
     shapes = {} if clean.shapes is None else {"shapes": torch.from_numpy(clean.shapes)}
     adv = attack(to_tensor(clean.images), clean.texts, to_planes(clean.allowed),

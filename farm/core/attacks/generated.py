@@ -25,8 +25,9 @@ class Generated(Momentum):
     """Dots where the placer scores them best, then delta = G(captcha, glyph mask, code) within the budget and mask,
     then `steps` momentum steps from there.
 
-    Each captcha's code is drawn from the batch's seeded generator, so a shard perturbs the same way every run
-    and no two captchas share one.
+    Each captcha's code is drawn from the batch's seeded generator (a shard's seed is keyed by the secret:
+    Seeds.attack), so a shard perturbs the same way every run, no two captchas share one, and no one without the
+    secret can draw them for the public bundled generator.
     """
 
     name = "generator"
