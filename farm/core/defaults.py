@@ -40,7 +40,7 @@ class FinetuneConfig:
     guard_count: int = 500  # fresh captchas per target scheme, for the guard during the fit and for the final check
     risks: tuple[str, ...] = ("attacker",)  # whose answers are queries to an attack model
     seed: int = 0
-    workers: int = 2  # render processes for the replay
+    workers: int = 2  # render processes for the replay and for anticipation's own pools (0: in this process)
 
     @classmethod
     def from_dict(cls, data: dict) -> "FinetuneConfig":
