@@ -57,15 +57,18 @@ counts the dots that touch it as its ink (solid, as a threshold reads them):
   python -m benchmarks.warp_identity --count 100 --method warped_edge [--store DIR/store]
 
                             aimed at v1 + crnn-b + resnet-a      aimed at v9 (+ crnn-b, resnet-a, copies v6-v8)
-  fields unguarded               75.0% kept (31.0% all)              77.5% (40.0%)
-  fields guarded                 99.8%      (99.0%)                  99.5% (98.0%)
-  guarded, with its dots         99.0%      (96.0%)                  (91.2% (66.0%) before the dots were guarded)
-  unguarded, with its dots       71.5%      (24.0%)                  75.8% (33.0%)
+  fields unguarded               75.0% kept (31.0% all)              78.2% (39.0%)
+  fields guarded                 99.8%      (99.0%)                  99.8% (99.0%)
+  guarded, with its dots         99.0%      (96.0%)                  99.2% (97.0%)
+  unguarded, with its dots       71.5%      (24.0%)                  75.2% (33.0%)
+
+(v9: transformer-a's round 2 of benchmarks/arms_race_adaptive.py, 2026-12-08; before the dots were guarded, the
+v9 of crnn-aug's round 2 kept 91.2% (66.0%) with its dots.)
 
 Before the dots were guarded they turned some 8% of the glyphs the guarded field kept (91.8% kept aimed at v1):
 they tip glyphs the field left close to a rival (K->X, D->O, O->0). Now a dot that tips a glyph nearer one of its
-rivals is dropped (identity.drop_turning_dots); what is left (1.0%: L->I, K->A, W->M, U->V) is a character outside
-the 11 rivals checked. Held-out solvers read 0% as served either way. The colour default's dots (edge, the same 100
+rivals is dropped (identity.drop_turning_dots); what is left (1.0%: L->I, K->A, W->M, U->V; aimed at v9 0.8%:
+K->A, E->C, V->Q) is a character outside the 11 rivals checked. Held-out solvers read 0% as served either way. The colour default's dots (edge, the same 100
 captchas, the substitute and both donors) turn none: on glyphs where the scheme left them, no dot tips one.
 """
 
