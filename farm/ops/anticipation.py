@@ -13,8 +13,8 @@ bots adapted on 3,000 ink captchas read 7.2% and 6.8% of the next (geometry) gen
 transformer-a) of geometry aimed at copies hardened on ink and geometry, and 4.0% and 1.2% of warped_ink aimed
 at them: benchmarks/arms_race.py --adaptive --remember --anticipate 3000. With warps that keep every glyph its own
 (farm.core.identity): 15.6% and 15.2% of geometry in round 1, 1.6% of warped_ink in round 2 (crnn-aug); with
-warped_ink's dots guarded too, transformer-a alone 13.6% and 3.2%, the move 752 s and 1073 s on 2 cores (its own
-pools render in the move's processes, FinetuneConfig.workers).
+warped_ink's dots guarded too, each bot alone, 13.6% and 3.2% (transformer-a), 12.4% and 3.2% (crnn-aug), the
+move 583-1073 s on 2 cores (its own pools render in the move's processes, FinetuneConfig.workers).
 
 The copies are published as versions of their own, unpromoted and marked refused (a copy loses
 about 14 points of clean accuracy and never serves as the substitute); the new version's card
