@@ -78,8 +78,8 @@ def main():
     parser.add_argument("--remember", action="store_true", help="--adaptive: the operator keeps every label it bought "
                         "and retrains on all of them each round (default: on the last generation's only)")
     parser.add_argument("--threads", type=int, default=1, help="--adaptive: torch threads and processes for the "
-                        "benchmark's pools (the machine's cores when one race runs alone; 1 when two run side by side); "
-                        "the move renders in farm finetune's processes (2)")
+                        "benchmark's pools (the machine's cores when one race runs alone; 1 when two run side by "
+                        "side); the move renders in farm finetune's processes (2)")
     parser.add_argument("--quick", action="store_true", help="small bot, N = 250 and 1000, 200-captcha pools")
     parser.add_argument("--attacker", type=Path, help="the bot's folder: reused when it holds one (from `farm attacker "
                         "train`), else the bot is trained into it and kept for the next run")

@@ -39,8 +39,9 @@ adaptive_gain (round 1): transformer-a 0.793, crnn-aug 0.799; transformer-a 2442
 341 s, 2 threads), crnn-aug 3485 s in all (its own store, every pool with today's code, beside a CI run at first)
 
 - **The move takes 583-752 s in round 1 and 940-1073 s in round 2 on 2 cores** (transformer-a's round 1 beside a
-  warp_identity run and a test run for part of it): within the 30-minute bound in every round. Round 2's own guarded geometry pool of 3,000 is most of it;
-  last run's 2572 s was the same work on one thread beside another race and a test run.
+  warp_identity run and a test run for part of it): within the 30-minute bound in every round. Round 2's own
+  guarded geometry pool of 3,000 is most of it; last run's 2572 s was the same work on one thread beside another
+  race and a test run.
 - Both bots meet the bots' goal in both rounds: at most 25% of generation k+1 and at most half of generation k, as
   served and after Otsu (transformer-a's round 2 was not measured last run). The substitute's clean accuracy stays
   within 2 points each round (96.8 -> 95.4 -> 95.0%, 96.8 -> 95.6 -> 96.0%).

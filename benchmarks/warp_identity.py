@@ -68,8 +68,9 @@ v9 of crnn-aug's round 2 kept 91.2% (66.0%) with its dots.)
 Before the dots were guarded they turned some 8% of the glyphs the guarded field kept (91.8% kept aimed at v1):
 they tip glyphs the field left close to a rival (K->X, D->O, O->0). Now a dot that tips a glyph nearer one of its
 rivals is dropped (identity.drop_turning_dots); what is left (1.0%: L->I, K->A, W->M, U->V; aimed at v9 0.8%:
-K->A, E->C, V->Q) is a character outside the 11 rivals checked. Held-out solvers read 0% as served either way. The colour default's dots (edge, the same 100
-captchas, the substitute and both donors) turn none: on glyphs where the scheme left them, no dot tips one.
+K->A, E->C, V->Q) is a character outside the 11 rivals checked. Held-out solvers read 0% as served either way.
+The colour default's dots (edge, the same 100 captchas, the substitute and both donors) turn none: on glyphs where
+the scheme left them, no dot tips one.
 """
 
 import argparse
