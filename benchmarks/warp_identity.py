@@ -80,14 +80,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from benchmarks.cleanup import held_out_solvers
 import farm.core.attacks.warp as warp_module
 from farm.core.attacks.methods import make_attack
 from farm.core.attacks.settings import WARPED_EDGE
 from farm.core.attacks.warp import Warp
-from farm.core.identity import Shapes, rivals, scale_to_keep
+from farm.core.identity import Shapes, rivals, scale_to_keep, with_ink
 from farm.core.model import to_arrays, to_planes, to_tensor
 from farm.core.schemes import get_scheme
 from farm.core.spec import PoolSpec
@@ -132,16 +131,14 @@ def shuffled(control: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def identities(captchas, every: list[np.ndarray], alphabet: str, control: torch.Tensor | None,
                dots: torch.Tensor | None = None):
     """[(kept, margin, read as)] per glyph: moved along `control`'s field (None: as drawn), nearest of all shapes.
-    With `dots` (B, H, W) bool, each glyph counts the dots that touch it (within 2 px) as its own ink."""
+    With `dots` (B, H, W) bool, each glyph counts the dots that touch it (identity.with_ink) as its own ink."""
     rows = []
     for k, (captcha, shapes) in enumerate(zip(captchas, every)):
         own = torch.from_numpy(np.stack([shapes[slot, alphabet.index(c)] for slot, c in enumerate(captcha.text)]))
         moved = own.float() if control is None else Warp.resample(own[None].float(), Warp.upsample(
             control[k:k + 1], *own.shape[-2:]))[0]
         if dots is not None:
-            near = F.max_pool2d((moved > 0.5).float()[None], 5, stride=1, padding=2)[0] > 0
-            touching = dots[k][None] & near  # a dot's pixels within 2 px of the glyph
-            moved = torch.maximum(moved, touching.float())
+            moved = with_ink(moved, dots[k][None].float())
         scores = Shapes(torch.from_numpy(shapes)).similarity(moved)
         for slot, c in enumerate(captcha.text):
             mine = scores[slot, alphabet.index(c)]

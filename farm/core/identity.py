@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SHIFT", "RIVALS", "SCALES", "WEIGHT", "MARGIN", "TOUCH", "Shapes", "rivals", "scale_to_keep", "with_ink",
-           "drop_turning_dots"]
+__all__ = ["SHIFT", "RIVALS", "SCALES", "WEIGHT", "MARGIN", "TOUCH", "Shapes", "rivals", "scale_to_keep", "touching",
+           "with_ink", "drop_turning_dots"]
 
 SHIFT = 4  # px: a glyph moved as a whole this far is still compared as itself
 # The characters a glyph is checked against: the 11 nearest its own shape when clean. Aimed at v5 of the arms race
@@ -111,11 +111,16 @@ def scale_to_keep(moved_by, control: torch.Tensor, shapes: torch.Tensor) -> torc
     return control * scale.view(-1, *([1] * (control.dim() - 1)))
 
 
+def touching(glyphs: torch.Tensor) -> torch.Tensor:
+    """Where ink touches glyphs (..., H, W): within TOUCH px of their strokes (where they are over half), bool."""
+    strokes = (glyphs > 0.5).float().reshape(-1, 1, *glyphs.shape[-2:])
+    return (F.max_pool2d(strokes, 2 * TOUCH + 1, stride=1, padding=TOUCH) > 0).reshape(glyphs.shape)
+
+
 def with_ink(moved: torch.Tensor, ink: torch.Tensor) -> torch.Tensor:
     """Glyphs (N, H, W) with the ink (N, H, W) that lies within TOUCH px of their strokes: a dot in the glyphs'
     tone that touches a stroke is joined to it by any threshold, so it is read as part of that glyph."""
-    near = F.max_pool2d((moved > 0.5).float()[:, None], 2 * TOUCH + 1, stride=1, padding=TOUCH)[:, 0] > 0
-    return torch.maximum(moved, ink * near)
+    return torch.maximum(moved, ink * touching(moved))
 
 
 def drop_turning_dots(density: torch.Tensor, ink_of, kernel: torch.Tensor, moved: torch.Tensor,
@@ -138,8 +143,8 @@ def drop_turning_dots(density: torch.Tensor, ink_of, kernel: torch.Tensor, moved
         if not turned.any():
             break
         glyphs = (moved * turned[..., None, None]).amax(1, keepdim=True)  # (B, 1, H, W): the turned ones
-        near = F.max_pool2d((glyphs > 0.5).float(), 2 * TOUCH + 1, stride=1, padding=TOUCH)
-        overlap = F.conv2d(near, kernel, padding=kernel.shape[-1] // 2)  # a disc centred here, within reach
+        # a disc centred at each pixel: how much of it lies within reach of the turned glyphs
+        overlap = F.conv2d(touching(glyphs).float(), kernel, padding=kernel.shape[-1] // 2)
         overlap = overlap.masked_fill(density <= 0, 0).flatten(1)
         drop = turned.any(1) & (overlap.amax(1) > 0)
         if not drop.any():

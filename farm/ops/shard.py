@@ -23,7 +23,7 @@ from farm.core.identity import RIVALS, rivals
 from farm.core.measures import measure
 from farm.core.model import to_arrays, to_planes, to_tensor
 from farm.core.schemes import get_scheme
-from farm.core.seeds import Seeds
+from farm.core.seeds import UNKEYED, Seeds
 from farm.core.spec import PoolSpec
 from farm.core.zoo import card_ensemble
 from farm.core.zoo_loading import load_donor
@@ -122,7 +122,7 @@ def perturb(spec: PoolSpec, clean: CleanShard, solvers: list[Solver], shard: int
     """
     if spec.method == "none":
         return clean.images.copy()
-    seed = clean.attack_seed if clean.attack_seed is not None else spec.seed * 1_000_003 + shard
+    seed = clean.attack_seed if clean.attack_seed is not None else Seeds(b"", UNKEYED).attack(spec.seed, shard)
     attack = make_attack(spec.method, solvers, **spec.attack_settings(), seed=seed, device=device)
     budget = masks.glyph_budget(spec, clean.glyphs)
     shapes = {} if clean.shapes is None else {"shapes": torch.from_numpy(clean.shapes)}
