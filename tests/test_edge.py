@@ -8,8 +8,9 @@ import torch
 
 from farm.core.colour import grey_array
 from farm.core.model import to_tensor
+from farm.core.preprocess import Chain
 
-from farm.core.attacks.edge import edge_zones
+from farm.core.attacks.edge import COLOUR_PLACEMENT_CHAINS, PLACEMENT_CHAINS, edge_zones
 from farm.core.attacks.methods import make_attack
 from farm.core.seeds import Seeds
 from farm.core.spec import PoolSpec
@@ -113,3 +114,19 @@ def test_the_glyph_tone_is_the_dark_quantile_of_each_captcha_and_channel(on_grid
     tone = glyph_tone(images)
     assert tone.shape == (4, 3, 1, 1)
     torch.testing.assert_close(tone, expected, rtol=0, atol=1e-7)
+
+
+def test_colour_dots_are_placed_through_the_conversions_bots_read_colour_with(substitute, shard, monkeypatch):
+    """On colour the placement's gradients read 2-bit reduction after HSV value, the channel of most contrast and
+    saturation, where the first colour default gave back most; grey captchas keep the grey chains (and their bytes)."""
+    _, clean = shard
+    read = []
+    through = Chain.__call__
+    monkeypatch.setattr(Chain, "__call__", lambda chain, x: read.append((chain.name, x.shape[1])) or through(chain, x))
+    glyphs = torch.from_numpy(clean.glyphs).unsqueeze(1)
+    attack = make_attack("edge", substitute, dot_rounds=2, dot_samples=6, **FAST)
+    for images in (to_tensor(clean.images), to_tensor([grey_array(im) for im in clean.images])):
+        attack(images, clean.texts, glyphs=glyphs)
+    colour, grey = ({name for name, channels in read if channels == c} for c in (3, 1))
+    assert colour <= set(COLOUR_PLACEMENT_CHAINS) and colour - set(PLACEMENT_CHAINS), colour
+    assert grey and grey <= set(PLACEMENT_CHAINS), grey

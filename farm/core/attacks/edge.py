@@ -8,10 +8,11 @@ changes the captcha by disc(p - c) (tone - x)(p), so its first-order gain is the
 grad * (tone - x) with the disc, read at every centre of the band at once from one gradient.
 Each gradient is of the loss summed over the solvers (the ensemble, balanced as Attack._loss
 does) after one clean-up chain of the attacker's toolbox (farm.core.preprocess, sampled:
-expectation over transformation, straight-through thresholds). The best centres are taken in
-turn, none within a dot's width of one taken. Then momentum's noise (farm.core.attacks.momentum)
-runs on the inked captcha through the first solver alone (the substitute), as the default does:
-the noise ends reading as served, the dots the reading after a clean-up.
+expectation over transformation, straight-through thresholds; on colour, some through the conversions
+bots read colour with). The best centres are taken in turn, none within a dot's width of one taken.
+Then momentum's noise (farm.core.attacks.momentum) runs on the inked captcha through the first solver
+alone (the substitute), as the default does: the noise ends reading as served, the dots the reading
+after a clean-up.
 
 Where: a dot's centre lies off the glyphs and at most `band` pixels from them; its ink is cut to
 the glyphs dilated by band + dot_width / 2 (edge_zones), and to the mask. dot_placement=random is
@@ -35,11 +36,15 @@ from farm.core.measures import glyph_region
 from farm.core.model import to_planes
 from farm.core.preprocess import parse_chain
 
-__all__ = ["Edge", "PLACEMENT_CHAINS", "disc_kernel", "edge_zones"]
+__all__ = ["Edge", "PLACEMENT_CHAINS", "COLOUR_PLACEMENT_CHAINS", "disc_kernel", "edge_zones"]
 
 # The clean-ups a placement gradient reads the captcha through, one sampled per gradient: the image as
 # served, the thresholds, and the chains that denoise or tidy around a threshold (the worst of benchmarks/cleanup.py).
 PLACEMENT_CHAINS = ("none", "otsu", "median3>otsu", "otsu>close3", "blur1>otsu", "adaptive15", "thr160")
+# On colour, where bots gave the first colour default back most: 2-bit reduction, alone and after the conversions bots
+# read colour through (HSV value first), beside the thresholds (donors' worst chains, 150 captchas: README, Measured).
+COLOUR_PLACEMENT_CHAINS = ("none", "otsu", "otsu>close3", "thr200", "bits2", "value>bits2", "channel>bits2",
+                           "saturation>bits2")
 SOFTNESS = 0.5  # pixels over which a dot's edge fades (anti-aliased, like the scheme's own strokes)
 DOT_MASS = 2.0  # a dot's ink before saturation: 1 - exp(-2 * 2 * disc) is solid inside the disc
 TONE_QUANTILE = 0.02  # the ink's grey: this quantile of the clean captcha, its darkest glyph pixels
@@ -98,7 +103,8 @@ class Edge(Attack):
         super().__init__(solvers, **kwargs)
         noise = {name: getattr(self, name) for name in MOMENTUM.names}
         noise["alpha"] = kwargs.get("alpha")  # None: momentum's own 2.5 eps / steps, which may pass eps
-        self.chains = [parse_chain(name) for name in PLACEMENT_CHAINS]
+        self.chains = {channels: [parse_chain(name) for name in names]  # by the images' channels: grey or colour
+                       for channels, names in ((1, PLACEMENT_CHAINS), (3, COLOUR_PLACEMENT_CHAINS))}
         self.kernel = disc_kernel(self.dot_width).to(self.device)
         # the noise is aimed at the substitute and its hardened copies (farm.ops.anticipation): the donors place dots
         substitute = self.solvers[0]
@@ -188,8 +194,9 @@ class Edge(Attack):
         """First-order gain of a dot centred at each pixel, (B, 1, H, W), averaged over dot_samples chains."""
         grad = torch.zeros_like(x)
         x = x.detach().requires_grad_(True)
+        chains = self.chains[x.shape[1]]
         for _ in range(self.dot_samples):
-            chain = self.chains[int(torch.randint(len(self.chains), (1,), generator=generator))]
+            chain = chains[int(torch.randint(len(chains), (1,), generator=generator))]
             loss, _ = self._loss(chain(x), goal, generator)
             grad += torch.autograd.grad((-loss if targeted else loss).sum(), x)[0]
         with torch.no_grad():
