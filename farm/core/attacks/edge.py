@@ -42,7 +42,7 @@ __all__ = ["Edge", "PLACEMENT_CHAINS", "COLOUR_PLACEMENT_CHAINS", "disc_kernel",
 # served, the thresholds, and the chains that denoise or tidy around a threshold (the worst of benchmarks/cleanup.py).
 PLACEMENT_CHAINS = ("none", "otsu", "median3>otsu", "otsu>close3", "blur1>otsu", "adaptive15", "thr160")
 # On colour, where bots gave the first colour default back most: 2-bit reduction, alone and after the conversions bots
-# read colour through (HSV value first), beside the thresholds (donors' worst chains, 150 captchas: README, Measured).
+# read colour through (HSV value first), beside the thresholds (the donors chose them: docs/platforms.md, Colour).
 COLOUR_PLACEMENT_CHAINS = ("none", "otsu", "otsu>close3", "thr200", "bits2", "value>bits2", "channel>bits2",
                            "saturation>bits2")
 SOFTNESS = 0.5  # pixels over which a dot's edge fades (anti-aliased, like the scheme's own strokes)
